@@ -1,0 +1,20 @@
+"""The `midog-eval` command: one typer application; each command group lives in its own module here.
+
+Command modules import their heavy dependencies inside the command functions, so that `midog-eval score`
+starts without loading the web service or the worker.
+"""
+
+import typer
+
+cli = typer.Typer(
+    name="midog-eval",
+    help="Self-hostable evaluation server for MIDOG-style mitotic-figure detection challenges.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

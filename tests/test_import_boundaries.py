@@ -1,0 +1,62 @@
+"""The dependency rules of architecture.md section 3, checked in fresh interpreters via sys.modules."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+# module -> top-level packages (or dotted prefixes) it must never pull in, directly or indirectly.
+RULES: dict[str, tuple[str, ...]] = {
+    "worker.evaluation": (
+        "app",
+        "worker.tasks",
+        "worker.pipeline",
+        "worker.sandbox",
+        "worker.inference",
+        "worker.datasets",
+        "celery",
+        "sqlalchemy",
+        "fastapi",
+        "pydantic",
+        "torch",
+    ),
+    "worker.inference": ("app", "celery", "sqlalchemy", "fastapi"),
+    "worker.pipeline": ("celery", "sqlalchemy", "fastapi", "torch"),
+    "worker.sandbox": ("celery", "sqlalchemy", "fastapi", "torch"),
+    "app.models": ("fastapi", "torch", "worker.tasks", "worker.inference"),
+    "app.db": ("fastapi", "torch", "worker.tasks", "worker.inference"),
+    "app.settings": ("fastapi", "torch", "worker.tasks", "worker.inference"),
+    "app.main": ("worker.tasks", "worker.inference", "torch"),
+    "app.cli": ("torch", "fastapi", "sqlalchemy", "celery"),
+}
+
+
+def _loaded_modules(module: str) -> set[str]:
+    code = f"import json, sys, importlib; importlib.import_module({module!r}); print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout))
+
+
+def _exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("module", sorted(RULES))
+def test_module_respects_its_dependency_rule(module: str) -> None:
+    if not _exists(module):
+        pytest.skip(f"{module} is not part of the code base yet")
+    loaded = _loaded_modules(module)
+    forbidden = [
+        name for name in loaded for banned in RULES[module] if name == banned or name.startswith(banned + ".")
+    ]
+    assert not forbidden, f"importing {module} pulls in {sorted(forbidden)}"
+
+
+def test_the_rule_checker_detects_a_violation() -> None:
+    """Guards the test itself: json imports codecs-based modules, so a rule banning 'json' must trip."""
+    assert "json" in _loaded_modules("json")
