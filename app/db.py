@@ -1,0 +1,101 @@
+"""Engine and session factory; the request dependency (commits or rolls back) and `session_scope()`.
+
+One transaction per request or per task step: services flush, never commit. Must not import FastAPI,
+Celery or torch (the worker and the CLI use this module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.settings import Settings, get_settings
+
+
+def make_engine(url: str, *, settings: Settings | None = None, **kwargs: Any) -> Engine:
+    """An engine for `url`; SQLite gets foreign keys, WAL and a busy timeout, PostgreSQL a connect timeout."""
+    settings = settings or get_settings()
+    parsed = make_url(url)
+    options: dict[str, Any] = {"echo": settings.sql_echo, "pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        options["connect_args"] = {"connect_timeout": settings.db_connect_timeout_s}
+        if "poolclass" not in kwargs:
+            options["pool_size"] = settings.db_pool_size
+            options["max_overflow"] = settings.db_pool_size * 2
+            options["pool_timeout"] = settings.db_connect_timeout_s
+    options.update(kwargs)
+    engine = create_engine(url, **options)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling breaks SAVEPOINT; SQLAlchemy emits BEGIN itself (_sqlite_on_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    # WAL lets the API read while the worker writes; not available for in-memory databases.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded attributes after commit (responses are built after the commit)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+_engine: Engine | None = None
+_session_factory: sessionmaker[Session] | None = None
+
+
+def get_engine() -> Engine:
+    """The process-wide engine, created from settings on first use."""
+    global _engine
+    if _engine is None:
+        _engine = make_engine(get_settings().database_url)
+    return _engine
+
+
+def get_session_factory() -> sessionmaker[Session]:
+    """The process-wide session factory (replaceable with `configure_session_factory`)."""
+    global _session_factory
+    if _session_factory is None:
+        _session_factory = make_session_factory(get_engine())
+    return _session_factory
+
+
+def configure_session_factory(factory: sessionmaker[Session] | None) -> None:
+    """Point the module-level factory elsewhere (tests, CLI with an explicit URL); None resets it."""
+    global _session_factory, _engine
+    _session_factory = factory
+    if factory is None:
+        _engine = None
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Session]:
+    """One transaction for the worker or the CLI: commits on success, rolls back on any exception."""
+    session = (factory or get_session_factory())()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

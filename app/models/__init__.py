@@ -1,0 +1,49 @@
+"""SQLAlchemy 2.0 ORM models of the service (one MetaData, naming convention in base.py).
+
+Importing this package must not import FastAPI, Celery, torch or worker.tasks.
+"""
+
+from app.models.base import Base, UTCDateTime, utcnow
+from app.models.challenge import (
+    Challenge,
+    EntryPolicy,
+    LeaderboardVisibility,
+    Phase,
+    PhaseKind,
+    RankingMetric,
+    SubmissionKind,
+)
+from app.models.submission import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Evaluation,
+    EvaluationStatus,
+    Result,
+    Submission,
+)
+from app.models.team import ApiToken, Participant, Team, TokenScope
+from app.models.test_set import TestSet
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "ApiToken",
+    "Base",
+    "Challenge",
+    "EntryPolicy",
+    "Evaluation",
+    "EvaluationStatus",
+    "LeaderboardVisibility",
+    "Participant",
+    "Phase",
+    "PhaseKind",
+    "RankingMetric",
+    "Result",
+    "Submission",
+    "SubmissionKind",
+    "Team",
+    "TestSet",
+    "TokenScope",
+    "UTCDateTime",
+    "utcnow",
+]

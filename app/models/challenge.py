@@ -1,0 +1,103 @@
+"""Challenges and their phases (kind, schedule, quotas, leaderboard policy, gating, limits)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column
+
+if TYPE_CHECKING:
+    from app.models.test_set import TestSet
+
+
+class PhaseKind(enum.StrEnum):
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+
+
+class SubmissionKind(enum.StrEnum):
+    PREDICTIONS = "predictions"
+    MODEL = "model"
+    CONTAINER = "container"
+
+
+class LeaderboardVisibility(enum.StrEnum):
+    """public: everyone sees scores; private: organisers only (a team sees its own);
+    hidden_until_close: nobody but organisers sees any score until the phase closes."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+    HIDDEN_UNTIL_CLOSE = "hidden_until_close"
+
+
+class EntryPolicy(enum.StrEnum):
+    """Which of a team's results stands for it on the leaderboard."""
+
+    BEST = "best"
+    LATEST = "latest"
+
+
+class RankingMetric(enum.StrEnum):
+    F1 = "f1"
+    AP = "ap"
+    PRECISION = "precision"
+    RECALL = "recall"
+
+
+class Challenge(TimestampMixin, Base):
+    __tablename__ = "challenge"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    is_published: Mapped[bool] = mapped_column(Boolean, default=True)
+    requires_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    phases: Mapped[list[Phase]] = relationship(back_populates="challenge", order_by="Phase.id")
+
+
+class Phase(TimestampMixin, Base):
+    __tablename__ = "phase"
+    __table_args__ = (UniqueConstraint("challenge_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    challenge_id: Mapped[int] = mapped_column(ForeignKey("challenge.id", ondelete="CASCADE"), index=True)
+    slug: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[PhaseKind] = mapped_column(enum_column(PhaseKind), default=PhaseKind.PRELIMINARY)
+    opens_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # list of SubmissionKind values
+    allowed_kinds: Mapped[list[str]] = mapped_column(JSON, default=lambda: [SubmissionKind.PREDICTIONS.value])
+    test_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("test_set.id", ondelete="RESTRICT"), index=True
+    )
+    daily_quota: Mapped[int | None] = mapped_column(Integer, default=5)
+    phase_quota: Mapped[int | None] = mapped_column(Integer)
+    failed_count_towards_quota: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_active_per_team: Mapped[int] = mapped_column(Integer, default=1)
+    leaderboard_visibility: Mapped[LeaderboardVisibility] = mapped_column(
+        enum_column(LeaderboardVisibility), default=LeaderboardVisibility.PUBLIC
+    )
+    # group labels (e.g. scanner names) shown as leaderboard columns; None shows every group
+    shown_groups: Mapped[list[str] | None] = mapped_column(JSON)
+    entry_policy: Mapped[EntryPolicy] = mapped_column(enum_column(EntryPolicy), default=EntryPolicy.BEST)
+    ranking_metric: Mapped[RankingMetric] = mapped_column(
+        enum_column(RankingMetric), default=RankingMetric.F1
+    )
+    # gating: a team may submit here only after a succeeded evaluation in the parent phase
+    parent_phase_id: Mapped[int | None] = mapped_column(ForeignKey("phase.id", ondelete="SET NULL"))
+    time_limit_s: Mapped[float] = mapped_column(Float, default=3600.0)
+    memory_limit_mb: Mapped[int] = mapped_column(Integer, default=16384)
+    # bumped by "re-evaluate phase"; the leaderboard shows results of this version only
+    evaluation_version: Mapped[int] = mapped_column(Integer, default=1)
+    scoring_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    challenge: Mapped[Challenge] = relationship(back_populates="phases")
+    test_set: Mapped[TestSet | None] = relationship()

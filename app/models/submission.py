@@ -1,0 +1,139 @@
+"""Submissions (an uploaded file of one kind), their evaluations (state machine, lease) and results.
+
+The worker builds its transitions and tasks on `Evaluation` and writes `Result`; keep these columns stable.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column, utcnow
+from app.models.challenge import Phase, SubmissionKind
+from app.models.team import Participant, Team
+
+
+class EvaluationStatus(enum.StrEnum):
+    """queued -> running -> succeeded | failed | cancelled; running -> retrying -> running."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+ACTIVE_STATUSES = frozenset({EvaluationStatus.QUEUED, EvaluationStatus.RUNNING, EvaluationStatus.RETRYING})
+TERMINAL_STATUSES = frozenset(
+    {EvaluationStatus.SUCCEEDED, EvaluationStatus.FAILED, EvaluationStatus.CANCELLED}
+)
+
+
+class Submission(TimestampMixin, Base):
+    __tablename__ = "submission"
+    __table_args__ = (
+        Index("ix_submission_phase_id_team_id_created_at", "phase_id", "team_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phase.id", ondelete="CASCADE"))
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), index=True)
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participant.id", ondelete="SET NULL"))
+    kind: Mapped[SubmissionKind] = mapped_column(enum_column(SubmissionKind))
+    # server-generated path of the stored file, relative to settings.storage_dir
+    file_path: Mapped[str] = mapped_column(String(1024))
+    original_filename: Mapped[str] = mapped_column(String(255), default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    method_name: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    paper_url: Mapped[str] = mapped_column(String(500), default="")
+    is_baseline: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_disqualified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    phase: Mapped[Phase] = relationship()
+    team: Mapped[Team] = relationship()
+    participant: Mapped[Participant | None] = relationship()
+    evaluations: Mapped[list[Evaluation]] = relationship(
+        back_populates="submission", order_by="Evaluation.version"
+    )
+
+
+class Evaluation(TimestampMixin, Base):
+    __tablename__ = "evaluation"
+    __table_args__ = (UniqueConstraint("submission_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submission.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[EvaluationStatus] = mapped_column(
+        enum_column(EvaluationStatus), default=EvaluationStatus.QUEUED, index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    progress_message: Mapped[str] = mapped_column(String(500), default="")
+    # one line shown to the participant; error_detail (tracebacks, logs) is for organisers only
+    error_message: Mapped[str] = mapped_column(String(500), default="")
+    error_detail: Mapped[str] = mapped_column(Text, default="")
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+    submission: Mapped[Submission] = relationship(back_populates="evaluations")
+    result: Mapped[Result | None] = relationship(back_populates="evaluation", uselist=False)
+
+
+class Result(Base):
+    __tablename__ = "result"
+    __table_args__ = (UniqueConstraint("submission_id", "evaluation_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluation.id", ondelete="CASCADE"), unique=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submission.id", ondelete="CASCADE"))
+    evaluation_version: Mapped[int] = mapped_column(Integer)
+    tp: Mapped[int] = mapped_column(Integer)
+    fp: Mapped[int] = mapped_column(Integer)
+    fn: Mapped[int] = mapped_column(Integer)
+    precision: Mapped[float] = mapped_column(Float)
+    recall: Mapped[float] = mapped_column(Float)
+    f1: Mapped[float] = mapped_column(Float)
+    ap: Mapped[float | None] = mapped_column(Float)
+    f1_ci_low: Mapped[float | None] = mapped_column(Float)
+    f1_ci_high: Mapped[float | None] = mapped_column(Float)
+    # group label -> {"tp", "fp", "fn", "precision", "recall", "f1", "ap", "f1_ci_low", "f1_ci_high"}
+    groups: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # case name -> {"tp", "fp", "fn"}; organiser only (never shown to participants)
+    cases: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # share of bootstrap resamples in which this entry keeps its leaderboard rank (None until computed)
+    rank_robustness: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    evaluation: Mapped[Evaluation] = relationship(back_populates="result")

@@ -1,0 +1,88 @@
+"""One pydantic-settings `Settings` for the service, the worker and the CLI (env prefix `MIDOG_`).
+
+Must not import FastAPI, Celery, torch or worker.tasks: the worker and the CLI read settings too.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Validated at start-up; every field can be set as `MIDOG_<FIELD>` (e.g. `MIDOG_DATABASE_URL`)."""
+
+    model_config = SettingsConfigDict(env_prefix="MIDOG_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Root of everything the server writes.")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty: SQLite at <data_dir>/midog-eval.sqlite3 (embedded default).",
+    )
+    redis_url: str | None = Field(default=None, description="Redis URL (production broker), if any.")
+    broker_url: str = Field(
+        default="",
+        description="Celery broker; empty: redis_url, else a server-less SQLite broker under data_dir.",
+    )
+    storage_dir: Path | None = Field(default=None, description="Uploaded files; default <data_dir>/storage.")
+
+    # Uploads: enforced while streaming (413), before anything is parsed.
+    max_predictions_bytes: int = Field(default=64 * MiB, gt=0)
+    max_model_bytes: int = Field(default=2048 * MiB, gt=0)
+    max_container_bytes: int = Field(default=20480 * MiB, gt=0)
+    upload_chunk_bytes: int = Field(default=1 * MiB, gt=0)
+    max_points_per_case: int = Field(default=100_000, gt=0)
+    max_json_depth: int = Field(default=16, gt=2)
+
+    # Tokens issued by /auth/login; organiser tokens from the CLI never expire unless revoked.
+    login_token_ttl_hours: int = Field(default=24 * 30, gt=0)
+
+    # Server-sent events: how often the stream polls the database and how long one stream lives.
+    sse_poll_interval_s: float = Field(default=1.0, gt=0)
+    sse_max_duration_s: float = Field(default=3600.0, gt=0)
+
+    # Ranking robustness (bootstrap over cases, shared across entries).
+    robustness_resamples: int = Field(default=1000, ge=10)
+    robustness_seed: int = 0
+
+    # Short database timeouts so that a dead database answers 503 quickly instead of hanging requests.
+    db_connect_timeout_s: int = Field(default=5, gt=0)
+    db_pool_size: int = Field(default=5, gt=0)
+    sql_echo: bool = False
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'midog-eval.sqlite3').resolve()}"
+        if self.storage_dir is None:
+            self.storage_dir = self.data_dir / "storage"
+        if not self.broker_url:
+            self.broker_url = (
+                self.redis_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite3').resolve()}"
+            )
+        return self
+
+    @property
+    def storage_path(self) -> Path:
+        """The storage directory (always set after validation)."""
+        assert self.storage_dir is not None
+        return self.storage_dir
+
+    def max_upload_bytes(self, kind: str) -> int:
+        """The size limit of one upload of the given submission kind."""
+        return {
+            "predictions": self.max_predictions_bytes,
+            "model": self.max_model_bytes,
+            "container": self.max_container_bytes,
+        }[kind]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing the environment."""
+    return Settings()
