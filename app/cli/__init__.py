@@ -6,6 +6,8 @@ starts without loading the web service or the worker.
 
 import typer
 
+from app.cli import score
+
 cli = typer.Typer(
     name="midog-eval",
     help="Self-hostable evaluation server for MIDOG-style mitotic-figure detection challenges.",
@@ -13,6 +15,14 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@cli.callback()
+def _root() -> None:
+    """Self-hostable evaluation server for MIDOG-style mitotic-figure detection challenges."""
+
+
+cli.command("score")(score.score_command)
 
 
 def main() -> None:
