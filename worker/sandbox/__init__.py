@@ -1,0 +1,65 @@
+"""The sandbox every piece of participant code runs in: one SandboxSpec, three backends.
+
+`get_backend("bwrap" | "podman" | "docker")` returns an object with `check()`, `run(spec, argv, *,
+output_dir) -> SandboxResult` and `reap(label) -> int`. The backend is a worker setting; docker shares the
+podman code path and flags. Imports the stdlib only; must not import Celery, SQLAlchemy, FastAPI or torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from worker.sandbox.bwrap import BwrapBackend
+from worker.sandbox.podman import DockerBackend, PodmanBackend, gpu_present
+from worker.sandbox.spec import (
+    MEMORY_LIMIT,
+    OUTPUT_LIMIT,
+    TIME_LIMIT,
+    Mount,
+    SandboxError,
+    SandboxResult,
+    SandboxSpec,
+)
+
+BACKENDS = ("bwrap", "podman", "docker")
+
+
+class Backend(Protocol):
+    name: str
+
+    def check(self) -> None: ...
+
+    def run(self, spec: SandboxSpec, argv: Sequence[str], *, output_dir: Path) -> SandboxResult: ...
+
+    def reap(self, label: str) -> int: ...
+
+
+def get_backend(name: str, *, runtime_dir: Path | None = None) -> Backend:
+    """The backend named by the worker setting."""
+    if name == "bwrap":
+        return BwrapBackend(runtime_dir=runtime_dir)
+    if name == "podman":
+        return PodmanBackend(runtime_dir=runtime_dir)
+    if name == "docker":
+        return DockerBackend(runtime_dir=runtime_dir)
+    raise SandboxError(f"unknown sandbox backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+__all__ = [
+    "BACKENDS",
+    "MEMORY_LIMIT",
+    "OUTPUT_LIMIT",
+    "TIME_LIMIT",
+    "Backend",
+    "BwrapBackend",
+    "DockerBackend",
+    "Mount",
+    "PodmanBackend",
+    "SandboxError",
+    "SandboxResult",
+    "SandboxSpec",
+    "get_backend",
+    "gpu_present",
+]

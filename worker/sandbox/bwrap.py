@@ -1,0 +1,268 @@
+"""The bubblewrap backend: participant code in fresh namespaces on hosts without a container engine.
+
+Layers, outermost first:
+- a per-run cgroup (memory = memory+swap, pids, CPU quota; see cgroups.py), joined by a tiny sh wrapper
+  before anything else runs, so every descendant is accounted for and can be killed and reaped;
+- prlimit: open files, core size 0, per-file size (the /output quota), and, only where the cgroup
+  controller is missing, address space and process count as a coarser fallback;
+- setpriv (when the worker is root): the real uid/gid outside become the spec's non-root ids, all
+  capabilities and supplementary groups are dropped, no_new_privs is set;
+- bwrap --unshare-all (user, pid, net, ipc, uts, cgroup namespaces: no network at all), --die-with-parent,
+  --new-session, --cap-drop ALL, a root built from read-only binds of the host's /usr and the spec's mounts,
+  tmpfs /tmp and /dev/shm with sizes, /output bound from the size-bounded output area.
+bwrap runs as the unprivileged uid, so it must be able to reach every mount source. A root worker
+therefore bind-mounts each source into the run's directory first (search-only permissions up to it), so
+the worker's data directories may stay private; a non-root worker needs sources its sandbox uid can reach.
+
+Imports the stdlib and worker.sandbox only; must not import Celery, SQLAlchemy, FastAPI or torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.sandbox import cgroups
+from worker.sandbox.output import (
+    OutputArea,
+    RunDirectory,
+    read_state,
+    remove_run_directory,
+    run_directories,
+    unmount,
+)
+from worker.sandbox.spec import SandboxError, SandboxResult, SandboxSpec
+from worker.sandbox.streams import TailReader
+
+# Host paths bound read-only into every sandbox: the system's programs and libraries, and the few /etc
+# files the dynamic loader and Python need. Nothing else of the host is visible.
+HOST_BINDS = ("/usr", "/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime")
+_NVIDIA_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+_JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+
+
+def default_runtime_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/run/midog-sandbox")
+    return Path(tempfile.gettempdir()) / f"midog-sandbox-{os.geteuid()}"
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: tells a process apart from a later one that reuses its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class BwrapBackend:
+    """Runs argv inside bubblewrap under a SandboxSpec."""
+
+    name = "bwrap"
+
+    def __init__(self, *, runtime_dir: Path | None = None, output_tmpfs: bool | None = None) -> None:
+        self.runtime_dir = runtime_dir or default_runtime_dir()
+        self.output_tmpfs = output_tmpfs
+
+    def check(self) -> None:
+        """Raise SandboxError unless bwrap and the helpers it needs are installed."""
+        needed = ["bwrap", "prlimit"] + (["setpriv"] if os.geteuid() == 0 else [])
+        missing = [tool for tool in needed if shutil.which(tool) is None]
+        if missing:
+            raise SandboxError(f"the bwrap sandbox backend needs {', '.join(missing)} on the worker host")
+
+    def run(self, spec: SandboxSpec, argv: Sequence[str], *, output_dir: Path) -> SandboxResult:
+        """Run argv; copy what it left in /output to output_dir; never raise for the code's own faults."""
+        self.check()
+        if not argv:
+            raise SandboxError("the bwrap backend needs a command to run")
+        run_dir = RunDirectory(self.runtime_dir, self.name, spec.label)
+        area = OutputArea(
+            run_dir.path / "output",
+            quota_bytes=spec.output_bytes,
+            max_files=spec.output_files,
+            uid=spec.uid,
+            gid=spec.gid,
+            use_tmpfs=self.output_tmpfs,
+        )
+        groups = cgroups.RunCgroups()
+        staged: list[Path] = []
+        try:
+            area.create()
+            groups = cgroups.create(
+                f"{spec.label}-{run_dir.run_id}",
+                memory_bytes=spec.memory_bytes,
+                pids=spec.pids,
+                cpus=spec.cpus,
+            )
+            run_dir.write_state({"cgroups": {k: str(v) for k, v in groups.paths.items()}, "labels": dict(spec.labels)})
+            command = self._command(spec, argv, area, groups, run_dir, staged)
+            return self._execute(spec, command, area, groups, run_dir, output_dir)
+        finally:
+            groups.remove()
+            for path in reversed(staged):
+                unmount(path)
+            area.destroy()
+            remove_run_directory(run_dir.path)
+
+    def _command(
+        self,
+        spec: SandboxSpec,
+        argv: Sequence[str],
+        area: OutputArea,
+        groups: cgroups.RunCgroups,
+        run_dir: RunDirectory,
+        staged: list[Path],
+    ) -> list[str]:
+        def reachable(source: Path, index: int) -> str:
+            if os.geteuid() != 0:
+                return str(source)
+            stage = run_dir.path / f"mount-{index}"
+            if source.is_dir():
+                stage.mkdir()
+            else:
+                stage.touch()
+            done = subprocess.run(["mount", "--bind", str(source), str(stage)], capture_output=True, check=False)
+            if done.returncode != 0:
+                raise SandboxError(f"cannot stage mount {source}: {done.stderr.decode(errors='replace').strip()}")
+            staged.append(stage)
+            return str(stage)
+
+        command: list[str] = []
+        if groups.paths:
+            command += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *map(str, groups.procs_files()), "--"]
+        limits = [f"--nofile={spec.nofile}:{spec.nofile}", "--core=0:0"]
+        if not area.mounted:
+            limits.append(f"--fsize={spec.output_bytes}:{spec.output_bytes}")
+        if "memory" not in groups.controllers and spec.gpu is None:
+            limits.append(f"--as={spec.memory_bytes}:{spec.memory_bytes}")
+        if "pids" not in groups.controllers:
+            limits.append(f"--nproc={spec.pids}:{spec.pids}")
+        command += ["prlimit", *limits, "--"]
+        if os.geteuid() == 0:
+            command += [
+                "setpriv",
+                f"--reuid={spec.uid}",
+                f"--regid={spec.gid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--no-new-privs",
+                "--",
+            ]
+        command += ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        command += ["--uid", str(spec.uid), "--gid", str(spec.gid), "--hostname", "sandbox"]
+        for name in ("bin", "sbin", "lib", "lib64", "lib32"):
+            host = Path("/") / name
+            if host.is_symlink():
+                command += ["--symlink", os.readlink(host), f"/{name}"]
+            elif host.is_dir():
+                command += ["--ro-bind", str(host), f"/{name}"]
+        for path in HOST_BINDS:
+            if os.path.exists(path):
+                command += ["--ro-bind", path, path]
+        command += ["--proc", "/proc", "--dev", "/dev"]
+        command += ["--size", str(spec.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+        command += ["--size", str(spec.shm_bytes), "--perms", "1777", "--tmpfs", "/dev/shm"]
+        if spec.gpu is not None:
+            for device in (f"/dev/nvidia{spec.gpu}", *_NVIDIA_DEVICES):
+                if os.path.exists(device):
+                    command += ["--dev-bind", device, device]
+        for index, mount in enumerate(spec.mounts):
+            if not mount.source.exists():
+                raise SandboxError(f"mount source {mount.source} does not exist")
+            command += ["--ro-bind", reachable(mount.source, index), mount.target]
+        command += ["--bind", str(area.path), "/output"]
+        command += ["--remount-ro", "/", "--chdir", spec.workdir, "--clearenv"]
+        for key, value in spec.environment().items():
+            command += ["--setenv", key, value]
+        return [*command, "--", *argv]
+
+    def _execute(
+        self,
+        spec: SandboxSpec,
+        command: list[str],
+        area: OutputArea,
+        groups: cgroups.RunCgroups,
+        run_dir: RunDirectory,
+        output_dir: Path,
+    ) -> SandboxResult:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+        run_dir.write_state(
+            {
+                "pid": process.pid,
+                "start_time": _start_time(process.pid),
+                "cgroups": {k: str(v) for k, v in groups.paths.items()},
+                "labels": dict(spec.labels),
+            }
+        )
+        stdout = TailReader(process.stdout, spec.log_tail_bytes)
+        stderr = TailReader(process.stderr, spec.log_tail_bytes)
+
+        def kill() -> None:
+            # Only while bwrap is unreaped: its pid, hence its process group id, cannot be reused yet.
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            groups.kill_all()
+
+        area.start_watchdog(kill)
+        timed_out = False
+        try:
+            process.wait(timeout=spec.wall_seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            # Also on exceptions (a Celery soft time limit, a shutdown): nothing of the run outlives it.
+            kill()
+            process.wait()
+            area.stop_watchdog()
+        wall = time.monotonic() - started
+        code = process.returncode
+        exit_code = 128 - code if code < 0 else code
+        memory_exceeded = groups.memory_oom_killed() or ("memory" not in groups.controllers and code == 137)
+        output_exceeded = area.exceeded()
+        area.copy_to(output_dir)
+        return SandboxResult(
+            exit_code=exit_code,
+            timed_out=timed_out,
+            memory_exceeded=memory_exceeded and not timed_out,
+            output_exceeded=output_exceeded,
+            wall_seconds=wall,
+            output_dir=output_dir,
+            stdout_tail=stdout.text(),
+            stderr_tail=stderr.text(),
+            pids_exceeded=groups.pids_limit_hit(),
+        )
+
+    def reap(self, label: str) -> int:
+        """Kill and remove everything left by runs labelled `label` (also after a worker crash)."""
+        reaped = 0
+        for run_dir in run_directories(self.runtime_dir, self.name, label):
+            state = read_state(run_dir)
+            pid = state.get("pid")
+            if isinstance(pid, int) and state.get("start_time") == _start_time(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            paths = state.get("cgroups")
+            if isinstance(paths, dict):
+                cgroups.from_paths({str(k): str(v) for k, v in paths.items()}).remove()
+            remove_run_directory(run_dir)
+            reaped += 1
+        return reaped

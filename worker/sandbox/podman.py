@@ -1,0 +1,218 @@
+"""The podman backend (and docker, which takes the same CLI flags): participant code in an OCI container.
+
+Every container is rootful-engine-run but unprivileged inside: `--user uid:gid`, `--cap-drop all`,
+`--security-opt no-new-privileges`, `--network none`, `--read-only` root, tmpfs /tmp, explicit `--shm-size`,
+`--memory` equal to `--memory-swap`, `--pids-limit`, `--cpus`, explicit ulimits, no log driver (the runner
+keeps bounded tails of the attached streams itself, nothing piles up on disk). Each container is labelled
+`midog.sandbox=<label>` plus the spec's labels, so `reap(label)` finds leftovers after a worker crash with
+`ps -a --filter label=...`. The runner enforces the wall clock: at the limit it kills and removes.
+
+Imports the stdlib and worker.sandbox only; must not import Celery, SQLAlchemy, FastAPI or torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.sandbox.bwrap import default_runtime_dir
+from worker.sandbox.output import OutputArea, RunDirectory, remove_run_directory, run_directories
+from worker.sandbox.spec import SandboxError, SandboxResult, SandboxSpec
+from worker.sandbox.streams import TailReader
+
+LABEL_KEY = "midog.sandbox"
+_ENGINE_TIMEOUT_S = 60.0
+
+
+class PodmanBackend:
+    """Runs argv (or the image's own command when argv is empty) in a container under a SandboxSpec."""
+
+    name = "podman"
+
+    def __init__(
+        self,
+        *,
+        executable: str = "podman",
+        runtime: str | None = "runc",
+        runtime_dir: Path | None = None,
+        output_tmpfs: bool | None = None,
+    ) -> None:
+        self.executable = executable
+        self.runtime = runtime
+        self.runtime_dir = runtime_dir or default_runtime_dir()
+        self.output_tmpfs = output_tmpfs
+
+    def check(self) -> None:
+        if shutil.which(self.executable) is None:
+            raise SandboxError(f"the {self.name} sandbox backend needs {self.executable} on the worker host")
+
+    def _engine(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        try:
+            done = subprocess.run(
+                [self.executable, *args], capture_output=True, text=True, timeout=_ENGINE_TIMEOUT_S, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SandboxError(f"{self.executable} {args[0]} did not answer in {_ENGINE_TIMEOUT_S:.0f} s") from exc
+        if check and done.returncode != 0:
+            raise SandboxError(f"{self.executable} {args[0]} failed: {done.stderr.strip()[-500:]}")
+        return done
+
+    def run_arguments(self, spec: SandboxSpec, name: str, output_path: Path) -> list[str]:
+        """`<engine> run` arguments up to and including the image (exposed for tests and docs)."""
+        if spec.image is None:
+            raise SandboxError(f"the {self.name} backend needs an image in the SandboxSpec")
+        memory = str(spec.memory_bytes)
+        args = ["run", "--name", name, "--pull", "never", "--network", "none", "--log-driver", "none"]
+        if self.runtime:
+            args += ["--runtime", self.runtime]
+        args += ["--user", f"{spec.uid}:{spec.gid}", "--cap-drop", "all", "--security-opt", "no-new-privileges"]
+        args += ["--read-only", "--memory", memory, "--memory-swap", memory, "--pids-limit", str(spec.pids)]
+        args += ["--cpus", f"{spec.cpus:g}", "--shm-size", str(spec.shm_bytes), "--hostname", "sandbox"]
+        args += ["--ulimit", f"nofile={spec.nofile}:{spec.nofile}", "--ulimit", f"nproc={spec.pids}:{spec.pids}"]
+        args += ["--ulimit", "core=0:0", "--tmpfs", f"/tmp:rw,nosuid,nodev,size={spec.tmp_bytes},mode=1777"]
+        args += ["--label", f"{LABEL_KEY}={spec.label}"]
+        for key, value in spec.labels.items():
+            args += ["--label", f"{key}={value}"]
+        for mount in spec.mounts:
+            if not mount.source.exists():
+                raise SandboxError(f"mount source {mount.source} does not exist")
+            args += ["-v", f"{mount.source}:{mount.target}:{self._volume_options('ro')}"]
+        args += ["-v", f"{output_path}:/output:{self._volume_options('rw')}"]
+        args += ["--workdir", spec.workdir]
+        for key, value in spec.environment().items():
+            args += ["--env", f"{key}={value}"]
+        if spec.gpu is not None:
+            args += self._gpu_arguments(spec.gpu)
+        return [*args, spec.image]
+
+    def _volume_options(self, mode: str) -> str:
+        return f"{mode},nosuid,nodev"
+
+    def _remove(self, *names: str) -> None:
+        self._engine("rm", "--force", "--time", "0", *names)
+
+    def _gpu_arguments(self, index: int) -> list[str]:
+        # Podman reaches NVIDIA GPUs through CDI (nvidia-ctk cdi generate); docker through its --gpus flag.
+        return ["--device", f"nvidia.com/gpu={index}"]
+
+    def run(self, spec: SandboxSpec, argv: Sequence[str], *, output_dir: Path) -> SandboxResult:
+        """Run the container; copy its /output to output_dir; never raise for the code's own faults."""
+        self.check()
+        run_dir = RunDirectory(self.runtime_dir, self.name, spec.label)
+        name = f"midog-{spec.label}-{run_dir.run_id}"
+        area = OutputArea(
+            run_dir.path / "output",
+            quota_bytes=spec.output_bytes,
+            max_files=spec.output_files,
+            uid=spec.uid,
+            gid=spec.gid,
+            use_tmpfs=self.output_tmpfs,
+        )
+        try:
+            area.create()
+            command = [self.executable, *self.run_arguments(spec, name, area.path), *argv]
+            return self._execute(spec, command, name, area, output_dir)
+        finally:
+            self._remove(name)
+            area.destroy()
+            remove_run_directory(run_dir.path)
+
+    def _execute(
+        self, spec: SandboxSpec, command: list[str], name: str, area: OutputArea, output_dir: Path
+    ) -> SandboxResult:
+        started = time.monotonic()
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout = TailReader(process.stdout, spec.log_tail_bytes)
+        stderr = TailReader(process.stderr, spec.log_tail_bytes)
+
+        def kill() -> None:
+            self._engine("kill", "--signal", "KILL", name)
+
+        area.start_watchdog(kill)
+        timed_out = False
+        try:
+            process.wait(timeout=spec.wall_seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            if process.returncode is None:
+                kill()
+                try:
+                    process.wait(timeout=_ENGINE_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            area.stop_watchdog()
+        wall = time.monotonic() - started
+        state = self._engine("inspect", "--format", "{{.State.ExitCode}} {{.State.OOMKilled}}", name)
+        fields = state.stdout.split()
+        if state.returncode != 0 or len(fields) != 2:
+            # The engine could not create or start the container: an infrastructure fault, retried.
+            raise SandboxError(f"{self.executable} run failed to start the container: {stderr.text()[-500:]}")
+        exit_code = int(fields[0])
+        # With cgroup v1 the engines often miss OOMKilled; a SIGKILL we did not send is the memory cgroup.
+        memory_exceeded = not timed_out and (fields[1] == "true" or exit_code == 137)
+        output_exceeded = area.exceeded()
+        area.copy_to(output_dir)
+        return SandboxResult(
+            exit_code=exit_code,
+            timed_out=timed_out,
+            memory_exceeded=memory_exceeded and not area.watchdog_fired,
+            output_exceeded=output_exceeded,
+            wall_seconds=wall,
+            output_dir=output_dir,
+            stdout_tail=stdout.text(),
+            stderr_tail=stderr.text(),
+        )
+
+    def list_containers(self, label: str) -> list[str]:
+        """Ids of all containers (running or not) labelled `label`."""
+        done = self._engine("ps", "-a", "-q", "--filter", f"label={LABEL_KEY}={label}", check=True)
+        return done.stdout.split()
+
+    def reap(self, label: str) -> int:
+        """Remove every container labelled `label` and the output areas of its runs."""
+        ids = self.list_containers(label)
+        if ids:
+            self._remove(*ids)
+        for run_dir in run_directories(self.runtime_dir, self.name, label):
+            remove_run_directory(run_dir)
+        return len(ids)
+
+
+class DockerBackend(PodmanBackend):
+    """Docker takes podman's flags; only the GPU flag and the default runtime differ."""
+
+    name = "docker"
+
+    def __init__(self, *, runtime_dir: Path | None = None, output_tmpfs: bool | None = None) -> None:
+        super().__init__(executable="docker", runtime=None, runtime_dir=runtime_dir, output_tmpfs=output_tmpfs)
+
+    def _volume_options(self, mode: str) -> str:
+        # Docker's -v accepts no mount flags; its bind mounts are nosuid/nodev-free, --cap-drop covers suid.
+        return mode
+
+    def _remove(self, *names: str) -> None:
+        self._engine("rm", "--force", *names)
+
+    def _gpu_arguments(self, index: int) -> list[str]:
+        return ["--gpus", f"device={index}"]
+
+
+def gpu_present() -> bool:
+    """Whether an NVIDIA GPU is visible on this host."""
+    if os.path.exists("/dev/nvidia0"):
+        return True
+    return shutil.which("nvidia-smi") is not None and _nvidia_smi_lists_gpu()
+
+
+def _nvidia_smi_lists_gpu() -> bool:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False)
+        return done.returncode == 0 and "GPU" in done.stdout
+    return False
