@@ -1,0 +1,231 @@
+"""The Celery application: queues, reliability settings, time limits and the start-up ordering check.
+
+Queues: `cpu` scores predictions files, `gpu` runs participant models and containers (one job per child).
+Messages carry ids only (JSON). PostgreSQL is the truth; Redis only carries wake-ups, so every setting here
+favours "run again, idempotently" over "lose silently": late acks, reject on worker lost, prefetch 1.
+
+The limits must nest (reliability-security.md): sandbox timeout < soft limit < hard limit < broker
+visibility timeout < stale-lease expiry. A live task therefore never holds an expired lease and is never
+redelivered while it runs; a misordered configuration makes the worker refuse to start (`check_limits`).
+
+Imports Celery, kombu and app.settings; must not import FastAPI, torch, worker.tasks at module level
+(tasks are registered through `include`), nor anything that opens a connection at import time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, cast
+
+from celery import Celery
+from celery.signals import celeryd_init
+
+logger = logging.getLogger(__name__)
+
+CPU_QUEUE = "cpu"
+GPU_QUEUE = "gpu"
+TASK_MODULES = ("worker.tasks",)
+
+
+class LimitsError(ValueError):
+    """The time limits are misordered or not positive; the message says which pair and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Seconds. Read from `MIDOG_<FIELD>` environment variables; the defaults suit a MIDOG-sized GPU run."""
+
+    sandbox_timeout_s: float = 1800.0
+    soft_time_limit_s: float = 1900.0
+    time_limit_s: float = 2000.0
+    visibility_timeout_s: float = 2400.0
+    lease_expiry_s: float = 3000.0
+    # A job that crashed its worker this many times ends `failed` (a poison job must not loop forever).
+    max_attempts: int = 3
+    # The reconciler: how often it runs, and how long a `queued` row may wait with no message seen for it.
+    reconcile_interval_s: float = 60.0
+    requeue_after_s: float = 120.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(f"MIDOG_{field.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            try:
+                values[field.name] = int(raw) if field.type in ("int", int) else float(raw)
+            except ValueError as exc:
+                raise LimitsError(f"MIDOG_{field.name.upper()}={raw!r} is not a number") from exc
+        return cls(**values)
+
+
+_ORDER = (
+    "sandbox_timeout_s",
+    "soft_time_limit_s",
+    "time_limit_s",
+    "visibility_timeout_s",
+    "lease_expiry_s",
+)
+
+
+def check_limits(limits: Limits) -> None:
+    """Raise LimitsError unless sandbox timeout < soft < hard < visibility timeout < lease expiry."""
+    for name in (*_ORDER, "reconcile_interval_s", "requeue_after_s"):
+        if getattr(limits, name) <= 0:
+            raise LimitsError(f"MIDOG_{name.upper()} must be positive, got {getattr(limits, name)}")
+    if limits.max_attempts < 1:
+        raise LimitsError(f"MIDOG_MAX_ATTEMPTS must be at least 1, got {limits.max_attempts}")
+    for lower, upper in itertools.pairwise(_ORDER):
+        low, high = getattr(limits, lower), getattr(limits, upper)
+        if not low < high:
+            names = " < ".join(n.removesuffix("_s") for n in _ORDER)
+            values = " < ".join(f"{getattr(limits, n):g}" for n in _ORDER)
+            raise LimitsError(
+                f"misordered time limits: MIDOG_{lower.upper()}={low:g} must be below "
+                f"MIDOG_{upper.upper()}={high:g} (required: {names}; configured: {values} seconds)"
+            )
+
+
+def key_prefix() -> str:
+    """`MIDOG_REDIS_KEY_PREFIX`: prepended to every Redis key of the broker and the result backend."""
+    return os.environ.get("MIDOG_REDIS_KEY_PREFIX", "")
+
+
+def worker_identity() -> str:
+    """`host:pid`, written into the lease so that a lease held by a dead process on this host can be seen."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _broker_url() -> str:
+    from app.settings import get_settings
+
+    return get_settings().broker_url
+
+
+def _result_backend(broker_url: str) -> str:
+    """Results are only used to merge shards; keep them next to the broker so no extra service is needed."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        return broker_url
+    if broker_url.startswith("sqla+"):
+        return "db+" + broker_url.removeprefix("sqla+")
+    return "cache+memory://"
+
+
+def configure(app: Celery, *, broker_url: str, limits: Limits) -> None:
+    """Apply every reliability setting; shared by the API-side client and the worker."""
+    is_redis = broker_url.startswith(("redis://", "rediss://"))
+    # The visibility timeout goes to both option sets (reliability-security.md): Celery reads the result
+    # backend's copy for chords and for results of acks-late tasks.
+    broker_options: dict[str, Any] = {"visibility_timeout": limits.visibility_timeout_s}
+    result_options: dict[str, Any] = {"visibility_timeout": limits.visibility_timeout_s}
+    if is_redis:
+        broker_options.update(
+            socket_connect_timeout=5,
+            socket_timeout=10,
+            retry_on_timeout=True,
+            # Messages of a dead worker come back after the visibility timeout; sweep for them often
+            # enough that recovery takes about that long (kombu's default sweep runs every 100 s).
+            unacked_restore_interval=max(1, min(10, round(limits.visibility_timeout_s / 4))),
+            unacked_restore_throttle=1,
+        )
+        result_options["retry_policy"] = {"timeout": 5.0, "max_retries": 5}
+        if key_prefix():
+            # Several deployments (or test sessions) can share one Redis without seeing each other's keys.
+            broker_options["global_keyprefix"] = key_prefix()
+            result_options["global_keyprefix"] = key_prefix()
+    app.conf.update(
+        broker_url=broker_url,
+        result_backend=_result_backend(broker_url),
+        broker_transport_options=broker_options,
+        result_backend_transport_options=result_options,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # A task that fails by an exception is acknowledged (the database records the failure); only a lost
+        # worker puts the message back.
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=limits.soft_time_limit_s,
+        task_time_limit=limits.time_limit_s,
+        task_ignore_result=True,
+        task_track_started=False,
+        task_default_queue=CPU_QUEUE,
+        # A dict is expanded by Celery into kombu Queues bound to a direct exchange of the same name.
+        task_queues={name: {"exchange": name, "routing_key": name} for name in (CPU_QUEUE, GPU_QUEUE)},
+        task_default_exchange=CPU_QUEUE,
+        task_default_routing_key=CPU_QUEUE,
+        task_create_missing_queues=False,
+        result_expires=3600,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_pool_limit=4,
+        timezone="UTC",
+        beat_schedule={
+            "evaluation.reconcile": {
+                "task": "evaluation.reconcile",
+                "schedule": limits.reconcile_interval_s,
+                "options": {"queue": CPU_QUEUE, "expires": limits.reconcile_interval_s},
+            }
+        },
+    )
+    app.conf.midog_limits = limits
+
+
+def create_app(*, broker_url: str | None = None, limits: Limits | None = None) -> Celery:
+    """A configured Celery app; tasks are imported lazily from TASK_MODULES."""
+    celery = Celery("midog_eval", include=list(TASK_MODULES))
+    configure(
+        celery,
+        broker_url=broker_url or _broker_url(),
+        limits=limits if limits is not None else Limits.from_env(),
+    )
+    return celery
+
+
+def limits_of(celery: Celery) -> Limits:
+    """The limits this app was configured with."""
+    limits = celery.conf.get("midog_limits")
+    assert isinstance(limits, Limits)
+    return limits
+
+
+app = create_app()
+
+
+def _refuse_misordered_settings(*, conf: Any = None, options: dict[str, Any] | None = None, **_: Any) -> None:
+    """Stop the worker before it consumes anything when the limits do not nest; pin GPU-queue options."""
+    try:
+        check_limits(limits_of(app))
+    except LimitsError as exc:
+        # SystemExit passes through Celery's signal dispatcher (which swallows Exception): the process ends.
+        raise SystemExit(f"midog-eval worker refuses to start: {exc}") from exc
+    options = options or {}
+    queues = options.get("queues") or [CPU_QUEUE, GPU_QUEUE]
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    if GPU_QUEUE not in queues or conf is None:
+        return
+    # One participant job per GPU and a fresh process per job: no state (or GPU memory) leaks between jobs.
+    for option, setting in (
+        ("concurrency", "worker_concurrency"),
+        ("max_tasks_per_child", "worker_max_tasks_per_child"),
+    ):
+        given = options.get(option)
+        if given not in (None, 1, "1"):
+            raise SystemExit(f"midog-eval worker refuses to start: a gpu-queue worker needs {option}=1, got {given}")
+        conf[setting] = 1
+
+
+# Connected by call rather than decorator: Celery's signal API is untyped.
+cast(Any, celeryd_init).connect(_refuse_misordered_settings, weak=False)

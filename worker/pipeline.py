@@ -1,0 +1,260 @@
+"""The evaluation pipeline, free of Celery and of the database: inputs -> runner -> predictions -> scores.
+
+- predictions submissions: the uploaded file is read and validated by the scoring core;
+- model and container submissions: a `Runner` (worker.runners) produces the predictions for a list of
+  cases; a hidden set can be split into shards (one per scanner) run separately and merged before scoring,
+  which gives exactly the result of one run because detections are per case and scoring sees the union.
+
+Errors: a fault of the submission raises SubmissionError (its one line is shown to the participant);
+anything else propagates for the task to map (architecture.md section 4).
+
+Imports worker.evaluation, worker.datasets, worker.runners and worker.errors only; must not import Celery,
+SQLAlchemy, FastAPI or torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.datasets.manifest import TestSet
+from worker.errors import SubmissionError
+from worker.evaluation.io import FormatError, check_cases, load_ground_truth, read_predictions
+from worker.evaluation.metrics import evaluate
+from worker.evaluation.types import CasePredictions
+from worker.runners import Runner, RunRequest, load_runner
+
+ProgressCallback = Callable[[float, str], None]
+RunnerFactory = Callable[[str], Runner]
+
+PREDICTIONS_KIND = "predictions"
+
+
+@dataclass(frozen=True)
+class PipelineInput:
+    """Everything one evaluation needs, as plain values (the task reads them from the database)."""
+
+    evaluation_id: int
+    kind: str
+    artifact: Path
+    test_set_dir: Path
+    work_dir: Path
+    timeout_s: float
+    rules: str = "midog2022"
+    bootstrap: int = 0
+    seed: int = 0
+    group_key: str = "scanner"
+    radius_mm: float = 0.0075
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Scores in the shape of a Result row: overall counts and rates, per-group and per-case tables."""
+
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    ap: float | None
+    f1_ci_low: float | None
+    f1_ci_high: float | None
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cases: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def _ignore_progress(_fraction: float, _message: str) -> None:
+    return None
+
+
+def open_test_set(directory: Path) -> TestSet:
+    return TestSet.open(directory)
+
+
+def shard_plan(test_set: TestSet, *, key: str = "scanner") -> list[tuple[str, ...]]:
+    """Cases grouped by their `key` label (in manifest order): the unit of parallel runs."""
+    shards: dict[str, list[str]] = {}
+    for case in test_set.cases:
+        shards.setdefault(case.groups.get(key, case.scanner), []).append(case.name)
+    return [tuple(names) for names in shards.values()]
+
+
+def _extents(test_set: TestSet) -> dict[str, tuple[float, float]]:
+    extents: dict[str, tuple[float, float]] = {}
+    for case in test_set.cases:
+        if case.spacing_mm is None:
+            raise ValueError(f"test set {test_set.root}: case {case.name} has no pixel spacing")
+        extents[case.name] = (case.width * case.spacing_mm, case.height * case.spacing_mm)
+    return extents
+
+
+def predict(
+    inp: PipelineInput,
+    test_set: TestSet,
+    cases: Iterable[str],
+    *,
+    runner_for: RunnerFactory = load_runner,
+    progress: ProgressCallback = _ignore_progress,
+    run_name: str = "all",
+) -> dict[str, CasePredictions]:
+    """The submission's detections for `cases`, keyed by case name and validated against the set.
+
+    A predictions file is read whole (its cases are checked at scoring); a runner is run on `cases` only
+    and its output may name no other image. `run_name` names the run's output directory (one per shard).
+    """
+    wanted = tuple(cases)
+    if inp.kind == PREDICTIONS_KIND:
+        progress(0.1, "reading predictions")
+        return _read(inp.artifact)
+    runner = runner_for(inp.kind)
+    progress(0.05, f"running the {inp.kind} on {len(wanted)} images")
+    produced = runner.run(
+        RunRequest(
+            evaluation_id=inp.evaluation_id,
+            kind=inp.kind,
+            artifact=inp.artifact,
+            test_set_dir=inp.test_set_dir,
+            cases=wanted,
+            output_dir=inp.work_dir / "output" / run_name,
+            timeout_s=inp.timeout_s,
+        )
+    )
+    progress(0.75, "reading the detections")
+    extents = _extents(test_set)
+    try:
+        return check_cases(_read(produced), extents={name: extents[name] for name in wanted}, missing="error")
+    except FormatError as exc:
+        raise SubmissionError(str(exc)) from exc
+
+
+def _read(path: Path) -> dict[str, CasePredictions]:
+    try:
+        return read_predictions(path)
+    except FormatError as exc:
+        raise SubmissionError(str(exc)) from exc
+
+
+def score(
+    inp: PipelineInput,
+    test_set: TestSet,
+    predictions: Mapping[str, CasePredictions],
+    *,
+    progress: ProgressCallback = _ignore_progress,
+) -> Outcome:
+    """Validate the predictions against the set (names, extents) and score them with the scoring core."""
+    progress(0.8, "checking predictions")
+    try:
+        resolved = check_cases(predictions, extents=_extents(test_set), missing="error")
+    except FormatError as exc:
+        raise SubmissionError(str(exc)) from exc
+    progress(0.85, "scoring")
+    ground_truth = load_ground_truth(test_set.ground_truth_path)
+    labels = {case.name: case.groups.get(inp.group_key, case.scanner) for case in test_set.cases}
+    report = evaluate(
+        ground_truth,
+        resolved,
+        groups=labels,
+        rules=inp.rules,
+        radius_mm=inp.radius_mm,
+        bootstrap=inp.bootstrap,
+        seed=inp.seed,
+    )
+    overall = report.overall
+    low, high = overall.ci95 if overall.ci95 is not None else (None, None)
+    groups = {label: _scores_row(scores) for label, scores in report.groups.items()}
+    cases = {
+        name: {
+            "tp": int(row["true_positives"]),
+            "fp": int(row["false_positives"]),
+            "fn": int(row["false_negatives"]),
+        }
+        for name, row in report.to_dict()["case"].items()
+    }
+    return Outcome(
+        tp=int(overall.tp),
+        fp=int(overall.fp),
+        fn=int(overall.fn),
+        precision=float(overall.precision),
+        recall=float(overall.recall),
+        f1=float(overall.f1),
+        ap=_optional_float(overall.ap),
+        f1_ci_low=_optional_float(low),
+        f1_ci_high=_optional_float(high),
+        groups=groups,
+        cases=cases,
+    )
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def _scores_row(scores: Any) -> dict[str, Any]:
+    low, high = scores.ci95 if scores.ci95 is not None else (None, None)
+    return {
+        "tp": int(scores.tp),
+        "fp": int(scores.fp),
+        "fn": int(scores.fn),
+        "precision": float(scores.precision),
+        "recall": float(scores.recall),
+        "f1": float(scores.f1),
+        "ap": _optional_float(scores.ap),
+        "f1_ci_low": _optional_float(low),
+        "f1_ci_high": _optional_float(high),
+    }
+
+
+def run_pipeline(
+    inp: PipelineInput,
+    *,
+    runner_for: RunnerFactory = load_runner,
+    progress: ProgressCallback = _ignore_progress,
+) -> Outcome:
+    """One evaluation in one process: all cases in one run, then scoring."""
+    test_set = open_test_set(inp.test_set_dir)
+    names = [c.name for c in test_set.cases]
+    predictions = predict(inp, test_set, names, runner_for=runner_for, progress=progress)
+    return score(inp, test_set, predictions, progress=progress)
+
+
+def merge_shards(shards: Iterable[Mapping[str, CasePredictions]]) -> dict[str, CasePredictions]:
+    """The union of shard outputs; a case produced by two shards is an internal error, never merged."""
+    merged: dict[str, CasePredictions] = {}
+    for shard in shards:
+        for name, case in shard.items():
+            if name in merged:
+                raise ValueError(f"case {name} was produced by two shards")
+            merged[name] = case
+    return merged
+
+
+def predictions_to_json(predictions: Mapping[str, CasePredictions]) -> dict[str, Any]:
+    """A lossless JSON form of scoring-core predictions (floats round-trip exactly; NaN becomes null)."""
+    return {
+        name: {
+            "points": case.points.tolist(),
+            "probabilities": [None if math.isnan(p) else p for p in case.probabilities.tolist()],
+            "mitotic": case.mitotic.tolist(),
+        }
+        for name, case in predictions.items()
+    }
+
+
+def predictions_from_json(obj: Mapping[str, Any]) -> dict[str, CasePredictions]:
+    """The inverse of `predictions_to_json`."""
+    result: dict[str, CasePredictions] = {}
+    for name, case in obj.items():
+        points = np.asarray(case["points"], dtype=np.float64).reshape(-1, 3)
+        probabilities = np.asarray([math.nan if p is None else p for p in case["probabilities"]], dtype=np.float64)
+        mitotic = np.asarray(case["mitotic"], dtype=bool)
+        result[name] = CasePredictions(points=points, probabilities=probabilities, mitotic=mitotic)
+    return result

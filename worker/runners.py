@@ -1,0 +1,143 @@
+"""The runner interface between the pipeline and whatever executes participant code, plus its test double.
+
+A runner turns a model or container submission into a predictions file for a given list of cases of a
+hidden test set. Real runners (worker/sandbox, worker/containers) execute participant code inside the
+sandbox; `ReplayRunner` is the deterministic test double: it executes nothing and replays detections stored
+in the submitted file. Runners are chosen per submission kind by `MIDOG_RUNNER_<KIND>=module:attribute`.
+
+`run_bounded` is the wall-clock guard every subprocess-based runner uses: it kills the whole process group
+at the sandbox timeout, so nothing outlives the job.
+
+Imports the stdlib, worker.errors and worker.evaluation only; must not import Celery, SQLAlchemy or torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from worker.errors import SubmissionError
+
+TIME_LIMIT_MESSAGE = "time limit exceeded"
+MEMORY_LIMIT_MESSAGE = "memory limit exceeded"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run of participant code over some cases of a test set."""
+
+    evaluation_id: int
+    kind: str
+    artifact: Path
+    # Only images/ and manifest.json of this directory may ever reach participant code.
+    test_set_dir: Path
+    cases: tuple[str, ...]
+    output_dir: Path
+    timeout_s: float
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Executes a submission; returns a predictions path (`read_predictions` format) under output_dir.
+
+    Raises SubmissionError for faults of the submission (shown to the participant, one line) and
+    RetryableError for infrastructure faults. Must return or raise within `request.timeout_s`.
+    """
+
+    def run(self, request: RunRequest) -> Path: ...
+
+
+class RunnerNotConfiguredError(LookupError):
+    """No runner is configured for a submission kind (an organiser's configuration error)."""
+
+
+def load_runner(kind: str, environ: Mapping[str, str] | None = None) -> Runner:
+    """The runner for `kind` from `MIDOG_RUNNER_<KIND>` (`package.module:Class`, built without arguments)."""
+    env = os.environ if environ is None else environ
+    variable = f"MIDOG_RUNNER_{kind.upper()}"
+    spec = env.get(variable, "")
+    if not spec:
+        raise RunnerNotConfiguredError(f"no runner configured for {kind} submissions (set {variable})")
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise RunnerNotConfiguredError(f"{variable}={spec!r} is not of the form package.module:Class")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    runner = factory()
+    if not isinstance(runner, Runner):
+        raise RunnerNotConfiguredError(f"{variable}={spec!r} does not provide run(request)")
+    return runner
+
+
+class ReplayRunner:
+    """TEST DOUBLE, executes nothing: replays the detections stored in the submitted file.
+
+    The artifact is a predictions JSON (`{"001.tiff": <Multiple points>, ...}`); the runner copies the
+    entries of the requested cases to `output_dir/predictions.json`, so sharded and single runs see exactly
+    what a deterministic model would have produced. Cases the file lacks are written as empty detections.
+    """
+
+    def run(self, request: RunRequest) -> Path:
+        try:
+            stored = json.loads(request.artifact.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SubmissionError(f"replay file {request.artifact.name} is not readable JSON") from exc
+        if not isinstance(stored, dict):
+            raise SubmissionError(f"replay file {request.artifact.name} must hold an object keyed by image")
+        empty = {"type": "Multiple points", "points": [], "version": {"major": 1, "minor": 0}}
+        replayed = {case: stored.get(case, empty) for case in request.cases}
+        request.output_dir.mkdir(parents=True, exist_ok=True)
+        output = request.output_dir / "predictions.json"
+        output.write_text(json.dumps(replayed), encoding="utf-8")
+        return output
+
+
+def run_bounded(
+    argv: Sequence[str],
+    *,
+    timeout_s: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run argv in its own process group; at `timeout_s` kill the whole group and raise SubmissionError.
+
+    Output is discarded here (participants never see logs in hidden phases); exit code 137 (SIGKILL, the
+    kernel's OOM killer or a memory cgroup) is reported as a memory limit.
+    """
+    process = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        raise SubmissionError(TIME_LIMIT_MESSAGE) from None
+    except BaseException:
+        # Celery's soft time limit or a worker shutdown arrives as an exception here: leave nothing behind.
+        _kill_group(process)
+        raise
+    finally:
+        # Children that outlived a finished leader are killed too: the group is the job.
+        _kill_group(process)
+    if process.returncode in (137, -signal.SIGKILL):
+        raise SubmissionError(MEMORY_LIMIT_MESSAGE)
+    return subprocess.CompletedProcess(list(argv), process.returncode)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

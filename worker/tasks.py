@@ -1,0 +1,415 @@
+"""Celery tasks, thin: claim the row -> run the pipeline with no transaction open -> persist, each step short.
+
+- `evaluation.run(evaluation_id=)`: one evaluation; for model/container submissions of a phase whose
+  `scoring_options["shard_by"]` names a group key (e.g. "scanner"), the hidden set is split into shards run
+  as parallel `evaluation.run_shard` tasks on the gpu queue and merged by `evaluation.merge` (a chord).
+- `evaluation.reconcile()`: periodic (beat): expires stale leases and re-sends rows waiting with no message.
+
+Errors (architecture.md section 4): SubmissionError -> failed with its one line; RetryableError and lost
+database connections -> retried up to the attempt cap; the soft time limit -> failed "time limit exceeded";
+anything else -> failed with a generic message, the traceback kept for organisers.
+
+Imports Celery, SQLAlchemy, app.models/app.db/app.settings and the worker; never FastAPI or torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from celery import Task, chord
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from app.db import session_scope
+from app.models import Evaluation, Phase, Submission
+from app.models import TestSet as TestSetRow
+from app.models.base import utcnow
+from app.settings import get_settings
+from worker import transitions
+from worker.celery_app import CPU_QUEUE, GPU_QUEUE, app, key_prefix, limits_of, worker_identity
+from worker.errors import RetryableError, SubmissionError
+from worker.pipeline import (
+    PREDICTIONS_KIND,
+    Outcome,
+    PipelineInput,
+    merge_shards,
+    open_test_set,
+    predict,
+    predictions_from_json,
+    predictions_to_json,
+    score,
+    shard_plan,
+)
+from worker.runners import TIME_LIMIT_MESSAGE, RunnerNotConfiguredError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RUN = "evaluation.run"
+RUN_SHARD = "evaluation.run_shard"
+MERGE = "evaluation.merge"
+RECONCILE = "evaluation.reconcile"
+
+# The database can be down for a while (restart, failover): writes of a finished run are retried this long.
+PERSIST_RETRY_S = 60.0
+
+
+def queue_for(kind: str) -> str:
+    """Predictions files are scored on cpu workers; participant code runs on gpu workers."""
+    return CPU_QUEUE if kind == PREDICTIONS_KIND else GPU_QUEUE
+
+
+def enqueue(evaluation_id: int, kind: str) -> None:
+    app.send_task(RUN, kwargs={"evaluation_id": evaluation_id}, queue=queue_for(kind))
+
+
+# OperationalError and the other DBAPI errors: connection refused, reset, server shutting down.
+DB_ERRORS = (OperationalError, DBAPIError)
+
+
+def _task(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """`app.task` with a type (Celery's decorator is untyped)."""
+    return cast(Callable[[Callable[..., Any]], Any], app.task(**options))
+
+
+def with_db_retry(step: Callable[[Session], T], *, budget_s: float = PERSIST_RETRY_S) -> T:
+    """Run `step` in its own transaction, retrying while the database is unreachable, up to `budget_s`."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.2
+    while True:
+        try:
+            with session_scope() as session:
+                return step(session)
+        except DB_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise RetryableError(f"database unavailable: {exc.__class__.__name__}") from exc
+            logger.warning("database unavailable (%s); retrying in %.1fs", exc.__class__.__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, dict[str, Any]]:
+    evaluation, submission, phase = session.execute(
+        select(Evaluation, Submission, Phase)
+        .join(Submission, Submission.id == Evaluation.submission_id)
+        .join(Phase, Phase.id == Submission.phase_id)
+        .where(Evaluation.id == evaluation_id)
+    ).one()
+    if phase.test_set_id is None:
+        raise RuntimeError(f"phase {phase.id} has no test set")
+    test_set = session.get(TestSetRow, phase.test_set_id)
+    assert test_set is not None
+    settings = get_settings()
+    options = dict(phase.scoring_options or {})
+    limits = limits_of(app)
+    inp = PipelineInput(
+        evaluation_id=evaluation.id,
+        kind=str(submission.kind),
+        artifact=settings.storage_path / submission.file_path,
+        test_set_dir=Path(test_set.manifest_path).parent,
+        work_dir=settings.data_dir / "work" / f"evaluation-{evaluation.id}",
+        timeout_s=min(float(phase.time_limit_s), limits.sandbox_timeout_s),
+        rules=str(options.get("rules", "midog2022")),
+        bootstrap=int(options.get("bootstrap", 0)),
+        seed=int(options.get("seed", 0)),
+        group_key=str(options.get("group_key", "scanner")),
+        radius_mm=float(options.get("radius_mm", 0.0075)),
+    )
+    return inp, options
+
+
+class _Run:
+    """One claimed run: its identity (id, attempt, owner) and the steps that must hold the lease."""
+
+    def __init__(self, evaluation_id: int, attempt: int, owner: str) -> None:
+        self.evaluation_id = evaluation_id
+        self.attempt = attempt
+        self.owner = owner
+
+    def progress(self, fraction: float, message: str) -> None:
+        # Progress is best effort: a database hiccup must not fail a run that is otherwise fine.
+        try:
+            with session_scope() as session:
+                transitions.report_progress(
+                    session,
+                    evaluation_id=self.evaluation_id,
+                    owner=self.owner,
+                    attempt=self.attempt,
+                    progress=fraction,
+                    message=message,
+                )
+        except DB_ERRORS:
+            logger.warning("evaluation %s: progress not recorded", self.evaluation_id)
+
+    def succeed(self, outcome: Outcome, gpu_seconds: float) -> bool:
+        scores = asdict(outcome)
+        return with_db_retry(
+            lambda session: transitions.succeed(
+                session,
+                evaluation_id=self.evaluation_id,
+                owner=self.owner,
+                attempt=self.attempt,
+                scores=scores,
+                gpu_seconds=gpu_seconds,
+            )
+        )
+
+    def fail(self, message: str, detail: str = "") -> bool:
+        return with_db_retry(
+            lambda session: transitions.fail(
+                session,
+                evaluation_id=self.evaluation_id,
+                owner=self.owner,
+                attempt=self.attempt,
+                message=message,
+                detail=detail,
+            )
+        )
+
+    def release(self, detail: str) -> str | None:
+        status = with_db_retry(
+            lambda session: transitions.release_for_retry(
+                session,
+                evaluation_id=self.evaluation_id,
+                owner=self.owner,
+                attempt=self.attempt,
+                max_attempts=limits_of(app).max_attempts,
+                detail=detail,
+            )
+        )
+        return None if status is None else str(status)
+
+
+@contextmanager
+def _outcomes(run: _Run, task: Task) -> Iterator[None]:
+    """Map exceptions of a claimed run onto the state machine (architecture.md section 4)."""
+    try:
+        yield
+    except SubmissionError as exc:
+        run.fail(str(exc) or "the submission could not be evaluated", traceback.format_exc())
+    except SoftTimeLimitExceeded:
+        run.fail(TIME_LIMIT_MESSAGE, traceback.format_exc())
+    except (RetryableError, OperationalError, DBAPIError) as exc:
+        status = run.release(traceback.format_exc())
+        if status == "retrying":
+            # A fresh message, acknowledged separately; the reconciler re-sends it should it ever be lost.
+            raise task.retry(countdown=min(2**run.attempt, 60), exc=exc, max_retries=None) from exc
+    except RunnerNotConfiguredError as exc:
+        run.fail(transitions.GENERIC_FAILURE, str(exc))
+    except Exception:
+        logger.exception("evaluation %s attempt %s failed", run.evaluation_id, run.attempt)
+        run.fail(transitions.GENERIC_FAILURE, traceback.format_exc())
+
+
+def _claim(evaluation_id: int) -> tuple[transitions.Claim, tuple[PipelineInput, dict[str, Any]] | None]:
+    limits = limits_of(app)
+    owner = worker_identity()
+
+    def step(session: Session) -> tuple[transitions.Claim, tuple[PipelineInput, dict[str, Any]] | None]:
+        claimed = transitions.claim(
+            session,
+            evaluation_id=evaluation_id,
+            owner=owner,
+            lease_s=limits.lease_expiry_s,
+            max_attempts=limits.max_attempts,
+        )
+        return claimed, (_load_input(session, evaluation_id) if claimed.claimed else None)
+
+    return with_db_retry(step, budget_s=10.0)
+
+
+@_task(name=RUN, bind=True)
+def run_evaluation(self: Task, *, evaluation_id: int) -> str:
+    """Claim, run and persist one evaluation; a lost claim returns at once without running anything."""
+    try:
+        claimed, loaded = _claim(evaluation_id)
+    except RetryableError as exc:
+        raise self.retry(countdown=2, exc=exc, max_retries=None) from exc
+    if not claimed.claimed or loaded is None:
+        logger.info("evaluation %s not run: %s", evaluation_id, claimed.outcome)
+        return str(claimed.outcome)
+    inp, options = loaded
+    run = _Run(evaluation_id, claimed.attempt, claimed.owner)
+    with _outcomes(run, self):
+        test_set = open_test_set(inp.test_set_dir)
+        shard_by = options.get("shard_by")
+        if inp.kind != PREDICTIONS_KIND and shard_by:
+            shards = shard_plan(test_set, key=str(shard_by))
+            if len(shards) > 1:
+                _start_shards(run, shards)
+                return "sharded"
+        started = time.monotonic()
+        predictions = predict(inp, test_set, [c.name for c in test_set.cases], progress=run.progress)
+        gpu_seconds = 0.0 if inp.kind == PREDICTIONS_KIND else time.monotonic() - started
+        outcome = score(inp, test_set, predictions, progress=run.progress)
+        if not run.succeed(outcome, gpu_seconds):
+            logger.warning("evaluation %s: lease lost before the result was written", evaluation_id)
+            return "lease lost"
+        return "succeeded"
+    return "failed"
+
+
+def _shard_owner(run: _Run) -> str:
+    # Not of the form host:pid, so the lease outlives the dispatching process; shards renew it.
+    return f"shards/{run.evaluation_id}/{run.attempt}"
+
+
+def _start_shards(run: _Run, shards: list[tuple[str, ...]]) -> None:
+    owner = _shard_owner(run)
+    lease_s = limits_of(app).lease_expiry_s
+
+    def hand_over(session: Session) -> bool:
+        return transitions.renew_lease(
+            session,
+            evaluation_id=run.evaluation_id,
+            owner=run.owner,
+            attempt=run.attempt,
+            new_owner=owner,
+            lease_s=lease_s,
+        )
+
+    if not with_db_retry(hand_over):
+        return
+    run.owner = owner
+    run.progress(0.05, f"running {len(shards)} shards")
+    ids = {"evaluation_id": run.evaluation_id, "attempt": run.attempt, "owner": owner}
+    header = [
+        run_shard.si(**ids, index=index, cases=list(cases)).set(queue=GPU_QUEUE) for index, cases in enumerate(shards)
+    ]
+    chord(header)(merge_shards_task.si(**ids).set(queue=CPU_QUEUE))
+
+
+def _shard_path(inp: PipelineInput, attempt: int, index: int) -> Path:
+    return inp.work_dir / f"attempt-{attempt}" / "shards" / f"{index}.json"
+
+
+def _load_held(evaluation_id: int, owner: str, attempt: int) -> PipelineInput | None:
+    lease_s = limits_of(app).lease_expiry_s
+
+    def step(session: Session) -> PipelineInput | None:
+        if not transitions.renew_lease(
+            session,
+            evaluation_id=evaluation_id,
+            owner=owner,
+            attempt=attempt,
+            new_owner=owner,
+            lease_s=lease_s,
+        ):
+            return None
+        return _load_input(session, evaluation_id)[0]
+
+    return with_db_retry(step)
+
+
+@_task(name=RUN_SHARD, bind=True, ignore_result=False)
+def run_shard(self: Task, *, evaluation_id: int, attempt: int, owner: str, index: int, cases: list[str]) -> str | None:
+    """Run the submission on one shard's cases; writes the shard's predictions and returns the file path."""
+    inp = _load_held(evaluation_id, owner, attempt)
+    if inp is None:
+        return None
+    run = _Run(evaluation_id, attempt, owner)
+    path = _shard_path(inp, attempt, index)
+    with _outcomes(run, self):
+        test_set = open_test_set(inp.test_set_dir)
+        predictions = predict(inp, test_set, cases, run_name=f"attempt-{attempt}-shard-{index}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(predictions_to_json(predictions)), encoding="utf-8")
+        partial.replace(path)
+        return str(path)
+    return None
+
+
+@_task(name=MERGE, bind=True)
+def merge_shards_task(self: Task, shard_paths: Any = None, *, evaluation_id: int, attempt: int, owner: str) -> str:
+    """Merge the shards of one run and score them exactly as a single run would have been scored."""
+    inp = _load_held(evaluation_id, owner, attempt)
+    if inp is None:
+        return "lease lost"
+    run = _Run(evaluation_id, attempt, owner)
+    with _outcomes(run, self):
+        test_set = open_test_set(inp.test_set_dir)
+        files = sorted((inp.work_dir / f"attempt-{attempt}" / "shards").glob("*.json"), key=lambda p: int(p.stem))
+        shards = [predictions_from_json(json.loads(p.read_text(encoding="utf-8"))) for p in files]
+        outcome = score(inp, test_set, merge_shards(shards), progress=run.progress)
+        return "succeeded" if run.succeed(outcome, 0.0) else "lease lost"
+    return "failed"
+
+
+def _live_evaluation_ids() -> set[int] | None:
+    """Evaluation ids with a message in the broker (waiting or unacknowledged); None if not knowable."""
+    url = str(app.conf.broker_url)
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import base64
+
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        raw: list[Any] = []
+        prefix = key_prefix()
+        for queue in (CPU_QUEUE, GPU_QUEUE):
+            raw.extend(cast(list[Any], client.lrange(f"{prefix}{queue}", 0, -1)))
+        raw.extend(cast(list[Any], client.hvals(f"{prefix}unacked")))
+    finally:
+        client.close()
+    ids: set[int] = set()
+    for item in raw:
+        try:
+            message = json.loads(item)
+            if isinstance(message, list):  # unacked entries: [message, exchange, routing key]
+                message = message[0]
+            body = json.loads(base64.b64decode(message["body"]))
+            evaluation_id = body[1].get("evaluation_id")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue
+        if isinstance(evaluation_id, int):
+            ids.add(evaluation_id)
+    return ids
+
+
+@_task(name=RECONCILE)
+def reconcile() -> dict[str, list[int]]:
+    """Expire stale leases; re-send evaluations that wait with no message in the broker. Idempotent."""
+    limits = limits_of(app)
+
+    def expire(session: Session) -> list[int]:
+        return transitions.expire_stale_leases(session, max_attempts=limits.max_attempts)
+
+    expired = with_db_retry(expire)
+    live = _live_evaluation_ids()
+    cutoff = utcnow() - timedelta(seconds=limits.requeue_after_s)
+
+    def find(session: Session) -> list[transitions.Pending]:
+        return transitions.waiting(session, queued_before=cutoff, exclude=sorted(live or ()))
+
+    pending = with_db_retry(find)
+    # Rows released just now are sent at once: their run is known to be gone.
+    released = set(expired)
+
+    def find_released(session: Session) -> list[transitions.Pending]:
+        return transitions.waiting(session, queued_before=utcnow(), exclude=sorted(live or ()))
+
+    if released:
+        pending += [p for p in with_db_retry(find_released) if p.evaluation_id in released]
+    sent: list[int] = []
+    for item in {p.evaluation_id: p for p in pending}.values():
+        enqueue(item.evaluation_id, item.kind)
+        sent.append(item.evaluation_id)
+    with_db_retry(lambda session: transitions.mark_requeued(session, evaluation_ids=sent))
+    if expired or sent:
+        logger.info("reconcile: expired %s, re-sent %s", expired, sent)
+    return {"expired": expired, "requeued": sent}
