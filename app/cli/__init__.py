@@ -6,7 +6,7 @@ starts without loading the web service or the worker.
 
 import typer
 
-from app.cli import score
+from app.cli import dataset, score
 
 cli = typer.Typer(
     name="midog-eval",
@@ -23,6 +23,7 @@ def _root() -> None:
 
 
 cli.command("score")(score.score_command)
+cli.add_typer(dataset.dataset_app, name="dataset")
 
 
 def main() -> None:
