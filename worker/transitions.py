@@ -232,7 +232,7 @@ def succeed(
     }
     dialect = session.get_bind().dialect.name
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert_fn(Result).values(**values).on_conflict_do_nothing())
+    session.execute(insert_fn(Result).values(values).on_conflict_do_nothing())
     return True
 
 

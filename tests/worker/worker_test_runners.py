@@ -1,0 +1,50 @@
+"""Runners used by the worker tests, loaded in real worker subprocesses through MIDOG_RUNNER_MODEL.
+
+Each one first appends a line `<evaluation id> <pid>` to the file named by MIDOG_TEST_RUNNER_LOG, so a
+test can count how often participant code really started, then behaves as its name says. The detections
+always come from `ReplayRunner` (the submitted file), so results are deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from worker.runners import ReplayRunner, RunRequest, run_bounded
+
+
+def _log(request: RunRequest) -> None:
+    log = os.environ.get("MIDOG_TEST_RUNNER_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{request.evaluation_id} {os.getpid()} {','.join(request.cases)}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _behaviour(request: RunRequest) -> str:
+    """The artifact's file name says what to do: `<behaviour>--anything.json`."""
+    return request.artifact.name.split("--", 1)[0]
+
+
+class ScriptedRunner:
+    """replay (default), slow (sleeps MIDOG_TEST_SLOW_S first), crash (SIGKILLs its own process), hang."""
+
+    def run(self, request: RunRequest) -> Path:
+        _log(request)
+        behaviour = _behaviour(request)
+        if behaviour == "slow":
+            time.sleep(float(os.environ.get("MIDOG_TEST_SLOW_S", "2")))
+        elif behaviour == "crash":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif behaviour == "hang":
+            # Participant code that never ends, in a child process (as the sandbox runs it).
+            marker = f"midog-test-hang-{request.evaluation_id}"
+            run_bounded(
+                [sys.executable, "-c", "import time\nwhile True: time.sleep(1)", marker],
+                timeout_s=request.timeout_s,
+            )
+        return ReplayRunner().run(request)
