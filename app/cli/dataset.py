@@ -173,6 +173,97 @@ def _print_summary(test_set: TestSet) -> None:
             spacing = f"{r.spacing_mm[0] * 1000:.4f}"
         else:
             spacing = f"{r.spacing_mm[0] * 1000:.4f}-{r.spacing_mm[1] * 1000:.4f}"
-        line += f" {spacing:>13}  {', '.join(r.sizes)}"
+        sizes = ", ".join(r.sizes) if len(r.sizes) <= 2 else f"{len(r.sizes)} sizes, e.g. {r.sizes[0]}"
+        line += f" {spacing:>13}  {sizes}"
         out.append(line)
     sys.stdout.write("\n".join(out) + "\n")
+
+
+@dataset_app.command("import")
+def import_command(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the test set into")],
+    midog_json: Annotated[
+        Path | None,
+        typer.Option("--midog-json", help="MIDOG.json / MIDOG++.json (pixel boxes; category 2 is not scored)"),
+    ] = None,
+    ground_truth: Annotated[
+        Path | None,
+        typer.Option("--ground-truth", help="Official evaluation ground truth (mm; 2022 or 2025 variant)"),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Folder holding the images named in the annotations")
+    ] = None,
+    annotations_only: Annotated[
+        bool,
+        typer.Option("--annotations-only", help="No images: ground truth and manifest only (needs --spacing-mm)"),
+    ] = False,
+    scanner_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scanner-map",
+            help="Case -> scanner: preset 'midog2021', a CSV 'image,scanner', or MIDOG++ datasets_xvalidation.csv;"
+            " repeatable, later maps override earlier ones",
+        ),
+    ] = None,
+    default_scanner: Annotated[
+        str | None, typer.Option("--default-scanner", help="Scanner label for cases no map names")
+    ] = None,
+    spacing_mm: Annotated[
+        float | None,
+        typer.Option("--spacing-mm", min=1e-9, help="Pixel spacing in mm/px (default: the TIFF resolution tags)"),
+    ] = None,
+    link: Annotated[str, typer.Option("--link", help="copy, hardlink (copy across file systems) or symlink")] = "copy",
+    skip_unannotated: Annotated[
+        bool, typer.Option("--skip-unannotated", help="Leave out MIDOG.json images that have no annotation at all")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty directory")] = False,
+) -> None:
+    """Import real MIDOG data (annotations + TIFF images + case -> scanner map) as a test set."""
+    from worker.datasets.errors import DatasetError
+    from worker.datasets.midog import (
+        ImportOptions,
+        LinkMode,
+        import_midog_json,
+        import_official_ground_truth,
+        load_midog_json,
+        load_scanner_map,
+        unannotated,
+    )
+
+    if (midog_json is None) == (ground_truth is None):
+        raise _fail("give exactly one of --midog-json and --ground-truth")
+    if (images is None) == (not annotations_only):
+        raise _fail("give --images DIR, or --annotations-only to import the annotations alone")
+    if images is not None and not images.is_dir():
+        raise _fail(f"{images}: not a directory")
+    try:
+        link_mode = LinkMode(link)
+    except ValueError:
+        raise _fail(f"--link: expected one of {', '.join(m.value for m in LinkMode)}") from None
+    _check_out_dir(out, overwrite)
+    try:
+        options = ImportOptions(
+            images_dir=images,
+            scanner_maps=tuple(load_scanner_map(spec) for spec in scanner_map or []),
+            default_scanner=default_scanner,
+            spacing_mm=spacing_mm,
+            link=link_mode,
+            skip_unannotated=skip_unannotated,
+        )
+        if midog_json is not None:
+            if not skip_unannotated:
+                empty = unannotated(load_midog_json(midog_json).images)
+                if empty:
+                    typer.echo(
+                        f"warning: {len(empty)} images have no annotation at all (e.g. {empty[0]}); they are "
+                        "imported as cases without mitotic figures (--skip-unannotated leaves them out)",
+                        err=True,
+                    )
+            test_set = import_midog_json(out, midog_json, options)
+        else:
+            assert ground_truth is not None
+            test_set = import_official_ground_truth(out, ground_truth, options)
+    except DatasetError as exc:
+        raise _fail(str(exc)) from None
+    _print_summary(test_set)
+    typer.echo(f"wrote {len(test_set.cases)} cases to {out}")
