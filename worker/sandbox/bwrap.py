@@ -141,7 +141,8 @@ class BwrapBackend:
             command += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *map(str, groups.procs_files()), "--"]
         limits = [f"--nofile={spec.nofile}:{spec.nofile}", "--core=0:0"]
         if not area.mounted:
-            limits.append(f"--fsize={spec.output_bytes}:{spec.output_bytes}")
+            # One byte over the quota, so that a file stopped by the limit still shows the quota was passed.
+            limits.append(f"--fsize={spec.output_bytes + 1}:{spec.output_bytes + 1}")
         if "memory" not in groups.controllers and spec.gpu is None:
             limits.append(f"--as={spec.memory_bytes}:{spec.memory_bytes}")
         if "pids" not in groups.controllers:

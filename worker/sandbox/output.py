@@ -53,7 +53,8 @@ def _usage(root: Path) -> tuple[int, int]:
             except OSError:
                 continue
             files += 1
-            total += info.st_blocks * 512
+            # The larger of allocated and apparent size: sparse files count at their full length.
+            total += max(info.st_blocks * 512, info.st_size)
     return total, files
 
 

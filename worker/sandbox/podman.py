@@ -62,7 +62,9 @@ class PodmanBackend:
             raise SandboxError(f"{self.executable} {args[0]} failed: {done.stderr.strip()[-500:]}")
         return done
 
-    def run_arguments(self, spec: SandboxSpec, name: str, output_path: Path) -> list[str]:
+    def run_arguments(
+        self, spec: SandboxSpec, name: str, output_path: Path, *, file_size_limit: int | None = None
+    ) -> list[str]:
         """`<engine> run` arguments up to and including the image (exposed for tests and docs)."""
         if spec.image is None:
             raise SandboxError(f"the {self.name} backend needs an image in the SandboxSpec")
@@ -71,10 +73,21 @@ class PodmanBackend:
         if self.runtime:
             args += ["--runtime", self.runtime]
         args += ["--user", f"{spec.uid}:{spec.gid}", "--cap-drop", "all", "--security-opt", "no-new-privileges"]
-        args += ["--read-only", "--memory", memory, "--memory-swap", memory, "--pids-limit", str(spec.pids)]
+        args += [
+            "--read-only",
+            "--read-only-tmpfs=false",
+            "--memory",
+            memory,
+            "--memory-swap",
+            memory,
+            "--pids-limit",
+            str(spec.pids),
+        ]
         args += ["--cpus", f"{spec.cpus:g}", "--shm-size", str(spec.shm_bytes), "--hostname", "sandbox"]
         args += ["--ulimit", f"nofile={spec.nofile}:{spec.nofile}", "--ulimit", f"nproc={spec.pids}:{spec.pids}"]
         args += ["--ulimit", "core=0:0", "--tmpfs", f"/tmp:rw,nosuid,nodev,size={spec.tmp_bytes},mode=1777"]
+        if file_size_limit is not None:
+            args += ["--ulimit", f"fsize={file_size_limit}:{file_size_limit}"]
         args += ["--label", f"{LABEL_KEY}={spec.label}"]
         for key, value in spec.labels.items():
             args += ["--label", f"{key}={value}"]
@@ -115,7 +128,10 @@ class PodmanBackend:
         )
         try:
             area.create()
-            command = [self.executable, *self.run_arguments(spec, name, area.path), *argv]
+            # Without a kernel-enforced quota, one file must not outgrow it between two watchdog looks.
+            fsize = None if area.mounted else spec.output_bytes + 1
+            arguments = self.run_arguments(spec, name, area.path, file_size_limit=fsize)
+            command = [self.executable, *arguments, *argv]
             return self._execute(spec, command, name, area, output_dir)
         finally:
             self._remove(name)

@@ -1,0 +1,71 @@
+"""Fixtures for the sandbox scenarios: each test runs against the bwrap and the podman backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.sandbox.images import busybox_rootfs, import_rootfs, require_backend
+from worker.sandbox import Backend, BwrapBackend, Mount, PodmanBackend, SandboxSpec
+
+PROBES = Path(__file__).resolve().parents[1] / "probes"
+# A uid no other process on the test host uses, so leftovers of a run can be found by uid.
+SANDBOX_UID = 23456
+
+
+@pytest.fixture(scope="session")
+def runtime_dir() -> Iterator[Path]:
+    # Not under pytest's 0700 tmp dirs: the sandbox uid must be able to reach its output area.
+    path = Path(tempfile.mkdtemp(prefix="midog-sandbox-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    require_backend("podman")
+    return import_rootfs("localhost/midog-test/busybox", busybox_rootfs(), tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(params=["bwrap", "podman"])
+def backend(request: pytest.FixtureRequest, runtime_dir: Path) -> Backend:
+    require_backend(request.param)
+    if request.param == "bwrap":
+        return BwrapBackend(runtime_dir=runtime_dir)
+    request.getfixturevalue("busybox_image")
+    return PodmanBackend(runtime_dir=runtime_dir)
+
+
+@pytest.fixture
+def make_spec(request: pytest.FixtureRequest, backend: Backend) -> Callable[..., SandboxSpec]:
+    """SandboxSpec factory with small limits; /probes mounted, and /usr for podman (Python comes from it)."""
+
+    def make(*, mounts: tuple[Mount, ...] = (), **overrides: Any) -> SandboxSpec:
+        base: tuple[Mount, ...] = (Mount(PROBES, "/probes"),)
+        if isinstance(backend, PodmanBackend):
+            base += (Mount(Path("/usr"), "/usr"),)
+        values: dict[str, Any] = {
+            "label": f"test-{os.getpid()}-{abs(hash(request.node.nodeid)) % 10**8}",
+            "wall_seconds": 30.0,
+            "uid": SANDBOX_UID,
+            "gid": SANDBOX_UID,
+            "memory_bytes": 256 * 1024**2,
+            "pids": 64,
+            "tmp_bytes": 16 * 1024**2,
+            "output_bytes": 1024**2,
+            "output_files": 64,
+            "mounts": base + mounts,
+        }
+        if isinstance(backend, PodmanBackend):
+            values["image"] = request.getfixturevalue("busybox_image")
+        values.update(overrides)
+        return SandboxSpec(**values)
+
+    return make
