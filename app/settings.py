@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     max_container_bytes: int = Field(default=20480 * MiB, gt=0)
     upload_chunk_bytes: int = Field(default=1 * MiB, gt=0)
     max_points_per_case: int = Field(default=100_000, gt=0)
-    max_json_depth: int = Field(default=16, gt=2)
+    max_total_points: int = Field(default=2_000_000, gt=0)
 
     # Tokens issued by /auth/login; organiser tokens from the CLI never expire unless revoked.
     login_token_ttl_hours: int = Field(default=24 * 30, gt=0)
@@ -62,9 +62,7 @@ class Settings(BaseSettings):
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "storage"
         if not self.broker_url:
-            self.broker_url = (
-                self.redis_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite3').resolve()}"
-            )
+            self.broker_url = self.redis_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite3').resolve()}"
         return self
 
     @property

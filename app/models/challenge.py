@@ -75,9 +75,7 @@ class Phase(TimestampMixin, Base):
     closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # list of SubmissionKind values
     allowed_kinds: Mapped[list[str]] = mapped_column(JSON, default=lambda: [SubmissionKind.PREDICTIONS.value])
-    test_set_id: Mapped[int | None] = mapped_column(
-        ForeignKey("test_set.id", ondelete="RESTRICT"), index=True
-    )
+    test_set_id: Mapped[int | None] = mapped_column(ForeignKey("test_set.id", ondelete="RESTRICT"), index=True)
     daily_quota: Mapped[int | None] = mapped_column(Integer, default=5)
     phase_quota: Mapped[int | None] = mapped_column(Integer)
     failed_count_towards_quota: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -88,9 +86,7 @@ class Phase(TimestampMixin, Base):
     # group labels (e.g. scanner names) shown as leaderboard columns; None shows every group
     shown_groups: Mapped[list[str] | None] = mapped_column(JSON)
     entry_policy: Mapped[EntryPolicy] = mapped_column(enum_column(EntryPolicy), default=EntryPolicy.BEST)
-    ranking_metric: Mapped[RankingMetric] = mapped_column(
-        enum_column(RankingMetric), default=RankingMetric.F1
-    )
+    ranking_metric: Mapped[RankingMetric] = mapped_column(enum_column(RankingMetric), default=RankingMetric.F1)
     # gating: a team may submit here only after a succeeded evaluation in the parent phase
     parent_phase_id: Mapped[int | None] = mapped_column(ForeignKey("phase.id", ondelete="SET NULL"))
     time_limit_s: Mapped[float] = mapped_column(Float, default=3600.0)

@@ -48,16 +48,12 @@ class EvaluationStatus(enum.StrEnum):
 
 
 ACTIVE_STATUSES = frozenset({EvaluationStatus.QUEUED, EvaluationStatus.RUNNING, EvaluationStatus.RETRYING})
-TERMINAL_STATUSES = frozenset(
-    {EvaluationStatus.SUCCEEDED, EvaluationStatus.FAILED, EvaluationStatus.CANCELLED}
-)
+TERMINAL_STATUSES = frozenset({EvaluationStatus.SUCCEEDED, EvaluationStatus.FAILED, EvaluationStatus.CANCELLED})
 
 
 class Submission(TimestampMixin, Base):
     __tablename__ = "submission"
-    __table_args__ = (
-        Index("ix_submission_phase_id_team_id_created_at", "phase_id", "team_id", "created_at"),
-    )
+    __table_args__ = (Index("ix_submission_phase_id_team_id_created_at", "phase_id", "team_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     phase_id: Mapped[int] = mapped_column(ForeignKey("phase.id", ondelete="CASCADE"))
@@ -79,9 +75,7 @@ class Submission(TimestampMixin, Base):
     phase: Mapped[Phase] = relationship()
     team: Mapped[Team] = relationship()
     participant: Mapped[Participant | None] = relationship()
-    evaluations: Mapped[list[Evaluation]] = relationship(
-        back_populates="submission", order_by="Evaluation.version"
-    )
+    evaluations: Mapped[list[Evaluation]] = relationship(back_populates="submission", order_by="Evaluation.version")
 
 
 class Evaluation(TimestampMixin, Base):

@@ -1,0 +1,243 @@
+"""Organiser API under /api/v1/admin (organiser tokens only; participants get 403). HTTP only."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from sqlalchemy import select
+
+from app.admin import service
+from app.admin.schemas import (
+    ReevaluateRead,
+    SubmissionAdminRead,
+    SubmissionUpdate,
+    TeamAdminRead,
+    TeamUpdate,
+    TestSetCreate,
+    TestSetRead,
+    TokenCreate,
+    TokenRead,
+)
+from app.auth.router import token_issued
+from app.auth.schemas import TokenIssued
+from app.auth.service import create_token, revoke_token
+from app.challenges import service as challenges
+from app.challenges.schemas import (
+    ChallengeCreate,
+    ChallengeRead,
+    ChallengeUpdate,
+    PhaseCreate,
+    PhaseRead,
+    PhaseUpdate,
+)
+from app.deps import DbSession, get_admin
+from app.errors import InvalidInput, NotFound
+from app.models import ApiToken, Participant, Phase, Team, TestSet, TokenScope
+from app.openapi import errors
+from app.types import MAX_ID, IdPath
+
+router = APIRouter(
+    prefix="/api/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(get_admin)],
+    responses=errors(401, 403, 422, 503),
+)
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+OptionalId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+
+
+# challenges and phases
+@router.get("/challenges", summary="All challenges, unpublished included")
+def list_challenges(db: DbSession) -> list[ChallengeRead]:
+    return [challenges.challenge_read(c) for c in challenges.list_challenges(db, include_unpublished=True)]
+
+
+@router.post("/challenges", status_code=status.HTTP_201_CREATED, summary="Create a challenge", responses=errors(409))
+def create_challenge(db: DbSession, body: ChallengeCreate) -> ChallengeRead:
+    challenge = challenges.create_challenge(db, data=body)
+    db.refresh(challenge, ["phases"])
+    return challenges.challenge_read(challenge)
+
+
+@router.patch("/challenges/{challenge_id}", summary="Update a challenge", responses=errors(404))
+def update_challenge(db: DbSession, challenge_id: IdPath, body: ChallengeUpdate) -> ChallengeRead:
+    challenge = challenges.get_challenge_by_id(db, challenge_id=challenge_id)
+    return challenges.challenge_read(challenges.update_challenge(db, challenge=challenge, data=body))
+
+
+@router.post(
+    "/challenges/{challenge_id}/phases",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a phase",
+    responses=errors(404, 409),
+)
+def create_phase(db: DbSession, challenge_id: IdPath, body: PhaseCreate) -> PhaseRead:
+    challenge = challenges.get_challenge_by_id(db, challenge_id=challenge_id)
+    return challenges.phase_read(challenges.create_phase(db, challenge=challenge, data=body))
+
+
+@router.patch("/phases/{phase_id}", summary="Update a phase", responses=errors(404))
+def update_phase(db: DbSession, phase_id: IdPath, body: PhaseUpdate) -> PhaseRead:
+    phase = challenges.get_phase(db, phase_id=phase_id, include_unpublished=True)
+    return challenges.phase_read(challenges.update_phase(db, phase=phase, data=body))
+
+
+@router.post(
+    "/phases/{phase_id}/reevaluate",
+    summary="Re-evaluate every submission of a phase under a new evaluation version (old results kept)",
+    responses=errors(404),
+)
+def reevaluate_phase(db: DbSession, phase_id: IdPath) -> ReevaluateRead:
+    phase = challenges.get_phase(db, phase_id=phase_id, include_unpublished=True)
+    queued = service.reevaluate_phase(db, phase=phase)
+    return ReevaluateRead(phase_id=phase.id, evaluation_version=phase.evaluation_version, queued=queued)
+
+
+@router.get(
+    "/phases/{phase_id}/results.csv",
+    summary="Every result of a phase as CSV (all versions; formula-injection safe)",
+    response_class=Response,
+    responses={
+        200: {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+        **errors(404),
+    },
+)
+def export_results(db: DbSession, phase_id: IdPath) -> Response:
+    if db.get(Phase, phase_id) is None:
+        raise NotFound(f"no phase {phase_id}")
+    return Response(
+        service.results_csv(db, phase_id=phase_id),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="results-phase-{phase_id}.csv"'},
+    )
+
+
+# test sets
+@router.get("/test-sets", summary="Registered test sets")
+def list_test_sets(db: DbSession) -> list[TestSetRead]:
+    return [TestSetRead.model_validate(t) for t in db.scalars(select(TestSet).order_by(TestSet.id))]
+
+
+@router.post(
+    "/test-sets",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a test set from a server directory (manifest, images and ground truth are checked)",
+    responses=errors(409),
+)
+def register_test_set(db: DbSession, body: TestSetCreate) -> TestSetRead:
+    return TestSetRead.model_validate(service.register_test_set(db, data=body))
+
+
+# teams and tokens
+@router.get("/teams", summary="All teams")
+def list_teams(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[TeamAdminRead]:
+    teams = db.scalars(select(Team).order_by(Team.id).limit(limit).offset(offset))
+    return [TeamAdminRead.model_validate(t) for t in teams]
+
+
+@router.patch("/teams/{team_id}", summary="Approve or disqualify a team", responses=errors(404))
+def update_team(db: DbSession, team_id: IdPath, body: TeamUpdate) -> TeamAdminRead:
+    team = service.get_team(db, team_id=team_id)
+    if body.is_approved is not None:
+        team.is_approved = body.is_approved
+    if body.is_disqualified is not None:
+        team.is_disqualified = body.is_disqualified
+    db.flush()
+    return TeamAdminRead.model_validate(team)
+
+
+@router.get("/tokens", summary="API tokens (hashes are never shown)")
+def list_tokens(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[TokenRead]:
+    tokens = db.scalars(select(ApiToken).order_by(ApiToken.id).limit(limit).offset(offset))
+    return [TokenRead.model_validate(t) for t in tokens]
+
+
+@router.post(
+    "/tokens",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a token (shown once in this response)",
+    responses=errors(404),
+)
+def create_api_token(db: DbSession, body: TokenCreate) -> TokenIssued:
+    participant = None
+    if body.scope is TokenScope.PARTICIPANT:
+        if body.participant_id is None:
+            raise InvalidInput("participant_id is required for a participant token")
+        participant = db.get(Participant, body.participant_id)
+        if participant is None:
+            raise NotFound(f"no participant {body.participant_id}")
+    elif body.participant_id is not None:
+        raise InvalidInput("organiser tokens belong to no participant")
+    issued = create_token(db, scope=body.scope, participant=participant, name=body.name, expires_at=body.expires_at)
+    return token_issued(issued)
+
+
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke a token",
+    responses=errors(404),
+)
+def revoke_api_token(db: DbSession, token_id: IdPath) -> Response:
+    token = db.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"no token {token_id}")
+    revoke_token(db, token=token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# submissions
+@router.get("/submissions", summary="Submissions with evaluation details (errors, per-case counts)")
+def list_submissions(
+    db: DbSession, phase_id: OptionalId = None, team_id: OptionalId = None, limit: Limit = 100, offset: Offset = 0
+) -> list[SubmissionAdminRead]:
+    rows = service.list_submissions(db, phase_id=phase_id, team_id=team_id, limit=limit, offset=offset)
+    return [service.admin_view(s) for s in rows]
+
+
+@router.get("/submissions/{submission_id}", summary="One submission in full", responses=errors(404))
+def get_submission(db: DbSession, submission_id: IdPath) -> SubmissionAdminRead:
+    return service.admin_view(service.get_submission(db, submission_id=submission_id))
+
+
+@router.patch(
+    "/submissions/{submission_id}",
+    summary="Hide, disqualify or mark a submission as a baseline",
+    responses=errors(404),
+)
+def moderate_submission(db: DbSession, submission_id: IdPath, body: SubmissionUpdate) -> SubmissionAdminRead:
+    submission = service.get_submission(db, submission_id=submission_id)
+    service.moderate_submission(
+        db,
+        submission=submission,
+        is_hidden=body.is_hidden,
+        is_disqualified=body.is_disqualified,
+        is_baseline=body.is_baseline,
+    )
+    return service.admin_view(submission)
+
+
+@router.post(
+    "/submissions/{submission_id}/requeue",
+    summary="Queue the submission's evaluation again (current evaluation version)",
+    responses=errors(404, 409),
+)
+def requeue_submission(db: DbSession, submission_id: IdPath) -> SubmissionAdminRead:
+    submission = service.get_submission(db, submission_id=submission_id)
+    service.requeue_submission(db, submission=submission)
+    db.refresh(submission, ["evaluations"])
+    return service.admin_view(submission)
+
+
+@router.post(
+    "/submissions/{submission_id}/cancel",
+    summary="Cancel a queued or running evaluation",
+    responses=errors(404, 409),
+)
+def cancel_submission(db: DbSession, submission_id: IdPath) -> SubmissionAdminRead:
+    submission = service.get_submission(db, submission_id=submission_id)
+    service.cancel_submission(db, submission=submission)
+    return service.admin_view(submission)

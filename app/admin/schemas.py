@@ -1,0 +1,103 @@
+"""Pydantic schemas of the organiser API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from app.models import EvaluationStatus, TokenScope
+from app.submissions.schemas import SubmissionRead
+from app.types import MAX_ID, LongText, Name, ServerPath
+
+
+class TestSetCreate(BaseModel):
+    name: Name
+    path: ServerPath = Field(description="Server directory holding manifest.json, images/ and ground-truth/.")
+    description: LongText = ""
+
+
+class TestSetRead(BaseModel):
+    __test__ = False
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    description: str
+    manifest_path: str
+    manifest_sha256: str
+    case_count: int
+    created_at: datetime
+
+
+class TeamAdminRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    contact_email: str
+    is_approved: bool
+    is_disqualified: bool
+    created_at: datetime
+
+
+class TeamUpdate(BaseModel):
+    is_approved: bool | None = None
+    is_disqualified: bool | None = None
+
+
+class TokenCreate(BaseModel):
+    scope: TokenScope
+    name: Name = "admin"
+    participant_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="Required for participant scope.")
+    expires_at: AwareDatetime | None = None
+
+
+class TokenRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    prefix: str
+    name: str
+    scope: TokenScope
+    participant_id: int | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class EvaluationAdminRead(BaseModel):
+    id: int
+    version: int
+    status: EvaluationStatus
+    attempt: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: float
+    progress_message: str
+    error_message: str
+    error_detail: str
+    gpu_seconds: float
+    result: dict[str, Any] | None = Field(description="All result columns, per-case counts included.")
+
+
+class SubmissionAdminRead(SubmissionRead):
+    team_name: str
+    file_path: str
+    evaluations: list[EvaluationAdminRead]
+
+
+class SubmissionUpdate(BaseModel):
+    is_hidden: bool | None = None
+    is_disqualified: bool | None = None
+    is_baseline: bool | None = None
+
+
+class ReevaluateRead(BaseModel):
+    phase_id: int
+    evaluation_version: int
+    queued: int

@@ -1,0 +1,315 @@
+"""Organiser operations: test sets, teams, tokens, submission moderation, requeue/cancel, re-evaluation,
+results export. Never commits; enqueues after commit. Must not import FastAPI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from app.admin.schemas import EvaluationAdminRead, SubmissionAdminRead, TestSetCreate
+from app.errors import Conflict, InvalidInput, NotFound
+from app.leaderboard.service import recompute_rank_robustness, to_csv
+from app.models import (
+    ACTIVE_STATUSES,
+    Evaluation,
+    EvaluationStatus,
+    Phase,
+    Result,
+    Submission,
+    Team,
+    TestSet,
+    utcnow,
+)
+from app.queue import enqueue_after_commit
+from app.settings import get_settings
+from app.submissions.service import TASK_RUN, current_evaluation, participant_view, queue_for
+
+
+def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
+    """Validate a test set on the server (manifest, images present, ground truth covering the same cases)."""
+    from worker.datasets.errors import DatasetError
+    from worker.datasets.manifest import TestSet as DiskTestSet
+    from worker.datasets.manifest import sha256_file
+
+    if session.scalar(select(TestSet.id).where(TestSet.name == data.name)) is not None:
+        raise Conflict(f"test set {data.name!r} exists")
+    root = Path(data.path)
+    if not root.is_dir():
+        raise InvalidInput(f"path: {data.path} is not a directory on the server")
+    try:
+        disk = DiskTestSet.open(root)
+        for case in disk.cases:
+            if case.image is not None:
+                image = disk.image_path(case).resolve()
+                if not image.is_relative_to(root.resolve()) or not image.is_file():
+                    raise InvalidInput(f"case {case.name!r}: image {case.image!r} is missing")
+        truth = disk.ground_truth()
+    except DatasetError as exc:
+        raise InvalidInput(str(exc)) from None
+    names = {c.name for c in disk.cases}
+    if set(truth) != names:
+        extra = sorted(set(truth) - names)[:5]
+        missing = sorted(names - set(truth))[:5]
+        raise InvalidInput(f"ground truth and manifest disagree (only in ground truth: {extra}; missing: {missing})")
+    if not names:
+        raise InvalidInput("the manifest has no cases")
+    cases = {
+        c.name: {"width": c.width, "height": c.height, "spacing_mm": c.spacing_mm, "groups": c.groups}
+        for c in disk.cases
+    }
+    manifest_path = root / "manifest.json"
+    test_set = TestSet(
+        name=data.name,
+        description=data.description,
+        manifest_path=str(manifest_path.resolve()),
+        manifest_sha256=sha256_file(manifest_path),
+        case_count=len(cases),
+        cases=cases,
+    )
+    session.add(test_set)
+    session.flush()
+    return test_set
+
+
+def get_team(session: Session, *, team_id: int) -> Team:
+    team = session.get(Team, team_id)
+    if team is None:
+        raise NotFound(f"no team {team_id}")
+    return team
+
+
+def get_submission(session: Session, *, submission_id: int) -> Submission:
+    submission = session.scalars(
+        select(Submission)
+        .options(
+            selectinload(Submission.evaluations).selectinload(Evaluation.result),
+            selectinload(Submission.phase),
+            selectinload(Submission.team),
+        )
+        .where(Submission.id == submission_id)
+    ).one_or_none()
+    if submission is None:
+        raise NotFound(f"no submission {submission_id}")
+    return submission
+
+
+def list_submissions(
+    session: Session, *, phase_id: int | None, team_id: int | None, limit: int, offset: int
+) -> Sequence[Submission]:
+    stmt = (
+        select(Submission)
+        .options(
+            selectinload(Submission.evaluations).selectinload(Evaluation.result),
+            selectinload(Submission.phase),
+            selectinload(Submission.team),
+        )
+        .order_by(Submission.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    if phase_id is not None:
+        stmt = stmt.where(Submission.phase_id == phase_id)
+    if team_id is not None:
+        stmt = stmt.where(Submission.team_id == team_id)
+    return session.scalars(stmt).all()
+
+
+def _result_dict(result: Result | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    keys = (
+        "tp",
+        "fp",
+        "fn",
+        "precision",
+        "recall",
+        "f1",
+        "ap",
+        "f1_ci_low",
+        "f1_ci_high",
+        "groups",
+        "cases",
+        "rank_robustness",
+        "evaluation_version",
+    )
+    return {k: getattr(result, k) for k in keys}
+
+
+def admin_view(submission: Submission) -> SubmissionAdminRead:
+    base = participant_view(submission).model_dump()
+    # organisers see scores whatever the phase's policy
+    ev = current_evaluation(submission)
+    if ev is not None and ev.result is not None and ev.status is EvaluationStatus.SUCCEEDED:
+        from app.submissions.service import result_read
+
+        base["result"] = result_read(ev.result, shown_groups=None).model_dump()
+        base["scores_hidden"] = False
+    return SubmissionAdminRead(
+        **base,
+        team_name=submission.team.name,
+        file_path=submission.file_path,
+        evaluations=[
+            EvaluationAdminRead(
+                id=e.id,
+                version=e.version,
+                status=e.status,
+                attempt=e.attempt,
+                lease_owner=e.lease_owner,
+                lease_expires_at=e.lease_expires_at,
+                queued_at=e.queued_at,
+                started_at=e.started_at,
+                finished_at=e.finished_at,
+                progress=e.progress,
+                progress_message=e.progress_message,
+                error_message=e.error_message,
+                error_detail=e.error_detail,
+                gpu_seconds=e.gpu_seconds,
+                result=_result_dict(e.result),
+            )
+            for e in submission.evaluations
+        ],
+    )
+
+
+def _robustness(session: Session, phase_id: int) -> None:
+    settings = get_settings()
+    recompute_rank_robustness(
+        session, phase_id=phase_id, resamples=settings.robustness_resamples, seed=settings.robustness_seed
+    )
+
+
+def moderate_submission(
+    session: Session,
+    *,
+    submission: Submission,
+    is_hidden: bool | None,
+    is_disqualified: bool | None,
+    is_baseline: bool | None,
+) -> Submission:
+    if is_hidden is not None:
+        submission.is_hidden = is_hidden
+    if is_disqualified is not None:
+        submission.is_disqualified = is_disqualified
+    if is_baseline is not None:
+        submission.is_baseline = is_baseline
+    session.flush()
+    _robustness(session, submission.phase_id)
+    return submission
+
+
+def requeue_submission(session: Session, *, submission: Submission) -> Evaluation:
+    """Put the submission's evaluation of the phase's current version back to `queued` (result dropped)."""
+    version = submission.phase.evaluation_version
+    ev = next((e for e in submission.evaluations if e.version == version), None)
+    if ev is None:
+        ev = Evaluation(submission_id=submission.id, version=version)
+        session.add(ev)
+    elif ev.status in ACTIVE_STATUSES:
+        raise Conflict(f"evaluation {ev.id} is {ev.status.value}; cancel it first")
+    else:
+        if ev.result is not None:
+            session.delete(ev.result)
+            session.flush()
+    ev.status = EvaluationStatus.QUEUED
+    ev.attempt = 0
+    ev.lease_owner = None
+    ev.lease_expires_at = None
+    ev.queued_at = utcnow()
+    ev.started_at = None
+    ev.finished_at = None
+    ev.progress = 0.0
+    ev.progress_message = ""
+    ev.error_message = ""
+    ev.error_detail = ""
+    session.flush()
+    enqueue_after_commit(session, TASK_RUN, queue=queue_for(submission.kind), evaluation_id=ev.id)
+    return ev
+
+
+def cancel_submission(session: Session, *, submission: Submission) -> Evaluation:
+    ev = current_evaluation(submission)
+    if ev is None or ev.status not in ACTIVE_STATUSES:
+        raise Conflict("nothing to cancel: no queued or running evaluation")
+    ev.status = EvaluationStatus.CANCELLED
+    ev.finished_at = utcnow()
+    ev.lease_owner = None
+    ev.lease_expires_at = None
+    ev.error_message = "cancelled by the organisers"
+    session.flush()
+    return ev
+
+
+def reevaluate_phase(session: Session, *, phase: Phase) -> int:
+    """A new evaluation version for every submission of the phase; old results are kept."""
+    phase.evaluation_version += 1
+    submissions = session.scalars(
+        select(Submission).where(Submission.phase_id == phase.id, Submission.is_disqualified.is_(False))
+    ).all()
+    evaluations = [Evaluation(submission_id=s.id, version=phase.evaluation_version) for s in submissions]
+    session.add_all(evaluations)
+    session.flush()
+    for submission, ev in zip(submissions, evaluations, strict=True):
+        enqueue_after_commit(session, TASK_RUN, queue=queue_for(submission.kind), evaluation_id=ev.id)
+    return len(evaluations)
+
+
+def results_csv(session: Session, *, phase_id: int) -> str:
+    """Every result of the phase (all evaluation versions), formula-injection safe."""
+    rows = session.execute(
+        select(
+            Submission.id,
+            Team.name,
+            Submission.method_name,
+            Submission.description,
+            Submission.paper_url,
+            Submission.kind,
+            Submission.is_baseline,
+            Submission.is_hidden,
+            Submission.is_disqualified,
+            Submission.created_at,
+            Result.evaluation_version,
+            Result.tp,
+            Result.fp,
+            Result.fn,
+            Result.precision,
+            Result.recall,
+            Result.f1,
+            Result.ap,
+            Result.f1_ci_low,
+            Result.f1_ci_high,
+            Result.rank_robustness,
+        )
+        .join(Team, Team.id == Submission.team_id)
+        .join(Result, Result.submission_id == Submission.id)
+        .where(Submission.phase_id == phase_id)
+        .order_by(Submission.id, Result.evaluation_version)
+    ).all()
+    header = [
+        "submission_id",
+        "team",
+        "method",
+        "description",
+        "paper_url",
+        "kind",
+        "baseline",
+        "hidden",
+        "disqualified",
+        "submitted_at",
+        "evaluation_version",
+        "tp",
+        "fp",
+        "fn",
+        "precision",
+        "recall",
+        "f1",
+        "ap",
+        "f1_ci_low",
+        "f1_ci_high",
+        "rank_robustness",
+    ]
+    return to_csv(header, [[v.value if hasattr(v, "value") else v for v in row] for row in rows])

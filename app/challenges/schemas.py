@@ -1,0 +1,111 @@
+"""Pydantic schemas of challenges and phases (API only; the ORM models live in app.models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from app.models import EntryPolicy, LeaderboardVisibility, PhaseKind, RankingMetric, SubmissionKind
+from app.types import MAX_ID, GroupLabel, LongText, Slug, Title
+
+Quota = Annotated[int, Field(ge=0, le=100_000)]
+
+
+class PhaseRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    challenge_id: int
+    slug: str
+    title: str
+    kind: PhaseKind
+    opens_at: datetime | None
+    closes_at: datetime | None
+    is_open: bool = Field(description="Whether submissions are accepted now.")
+    allowed_kinds: list[SubmissionKind]
+    daily_quota: int | None
+    phase_quota: int | None
+    failed_count_towards_quota: bool
+    max_active_per_team: int
+    leaderboard_visibility: LeaderboardVisibility
+    shown_groups: list[str] | None
+    entry_policy: EntryPolicy
+    ranking_metric: RankingMetric
+    parent_phase_id: int | None
+    time_limit_s: float
+    memory_limit_mb: int
+    evaluation_version: int
+    test_set_id: int | None
+
+
+class ChallengeRead(BaseModel):
+    id: int
+    slug: str
+    title: str
+    description: str
+    requires_approval: bool
+    is_published: bool
+    phases: list[PhaseRead]
+
+
+class ChallengeCreate(BaseModel):
+    slug: Slug
+    title: Title
+    description: LongText = ""
+    requires_approval: bool = False
+    is_published: bool = True
+
+
+class ChallengeUpdate(BaseModel):
+    title: Title | None = None
+    description: LongText | None = None
+    requires_approval: bool | None = None
+    is_published: bool | None = None
+
+
+class _PhaseFields(BaseModel):
+    kind: PhaseKind = PhaseKind.PRELIMINARY
+    opens_at: AwareDatetime | None = None
+    closes_at: AwareDatetime | None = None
+    allowed_kinds: Annotated[list[SubmissionKind], Field(min_length=1, max_length=3)] = [SubmissionKind.PREDICTIONS]
+    test_set_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+    daily_quota: Quota | None = 5
+    phase_quota: Quota | None = None
+    failed_count_towards_quota: bool = True
+    max_active_per_team: Annotated[int, Field(ge=1, le=1000)] = 1
+    leaderboard_visibility: LeaderboardVisibility = LeaderboardVisibility.PUBLIC
+    shown_groups: Annotated[list[GroupLabel], Field(max_length=100)] | None = None
+    entry_policy: EntryPolicy = EntryPolicy.BEST
+    ranking_metric: RankingMetric = RankingMetric.F1
+    parent_phase_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+    time_limit_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 3600.0
+    memory_limit_mb: Annotated[int, Field(gt=0, le=4_000_000)] = 16384
+
+
+class PhaseCreate(_PhaseFields):
+    slug: Slug
+    title: Title
+
+
+class PhaseUpdate(BaseModel):
+    """Only the fields given are changed; send null to clear a nullable field."""
+
+    title: Title | None = None
+    kind: PhaseKind | None = None
+    opens_at: AwareDatetime | None = None
+    closes_at: AwareDatetime | None = None
+    allowed_kinds: Annotated[list[SubmissionKind], Field(min_length=1, max_length=3)] | None = None
+    test_set_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+    daily_quota: Quota | None = None
+    phase_quota: Quota | None = None
+    failed_count_towards_quota: bool | None = None
+    max_active_per_team: Annotated[int, Field(ge=1, le=1000)] | None = None
+    leaderboard_visibility: LeaderboardVisibility | None = None
+    shown_groups: Annotated[list[GroupLabel], Field(max_length=100)] | None = None
+    entry_policy: EntryPolicy | None = None
+    ranking_metric: RankingMetric | None = None
+    parent_phase_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+    time_limit_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    memory_limit_mb: Annotated[int, Field(gt=0, le=4_000_000)] | None = None

@@ -1,0 +1,70 @@
+"""Request dependencies as Annotated aliases: DbSession, AppSettings, CurrentPrincipal, CurrentParticipant,
+OptionalPrincipal, AdminUser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.auth.service import Principal, authenticate, require_organiser
+from app.errors import Forbidden
+from app.settings import Settings
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed after the endpoint returns (before the response is sent),
+    rolled back on any error. Tasks enqueued on the session are sent after the commit."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
+AppSettings = Annotated[Settings, Depends(get_app_settings)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer mdg_...`.")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_principal(db: DbSession, credentials: BearerCredentials) -> Principal:
+    return authenticate(db, token=credentials.credentials if credentials else None)
+
+
+def get_optional_principal(db: DbSession, credentials: BearerCredentials) -> Principal | None:
+    """Anonymous when no token is sent; a token that is sent must be valid."""
+    if credentials is None:
+        return None
+    return authenticate(db, token=credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
+def get_participant(principal: CurrentPrincipal) -> Principal:
+    if principal.participant is None or principal.team is None:
+        raise Forbidden("a participant token is required (organiser tokens belong to no team)")
+    return principal
+
+
+def get_admin(principal: CurrentPrincipal) -> Principal:
+    return require_organiser(principal)
+
+
+CurrentParticipant = Annotated[Principal, Depends(get_participant)]
+AdminUser = Annotated[Principal, Depends(get_admin)]

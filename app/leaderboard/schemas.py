@@ -1,0 +1,49 @@
+"""Pydantic schemas of the public leaderboard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.models import EntryPolicy, LeaderboardVisibility, RankingMetric
+
+
+class LeaderboardEntry(BaseModel):
+    rank: int | None = Field(description="Competition rank (ties share a rank); null for baselines.")
+    rank_robustness: float | None = Field(
+        description="Share of bootstrap resamples of the cases in which this entry keeps its rank."
+    )
+    team_id: int
+    team_name: str
+    submission_id: int
+    method_name: str
+    paper_url: str
+    is_baseline: bool
+    submitted_at: datetime
+    score: float | None = Field(description="The phase's ranking metric.")
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    ap: float | None
+    f1_ci_low: float | None
+    f1_ci_high: float | None
+    groups: dict[str, dict[str, Any]] = Field(description="Per scanner/group metrics (the phase's shown groups).")
+
+
+class LeaderboardRead(BaseModel):
+    challenge_slug: str
+    phase_id: int
+    phase_slug: str
+    phase_title: str
+    visibility: LeaderboardVisibility
+    scores_visible: bool = Field(description="False while the phase hides its leaderboard (entries empty).")
+    entry_policy: EntryPolicy
+    ranking_metric: RankingMetric
+    evaluation_version: int
+    group_labels: list[str]
+    entries: list[LeaderboardEntry]

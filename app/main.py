@@ -1,0 +1,115 @@
+"""create_app(): settings, session factory, routers, the uniform error handlers, health endpoint.
+
+Errors always answer {"error": code, "detail": message}; a database that is down answers 503, never a
+traceback. Templates and static pages are added by the pages module (issue 7).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.admin.router import router as admin_router
+from app.auth.router import router as auth_router
+from app.challenges.router import router as challenges_router
+from app.db import make_engine, make_session_factory
+from app.errors import AppError, ErrorBody
+from app.leaderboard.router import router as leaderboard_router
+from app.settings import Settings, get_settings
+from app.submissions.router import router as submissions_router
+
+log = logging.getLogger(__name__)
+
+
+class Health(BaseModel):
+    status: str
+
+
+def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=code, detail=detail).model_dump(exclude_none=True), status, headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(_request: Request, exc: AppError) -> JSONResponse:
+        body = exc.body().model_dump(mode="json", exclude_none=True)
+        return JSONResponse(body, exc.status_code, exc.headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, "invalid_input", f"{where}: {first.get('msg', 'invalid')}".strip(": "))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeoutError)
+    async def database_down(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable: %s", exc)
+        return _error(
+            503, "database_unavailable", "the database is unavailable; try again shortly", {"Retry-After": "5"}
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return _error(
+                503, "database_unavailable", "the database connection was lost; try again shortly", {"Retry-After": "5"}
+            )
+        log.exception("database error", exc_info=exc)
+        return _error(500, "internal_error", "internal error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _error(500, "internal_error", "internal error")
+
+
+def create_app(settings: Settings | None = None, *, session_factory: sessionmaker[Session] | None = None) -> FastAPI:
+    """The API application. Tests pass their own settings and a session factory bound to a test transaction."""
+    settings = settings or get_settings()
+    owned_engine = None
+    if session_factory is None:
+        owned_engine = make_engine(settings.database_url, settings=settings)
+        session_factory = make_session_factory(owned_engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        settings.storage_path.mkdir(parents=True, exist_ok=True)
+        yield
+        if owned_engine is not None:
+            owned_engine.dispose()
+
+    app = FastAPI(
+        title="midog-eval",
+        version="0.1.0",
+        summary="Evaluation server for MIDOG-style mitotic-figure detection challenges",
+        lifespan=lifespan,
+        responses={500: {"model": ErrorBody, "description": "Internal error"}},
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    install_error_handlers(app)
+
+    @app.get("/api/v1/health", tags=["health"], summary="Liveness (does not touch the database)")
+    def health() -> Health:
+        return Health(status="ok")
+
+    for router in (auth_router, challenges_router, submissions_router, leaderboard_router, admin_router):
+        app.include_router(router)
+    return app

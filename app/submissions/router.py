@@ -1,0 +1,229 @@
+"""Participant submissions: streamed upload, own team's list and status, SSE status stream, quota (HTTP only)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from app.challenges.service import get_phase
+from app.deps import AppSettings, CurrentParticipant, DbSession
+from app.errors import InvalidInput
+from app.models import TERMINAL_STATUSES, SubmissionKind
+from app.openapi import errors
+from app.settings import Settings
+from app.submissions import service
+from app.submissions.schemas import QuotaRead, SubmissionRead
+from app.submissions.upload import ReceivedUpload, receive_upload
+from app.submissions.validation import case_extents, check_magic, validate_predictions
+from app.types import MAX_ID, IdPath, LongText, ShortText, Url
+
+router = APIRouter(prefix="/api/v1", tags=["submissions"])
+
+UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "Predictions (JSON/CSV), a model archive (zip/tar) or an image tar.",
+                    },
+                    "method_name": {"type": "string", "maxLength": 200},
+                    "description": {"type": "string", "maxLength": 20000},
+                    "paper_url": {"type": "string", "maxLength": 500, "pattern": "^(https?://\\S+)?$"},
+                },
+            }
+        }
+    },
+}
+
+
+class SubmissionForm(BaseModel):
+    method_name: ShortText = ""
+    description: LongText = ""
+    paper_url: Url = ""
+
+
+def _form(fields: dict[str, str]) -> service.SubmissionFields:
+    try:
+        form = SubmissionForm.model_validate({k: v for k, v in fields.items() if k in SubmissionForm.model_fields})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return service.SubmissionFields(form.method_name, form.description, form.paper_url)
+
+
+@router.post(
+    "/phases/{phase_id}/submissions",
+    status_code=status.HTTP_201_CREATED,
+    summary="Submit a file to a phase (multipart, streamed; predictions are validated at once)",
+    description=(
+        "The file is streamed to disk with the size limit enforced while reading (413) and hashed while it is "
+        "written. A predictions file is parsed against the phase's test set: an invalid one gets a 422 naming "
+        "the case and the point. Quotas are per team (429 with `reset_at`); one active evaluation per team."
+    ),
+    openapi_extra={"requestBody": UPLOAD_BODY},
+    responses=errors(401, 403, 404, 409, 413, 415, 422, 429, 503),
+)
+async def submit(
+    request: Request,
+    db: DbSession,
+    settings: AppSettings,
+    principal: CurrentParticipant,
+    phase_id: IdPath,
+    kind: Annotated[SubmissionKind, Query(description="What the file is.")] = SubmissionKind.PREDICTIONS,
+) -> SubmissionRead:
+    assert principal.team is not None
+
+    def precheck() -> dict[str, Any]:
+        phase = get_phase(db, phase_id=phase_id)
+        service.check_can_submit(db, phase=phase, team=principal.team, kind=kind)  # type: ignore[arg-type]
+        return phase.test_set.cases if phase.test_set is not None else {}
+
+    cases = await run_in_threadpool(precheck)
+    upload = await receive_upload(
+        request, tmp_dir=settings.storage_path / "tmp", max_file_bytes=settings.max_upload_bytes(kind)
+    )
+    try:
+        check_magic(kind, upload.head)
+        fields = _form(upload.fields)
+        if kind is SubmissionKind.PREDICTIONS:
+            await run_in_threadpool(
+                validate_predictions,
+                upload.path,
+                cases=case_extents(cases),
+                max_points_per_case=settings.max_points_per_case,
+                max_total_points=settings.max_total_points,
+            )
+        return await run_in_threadpool(_create, db, settings, principal, phase_id, kind, upload, fields)
+    finally:
+        upload.discard()  # a no-op once the file has been moved into storage
+
+
+def _create(
+    db: Session,
+    settings: Settings,
+    principal: Any,
+    phase_id: int,
+    kind: SubmissionKind,
+    upload: ReceivedUpload,
+    fields: service.SubmissionFields,
+) -> SubmissionRead:
+    phase = get_phase(db, phase_id=phase_id)
+    submission = service.create_submission(
+        db,
+        phase=phase,
+        principal=principal,
+        kind=kind,
+        upload=upload,
+        fields=fields,
+        storage_dir=settings.storage_path,
+    )
+    db.refresh(submission, ["evaluations"])
+    return service.participant_view(submission)
+
+
+@router.get(
+    "/submissions",
+    summary="The caller's team's submissions, newest first",
+    responses=errors(401, 403, 422, 503),
+)
+def list_submissions(
+    db: DbSession,
+    principal: CurrentParticipant,
+    phase_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> list[SubmissionRead]:
+    assert principal.team is not None
+    rows = service.list_team_submissions(db, team_id=principal.team.id, phase_id=phase_id, limit=limit, offset=offset)
+    return [service.participant_view(s) for s in rows]
+
+
+@router.get(
+    "/submissions/{submission_id}",
+    summary="One submission of the caller's team: status, progress and (per the phase's policy) results",
+    responses=errors(401, 403, 404, 422, 503),
+)
+def get_submission(db: DbSession, principal: CurrentParticipant, submission_id: IdPath) -> SubmissionRead:
+    assert principal.team is not None
+    submission = service.get_team_submission(db, submission_id=submission_id, team_id=principal.team.id)
+    return service.participant_view(submission)
+
+
+@router.get(
+    "/submissions/{submission_id}/events",
+    summary="Server-sent events: the submission's status and progress until it finishes",
+    description=(
+        "A `text/event-stream`: one `status` event (JSON like StatusEvent) whenever status or progress "
+        "changes, comments as heartbeats, and an `end` event once the evaluation is finished."
+    ),
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "Event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **errors(401, 403, 404, 422, 503),
+    },
+)
+def submission_events(
+    request: Request, db: DbSession, settings: AppSettings, principal: CurrentParticipant, submission_id: IdPath
+) -> StreamingResponse:
+    assert principal.team is not None
+    service.get_team_submission(db, submission_id=submission_id, team_id=principal.team.id)
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return StreamingResponse(
+        _event_stream(request, factory, submission_id, settings),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _snapshot(factory: sessionmaker[Session], submission_id: int) -> dict[str, Any]:
+    with factory() as session:
+        return service.status_event(session, submission_id=submission_id).model_dump(mode="json")
+
+
+async def _event_stream(
+    request: Request, factory: sessionmaker[Session], submission_id: int, settings: Settings
+) -> AsyncIterator[str]:
+    deadline = time.monotonic() + settings.sse_max_duration_s
+    last: dict[str, Any] | None = None
+    last_sent = time.monotonic()
+    while True:
+        snapshot = await run_in_threadpool(_snapshot, factory, submission_id)
+        if snapshot != last:
+            last = snapshot
+            last_sent = time.monotonic()
+            yield f"event: status\ndata: {json.dumps(snapshot)}\n\n"
+        if snapshot["status"] in {s.value for s in TERMINAL_STATUSES}:
+            yield "event: end\ndata: {}\n\n"
+            return
+        if time.monotonic() >= deadline or await request.is_disconnected():
+            return
+        if time.monotonic() - last_sent > 15:
+            last_sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(settings.sse_poll_interval_s)
+
+
+@router.get(
+    "/phases/{phase_id}/quota",
+    summary="The caller's team's remaining submissions in a phase",
+    responses=errors(401, 403, 404, 422, 503),
+)
+def get_quota(db: DbSession, principal: CurrentParticipant, phase_id: IdPath) -> QuotaRead:
+    assert principal.team is not None
+    phase = get_phase(db, phase_id=phase_id)
+    return service.quota_status(db, phase=phase, team=principal.team)

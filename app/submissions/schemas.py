@@ -1,0 +1,87 @@
+"""Pydantic schemas of submissions, their evaluation status, results, quotas and status events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.models import EvaluationStatus, SubmissionKind
+
+
+class MetricsRead(BaseModel):
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    ap: float | None = None
+    f1_ci_low: float | None = None
+    f1_ci_high: float | None = None
+
+
+class ResultRead(MetricsRead):
+    evaluation_version: int
+    groups: dict[str, dict[str, Any]] = Field(description="Group label (e.g. scanner) -> the same metrics.")
+    rank_robustness: float | None
+
+
+class EvaluationRead(BaseModel):
+    id: int
+    version: int
+    status: EvaluationStatus
+    attempt: int
+    progress: float
+    progress_message: str
+    error_message: str = Field(description="One line for the participant; logs are never shown.")
+    queued_at: datetime
+    started_at: datetime | None = Field(description="Hidden (null) while the phase hides scores.")
+    finished_at: datetime | None
+    gpu_seconds: float | None
+
+
+class SubmissionRead(BaseModel):
+    id: int
+    phase_id: int
+    team_id: int
+    kind: SubmissionKind
+    original_filename: str
+    sha256: str
+    size_bytes: int
+    method_name: str
+    description: str
+    paper_url: str
+    is_baseline: bool
+    is_hidden: bool
+    is_disqualified: bool
+    created_at: datetime
+    scores_hidden: bool = Field(description="True while the phase's policy hides scores from participants.")
+    evaluation: EvaluationRead | None
+    result: ResultRead | None
+
+
+class QuotaRead(BaseModel):
+    phase_id: int
+    daily_limit: int | None
+    daily_used: int
+    daily_remaining: int | None
+    daily_resets_at: datetime
+    phase_limit: int | None
+    phase_used: int
+    phase_remaining: int | None
+    active_evaluations: int
+    max_active: int
+    failed_count_towards_quota: bool
+
+
+class StatusEvent(BaseModel):
+    """The `data` of one server-sent `status` event."""
+
+    submission_id: int
+    evaluation_id: int | None
+    status: EvaluationStatus | None
+    progress: float
+    progress_message: str
+    error_message: str

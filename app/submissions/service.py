@@ -1,0 +1,339 @@
+"""Submitting (checks, quota, storage, evaluation row, enqueue after commit) and reading submissions with the
+phase's visibility policy applied (U7). Never commits. Must not import FastAPI.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from app.auth.service import Principal
+from app.challenges.service import own_scores_hidden, phase_is_open
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound, PhaseClosed, QuotaExceeded
+from app.models import (
+    ACTIVE_STATUSES,
+    Evaluation,
+    EvaluationStatus,
+    Phase,
+    Result,
+    Submission,
+    SubmissionKind,
+    Team,
+    utcnow,
+)
+from app.queue import enqueue_after_commit
+from app.submissions.schemas import (
+    EvaluationRead,
+    QuotaRead,
+    ResultRead,
+    StatusEvent,
+    SubmissionRead,
+)
+from app.submissions.upload import ReceivedUpload
+
+TASK_RUN = "evaluation.run"
+EXTENSIONS = {SubmissionKind.PREDICTIONS: ".json", SubmissionKind.MODEL: ".archive", SubmissionKind.CONTAINER: ".tar"}
+
+
+def queue_for(kind: SubmissionKind) -> str:
+    """Predictions are scored on the cpu queue; models and containers need a GPU worker."""
+    return "cpu" if kind is SubmissionKind.PREDICTIONS else "gpu"
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day + timedelta(days=1)
+
+
+def _counted_submissions(session: Session, *, phase: Phase, team_id: int, since: datetime | None) -> int:
+    stmt = select(func.count(Submission.id)).where(Submission.phase_id == phase.id, Submission.team_id == team_id)
+    if since is not None:
+        stmt = stmt.where(Submission.created_at >= since)
+    if not phase.failed_count_towards_quota:
+        failed = exists().where(Evaluation.submission_id == Submission.id, Evaluation.status == EvaluationStatus.FAILED)
+        not_failed = exists().where(
+            Evaluation.submission_id == Submission.id, Evaluation.status != EvaluationStatus.FAILED
+        )
+        stmt = stmt.where(~and_(failed, ~not_failed))
+    return int(session.scalar(stmt) or 0)
+
+
+def _active_evaluations(session: Session, *, phase: Phase, team_id: int) -> int:
+    stmt = (
+        select(func.count(Evaluation.id))
+        .join(Submission, Submission.id == Evaluation.submission_id)
+        .where(
+            Submission.phase_id == phase.id,
+            Submission.team_id == team_id,
+            Evaluation.status.in_(ACTIVE_STATUSES),
+        )
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def quota_status(session: Session, *, phase: Phase, team: Team, now: datetime | None = None) -> QuotaRead:
+    now = now or utcnow()
+    day_start = next_utc_midnight(now) - timedelta(days=1)
+    daily_used = _counted_submissions(session, phase=phase, team_id=team.id, since=day_start)
+    phase_used = _counted_submissions(session, phase=phase, team_id=team.id, since=None)
+    return QuotaRead(
+        phase_id=phase.id,
+        daily_limit=phase.daily_quota,
+        daily_used=daily_used,
+        daily_remaining=None if phase.daily_quota is None else max(0, phase.daily_quota - daily_used),
+        daily_resets_at=next_utc_midnight(now),
+        phase_limit=phase.phase_quota,
+        phase_used=phase_used,
+        phase_remaining=None if phase.phase_quota is None else max(0, phase.phase_quota - phase_used),
+        active_evaluations=_active_evaluations(session, phase=phase, team_id=team.id),
+        max_active=phase.max_active_per_team,
+        failed_count_towards_quota=phase.failed_count_towards_quota,
+    )
+
+
+def check_can_submit(
+    session: Session, *, phase: Phase, team: Team, kind: SubmissionKind, now: datetime | None = None
+) -> None:
+    """Every rule a new submission must pass, cheapest first; raises 403/409/422/429."""
+    now = now or utcnow()
+    if not phase.challenge.is_published:
+        raise NotFound(f"no phase {phase.id}")
+    if not phase_is_open(phase, now):
+        raise PhaseClosed("this phase is not open for submissions")
+    if team.is_disqualified:
+        raise Forbidden("this team is disqualified")
+    if phase.challenge.requires_approval and not team.is_approved:
+        raise Forbidden("this challenge requires organiser approval of the team")
+    if kind.value not in phase.allowed_kinds:
+        raise InvalidInput(f"kind: {kind.value!r} submissions are not accepted in this phase")
+    if phase.test_set_id is None:
+        raise Conflict("this phase has no test set yet")
+    if phase.parent_phase_id is not None:
+        passed = session.scalar(
+            select(func.count(Evaluation.id))
+            .join(Submission, Submission.id == Evaluation.submission_id)
+            .where(
+                Submission.phase_id == phase.parent_phase_id,
+                Submission.team_id == team.id,
+                Evaluation.status == EvaluationStatus.SUCCEEDED,
+            )
+        )
+        if not passed:
+            raise Forbidden("gated: this phase needs a successful submission in its parent phase first")
+    quota = quota_status(session, phase=phase, team=team, now=now)
+    if quota.phase_remaining is not None and quota.phase_remaining <= 0:
+        reset = phase.closes_at or (now + timedelta(days=365))
+        raise QuotaExceeded(
+            f"phase quota of {quota.phase_limit} submissions used", reset_at=reset, retry_after_s=_seconds(reset, now)
+        )
+    if quota.daily_remaining is not None and quota.daily_remaining <= 0:
+        reset = quota.daily_resets_at
+        raise QuotaExceeded(
+            f"daily quota of {quota.daily_limit} submissions used; resets at {reset.isoformat()}",
+            reset_at=reset,
+            retry_after_s=_seconds(reset, now),
+        )
+    if quota.active_evaluations >= phase.max_active_per_team:
+        raise Conflict("this team already has an evaluation queued or running in this phase")
+
+
+def _seconds(reset: datetime, now: datetime) -> int:
+    return int((reset - now).total_seconds()) + 1
+
+
+def lock_team(session: Session, *, team_id: int) -> Team:
+    """Serialise concurrent submissions of one team (row lock on PostgreSQL; SQLite has one writer)."""
+    team = session.scalars(
+        select(Team).where(Team.id == team_id).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    return team
+
+
+@dataclass(frozen=True)
+class SubmissionFields:
+    method_name: str = ""
+    description: str = ""
+    paper_url: str = ""
+
+
+def create_submission(
+    session: Session,
+    *,
+    phase: Phase,
+    principal: Principal,
+    kind: SubmissionKind,
+    upload: ReceivedUpload,
+    fields: SubmissionFields,
+    storage_dir: Path,
+) -> Submission:
+    """Store the file, commit-to-be a `queued` submission and evaluation, enqueue the run after commit."""
+    assert principal.team is not None
+    assert principal.participant is not None
+    team = lock_team(session, team_id=principal.team.id)
+    check_can_submit(session, phase=phase, team=team, kind=kind)
+    relative = Path("submissions") / str(phase.id) / f"{uuid.uuid4().hex}{EXTENSIONS[kind]}"
+    destination = storage_dir / relative
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(upload.path, destination)  # atomic: same file system (the temp dir is under storage_dir)
+    submission = Submission(
+        phase_id=phase.id,
+        team_id=team.id,
+        participant_id=principal.participant.id,
+        kind=kind,
+        file_path=relative.as_posix(),
+        original_filename=upload.filename,
+        sha256=upload.sha256,
+        size_bytes=upload.size,
+        method_name=fields.method_name,
+        description=fields.description,
+        paper_url=fields.paper_url,
+    )
+    session.add(submission)
+    session.flush()
+    evaluation = Evaluation(
+        submission_id=submission.id,
+        version=phase.evaluation_version,
+        status=EvaluationStatus.QUEUED,
+        queued_at=utcnow(),
+    )
+    session.add(evaluation)
+    session.flush()
+    enqueue_after_commit(session, TASK_RUN, queue=queue_for(kind), evaluation_id=evaluation.id)
+    return submission
+
+
+def current_evaluation(submission: Submission) -> Evaluation | None:
+    """The evaluation of the phase's current version, else the newest one."""
+    if not submission.evaluations:
+        return None
+    for ev in submission.evaluations:
+        if ev.version == submission.phase.evaluation_version:
+            return ev
+    return max(submission.evaluations, key=lambda e: (e.version, e.id))
+
+
+def _load_options() -> list[object]:
+    return [
+        selectinload(Submission.evaluations).selectinload(Evaluation.result),
+        selectinload(Submission.phase),
+    ]
+
+
+def get_team_submission(session: Session, *, submission_id: int, team_id: int) -> Submission:
+    submission = session.scalars(
+        select(Submission).options(*_load_options()).where(Submission.id == submission_id)  # type: ignore[arg-type]
+    ).one_or_none()
+    if submission is None or submission.team_id != team_id:
+        raise NotFound(f"no submission {submission_id} of your team")
+    return submission
+
+
+def list_team_submissions(
+    session: Session, *, team_id: int, phase_id: int | None, limit: int, offset: int
+) -> Sequence[Submission]:
+    stmt = (
+        select(Submission)
+        .options(*_load_options())  # type: ignore[arg-type]
+        .where(Submission.team_id == team_id)
+        .order_by(Submission.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    if phase_id is not None:
+        stmt = stmt.where(Submission.phase_id == phase_id)
+    return session.scalars(stmt).all()
+
+
+def filter_groups(groups: dict[str, Any], shown: list[str] | None) -> dict[str, dict[str, Any]]:
+    return {
+        label: dict(values)
+        for label, values in groups.items()
+        if isinstance(values, dict) and (shown is None or label in shown)
+    }
+
+
+def result_read(result: Result, *, shown_groups: list[str] | None) -> ResultRead:
+    return ResultRead(
+        evaluation_version=result.evaluation_version,
+        tp=result.tp,
+        fp=result.fp,
+        fn=result.fn,
+        precision=result.precision,
+        recall=result.recall,
+        f1=result.f1,
+        ap=result.ap,
+        f1_ci_low=result.f1_ci_low,
+        f1_ci_high=result.f1_ci_high,
+        groups=filter_groups(result.groups or {}, shown_groups),
+        rank_robustness=result.rank_robustness,
+    )
+
+
+def participant_view(submission: Submission, *, now: datetime | None = None) -> SubmissionRead:
+    """What the submitting team may see: never per-case counts or organiser error details; while the phase
+    hides scores (hidden until close), no scores, no timings and no progress messages either (U7)."""
+    phase = submission.phase
+    hidden = own_scores_hidden(phase, now)
+    ev = current_evaluation(submission)
+    evaluation = None
+    result = None
+    if ev is not None:
+        evaluation = EvaluationRead(
+            id=ev.id,
+            version=ev.version,
+            status=ev.status,
+            attempt=ev.attempt,
+            progress=ev.progress,
+            progress_message="" if hidden else ev.progress_message,
+            error_message=ev.error_message,
+            queued_at=ev.queued_at,
+            started_at=None if hidden else ev.started_at,
+            finished_at=None if hidden else ev.finished_at,
+            gpu_seconds=None if hidden else round(ev.gpu_seconds, 1),
+        )
+        if not hidden and ev.status is EvaluationStatus.SUCCEEDED and ev.result is not None:
+            result = result_read(ev.result, shown_groups=phase.shown_groups)
+    return SubmissionRead(
+        id=submission.id,
+        phase_id=submission.phase_id,
+        team_id=submission.team_id,
+        kind=submission.kind,
+        original_filename=submission.original_filename,
+        sha256=submission.sha256,
+        size_bytes=submission.size_bytes,
+        method_name=submission.method_name,
+        description=submission.description,
+        paper_url=submission.paper_url,
+        is_baseline=submission.is_baseline,
+        is_hidden=submission.is_hidden,
+        is_disqualified=submission.is_disqualified,
+        created_at=submission.created_at,
+        scores_hidden=hidden,
+        evaluation=evaluation,
+        result=result,
+    )
+
+
+def status_event(session: Session, *, submission_id: int) -> StatusEvent:
+    """A small snapshot for the server-sent events stream (read-only)."""
+    submission = session.scalars(
+        select(Submission).options(*_load_options()).where(Submission.id == submission_id)  # type: ignore[arg-type]
+    ).one()
+    hidden = own_scores_hidden(submission.phase)
+    ev = current_evaluation(submission)
+    return StatusEvent(
+        submission_id=submission.id,
+        evaluation_id=ev.id if ev else None,
+        status=ev.status if ev else None,
+        progress=ev.progress if ev else 0.0,
+        progress_message="" if hidden or ev is None else ev.progress_message,
+        error_message=ev.error_message if ev else "",
+    )
