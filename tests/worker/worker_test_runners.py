@@ -31,7 +31,8 @@ def _behaviour(request: RunRequest) -> str:
 
 
 class ScriptedRunner:
-    """replay (default), slow (sleeps MIDOG_TEST_SLOW_S first), crash (SIGKILLs its own process), hang."""
+    """replay (default), slow (sleeps MIDOG_TEST_SLOW_S first), crash (SIGKILLs its own process),
+    hang (a child process that never ends), stall (the worker process itself never returns)."""
 
     def run(self, request: RunRequest) -> Path:
         _log(request)
@@ -47,4 +48,7 @@ class ScriptedRunner:
                 [sys.executable, "-c", "import time\nwhile True: time.sleep(1)", marker],
                 timeout_s=request.timeout_s,
             )
+        elif behaviour == "stall":
+            while True:
+                time.sleep(0.1)
         return ReplayRunner().run(request)

@@ -1,0 +1,340 @@
+"""Reliability scenarios R1-R3 and R5-R9 (reliability-security.md) against real services and workers.
+
+Each test runs real `celery worker` subprocesses on the shared Redis (a key prefix of their own) or on a
+Redis/PostgreSQL the test starts itself when it must restart them, with a fresh migrated PostgreSQL
+database, and the short limits of conftest.TEST_LIMITS. Model submissions run the ScriptedRunner test
+double, which logs every start of participant code so that "ran once" is counted, not assumed.
+R4 (misordered limits) is in test_celery_app.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.transitions import CRASH_LOOP_FAILURE
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _runner_pids(env: Any, evaluation_id: int) -> list[int]:
+    if not env.runner_log.exists():
+        return []
+    return [
+        int(line.split()[1])
+        for line in env.runner_log.read_text().splitlines()
+        if int(line.split()[0]) == evaluation_id
+    ]
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_a_predictions_file_is_scored_once(worker_env: Any, start_worker: Any, predictions_for: Any) -> None:
+    ids = worker_env.seed(files=[("p.json", predictions_for(worker_env.small, 1))])
+    start_worker(worker_env, queues="cpu")
+    worker_env.send(ids[0], queue="cpu")
+    assert worker_env.wait_for(ids, TERMINAL, 20) == {ids[0]: "succeeded"}
+    evaluation = worker_env.evaluation(ids[0])
+    assert evaluation.attempt == 1
+    assert evaluation.progress == 1.0
+    assert evaluation.lease_owner is None
+    assert worker_env.result_count(ids) == 1
+
+
+def test_R1_a_pool_child_killed_mid_run_is_redelivered_and_scored_once(
+    worker_env: Any, start_worker: Any, predictions_for: Any
+) -> None:
+    ids = worker_env.seed(kind="model", files=[("slow--model.json", predictions_for(worker_env.small, 2))])
+    worker = start_worker(worker_env, queues="gpu", MIDOG_TEST_SLOW_S="1.5")
+    worker_env.send(ids[0], queue="gpu")
+    assert _wait(lambda: len(_runner_pids(worker_env, ids[0])) == 1, 15), worker.log()[-2000:]
+    child = _runner_pids(worker_env, ids[0])[0]
+    assert child != worker.process.pid
+    os.kill(child, signal.SIGKILL)
+
+    assert worker_env.wait_for(ids, TERMINAL, 30) == {ids[0]: "succeeded"}, worker.log()[-3000:]
+    assert worker_env.result_count(ids) == 1
+    pids = _runner_pids(worker_env, ids[0])
+    assert len(pids) == 2  # the killed run and the redelivered one, in a fresh child
+    assert pids[1] != child
+    assert worker_env.evaluation(ids[0]).attempt == 2
+
+
+def test_R2_a_whole_worker_killed_and_restarted_completes_after_the_visibility_timeout(
+    worker_env: Any, start_worker: Any, predictions_for: Any
+) -> None:
+    ids = worker_env.seed(kind="model", files=[("slow--model.json", predictions_for(worker_env.small, 3))])
+    first = start_worker(worker_env, queues="gpu", MIDOG_TEST_SLOW_S="1.5")
+    worker_env.send(ids[0], queue="gpu")
+    assert _wait(lambda: len(_runner_pids(worker_env, ids[0])) == 1, 15), first.log()[-2000:]
+    first.kill()
+    assert worker_env.statuses(ids) == {ids[0]: "running"}
+
+    killed_at = time.monotonic()
+    second = start_worker(worker_env, queues="gpu", MIDOG_TEST_SLOW_S="0")
+    assert worker_env.wait_for(ids, TERMINAL, 40) == {ids[0]: "succeeded"}, second.log()[-3000:]
+    # Redelivery came from the broker's visibility timeout (no reconciler runs here).
+    assert time.monotonic() - killed_at >= 6 - 1
+    assert worker_env.result_count(ids) == 1
+    assert len(_runner_pids(worker_env, ids[0])) == 2
+    evaluation = worker_env.evaluation(ids[0])
+    assert evaluation.lease_owner is None
+    assert evaluation.status == "succeeded"
+
+
+def test_R3_a_duplicate_delivery_loses_the_claim_and_runs_nothing(
+    worker_env: Any, start_worker: Any, predictions_for: Any
+) -> None:
+    ids = worker_env.seed(kind="model", files=[("slow--model.json", predictions_for(worker_env.small, 4))])
+    workers = [start_worker(worker_env, queues="gpu", MIDOG_TEST_SLOW_S="2") for _ in range(2)]
+    task_id = str(uuid.uuid4())
+    worker_env.send(ids[0], queue="gpu", task_id=task_id)
+    assert _wait(lambda: len(_runner_pids(worker_env, ids[0])) == 1, 15)
+    worker_env.send(ids[0], queue="gpu", task_id=task_id)  # the same message, delivered again
+
+    assert _wait(lambda: any("not run: held" in w.log() for w in workers), 15), [w.log()[-1500:] for w in workers]
+    assert worker_env.wait_for(ids, TERMINAL, 20) == {ids[0]: "succeeded"}
+    assert len(_runner_pids(worker_env, ids[0])) == 1
+    assert worker_env.result_count(ids) == 1
+    assert worker_env.evaluation(ids[0]).attempt == 1
+
+
+def test_R5_a_job_that_always_kills_its_worker_fails_at_the_cap_and_the_next_job_runs(
+    worker_env: Any, start_worker: Any, predictions_for: Any
+) -> None:
+    poison, healthy = worker_env.seed(
+        kind="model",
+        files=[
+            ("crash--model.json", predictions_for(worker_env.small, 5)),
+            ("replay--ok.json", predictions_for(worker_env.small, 6)),
+        ],
+    )
+    worker = start_worker(worker_env, queues="gpu")
+    worker_env.send(poison, queue="gpu")
+    worker_env.send(healthy, queue="gpu")
+
+    statuses = worker_env.wait_for([poison, healthy], TERMINAL, 60)
+    assert statuses == {poison: "failed", healthy: "succeeded"}, worker.log()[-3000:]
+    assert len(_runner_pids(worker_env, poison)) == 3  # MIDOG_MAX_ATTEMPTS
+    assert worker_env.evaluation(poison).error_message == CRASH_LOOP_FAILURE
+    assert worker_env.result_count([poison]) == 0
+    assert worker_env.result_count([healthy]) == 1
+    assert worker.process.poll() is None  # the worker itself survived
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """A redis-server of this test's own on a free port (the shared one is never flushed or restarted)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_port()
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> str:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        url = f"redis://127.0.0.1:{port}/0"
+        import redis
+
+        def up() -> bool:
+            try:
+                return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+            except Exception:
+                return False
+
+        assert _wait(up, 10), "own redis-server did not start"
+        return url
+
+    def stop() -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+
+    start.stop = stop  # type: ignore[attr-defined]
+    yield start
+    stop()
+
+
+def test_R6_after_a_flushall_and_a_redis_restart_the_reconciler_requeues_everything_once(
+    make_worker_env: Any, start_worker: Any, predictions_for: Any, own_redis: Any
+) -> None:
+    import redis
+
+    url = own_redis()
+    env = make_worker_env(broker_url=url)
+    ids = env.seed(kind="model", files=[(f"replay--{i}.json", predictions_for(env.small, 10 + i)) for i in range(5)])
+    for evaluation_id in ids:
+        env.send(evaluation_id, queue="gpu")
+    client = redis.Redis.from_url(url)
+    assert client.llen(f"{env.key_prefix}gpu") == 5
+    client.flushall()
+    client.close()
+    own_redis.stop()
+    own_redis()  # restarted, empty
+
+    worker = start_worker(env, queues="cpu,gpu", beat=True)
+    assert env.wait_for(ids, TERMINAL, 60) == dict.fromkeys(ids, "succeeded"), worker.log()[-3000:]
+    assert env.result_count(ids) == 5
+    assert env.runner_starts() == dict.fromkeys(ids, 1)
+
+
+def test_R7_a_row_committed_but_never_enqueued_is_picked_up_by_the_reconciler(
+    worker_env: Any, start_worker: Any, predictions_for: Any
+) -> None:
+    ids = worker_env.seed(files=[("p.json", predictions_for(worker_env.small, 20))])
+    # No message is sent: the API crashed between its commit and the enqueue.
+    worker = start_worker(worker_env, queues="cpu", beat=True)
+    assert worker_env.wait_for(ids, TERMINAL, 30) == {ids[0]: "succeeded"}, worker.log()[-3000:]
+    assert worker_env.result_count(ids) == 1
+    assert "reconcile: expired [], re-sent [" in worker.log()
+
+
+def _initdb() -> str | None:
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    return found
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster on a free port that this test may stop and start at will."""
+    initdb = _initdb()
+    if initdb is None:
+        message = "initdb is not installed"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message)
+        pytest.skip(message)
+    bindir = Path(initdb).parent
+    data = Path(f"/tmp/midog-pg-{uuid.uuid4().hex[:8]}")
+    port = _free_port()
+    as_postgres = os.geteuid() == 0  # PostgreSQL refuses to run as root
+
+    def run(*argv: str) -> None:
+        command = list(argv)
+        if as_postgres:
+            command = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(command)]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    data.mkdir()
+    if as_postgres:
+        shutil.chown(data, "postgres", "postgres")
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"'-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off'"
+
+    class Cluster:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+        @staticmethod
+        def start() -> None:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(data / "log"), "start")
+
+        @staticmethod
+        def stop() -> None:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+
+    Cluster.start()
+    try:
+        yield Cluster
+    finally:
+        with contextlib.suppress(Exception):
+            Cluster.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_R8_postgresql_restarted_mid_job_the_result_write_retries(
+    make_worker_env: Any, start_worker: Any, predictions_for: Any, own_postgres: Any, migrate_url: Any
+) -> None:
+    migrate_url(own_postgres.url)
+    env = make_worker_env(database_url=own_postgres.url)
+    ids = env.seed(kind="model", files=[("slow--model.json", predictions_for(env.small, 30))])
+    env.engine.dispose()
+    limits = {
+        "MIDOG_SANDBOX_TIMEOUT_S": "5",
+        "MIDOG_SOFT_TIME_LIMIT_S": "15",
+        "MIDOG_TIME_LIMIT_S": "16",
+        "MIDOG_VISIBILITY_TIMEOUT_S": "17",
+        "MIDOG_LEASE_EXPIRY_S": "18",
+    }
+    worker = start_worker(env, queues="gpu", MIDOG_TEST_SLOW_S="2.5", **limits)
+    env.send(ids[0], queue="gpu")
+    assert _wait(lambda: len(_runner_pids(env, ids[0])) == 1, 15), worker.log()[-2000:]
+    own_postgres.stop()  # while participant code runs: no transaction is open
+    time.sleep(4)  # the run ends and its first result writes fail
+    own_postgres.start()
+
+    assert env.wait_for(ids, TERMINAL, 30) == {ids[0]: "succeeded"}, worker.log()[-3000:]
+    assert "database unavailable" in worker.log()
+    assert env.result_count(ids) == 1
+    assert len(_runner_pids(env, ids[0])) == 1  # the write was retried, the inference was not
+
+
+def _processes_with(marker: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False).stdout
+    return out.split()
+
+
+@pytest.mark.parametrize("behaviour", ["hang", "stall"])
+def test_R9_a_runner_that_never_ends_fails_with_time_limit_exceeded_and_leaves_no_process(
+    worker_env: Any, start_worker: Any, predictions_for: Any, behaviour: str
+) -> None:
+    # hang: participant code in a child process, killed at the sandbox timeout (2 s);
+    # stall: the worker process itself never returns, stopped by the soft time limit (4 s).
+    ids = worker_env.seed(kind="model", files=[(f"{behaviour}--model.json", predictions_for(worker_env.small, 40))])
+    worker = start_worker(worker_env, queues="gpu")
+    started = time.monotonic()
+    worker_env.send(ids[0], queue="gpu")
+    assert worker_env.wait_for(ids, TERMINAL, 30) == {ids[0]: "failed"}, worker.log()[-3000:]
+    elapsed = time.monotonic() - started
+    evaluation = worker_env.evaluation(ids[0])
+    assert evaluation.error_message == "time limit exceeded"
+    assert elapsed < 12
+    assert _processes_with(f"midog-test-hang-{ids[0]}") == []
+    assert worker_env.result_count(ids) == 0
+    assert len(_runner_pids(worker_env, ids[0])) == 1
