@@ -136,6 +136,10 @@ def parse_multiple_points(
         raise FormatError('missing list "points"', source=source, case=case, field="points")
     if len(items) > max_points:
         raise FormatError(f"{len(items)} points exceed the limit of {max_points} per image", source=source, case=case)
+    fast = _parse_points_fast(items)
+    if fast is not None:
+        return fast
+    # The slow path validates point by point and raises the first error with its index.
     coords: list[list[float]] = []
     probs: list[float] = []
     mitotic: list[bool] = []
@@ -148,6 +152,36 @@ def parse_multiple_points(
         probs.append(_probability(item.get("probability"), source=source, case=case, index=index))
         mitotic.append(_name(item.get("name"), source=source, case=case, index=index))
     return CasePredictions.from_points(np.array(coords).reshape(-1, 3), probs, mitotic)
+
+
+_NUMBER_TYPES = frozenset(_NUMBER)
+_PROBABILITY_TYPES = frozenset((int, float, type(None)))
+_NAME_VALUES = frozenset((None, MITOTIC_FIGURE, NON_MITOTIC_FIGURE))
+
+
+def _parse_points_fast(items: list[Any]) -> CasePredictions | None:
+    """Validates a whole list at C speed; None when anything is off, so the slow path can name the error."""
+    if not all(type(item) is dict for item in items):
+        return None
+    points = [item.get("point") for item in items]
+    if not all(type(p) is list and len(p) == 3 for p in points):
+        return None
+    if not set(map(type, (v for p in points for v in p))) <= _NUMBER_TYPES:
+        return None
+    probs = [item.get("probability") for item in items]
+    names = [item.get("name") for item in items]
+    if not set(map(type, probs)) <= _PROBABILITY_TYPES or not set(names) <= _NAME_VALUES:
+        return None
+    try:
+        coords = np.array(points, dtype=np.float64).reshape(-1, 3)
+    except OverflowError:
+        return None
+    probabilities = np.array(probs, dtype=np.float64).reshape(-1)  # None becomes NaN
+    in_range = np.isnan(probabilities) | ((probabilities >= 0.0) & (probabilities <= 1.0))
+    if not (np.isfinite(coords).all() and in_range.all()):
+        return None
+    mitotic = np.array([name != NON_MITOTIC_FIGURE for name in names], dtype=bool)
+    return CasePredictions(coords, probabilities, mitotic)
 
 
 def read_predictions(
