@@ -23,7 +23,7 @@ from app.settings import Settings
 from app.submissions import service
 from app.submissions.schemas import QuotaRead, SubmissionRead
 from app.submissions.upload import ReceivedUpload, receive_upload
-from app.submissions.validation import case_extents, check_magic, validate_predictions
+from app.submissions.validation import case_extents, check_magic, predictions_suffix, validate_predictions
 from app.types import MAX_ID, IdPath, LongText, ShortText, Url
 
 router = APIRouter(prefix="/api/v1", tags=["submissions"])
@@ -101,12 +101,14 @@ async def submit(
         check_magic(kind, upload.head)
         fields = _form(upload.fields)
         if kind is SubmissionKind.PREDICTIONS:
+            upload.path = upload.path.rename(upload.path.with_suffix(predictions_suffix(upload.head)))
             await run_in_threadpool(
                 validate_predictions,
                 upload.path,
                 cases=case_extents(cases),
                 max_points_per_case=settings.max_points_per_case,
                 max_total_points=settings.max_total_points,
+                display_name=upload.filename or "predictions",
             )
         return await run_in_threadpool(_create, db, settings, principal, phase_id, kind, upload, fields)
     finally:

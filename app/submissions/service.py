@@ -40,7 +40,8 @@ from app.submissions.schemas import (
 from app.submissions.upload import ReceivedUpload
 
 TASK_RUN = "evaluation.run"
-EXTENSIONS = {SubmissionKind.PREDICTIONS: ".json", SubmissionKind.MODEL: ".archive", SubmissionKind.CONTAINER: ".tar"}
+# predictions keep the suffix the validator gave them (.json or .csv): the scoring core reads by suffix
+EXTENSIONS = {SubmissionKind.MODEL: ".archive", SubmissionKind.CONTAINER: ".tar"}
 
 
 def queue_for(kind: SubmissionKind) -> str:
@@ -179,7 +180,7 @@ def create_submission(
     assert principal.participant is not None
     team = lock_team(session, team_id=principal.team.id)
     check_can_submit(session, phase=phase, team=team, kind=kind)
-    relative = Path("submissions") / str(phase.id) / f"{uuid.uuid4().hex}{EXTENSIONS[kind]}"
+    relative = Path("submissions") / str(phase.id) / f"{uuid.uuid4().hex}{EXTENSIONS.get(kind, upload.path.suffix)}"
     destination = storage_dir / relative
     destination.parent.mkdir(parents=True, exist_ok=True)
     os.replace(upload.path, destination)  # atomic: same file system (the temp dir is under storage_dir)
