@@ -182,7 +182,7 @@ class BwrapBackend:
                 raise SandboxError(f"mount source {mount.source} does not exist")
             command += ["--ro-bind", reachable(mount.source, index), mount.target]
         command += ["--bind", str(area.path), "/output"]
-        command += ["--remount-ro", "/", "--chdir", spec.workdir, "--clearenv"]
+        command += ["--remount-ro", "/", "--chdir", spec.workdir or "/tmp", "--clearenv"]
         for key, value in spec.environment().items():
             command += ["--setenv", key, value]
         return [*command, "--", *argv]

@@ -96,7 +96,8 @@ class PodmanBackend:
                 raise SandboxError(f"mount source {mount.source} does not exist")
             args += ["-v", f"{mount.source}:{mount.target}:{self._volume_options('ro')}"]
         args += ["-v", f"{output_path}:/output:{self._volume_options('rw')}"]
-        args += ["--workdir", spec.workdir]
+        if spec.workdir is not None:
+            args += ["--workdir", spec.workdir]
         for key, value in spec.environment().items():
             args += ["--env", f"{key}={value}"]
         if spec.gpu is not None:

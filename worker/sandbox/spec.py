@@ -74,7 +74,10 @@ class SandboxSpec:
     output_files: int = 1024
     nofile: int = 1024
     gpu: int | None = None
-    workdir: str = "/tmp"
+    # None: the image's own WORKDIR (containers); bwrap then starts in /tmp.
+    workdir: str | None = "/tmp"
+    # False: only `env` is set, so an image's own ENV (PATH of a conda image...) stays in force.
+    base_env: bool = True
     # Bytes of stdout and stderr kept (the last ones) for organisers; participants never see them.
     log_tail_bytes: int = 64 * 1024
 
@@ -107,7 +110,7 @@ class SandboxSpec:
 
     def environment(self) -> dict[str, str]:
         """The full environment of the sandboxed process."""
-        return {**BASE_ENV, **self.env}
+        return {**BASE_ENV, **self.env} if self.base_env else dict(self.env)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,157 @@
+"""The pipeline's Runner for OCI container submissions (worker.runners.Runner protocol).
+
+`ContainerRunner.run(request)` validates the uploaded archive again (it may have sat in storage), loads it,
+runs it once per requested case under the grand-challenge contract in the podman (or docker) sandbox, and
+writes `predictions.json` (case name -> the validated "Multiple points" object) for the scoring core.
+Any failed case fails the run with that case's one line (SubmissionError); containers and the image are
+removed whatever happens. Settings come from the environment so that `MIDOG_RUNNER_CONTAINER=
+worker.containers.runner:ContainerRunner` can build it without arguments:
+MIDOG_SANDBOX_BACKEND (podman | docker), MIDOG_SANDBOX_RUNTIME_DIR, MIDOG_CONTAINER_LAYOUT (2022 | 2021),
+MIDOG_CONTAINER_CASE_SECONDS, MIDOG_CONTAINER_MEMORY_BYTES, MIDOG_CONTAINER_CPUS, MIDOG_CONTAINER_GPU
+(auto | none | <index>).
+
+Imports the stdlib, worker.errors, worker.evaluation, worker.sandbox and worker.containers only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from worker.containers.archive import ImageLimits, validate_image_archive
+from worker.containers.contract import Layout, run_case
+from worker.containers.engine import load_image, remove_image
+from worker.errors import SubmissionError
+from worker.evaluation.io import read_json
+from worker.sandbox import TIME_LIMIT, DockerBackend, PodmanBackend, SandboxError, SandboxSpec, gpu_present
+
+DEFAULT_UID = 10001
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    backend: str = "podman"
+    runtime_dir: Path | None = None
+    layout: Layout = "2022"
+    case_seconds: float = 600.0
+    memory_bytes: int = 16 * 1024**3
+    cpus: float = 4.0
+    pids: int = 256
+    shm_bytes: int = 2 * 1024**3
+    tmp_bytes: int = 4 * 1024**3
+    output_bytes: int = 64 * 1024**2
+    gpu: str = "auto"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ContainerSettings:
+        env = os.environ if environ is None else environ
+        layout = env.get("MIDOG_CONTAINER_LAYOUT", "2022")
+        if layout not in ("2022", "2021"):
+            raise SandboxError(f"MIDOG_CONTAINER_LAYOUT must be 2022 or 2021, not {layout!r}")
+        runtime = env.get("MIDOG_SANDBOX_RUNTIME_DIR")
+        return cls(
+            backend=env.get("MIDOG_SANDBOX_BACKEND", "podman"),
+            runtime_dir=Path(runtime) if runtime else None,
+            layout=cast(Layout, layout),
+            case_seconds=float(env.get("MIDOG_CONTAINER_CASE_SECONDS", cls.case_seconds)),
+            memory_bytes=int(env.get("MIDOG_CONTAINER_MEMORY_BYTES", cls.memory_bytes)),
+            cpus=float(env.get("MIDOG_CONTAINER_CPUS", cls.cpus)),
+            gpu=env.get("MIDOG_CONTAINER_GPU", "auto"),
+        )
+
+    def gpu_index(self) -> int | None:
+        if self.gpu == "none":
+            return None
+        if self.gpu == "auto":
+            return 0 if gpu_present() else None
+        return int(self.gpu)
+
+
+def case_images(test_set_dir: Path, cases: tuple[str, ...]) -> dict[str, Path]:
+    """The image file of each case, from the test set's manifest.json, confined to its images/ folder."""
+    images_dir = (test_set_dir / "images").resolve()
+    listed: dict[str, str] = {}
+    manifest = test_set_dir / "manifest.json"
+    if manifest.is_file():
+        data: Any = read_json(manifest)
+        for entry in data.get("cases", []) if isinstance(data, dict) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                listed[entry["name"]] = str(entry.get("image") or f"images/{entry['name']}")
+    found: dict[str, Path] = {}
+    for case in cases:
+        path = (test_set_dir / listed.get(case, f"images/{case}")).resolve()
+        if path.parent != images_dir or not path.is_file():
+            raise SandboxError(f"test set {test_set_dir} has no image for case {case!r}")
+        found[case] = path
+    return found
+
+
+class ContainerRunner:
+    """Runs a container submission over the requested cases; see the module docstring."""
+
+    def __init__(self, settings: ContainerSettings | None = None, *, limits: ImageLimits | None = None) -> None:
+        self.settings = settings or ContainerSettings.from_env()
+        self.limits = limits
+        if self.settings.backend == "podman":
+            self.backend: PodmanBackend = PodmanBackend(runtime_dir=self.settings.runtime_dir)
+        elif self.settings.backend == "docker":
+            self.backend = DockerBackend(runtime_dir=self.settings.runtime_dir)
+        else:
+            raise SandboxError(
+                f"container submissions need the podman or docker backend, not {self.settings.backend!r}"
+            )
+
+    def run(self, request: Any) -> Path:
+        """`request` is a worker.runners.RunRequest; an optional `input_layout` attribute overrides the setting."""
+        settings = self.settings
+        layout = cast(Layout, getattr(request, "input_layout", None) or settings.layout)
+        archive = validate_image_archive(Path(request.artifact), limits=self.limits)
+        images = case_images(Path(request.test_set_dir), tuple(request.cases))
+        user = archive.numeric_user
+        uid, gid = (user[0], user[1] or user[0]) if user else (DEFAULT_UID, DEFAULT_UID)
+        label = f"eval-{request.evaluation_id}"
+        executable = self.backend.executable
+        image_id = load_image(Path(request.artifact), archive, executable=executable)
+        deadline = time.monotonic() + float(request.timeout_s)
+        predictions: dict[str, Any] = {}
+        try:
+            with tempfile.TemporaryDirectory(prefix="midog-container-") as work:
+                for case, image in images.items():
+                    remaining = min(settings.case_seconds, deadline - time.monotonic())
+                    if remaining <= 0:
+                        raise SubmissionError(f"case {case}: {TIME_LIMIT}")
+                    spec = SandboxSpec(
+                        label=label,
+                        labels={"midog.evaluation": str(request.evaluation_id)},
+                        image=image_id,
+                        wall_seconds=remaining,
+                        uid=uid,
+                        gid=gid,
+                        memory_bytes=settings.memory_bytes,
+                        cpus=settings.cpus,
+                        pids=settings.pids,
+                        shm_bytes=settings.shm_bytes,
+                        tmp_bytes=settings.tmp_bytes,
+                        output_bytes=settings.output_bytes,
+                        gpu=settings.gpu_index(),
+                        workdir=None,
+                        base_env=False,
+                    )
+                    outcome = run_case(self.backend, spec, case=case, image=image, work_dir=Path(work), layout=layout)
+                    if outcome.reason is not None or outcome.predictions is None:
+                        raise SubmissionError(outcome.reason or f"case {case}: no predictions")
+                    predictions[case] = read_json(outcome.predictions)
+        finally:
+            self.backend.reap(label)
+            remove_image(image_id, executable=executable)
+        output_dir = Path(request.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        output = output_dir / "predictions.json"
+        output.write_text(json.dumps(predictions), encoding="utf-8")
+        return output
