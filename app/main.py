@@ -26,6 +26,7 @@ from app.challenges.router import router as challenges_router
 from app.db import make_engine, make_session_factory
 from app.errors import AppError, ErrorBody
 from app.leaderboard.router import router as leaderboard_router
+from app.pages.router import install_pages
 from app.settings import Settings, get_settings
 from app.submissions.router import router as submissions_router
 
@@ -112,4 +113,5 @@ def create_app(settings: Settings | None = None, *, session_factory: sessionmake
 
     for router in (auth_router, challenges_router, submissions_router, leaderboard_router, admin_router):
         app.include_router(router)
+    install_pages(app)
     return app

@@ -1,0 +1,103 @@
+"""HTML routes: challenge list and overview, per-phase leaderboard, public submission detail; `install_pages`.
+
+The leaderboard page reuses `app.leaderboard.service.get_leaderboard` (one SQL statement) with the anonymous
+view, so a hidden phase renders no score here either. A submission page exists only for a submission that is
+an entry of a visible leaderboard. Must not import the worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.challenges import service as challenges
+from app.deps import DbSession
+from app.errors import NotFound
+from app.leaderboard import service as leaderboard
+from app.models import Submission, utcnow
+from app.pages.views import entry_views, f1_chart, fmt, fmt_date, sort_value
+from app.types import IdPath, Slug
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
+templates.env.filters["fmt"] = fmt
+templates.env.filters["fmt_date"] = fmt_date
+templates.env.filters["sort_value"] = sort_value
+
+router = APIRouter(include_in_schema=False)
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _not_found(request: Request, detail: str) -> HTMLResponse:
+    return _render(request, "not_found.html", {"detail": detail}, status_code=404)
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request, db: DbSession) -> HTMLResponse:
+    items = [challenges.challenge_read(c) for c in challenges.list_challenges(db)]
+    return _render(request, "index.html", {"challenges": items})
+
+
+@router.get("/challenges/{slug}", response_class=HTMLResponse)
+def challenge_page(request: Request, db: DbSession, slug: Slug) -> HTMLResponse:
+    try:
+        challenge = challenges.challenge_read(challenges.get_challenge(db, slug=slug))
+    except NotFound as exc:
+        return _not_found(request, str(exc))
+    now = utcnow()
+    phases = [
+        {
+            "phase": p,
+            "state": "open" if p.is_open else ("upcoming" if p.opens_at is not None and now < p.opens_at else "closed"),
+        }
+        for p in challenge.phases
+    ]
+    return _render(request, "challenge.html", {"challenge": challenge, "phases": phases})
+
+
+@router.get("/phases/{phase_id}/leaderboard", response_class=HTMLResponse)
+def leaderboard_page(request: Request, db: DbSession, phase_id: IdPath) -> HTMLResponse:
+    try:
+        board = leaderboard.get_leaderboard(db, phase_id=phase_id, as_organiser=False)
+    except NotFound as exc:
+        return _not_found(request, str(exc))
+    views = entry_views(board)
+    return _render(
+        request,
+        "leaderboard.html",
+        {"board": board, "views": views, "chart": f1_chart(board, views)},
+    )
+
+
+@router.get("/submissions/{submission_id}", response_class=HTMLResponse)
+def submission_page(request: Request, db: DbSession, submission_id: IdPath) -> HTMLResponse:
+    missing = f"submission {submission_id} is not on a public leaderboard"
+    submission = db.get(Submission, submission_id)
+    if submission is None:
+        return _not_found(request, missing)
+    try:
+        board = leaderboard.get_leaderboard(db, phase_id=submission.phase_id, as_organiser=False)
+    except NotFound:
+        return _not_found(request, missing)
+    views = [v for v in entry_views(board) if v.entry.submission_id == submission_id]
+    if not views:
+        return _not_found(request, missing)
+    return _render(
+        request,
+        "submission.html",
+        {"board": board, "view": views[0], "description": submission.description},
+    )
+
+
+def install_pages(app: FastAPI) -> None:
+    """Mount the static files and add the HTML routes to `app`."""
+    app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
+    app.include_router(router)
