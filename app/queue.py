@@ -95,6 +95,7 @@ def enqueue_after_commit(session: Session, task_name: str, *, queue: str, **ids:
     for key, value in ids.items():
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"task arguments are ids only; {key}={value!r} is not an int")
+    session.connection()  # make sure a transaction is open, so that its rollback drops what is pending
     pending: list[PendingTask] = session.info.setdefault(_PENDING, [])
     pending.append(PendingTask(task_name, dict(ids), queue))
     if not event.contains(session, "after_commit", _send_pending):

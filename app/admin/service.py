@@ -213,7 +213,8 @@ def requeue_submission(session: Session, *, submission: Submission) -> Evaluatio
         raise Conflict(f"evaluation {ev.id} is {ev.status.value}; cancel it first")
     else:
         if ev.result is not None:
-            session.delete(ev.result)
+            stale, ev.result = ev.result, None
+            session.delete(stale)
             session.flush()
     ev.status = EvaluationStatus.QUEUED
     ev.attempt = 0

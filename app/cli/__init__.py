@@ -6,7 +6,7 @@ starts without loading the web service or the worker.
 
 import typer
 
-from app.cli import dataset, score
+from app.cli import dataset, score, serve, worker
 
 cli = typer.Typer(
     name="midog-eval",
@@ -24,6 +24,8 @@ def _root() -> None:
 
 cli.command("score")(score.score_command)
 cli.add_typer(dataset.dataset_app, name="dataset")
+cli.command("serve")(serve.serve_command)
+cli.command("worker")(worker.worker_command)
 
 
 def main() -> None:

@@ -1,0 +1,451 @@
+"""Participant commands of `midog-eval`: login, challenges, submit, status, leaderboard.
+
+They talk to a server's REST API only (httpx), never to its database or queue, so they work from any
+machine. The server URL and the token are kept in `<user config dir>/midog-eval/config.json` (mode 0600);
+`--server` and `MIDOG_SERVER` / `MIDOG_TOKEN` override it. Must not import the service, the worker or torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+ServerOption = Annotated[
+    str | None, typer.Option("--server", help="Server URL (default: the logged-in server, else MIDOG_SERVER).")
+]
+
+
+class ClientError(Exception):
+    """An error the user can act on; printed as one line."""
+
+
+# --- configuration -------------------------------------------------------------------------------------
+
+
+def config_path() -> Path:
+    """`midog-eval/config.json` under the user's config directory (XDG_CONFIG_HOME on Linux)."""
+    return Path(typer.get_app_dir("midog-eval")) / "config.json"
+
+
+def load_config() -> dict[str, str]:
+    path = config_path()
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {k: str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def save_config(config: dict[str, str]) -> Path:
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The token is a credential: create the file private, then write.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(config, fh, indent=2)
+    os.chmod(path, 0o600)
+    return path
+
+
+def server_url(server: str | None) -> str:
+    return (server or os.environ.get("MIDOG_SERVER") or load_config().get("server") or DEFAULT_SERVER).rstrip("/")
+
+
+def token() -> str | None:
+    return os.environ.get("MIDOG_TOKEN") or load_config().get("token")
+
+
+# --- HTTP ----------------------------------------------------------------------------------------------
+
+
+def client(server: str | None, *, auth: bool = True, timeout: float = 30.0) -> httpx.Client:
+    headers = {"User-Agent": "midog-eval-cli"}
+    tok = token() if auth else None
+    if tok:
+        headers["Authorization"] = f"Bearer {tok}"
+    return httpx.Client(base_url=server_url(server) + "/api/v1", headers=headers, timeout=timeout)
+
+
+def check(response: httpx.Response) -> Any:
+    """The JSON body of a successful response; otherwise a ClientError with the server's one-line detail."""
+    if response.is_success:
+        return response.json() if response.content else None
+    try:
+        body = response.json()
+        detail = f"{body.get('detail') or body.get('error')}"
+        if "reset_at" in body:
+            detail += f" (resets at {body['reset_at']})"
+    except ValueError:
+        detail = response.text[:200] or response.reason_phrase
+    hint = " (run `midog-eval login`)" if response.status_code == 401 else ""
+    raise ClientError(f"{response.status_code}: {detail}{hint}")
+
+
+def run(action: Any) -> None:
+    """Run a command body, turning client and connection errors into one line and exit status 1."""
+    try:
+        action()
+    except ClientError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except httpx.TransportError as exc:
+        err.print(f"[red]error:[/red] cannot reach the server: {exc}")
+        raise typer.Exit(1) from None
+
+
+# --- formatting ----------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{float(value):.{digits}f}"
+
+
+def ci(low: Any, high: Any) -> str:
+    return "" if low is None or high is None else f" [{fmt(low)}, {fmt(high)}]"
+
+
+def result_table(result: dict[str, Any]) -> Table:
+    """Per-scanner counts and metrics of one result, with the overall row last."""
+    table = Table(title="Result per scanner")
+    for name in ("scanner", "TP", "FP", "FN", "precision", "recall", "F1", "AP"):
+        table.add_column(name, justify="left" if name == "scanner" else "right")
+    for label, g in result.get("groups", {}).items():
+        table.add_row(
+            label,
+            str(g.get("tp", "")),
+            str(g.get("fp", "")),
+            str(g.get("fn", "")),
+            fmt(g.get("precision")),
+            fmt(g.get("recall")),
+            fmt(g.get("f1")) + ci(g.get("f1_ci_low"), g.get("f1_ci_high")),
+            fmt(g.get("ap")),
+        )
+    table.add_row(
+        "[bold]all[/bold]",
+        str(result["tp"]),
+        str(result["fp"]),
+        str(result["fn"]),
+        fmt(result["precision"]),
+        fmt(result["recall"]),
+        f"[bold]{fmt(result['f1'])}[/bold]" + ci(result.get("f1_ci_low"), result.get("f1_ci_high")),
+        fmt(result.get("ap")),
+    )
+    return table
+
+
+def print_submission(sub: dict[str, Any]) -> None:
+    evaluation = sub.get("evaluation") or {}
+    status = evaluation.get("status", "none")
+    console.print(f"submission {sub['id']} ({sub['kind']}, {sub['original_filename']}): [bold]{status}[/bold]")
+    if evaluation.get("error_message"):
+        console.print(f"[red]{evaluation['error_message']}[/red]")
+    if sub.get("scores_hidden"):
+        console.print("scores of this phase are hidden until it closes")
+    elif sub.get("result"):
+        console.print(result_table(sub["result"]))
+
+
+# --- phases --------------------------------------------------------------------------------------------
+
+
+def resolve_phase(http: httpx.Client, phase: str) -> int:
+    """A phase id from `42` or `challenge-slug/phase-slug`."""
+    if phase.isdigit():
+        return int(phase)
+    slug, sep, phase_slug = phase.partition("/")
+    if not sep:
+        raise ClientError(f"phase {phase!r}: give its id or CHALLENGE/PHASE (see `midog-eval challenges`)")
+    challenge = check(http.get(f"/challenges/{slug}"))
+    for p in challenge["phases"]:
+        if p["slug"] == phase_slug:
+            return int(p["id"])
+    raise ClientError(f"challenge {slug!r} has no phase {phase_slug!r}")
+
+
+def guess_kind(path: Path) -> str:
+    """predictions (.json/.csv), container (an image .tar with manifest.json or oci-layout) or model."""
+    name = path.name.lower()
+    if name.endswith((".json", ".csv")) or path.is_dir():
+        return "predictions"
+    if name.endswith(".tar"):
+        import tarfile
+
+        with tarfile.open(path) as tar:
+            names = set(tar.getnames()[:1000])
+        if names & {"manifest.json", "oci-layout", "./manifest.json", "./oci-layout"}:
+            return "container"
+    return "model"
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def login(
+    server: Annotated[str, typer.Option("--server", help="Server URL.", envvar="MIDOG_SERVER")] = DEFAULT_SERVER,
+    email: Annotated[str | None, typer.Option(help="Account e-mail (prompted).")] = None,
+    password: Annotated[str | None, typer.Option(help="Password (prompted, hidden).", envvar="MIDOG_PASSWORD")] = None,
+    api_token: Annotated[
+        str | None, typer.Option("--token", help="Store an API token from the organisers instead.")
+    ] = None,
+) -> None:
+    """Log in and store the server URL and a token in the user's config directory."""
+
+    def body() -> None:
+        base = server.rstrip("/")
+        tok = api_token
+        if tok is None:
+            address = email or typer.prompt("E-mail")
+            secret = password or typer.prompt("Password", hide_input=True)
+            with httpx.Client(base_url=base + "/api/v1", timeout=30) as http:
+                tok = check(http.post("/auth/login", json={"email": address, "password": secret}))["token"]
+        with httpx.Client(base_url=base + "/api/v1", headers={"Authorization": f"Bearer {tok}"}, timeout=30) as http:
+            me = check(http.get("/me"))
+        path = save_config({"server": base, "token": str(tok)})
+        who = (me.get("team") or {}).get("name") or me["scope"]
+        console.print(f"logged in to {base} as {who}; token stored in {path}")
+
+    run(body)
+
+
+@app.command()
+def challenges(server: ServerOption = None) -> None:
+    """List the published challenges and their phases (id, dates, what may be submitted)."""
+
+    def body() -> None:
+        with client(server, auth=False) as http:
+            items = check(http.get("/challenges"))
+        table = Table(title="Challenges")
+        for name in ("phase id", "challenge/phase", "title", "open", "closes (UTC)", "accepts", "leaderboard"):
+            table.add_column(name)
+        for c in items:
+            for p in c["phases"]:
+                table.add_row(
+                    str(p["id"]),
+                    f"{c['slug']}/{p['slug']}",
+                    f"{c['title']}: {p['title']}",
+                    "yes" if p["is_open"] else "no",
+                    (p["closes_at"] or "–")[:16].replace("T", " "),
+                    ", ".join(p["allowed_kinds"]),
+                    p["leaderboard_visibility"],
+                )
+        console.print(table)
+
+    run(body)
+
+
+class _ProgressReader:
+    """A file wrapper that advances a progress bar as httpx streams the upload."""
+
+    def __init__(self, fh: IO[bytes], progress: Progress, task: Any) -> None:
+        self._fh = fh
+        self._progress = progress
+        self._task = task
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._fh.read(size)
+        self._progress.advance(self._task, len(chunk))
+        return chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(64 * 1024):
+            yield chunk
+
+
+def upload(http: httpx.Client, phase_id: int, path: Path, kind: str, fields: dict[str, str]) -> dict[str, Any]:
+    size = path.stat().st_size
+    columns = (TextColumn("uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with (
+        path.open("rb") as fh,
+        Progress(*columns, console=err, transient=not err.is_terminal) as progress,
+    ):
+        task = progress.add_task("upload", total=size)
+        reader = _ProgressReader(fh, progress, task)
+        files = {"file": (path.name, reader, "application/octet-stream")}
+        response = http.post(
+            f"/phases/{phase_id}/submissions",
+            params={"kind": kind},
+            data={k: v for k, v in fields.items() if v},
+            files=files,  # type: ignore[dict-item]
+            timeout=httpx.Timeout(30.0, write=None, read=600.0),
+        )
+    result: dict[str, Any] = check(response)
+    return result
+
+
+def _sse_events(http: httpx.Client, submission_id: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of the submission's server-sent event stream."""
+    timeout = httpx.Timeout(30.0, read=60.0)
+    with http.stream("GET", f"/submissions/{submission_id}/events", timeout=timeout) as response:
+        if not response.is_success:
+            response.read()
+            check(response)
+        event, data = "message", ""
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data += line[5:].strip()
+            elif line == "":
+                if data:
+                    yield event, json.loads(data)
+                event, data = "message", ""
+
+
+def wait_for(http: httpx.Client, submission_id: int, *, poll_s: float = 2.0) -> dict[str, Any]:
+    """Show the live status (the SSE stream; polling if the stream breaks) until the evaluation ends."""
+    last = ""
+    with err.status("queued") as spinner:
+
+        def show(status: str | None, progress: float, message: str) -> None:
+            nonlocal last
+            line = f"{status or 'waiting'} {progress * 100:3.0f}% {message}".rstrip()
+            spinner.update(line)
+            if line != last and not err.is_terminal:
+                err.print(line)
+            last = line
+
+        try:
+            for event, data in _sse_events(http, submission_id):
+                if event == "status":
+                    show(data.get("status"), float(data.get("progress") or 0), data.get("progress_message") or "")
+                    if data.get("status") in TERMINAL:
+                        break
+                elif event == "end":
+                    break
+        except (httpx.TransportError, json.JSONDecodeError) as exc:
+            err.print(f"live status stream interrupted ({exc.__class__.__name__}); polling")
+        while True:
+            sub: dict[str, Any] = check(http.get(f"/submissions/{submission_id}"))
+            evaluation = sub.get("evaluation") or {}
+            show(
+                evaluation.get("status"), float(evaluation.get("progress") or 0), evaluation.get("progress_message", "")
+            )
+            if evaluation.get("status") in TERMINAL or not evaluation:
+                return sub
+            time.sleep(poll_s)
+
+
+@app.command()
+def submit(
+    phase: Annotated[str, typer.Argument(help="Phase id, or CHALLENGE/PHASE.")],
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="Predictions (JSON/CSV), a model archive or an image .tar."),
+    ],
+    kind: Annotated[str | None, typer.Option(help="predictions, model or container (default: from the file).")] = None,
+    method: Annotated[str, typer.Option(help="Method name shown on the leaderboard.")] = "",
+    description: Annotated[str, typer.Option(help="Method description.")] = "",
+    paper_url: Annotated[str, typer.Option(help="Link to a paper or preprint.")] = "",
+    wait: Annotated[bool, typer.Option("--wait", help="Show live status until done, then the results.")] = False,
+    server: ServerOption = None,
+) -> None:
+    """Upload a submission to a phase; with --wait, follow it and print the per-scanner results."""
+
+    def body() -> None:
+        with client(server) as http:
+            phase_id = resolve_phase(http, phase)
+            chosen = kind or guess_kind(file)
+            fields = {"method_name": method, "description": description, "paper_url": paper_url}
+            sub = upload(http, phase_id, file, chosen, fields)
+            console.print(f"submitted {file.name} as submission {sub['id']} ({chosen}) to phase {phase_id}")
+            if not wait:
+                console.print(f"follow it with: midog-eval status {sub['id']}")
+                return
+            final = wait_for(http, int(sub["id"]))
+            print_submission(final)
+            if (final.get("evaluation") or {}).get("status") != "succeeded":
+                raise typer.Exit(1)
+
+    run(body)
+
+
+@app.command()
+def status(
+    submission_id: Annotated[int | None, typer.Argument(help="A submission id (default: list them).")] = None,
+    phase: Annotated[str | None, typer.Option(help="Only this phase (id or CHALLENGE/PHASE).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the submission until it is done.")] = False,
+    server: ServerOption = None,
+) -> None:
+    """Your team's submissions, or one submission with its per-scanner results."""
+
+    def body() -> None:
+        with client(server) as http:
+            if submission_id is not None:
+                sub = wait_for(http, submission_id) if wait else check(http.get(f"/submissions/{submission_id}"))
+                print_submission(sub)
+                return
+            params = {"phase_id": resolve_phase(http, phase)} if phase else {}
+            items = check(http.get("/submissions", params=params))
+        table = Table(title="Your team's submissions")
+        for name in ("id", "phase", "submitted (UTC)", "kind", "method", "status", "F1"):
+            table.add_column(name)
+        for s in items:
+            evaluation = s.get("evaluation") or {}
+            result = s.get("result") or {}
+            table.add_row(
+                str(s["id"]),
+                str(s["phase_id"]),
+                s["created_at"][:16].replace("T", " "),
+                s["kind"],
+                s["method_name"],
+                evaluation.get("status", "–"),
+                "hidden" if s.get("scores_hidden") else fmt(result.get("f1")),
+            )
+        console.print(table)
+
+    run(body)
+
+
+@app.command()
+def leaderboard(
+    phase: Annotated[str, typer.Argument(help="Phase id, or CHALLENGE/PHASE.")],
+    server: ServerOption = None,
+) -> None:
+    """A phase's leaderboard as a table: overall F1 with its CI, F1 per scanner, AP and rank robustness."""
+
+    def body() -> None:
+        with client(server, auth=token() is not None) as http:
+            board = check(http.get(f"/phases/{resolve_phase(http, phase)}/leaderboard"))
+        if not board["scores_visible"]:
+            console.print(f"{board['phase_title']}: scores are hidden ({board['visibility']})")
+            return
+        labels: list[str] = board["group_labels"]
+        table = Table(title=f"{board['challenge_slug']}/{board['phase_slug']}: {board['phase_title']}")
+        for name in ("rank", "team", "method", "F1 [95% CI]", *labels, "worst", "AP", "robust"):
+            table.add_column(name, justify="left" if name in {"team", "method"} else "right")
+        for e in board["entries"]:
+            group_f1 = [e["groups"].get(label, {}).get("f1") for label in labels]
+            present = [v for v in group_f1 if v is not None]
+            robust = e.get("rank_robustness")
+            table.add_row(
+                "baseline" if e["is_baseline"] else str(e["rank"]),
+                e["team_name"],
+                e["method_name"],
+                fmt(e["f1"]) + ci(e.get("f1_ci_low"), e.get("f1_ci_high")),
+                *[fmt(v) for v in group_f1],
+                fmt(min(present)) if present else "–",
+                fmt(e.get("ap")),
+                "–" if robust is None else f"{robust * 100:.0f}%",
+            )
+        console.print(table)
+
+    run(body)

@@ -1,0 +1,85 @@
+"""`midog-eval worker`: a Celery worker for the `cpu` and/or `gpu` queues (and optionally the reconciler's beat).
+
+The same code path as `celery -A worker.celery_app worker`; the time limits are checked first so that a
+misordered configuration stops here with one clear line. Celery and the worker package are imported
+inside the command, so `midog-eval --help` stays fast. Must not import FastAPI or torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+
+def adopt_standard_environment() -> None:
+    """Honour the conventional DATABASE_URL and REDIS_URL when the MIDOG_ variables are not set."""
+    database_url = os.environ.get("DATABASE_URL")
+    if database_url and not os.environ.get("MIDOG_DATABASE_URL"):
+        # SQLAlchemy's bare postgresql:// means psycopg2; this project ships psycopg 3.
+        for bare in ("postgresql://", "postgres://"):
+            if database_url.startswith(bare):
+                database_url = "postgresql+psycopg://" + database_url.removeprefix(bare)
+        os.environ["MIDOG_DATABASE_URL"] = database_url
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url and not os.environ.get("MIDOG_REDIS_URL"):
+        os.environ["MIDOG_REDIS_URL"] = redis_url
+
+
+def celery_worker_argv(
+    *,
+    queues: str,
+    concurrency: int | None,
+    beat: bool,
+    schedule_file: Path | None,
+    loglevel: str,
+    name: str | None,
+) -> list[str]:
+    """Arguments of `celery worker` (after `celery -A worker.celery_app`)."""
+    argv = ["worker", "-Q", queues, "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    if concurrency is not None:
+        argv += ["-c", str(concurrency)]
+    if name:
+        argv += ["-n", name]
+    if beat:
+        argv += ["-B"]
+        if schedule_file is not None:
+            argv += ["--schedule", str(schedule_file)]
+    return argv
+
+
+def worker_command(
+    queues: str = typer.Option("cpu,gpu", help="Comma-separated queues: cpu (predictions files), gpu (models)."),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", "-c", help="Processes for cpu-only workers (gpu workers always run one job)."
+    ),
+    beat: bool = typer.Option(
+        False, help="Also run the periodic reconciler (needed once per deployment; repeated runs are harmless)."
+    ),
+    loglevel: str = typer.Option("INFO", help="Celery log level."),
+    name: str | None = typer.Option(None, help="Worker node name (default celery@<host>)."),
+) -> None:
+    """Run a worker that evaluates submissions from the broker (Redis, or the embedded SQLite broker)."""
+    adopt_standard_environment()
+    from app.settings import get_settings
+    from worker.celery_app import LimitsError, app, check_limits, limits_of
+
+    try:
+        check_limits(limits_of(app))
+    except LimitsError as exc:
+        typer.echo(f"midog-eval worker refuses to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    argv = celery_worker_argv(
+        queues=queues,
+        concurrency=concurrency,
+        beat=beat,
+        schedule_file=settings.data_dir / "celerybeat-schedule",
+        loglevel=loglevel,
+        name=name,
+    )
+    sys.stdout.flush()
+    app.worker_main(argv=argv)

@@ -1,0 +1,125 @@
+"""Organiser API: challenges and phases, test sets from a server path, tokens, requeue/cancel, re-evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from api_helpers import World, bearer, write_test_set
+
+from app.models import Evaluation, EvaluationStatus
+
+
+def test_create_challenge_phase_and_test_set(world: World, tmp_path: Path) -> None:
+    root = write_test_set(tmp_path / "set2")
+    r = world.client.post("/api/v1/admin/test-sets", headers=world.admin(), json={"name": "set2", "path": str(root)})
+    assert r.status_code == 201, r.text
+    test_set_id = r.json()["id"]
+    assert r.json()["case_count"] == 3
+    r = world.client.post(
+        "/api/v1/admin/challenges", headers=world.admin(), json={"slug": "midog-2026", "title": "MIDOG 2026"}
+    )
+    assert r.status_code == 201
+    challenge_id = r.json()["id"]
+    assert (
+        world.client.post(
+            "/api/v1/admin/challenges", headers=world.admin(), json={"slug": "midog-2026", "title": "again"}
+        ).status_code
+        == 409
+    )
+    r = world.client.post(
+        f"/api/v1/admin/challenges/{challenge_id}/phases",
+        headers=world.admin(),
+        json={
+            "slug": "final",
+            "title": "Final",
+            "kind": "final",
+            "test_set_id": test_set_id,
+            "allowed_kinds": ["predictions", "container"],
+            "leaderboard_visibility": "hidden_until_close",
+            "daily_quota": 1,
+        },
+    )
+    assert r.status_code == 201, r.text
+    phase = r.json()
+    assert phase["is_open"] is True
+    r = world.client.patch(f"/api/v1/admin/phases/{phase['id']}", headers=world.admin(), json={"daily_quota": 3})
+    assert r.json()["daily_quota"] == 3
+    public = world.client.get("/api/v1/challenges/midog-2026").json()
+    assert [p["slug"] for p in public["phases"]] == ["final"]
+    r = world.client.patch(f"/api/v1/admin/phases/{phase['id']}", headers=world.admin(), json={"title": None})
+    assert r.status_code == 422
+
+
+def test_test_set_registration_is_validated(world: World, tmp_path: Path) -> None:
+    root = write_test_set(tmp_path / "broken")
+    (root / "images" / "002.tiff").unlink()
+    r = world.client.post("/api/v1/admin/test-sets", headers=world.admin(), json={"name": "b", "path": str(root)})
+    assert r.status_code == 422
+    assert "002.tiff" in r.json()["detail"]
+    root = write_test_set(tmp_path / "gt-mismatch")
+    (root / "ground-truth" / "ground-truth.json").write_text(json.dumps({"001.tiff": []}))
+    r = world.client.post("/api/v1/admin/test-sets", headers=world.admin(), json={"name": "c", "path": str(root)})
+    assert r.status_code == 422
+    r = world.client.post(
+        "/api/v1/admin/test-sets", headers=world.admin(), json={"name": "d", "path": str(tmp_path / "nowhere")}
+    )
+    assert r.status_code == 422
+
+
+def test_organiser_creates_tokens_shown_once(world: World) -> None:
+    r = world.client.post("/api/v1/admin/tokens", headers=world.admin(), json={"scope": "organiser", "name": "ci"})
+    assert r.status_code == 201
+    token = r.json()["token"]
+    assert world.client.get("/api/v1/admin/teams", headers=bearer(token)).status_code == 200
+    listed = world.client.get("/api/v1/admin/tokens", headers=world.admin()).text
+    assert token not in listed
+    team = world.register("Alpha")
+    r = world.client.post(
+        "/api/v1/admin/tokens",
+        headers=world.admin(),
+        json={"scope": "participant", "participant_id": team["participant"]["id"]},
+    )
+    assert world.client.get("/api/v1/me", headers=bearer(r.json()["token"])).json()["team"]["name"] == "Alpha"
+    assert (
+        world.client.post("/api/v1/admin/tokens", headers=world.admin(), json={"scope": "participant"}).status_code
+        == 422
+    )
+
+
+def test_cancel_requeue_and_reevaluate_enqueue_after_commit(world: World, sent_tasks: list[Any]) -> None:
+    team = world.register("Alpha")
+    sub = world.submit(team["headers"]).json()
+    ev_id = sub["evaluation"]["id"]
+    sent_tasks.clear()
+    assert world.client.post(f"/api/v1/admin/submissions/{sub['id']}/requeue", headers=world.admin()).status_code == 409
+    r = world.client.post(f"/api/v1/admin/submissions/{sub['id']}/cancel", headers=world.admin())
+    assert r.status_code == 200
+    assert r.json()["evaluation"]["status"] == "cancelled"
+    assert world.client.post(f"/api/v1/admin/submissions/{sub['id']}/cancel", headers=world.admin()).status_code == 409
+    r = world.client.post(f"/api/v1/admin/submissions/{sub['id']}/requeue", headers=world.admin())
+    assert r.status_code == 200
+    assert r.json()["evaluation"]["status"] == "queued"
+    assert sent_tasks == [("evaluation.run", {"evaluation_id": ev_id}, "cpu")]
+    world.finish(sub["id"])
+    sent_tasks.clear()
+    r = world.client.post(f"/api/v1/admin/phases/{world.phase.id}/reevaluate", headers=world.admin())
+    assert r.json() == {"phase_id": world.phase.id, "evaluation_version": 2, "queued": 1}
+    world.db.expire_all()
+    new = world.db.query(Evaluation).filter_by(submission_id=sub["id"], version=2).one()
+    assert new.status is EvaluationStatus.QUEUED
+    assert sent_tasks == [("evaluation.run", {"evaluation_id": new.id}, "cpu")]
+    detail = world.client.get(f"/api/v1/admin/submissions/{sub['id']}", headers=world.admin()).json()
+    assert [e["version"] for e in detail["evaluations"]] == [1, 2]
+    assert detail["evaluations"][0]["result"]["cases"]["001.tiff"] == {"tp": 3, "fp": 1, "fn": 1}
+
+
+def test_requeue_of_a_finished_evaluation_drops_its_result(world: World) -> None:
+    team = world.register("Alpha")
+    sub = world.submit(team["headers"]).json()
+    world.finish(sub["id"])
+    r = world.client.post(f"/api/v1/admin/submissions/{sub['id']}/requeue", headers=world.admin())
+    assert r.status_code == 200
+    assert r.json()["result"] is None
+    assert r.json()["evaluations"][0]["result"] is None
