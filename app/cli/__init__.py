@@ -6,7 +6,7 @@ starts without loading the web service or the worker.
 
 import typer
 
-from app.cli import dataset, score, serve, worker
+from app.cli import client, dataset, score, serve, worker
 
 cli = typer.Typer(
     name="midog-eval",
@@ -26,6 +26,7 @@ cli.command("score")(score.score_command)
 cli.add_typer(dataset.dataset_app, name="dataset")
 cli.command("serve")(serve.serve_command)
 cli.command("worker")(worker.worker_command)
+cli.add_typer(client.app)  # login, challenges, submit, status, leaderboard
 
 
 def main() -> None:
