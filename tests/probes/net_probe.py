@@ -8,7 +8,7 @@ import sys
 def tcp(target: str) -> str:
     host, _, port = target.rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=2):
+        with socket.create_connection((host, int(port)), timeout=1):
             return "connected"
     except OSError as exc:
         return f"failed: {exc.__class__.__name__}"
@@ -26,7 +26,7 @@ def udp_dns(server: str) -> str:
     query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(2)
+            sock.settimeout(1)
             sock.sendto(query, (server, 53))
             sock.recvfrom(512)
             return "answered"

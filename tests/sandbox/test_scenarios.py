@@ -28,6 +28,7 @@ from worker.sandbox import (
     Backend,
     Mount,
     PodmanBackend,
+    SandboxError,
     SandboxResult,
     SandboxSpec,
 )
@@ -324,3 +325,17 @@ def test_reap_after_worker_killed(backend: Backend, make_spec: Spec, tmp_path: P
     while uid_processes(spec.uid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert_nothing_left(backend, spec)
+
+
+def test_sandbox_failures_are_not_blamed_on_the_code(backend: Backend, make_spec: Spec, tmp_path: Path) -> None:
+    """A sandbox that cannot start raises SandboxError (retried as infrastructure), not a participant reason."""
+    if isinstance(backend, PodmanBackend):
+        spec = make_spec(image="localhost/midog-test/absent:none")
+    else:
+        spec = make_spec(workdir="/no/such/dir")
+    with pytest.raises(SandboxError):
+        backend.run(spec, ["/bin/sh", "-c", "exit 1"], output_dir=tmp_path / "out")
+    assert_nothing_left(backend, spec)
+    # The same command in a working sandbox is the program's own failure, with a participant reason.
+    result = backend.run(make_spec(), ["/bin/sh", "-c", "exit 1"], output_dir=tmp_path / "out2")
+    assert result.reason == "the program exited with status 1"

@@ -1,0 +1,150 @@
+"""SandboxSpec validation, the participant-facing reasons, and the engine flags each backend produces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.sandbox import (
+    MEMORY_LIMIT,
+    OUTPUT_LIMIT,
+    TIME_LIMIT,
+    BwrapBackend,
+    DockerBackend,
+    Mount,
+    PodmanBackend,
+    SandboxError,
+    SandboxResult,
+    SandboxSpec,
+    get_backend,
+)
+
+
+def spec(**overrides: object) -> SandboxSpec:
+    values: dict[str, object] = {"label": "eval-42", "wall_seconds": 10.0, "image": "sha256abc"}
+    values.update(overrides)
+    return SandboxSpec(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"label": "../etc"},
+        {"label": "a b"},
+        {"uid": 0},
+        {"gid": 0},
+        {"wall_seconds": 0},
+        {"memory_bytes": 0},
+        {"pids": -1},
+        {"cpus": 0},
+        {"env": {"BAD NAME": "x"}},
+        {"labels": {"k": "v,w"}},
+    ],
+)
+def test_spec_refuses_unsafe_values(overrides: dict[str, object]) -> None:
+    with pytest.raises(SandboxError):
+        spec(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("/data", "relative"), ("/data", "/output"), ("/data", "/tmp"), ("/data", "/a/../b"), ("/a:b", "/input")],
+)
+def test_mounts_refuse_reserved_or_ambiguous_paths(source: str, target: str) -> None:
+    with pytest.raises(SandboxError):
+        Mount(Path(source), target)
+
+
+def test_environment_is_an_allow_list() -> None:
+    assert spec(env={"CASE": "1"}).environment() == {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/tmp",
+        "LANG": "C.UTF-8",
+        "CASE": "1",
+    }
+    assert spec(env={"CASE": "1"}, base_env=False).environment() == {"CASE": "1"}
+
+
+def result(**flags: object) -> SandboxResult:
+    values: dict[str, object] = {
+        "exit_code": 0,
+        "timed_out": False,
+        "memory_exceeded": False,
+        "output_exceeded": False,
+        "wall_seconds": 1.0,
+        "output_dir": Path("/x"),
+        "stderr_tail": "Traceback: secret label 17",
+    }
+    values.update(flags)
+    return SandboxResult(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("flags", "reason"),
+    [
+        ({}, None),
+        ({"timed_out": True, "exit_code": 137, "memory_exceeded": True}, TIME_LIMIT),
+        ({"memory_exceeded": True, "exit_code": 137}, MEMORY_LIMIT),
+        ({"output_exceeded": True}, OUTPUT_LIMIT),
+        ({"exit_code": 2}, "the program exited with status 2"),
+        ({"exit_code": 139}, "the program was killed by signal 11"),
+        ({"exit_code": 1, "pids_exceeded": True}, "process limit exceeded"),
+    ],
+)
+def test_reasons_are_built_from_flags_only(flags: dict[str, object], reason: str | None) -> None:
+    outcome = result(**flags)
+    assert outcome.reason == reason
+    assert outcome.ok is (reason is None)
+
+
+def test_backend_setting() -> None:
+    assert isinstance(get_backend("bwrap"), BwrapBackend)
+    assert type(get_backend("podman")) is PodmanBackend
+    assert isinstance(get_backend("docker"), DockerBackend)
+    with pytest.raises(SandboxError, match="unknown sandbox backend"):
+        get_backend("chroot")
+
+
+def _flag_values(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_podman_flags(tmp_path: Path) -> None:
+    s = spec(mounts=(Mount(tmp_path, "/input"),), labels={"midog.evaluation": "42"}, gpu=1, memory_bytes=1000)
+    args = PodmanBackend().run_arguments(s, "midog-x", tmp_path / "out")
+    assert args[-1] == "sha256abc"
+    assert _flag_values(args, "--network") == ["none"]
+    assert _flag_values(args, "--runtime") == ["runc"]
+    assert _flag_values(args, "--user") == ["10001:10001"]
+    assert _flag_values(args, "--cap-drop") == ["all"]
+    assert _flag_values(args, "--security-opt") == ["no-new-privileges"]
+    assert _flag_values(args, "--memory") == _flag_values(args, "--memory-swap") == ["1000"]
+    assert "--read-only" in args
+    assert "--read-only-tmpfs=false" in args
+    assert f"{tmp_path}:/input:ro,nosuid,nodev" in _flag_values(args, "-v")
+    assert set(_flag_values(args, "--label")) == {"midog.sandbox=eval-42", "midog.evaluation=42"}
+    assert _flag_values(args, "--device") == ["nvidia.com/gpu=1"]
+    assert {"nofile=1024:1024", "nproc=128:128"} <= set(_flag_values(args, "--ulimit"))
+
+
+def test_docker_shares_the_flags_with_its_own_gpu_and_volume_syntax(tmp_path: Path) -> None:
+    s = spec(mounts=(Mount(tmp_path, "/input"),), gpu=0)
+    podman = PodmanBackend().run_arguments(s, "n", tmp_path / "out")
+    docker = DockerBackend().run_arguments(s, "n", tmp_path / "out")
+    assert docker[0] == "run"
+    assert _flag_values(docker, "--gpus") == ["device=0"]
+    assert "--runtime" not in docker
+    assert f"{tmp_path}:/input:ro" in _flag_values(docker, "-v")
+    strip = {"--gpus", "--device", "--runtime", "-v"}
+    assert [
+        a
+        for a in docker
+        if a not in strip and "nvidia" not in a and "device=" not in a and ":/" not in a and a != "runc"
+    ] == [a for a in podman if a not in strip and "nvidia" not in a and ":/" not in a and a != "runc"]
+
+
+def test_no_gpu_flags_without_a_gpu(tmp_path: Path) -> None:
+    args = PodmanBackend().run_arguments(spec(), "n", tmp_path)
+    assert "--device" not in args
+    assert "--gpus" not in args
