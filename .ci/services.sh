@@ -3,8 +3,9 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in bubblewrap podman runc chromium; do
-  command -v "${pkg/bubblewrap/bwrap}" >/dev/null 2>&1 || need_apt+=("$pkg")
+# package:command pairs; busybox-static provides the root filesystem of the sandbox tests' images.
+for entry in bubblewrap:bwrap podman:podman runc:runc chromium:chromium busybox-static:busybox; do
+  command -v "${entry#*:}" >/dev/null 2>&1 || need_apt+=("${entry%%:*}")
 done
 if [ ${#need_apt[@]} -gt 0 ] && [ "${MIDOG_SKIP_APT:-0}" != 1 ]; then
   apt-get update -qq
