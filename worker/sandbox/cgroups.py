@@ -68,8 +68,8 @@ class RunCgroups:
         try:
             for line in events.read_text(encoding="ascii").splitlines():
                 key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
+                if key == "oom_kill":
+                    return int(value) > 0
         except (OSError, ValueError):
             return False
         if self.version == 1:
