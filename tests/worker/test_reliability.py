@@ -288,7 +288,7 @@ def own_postgres(tmp_path: Path) -> Iterator[Any]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def test_R8_postgresql_restarted_mid_job_the_result_write_retries(
+def test_R8_postgresql_restarted_mid_job_the_result_write_retries_and_the_api_answers_503(
     make_worker_env: Any, start_worker: Any, predictions_for: Any, own_postgres: Any, migrate_url: Any
 ) -> None:
     migrate_url(own_postgres.url)
@@ -306,13 +306,32 @@ def test_R8_postgresql_restarted_mid_job_the_result_write_retries(
     env.send(ids[0], queue="gpu")
     assert _wait(lambda: len(_runner_pids(env, ids[0])) == 1, 15), worker.log()[-2000:]
     own_postgres.stop()  # while participant code runs: no transaction is open
-    time.sleep(4)  # the run ends and its first result writes fail
+    stopped = time.monotonic()
+    # Meanwhile the API answers 503 with its error body, not a traceback.
+    with api_client(own_postgres.url, env.data_dir) as client:
+        response = client.get("/api/v1/challenges")
+    assert response.status_code == 503
+    assert response.json()["error"] == "database_unavailable"
+    assert "Traceback" not in response.text
+    time.sleep(max(0.0, 4 - (time.monotonic() - stopped)))  # the run ends and its first result writes fail
     own_postgres.start()
 
     assert env.wait_for(ids, TERMINAL, 30) == {ids[0]: "succeeded"}, worker.log()[-3000:]
     assert "database unavailable" in worker.log()
     assert env.result_count(ids) == 1
     assert len(_runner_pids(env, ids[0])) == 1  # the write was retried, the inference was not
+
+
+@contextlib.contextmanager
+def api_client(database_url: str, data_dir: Path) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(database_url=database_url, data_dir=data_dir, db_connect_timeout_s=2)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
 
 
 def _processes_with(marker: str) -> list[str]:

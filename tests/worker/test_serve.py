@@ -1,0 +1,194 @@
+"""`midog-eval serve` on the embedded default: SQLite and the server-less broker, no PostgreSQL or Redis.
+
+A predictions file submitted through the API is scored by the worker that `serve` started and appears on
+the leaderboard JSON; a row committed without a message is picked up by the reconciler (R7, embedded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base: str
+    env: dict[str, str]
+    data_dir: Path
+
+    def organiser(self) -> dict[str, str]:
+        code = (
+            "from app.db import session_scope\n"
+            "from app.auth.service import create_token\n"
+            "from app.models import TokenScope\n"
+            "with session_scope() as s:\n"
+            "    print(create_token(s, scope=TokenScope.ORGANISER, name='tests').token)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        )
+        return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    data_dir = tmp_path / "var"
+    env.update(
+        MIDOG_DATA_DIR=str(data_dir),
+        MIDOG_REQUEUE_AFTER_S="1",
+        MIDOG_RECONCILE_INTERVAL_S="1",
+    )
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from app.cli import main; main()", "serve", "--port", str(port), "--no-gpu-worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "serve.log").open("wb"),
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not become healthy"
+            time.sleep(0.2)
+        yield Server(base, env, data_dir)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _on_board(client: httpx.Client, phase_id: int, submission_id: int, timeout_s: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        board = client.get(f"/api/v1/phases/{phase_id}/leaderboard").json()
+        for entry in board["entries"]:
+            if entry["submission_id"] == submission_id:
+                return dict(entry)
+        time.sleep(0.1)
+    return None
+
+
+def test_serve_scores_a_submitted_predictions_file_onto_the_leaderboard(
+    server: Server, small_set: Any, predictions_for: Any
+) -> None:
+    admin = server.organiser()
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        test_set = client.post(
+            "/api/v1/admin/test-sets", json={"name": "small", "path": str(small_set.root)}, headers=admin
+        )
+        assert test_set.status_code == 201, test_set.text
+        challenge = client.post("/api/v1/admin/challenges", json={"slug": "c", "title": "C"}, headers=admin).json()
+        phase = client.post(
+            f"/api/v1/admin/challenges/{challenge['id']}/phases",
+            json={"slug": "p", "title": "P", "test_set_id": test_set.json()["id"], "max_active_per_team": 5},
+            headers=admin,
+        ).json()
+        team = client.post(
+            "/api/v1/auth/register",
+            json={"team_name": "Team", "email": "team@example.org", "password": "a-long-password"},
+        ).json()
+        headers = {"Authorization": f"Bearer {team['token']['token']}"}
+        predictions = predictions_for(small_set, 5)
+        submitted = client.post(
+            f"/api/v1/phases/{phase['id']}/submissions",
+            params={"kind": "predictions"},
+            headers=headers,
+            files={"file": ("predictions.json", json.dumps(predictions).encode())},
+        )
+        assert submitted.status_code == 201, submitted.text
+        started = time.monotonic()
+        entry = _on_board(client, phase["id"], submitted.json()["id"], 30)
+        assert entry is not None, (server.data_dir / "logs" / "worker-cpu.log").read_text()[-3000:]
+        assert time.monotonic() - started < 10
+        # The leaderboard shows what the scoring core computes for the same file.
+        from worker.pipeline import PipelineInput, run_pipeline
+
+        artifact = server.data_dir / "p.json"
+        artifact.write_text(json.dumps(predictions))
+        expected = run_pipeline(
+            PipelineInput(
+                evaluation_id=0,
+                kind="predictions",
+                artifact=artifact,
+                test_set_dir=small_set.root,
+                work_dir=server.data_dir,
+                timeout_s=10,
+            )
+        )
+        assert (entry["tp"], entry["fp"], entry["fn"]) == (expected.tp, expected.fp, expected.fn)
+
+
+def test_serve_reconciles_an_evaluation_that_was_never_enqueued(
+    server: Server, small_set: Any, predictions_for: Any
+) -> None:
+    """R7 on the embedded broker: the row is committed directly, no message is ever sent."""
+    code = f"""
+from app.db import session_scope
+from app.models import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team, TestSet
+from app.settings import get_settings
+storage = get_settings().storage_path
+(storage / "direct").mkdir(parents=True, exist_ok=True)
+(storage / "direct" / "p.json").write_text({json.dumps(predictions_for(small_set, 9))!r})
+with session_scope() as s:
+    ts = TestSet(name="direct", manifest_path={str(small_set.root / "manifest.json")!r}, manifest_sha256="0" * 64,
+                 case_count=6, cases={{}})
+    phase = Phase(challenge=Challenge(slug="d", title="D"), slug="p", title="P", test_set=ts)
+    sub = Submission(phase=phase, team=Team(name="direct", contact_email="d@example.org"),
+                     kind=SubmissionKind.PREDICTIONS, file_path="direct/p.json", sha256="0" * 64, size_bytes=1)
+    ev = Evaluation(submission=sub, version=1)
+    s.add(ev)
+    s.flush()
+    print(ev.id)
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=server.env, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    evaluation_id = int(out.stdout.split()[-1])
+    probe = (
+        "from app.db import session_scope\nfrom app.models import Evaluation\n"
+        f"with session_scope() as s:\n    e = s.get(Evaluation, {evaluation_id})\n    print(e.error_message, e.status)\n"
+    )
+    deadline = time.monotonic() + 30
+    status = ""
+    while time.monotonic() < deadline:
+        status = subprocess.run(
+            [sys.executable, "-c", probe], env=server.env, cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if status.endswith(("succeeded", "failed")):
+            break
+        time.sleep(0.5)
+    assert status == "succeeded", (server.data_dir / "logs" / "worker-cpu.log").read_text()[-3000:]
