@@ -109,6 +109,7 @@ class ContainerRunner:
 
     def run(self, request: Any) -> Path:
         """`request` is a worker.runners.RunRequest; an optional `input_layout` attribute overrides the setting."""
+        deadline = time.monotonic() + float(request.timeout_s)
         settings = self.settings
         layout = cast(Layout, getattr(request, "input_layout", None) or settings.layout)
         archive = validate_image_archive(Path(request.artifact), limits=self.limits)
@@ -117,8 +118,9 @@ class ContainerRunner:
         uid, gid = (user[0], user[1] or user[0]) if user else (DEFAULT_UID, DEFAULT_UID)
         label = f"eval-{request.evaluation_id}"
         executable = self.backend.executable
+        # A previous attempt of this evaluation may have died mid-run: start from a clean slate.
+        self.backend.reap(label)
         image_id = load_image(Path(request.artifact), archive, executable=executable)
-        deadline = time.monotonic() + float(request.timeout_s)
         predictions: dict[str, Any] = {}
         try:
             with tempfile.TemporaryDirectory(prefix="midog-container-") as work:
