@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from worker.sandbox import (
     SandboxSpec,
     get_backend,
 )
+from worker.sandbox.podman import PODMAN_SECCOMP, strict_seccomp_profile
 
 
 def spec(**overrides: object) -> SandboxSpec:
@@ -112,13 +114,15 @@ def _flag_values(args: list[str], flag: str) -> list[str]:
 
 def test_podman_flags(tmp_path: Path) -> None:
     s = spec(mounts=(Mount(tmp_path, "/input"),), labels={"midog.evaluation": "42"}, gpu=1, memory_bytes=1000)
-    args = PodmanBackend().run_arguments(s, "midog-x", tmp_path / "out")
+    args = PodmanBackend(runtime_dir=tmp_path / "rt").run_arguments(s, "midog-x", tmp_path / "out")
     assert args[-1] == "sha256abc"
     assert _flag_values(args, "--network") == ["none"]
     assert _flag_values(args, "--runtime") == ["runc"]
     assert _flag_values(args, "--user") == ["10001:10001"]
     assert _flag_values(args, "--cap-drop") == ["all"]
-    assert _flag_values(args, "--security-opt") == ["no-new-privileges"]
+    assert _flag_values(args, "--security-opt")[0] == "no-new-privileges"
+    if PODMAN_SECCOMP.exists():
+        assert _flag_values(args, "--security-opt")[1] == f"seccomp={tmp_path / 'rt' / 'seccomp.json'}"
     assert _flag_values(args, "--memory") == _flag_values(args, "--memory-swap") == ["1000"]
     assert "--read-only" in args
     assert "--read-only-tmpfs=false" in args
@@ -130,21 +134,60 @@ def test_podman_flags(tmp_path: Path) -> None:
 
 def test_docker_shares_the_flags_with_its_own_gpu_and_volume_syntax(tmp_path: Path) -> None:
     s = spec(mounts=(Mount(tmp_path, "/input"),), gpu=0)
-    podman = PodmanBackend().run_arguments(s, "n", tmp_path / "out")
-    docker = DockerBackend().run_arguments(s, "n", tmp_path / "out")
+    podman = PodmanBackend(runtime_dir=tmp_path / "rt").run_arguments(s, "n", tmp_path / "out")
+    docker = DockerBackend(runtime_dir=tmp_path / "rt").run_arguments(s, "n", tmp_path / "out")
     assert docker[0] == "run"
     assert _flag_values(docker, "--gpus") == ["device=0"]
     assert "--runtime" not in docker
     assert f"{tmp_path}:/input:ro" in _flag_values(docker, "-v")
-    strip = {"--gpus", "--device", "--runtime", "-v"}
-    assert [
-        a
-        for a in docker
-        if a not in strip and "nvidia" not in a and "device=" not in a and ":/" not in a and a != "runc"
-    ] == [a for a in podman if a not in strip and "nvidia" not in a and ":/" not in a and a != "runc"]
+    for flag in (
+        "--network",
+        "--user",
+        "--cap-drop",
+        "--memory",
+        "--memory-swap",
+        "--pids-limit",
+        "--cpus",
+        "--shm-size",
+        "--tmpfs",
+        "--label",
+        "--log-driver",
+        "--ulimit",
+        "--pull",
+        "--workdir",
+        "--env",
+    ):
+        assert _flag_values(docker, flag) == _flag_values(podman, flag), flag
+    assert "--read-only" in docker
+    assert "--read-only-tmpfs=false" not in docker
+    assert "no-new-privileges" in _flag_values(docker, "--security-opt")
 
 
 def test_no_gpu_flags_without_a_gpu(tmp_path: Path) -> None:
-    args = PodmanBackend().run_arguments(spec(), "n", tmp_path)
+    args = PodmanBackend(runtime_dir=tmp_path / "rt").run_arguments(spec(), "n", tmp_path)
     assert "--device" not in args
     assert "--gpus" not in args
+
+
+def test_strict_seccomp_profile_refuses_new_namespaces(tmp_path: Path) -> None:
+    default = tmp_path / "default.json"
+    default.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ERRNO",
+                "syscalls": [
+                    {"names": ["read", "clone", "clone3", "unshare", "setns", "write"], "action": "SCMP_ACT_ALLOW"},
+                    {"names": ["setns"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+                ],
+            }
+        )
+    )
+    written = strict_seccomp_profile(default, tmp_path / "rt" / "seccomp.json")
+    assert written == tmp_path / "rt" / "seccomp.json"
+    rules = json.loads(written.read_text())["syscalls"]
+    allowed = {n for r in rules if r["action"] == "SCMP_ACT_ALLOW" and not r.get("args") for n in r["names"]}
+    assert allowed == {"read", "write"}
+    (clone,) = [r for r in rules if r["names"] == ["clone"]]
+    assert clone["args"] == [{"index": 0, "value": 0x7E020000, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]
+    assert {"names": ["unshare", "setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1} in rules
+    assert strict_seccomp_profile(tmp_path / "missing.json", tmp_path / "x.json") is None

@@ -164,7 +164,9 @@ class BwrapBackend:
                 "--no-new-privs",
                 "--",
             ]
-        command += ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        # --disable-userns: no nested user namespaces, the usual door to kernel attack surface.
+        command += ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
+        command += ["--new-session", "--cap-drop", "ALL"]
         command += ["--uid", str(spec.uid), "--gid", str(spec.gid), "--hostname", "sandbox"]
         for name in ("bin", "sbin", "lib", "lib64", "lib32"):
             host = Path("/") / name

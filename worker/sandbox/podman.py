@@ -13,6 +13,7 @@ Imports the stdlib and worker.sandbox only; must not import Celery, SQLAlchemy, 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -27,12 +28,53 @@ from worker.sandbox.streams import TailReader
 
 LABEL_KEY = "midog.sandbox"
 _ENGINE_TIMEOUT_S = 60.0
+# containers-common's default profile; podman's built-in default is the same file.
+PODMAN_SECCOMP = Path("/usr/share/containers/seccomp.json")
+# CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET: clone may create none of these.
+_CLONE_NAMESPACE_FLAGS = 0x7E020000
+_NAMESPACE_CALLS = {"clone", "clone3", "unshare", "setns"}
+
+
+def strict_seccomp_profile(default: Path, destination: Path) -> Path | None:
+    """Podman's default seccomp profile, minus new namespaces; written to `destination`.
+
+    Podman's default lets an unprivileged process create user namespaces (for nested rootless
+    containers), and a user namespace is the usual door to kernel attack surface. Here `unshare` and
+    `setns` fail with EPERM, `clone` is allowed only without namespace flags, and `clone3` (whose flags
+    seccomp cannot inspect) fails with ENOSYS so that the C library falls back to `clone`. Returns None
+    when the default profile is not installed (podman's built-in default then applies).
+    """
+    try:
+        profile = json.loads(default.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rules = []
+    for rule in profile.get("syscalls", []):
+        names = [n for n in rule.get("names", []) if n not in _NAMESPACE_CALLS]
+        if names:
+            rules.append({**rule, "names": names})
+    rules += [
+        {
+            "names": ["clone"],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": _CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+        },
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+        {"names": ["unshare", "setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+    ]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_suffix(".tmp")
+    temporary.write_text(json.dumps({**profile, "syscalls": rules}), encoding="utf-8")
+    temporary.replace(destination)
+    return destination
 
 
 class PodmanBackend:
     """Runs argv (or the image's own command when argv is empty) in a container under a SandboxSpec."""
 
     name = "podman"
+    # --read-only-tmpfs=false: no writable /run and /var/tmp; /tmp is the only tmpfs, with its size.
+    read_only_flags: tuple[str, ...] = ("--read-only", "--read-only-tmpfs=false")
 
     def __init__(
         self,
@@ -46,6 +88,7 @@ class PodmanBackend:
         self.runtime = runtime
         self.runtime_dir = runtime_dir or default_runtime_dir()
         self.output_tmpfs = output_tmpfs
+        self._seccomp: Path | bool | None = None
 
     def check(self) -> None:
         if shutil.which(self.executable) is None:
@@ -73,9 +116,9 @@ class PodmanBackend:
         if self.runtime:
             args += ["--runtime", self.runtime]
         args += ["--user", f"{spec.uid}:{spec.gid}", "--cap-drop", "all", "--security-opt", "no-new-privileges"]
+        args += self._seccomp_arguments()
         args += [
-            "--read-only",
-            "--read-only-tmpfs=false",
+            *self.read_only_flags,
             "--memory",
             memory,
             "--memory-swap",
@@ -103,6 +146,11 @@ class PodmanBackend:
         if spec.gpu is not None:
             args += self._gpu_arguments(spec.gpu)
         return [*args, spec.image]
+
+    def _seccomp_arguments(self) -> list[str]:
+        if self._seccomp is None:
+            self._seccomp = strict_seccomp_profile(PODMAN_SECCOMP, self.runtime_dir / "seccomp.json") or False
+        return ["--security-opt", f"seccomp={self._seccomp}"] if self._seccomp else []
 
     def _volume_options(self, mode: str) -> str:
         return f"{mode},nosuid,nodev"
@@ -206,9 +254,15 @@ class DockerBackend(PodmanBackend):
     """Docker takes podman's flags; only the GPU flag and the default runtime differ."""
 
     name = "docker"
+    # Docker's --read-only adds no tmpfs of its own.
+    read_only_flags = ("--read-only",)
 
     def __init__(self, *, runtime_dir: Path | None = None, output_tmpfs: bool | None = None) -> None:
         super().__init__(executable="docker", runtime=None, runtime_dir=runtime_dir, output_tmpfs=output_tmpfs)
+
+    def _seccomp_arguments(self) -> list[str]:
+        # Docker's built-in default profile already refuses new namespaces without CAP_SYS_ADMIN.
+        return []
 
     def _volume_options(self, mode: str) -> str:
         # Docker's -v accepts no mount flags; its bind mounts are nosuid/nodev-free, --cap-drop covers suid.
