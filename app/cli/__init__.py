@@ -6,7 +6,7 @@ starts without loading the web service or the worker.
 
 import typer
 
-from app.cli import client, dataset, score, serve, worker
+from app.cli import admin, client, dataset, demo, score, serve, worker
 
 cli = typer.Typer(
     name="midog-eval",
@@ -27,6 +27,8 @@ cli.add_typer(dataset.dataset_app, name="dataset")
 cli.command("serve")(serve.serve_command)
 cli.command("worker")(worker.worker_command)
 cli.add_typer(client.app)  # login, challenges, submit, status, leaderboard
+cli.add_typer(demo.app)  # demo
+cli.add_typer(admin.admin_app, name="admin")  # create-token, revoke-token
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, cast
 
 import httpx
 import typer
@@ -161,6 +161,29 @@ def print_submission(sub: dict[str, Any]) -> None:
         console.print(result_table(sub["result"]))
 
 
+def leaderboard_table(board: dict[str, Any]) -> Table:
+    """Rank, team, method, F1 with its CI, F1 per scanner, worst-scanner F1, AP, rank robustness."""
+    labels: list[str] = board["group_labels"]
+    table = Table(title=f"{board['challenge_slug']}/{board['phase_slug']}: {board['phase_title']}")
+    for name in ("rank", "team", "method", "F1 [95% CI]", *labels, "worst", "AP", "robust"):
+        table.add_column(name, justify="left" if name in {"team", "method"} else "right")
+    for e in board["entries"]:
+        group_f1 = [e["groups"].get(label, {}).get("f1") for label in labels]
+        present = [v for v in group_f1 if v is not None]
+        robust = e.get("rank_robustness")
+        table.add_row(
+            "baseline" if e["is_baseline"] else str(e["rank"]),
+            e["team_name"],
+            e["method_name"],
+            fmt(e["f1"]) + ci(e.get("f1_ci_low"), e.get("f1_ci_high")),
+            *[fmt(v) for v in group_f1],
+            fmt(min(present)) if present else "–",
+            fmt(e.get("ap")),
+            "–" if robust is None else f"{robust * 100:.0f}%",
+        )
+    return table
+
+
 # --- phases --------------------------------------------------------------------------------------------
 
 
@@ -277,12 +300,12 @@ def upload(http: httpx.Client, phase_id: int, path: Path, kind: str, fields: dic
     ):
         task = progress.add_task("upload", total=size)
         reader = _ProgressReader(fh, progress, task)
-        files = {"file": (path.name, reader, "application/octet-stream")}
+        files = {"file": (path.name, cast(IO[bytes], reader), "application/octet-stream")}
         response = http.post(
             f"/phases/{phase_id}/submissions",
             params={"kind": kind},
             data={k: v for k, v in fields.items() if v},
-            files=files,  # type: ignore[dict-item]
+            files=files,
             timeout=httpx.Timeout(30.0, write=None, read=600.0),
         )
     result: dict[str, Any] = check(response)
@@ -428,24 +451,6 @@ def leaderboard(
         if not board["scores_visible"]:
             console.print(f"{board['phase_title']}: scores are hidden ({board['visibility']})")
             return
-        labels: list[str] = board["group_labels"]
-        table = Table(title=f"{board['challenge_slug']}/{board['phase_slug']}: {board['phase_title']}")
-        for name in ("rank", "team", "method", "F1 [95% CI]", *labels, "worst", "AP", "robust"):
-            table.add_column(name, justify="left" if name in {"team", "method"} else "right")
-        for e in board["entries"]:
-            group_f1 = [e["groups"].get(label, {}).get("f1") for label in labels]
-            present = [v for v in group_f1 if v is not None]
-            robust = e.get("rank_robustness")
-            table.add_row(
-                "baseline" if e["is_baseline"] else str(e["rank"]),
-                e["team_name"],
-                e["method_name"],
-                fmt(e["f1"]) + ci(e.get("f1_ci_low"), e.get("f1_ci_high")),
-                *[fmt(v) for v in group_f1],
-                fmt(min(present)) if present else "–",
-                fmt(e.get("ap")),
-                "–" if robust is None else f"{robust * 100:.0f}%",
-            )
-        console.print(table)
+        console.print(leaderboard_table(board))
 
     run(body)

@@ -1,0 +1,428 @@
+"""`midog-eval demo`: a synthetic 4-scanner challenge with baseline entries, served on this machine.
+
+Steps: generate a small synthetic multi-scanner test set (worker.datasets.synth), migrate the embedded
+database and create the challenge, its phase and one team per baseline directly in it (the organiser's
+side), start `midog-eval serve` (API + workers on SQLite and the server-less broker), then submit every
+baseline through the REST API like a participant would, mark it a baseline, wait for the scores and print
+the leaderboard URL. It keeps serving until Ctrl-C (`--exit-after-ready` stops once the board is up).
+
+Baselines: a dark-blob detector in numpy (colour deconvolution + difference of Gaussians, fixed threshold)
+whose predictions file is always submitted, and the reference detectors of worker.reference when their
+model archives are present (run by the inference runtime in a child process; their detections are
+submitted as predictions files).
+
+Heavy imports happen inside functions: `midog-eval --help` must not load SQLAlchemy, numpy or torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+app = typer.Typer()
+
+CHALLENGE_SLUG = "midog-demo"
+PHASE_SLUG = "preliminary"
+# Where bench/train_reference.py writes the reference detectors' archives (one directory each).
+REFERENCE_ARCHIVES = Path(__file__).resolve().parents[2] / "worker" / "reference" / "archives"
+RUIFROK_HE = ((0.650, 0.704, 0.286), (0.072, 0.990, 0.105), (0.268, 0.570, 0.776))
+BLOB_THRESHOLD = 0.5
+_CLI_ENTRY = "from app.cli import main; main()"
+
+
+@dataclass
+class Baseline:
+    team: str
+    method: str
+    description: str
+    predictions: Path
+
+
+@dataclass
+class DemoSetup:
+    phase_id: int
+    organiser_token: str
+    # team name -> participant token
+    team_tokens: dict[str, str] = field(default_factory=dict)
+    created: bool = True
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+# --- the test set and the baselines' predictions -------------------------------------------------------
+
+
+def build_test_set(root: Path, *, scanners: int, cases: int, size: tuple[int, int], seed: int) -> Path:
+    """The synthetic set (reused when it already exists)."""
+    if (root / "manifest.json").is_file():
+        return root
+    from worker.datasets.synth import generate_test_set
+
+    generate_test_set(root, scanners=scanners, cases_per_scanner=cases, size=size, seed=seed)
+    return root
+
+
+def blob_detections(
+    rgb: Any, spacing_mm: float, *, threshold: float = BLOB_THRESHOLD
+) -> list[tuple[float, float, float]]:
+    """(x_mm, y_mm, score) of dark haematoxylin blobs a few micrometres across: optical density, Ruifrok-Johnston
+    colour deconvolution with fixed stain vectors, 4x average pooling, difference of Gaussians (1 and 2.5 µm),
+    local maxima 8 µm apart above `threshold`. The fixed stain vectors make it sensitive to the scanner."""
+    import numpy as np
+    from scipy import ndimage
+
+    stains = np.asarray(RUIFROK_HE, dtype=np.float64)
+    unmix = np.linalg.inv(stains / np.linalg.norm(stains, axis=1, keepdims=True)).astype(np.float32)
+    od = -np.log10((np.asarray(rgb, dtype=np.float32)[..., :3] + 1.0) / 256.0)
+    haem = (od @ unmix)[..., 0]
+    s = 4
+    h, w = haem.shape[0] // s * s, haem.shape[1] // s * s
+    pooled = haem[:h, :w].reshape(h // s, s, w // s, s).mean(axis=(1, 3))
+    um = spacing_mm * 1000.0 * s  # micrometres per pooled pixel
+    response = ndimage.gaussian_filter(pooled, 1.0 / um) - ndimage.gaussian_filter(pooled, 2.5 / um)
+    size = round(8.0 / um) | 1
+    peaks = (response == ndimage.maximum_filter(response, size=size)) & (response > threshold)
+    ys, xs = np.nonzero(peaks)
+    return [
+        ((x * s + s / 2) * spacing_mm, (y * s + s / 2) * spacing_mm, float(response[y, x]))
+        for y, x in zip(ys, xs, strict=True)
+    ]
+
+
+def write_blob_predictions(test_set: Path, out: Path) -> Path:
+    """The numpy blob detector over every image of the set, as an official "Multiple points" JSON."""
+    import tifffile
+
+    from worker.datasets.manifest import TestSet
+
+    disk = TestSet.open(test_set)
+    doc: dict[str, Any] = {}
+    for case in disk.cases:
+        assert case.spacing_mm is not None
+        found = blob_detections(tifffile.imread(disk.image_path(case)), case.spacing_mm)
+        doc[case.name] = {
+            "type": "Multiple points",
+            "points": [{"point": [x, y, 0], "probability": min(1.0, score)} for x, y, score in found],
+            "version": {"major": 1, "minor": 0},
+        }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def reference_archives(directory: Path = REFERENCE_ARCHIVES) -> list[Path]:
+    """Model archives of the reference detectors (directories holding manifest.json), if they were built."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if (p / "manifest.json").is_file())
+
+
+_RUN_ARCHIVE = """
+import sys
+from pathlib import Path
+import torch
+from worker.inference.detector import Detector
+from worker.inference.images import list_images
+from worker.inference.pipeline import run_archive
+archive, test_set, out = map(Path, sys.argv[1:4])
+run_archive(Detector(archive, device=torch.device("cpu")), list_images(test_set), out)
+"""
+
+
+def archive_predictions(archive: Path, test_set: Path, out_dir: Path) -> Path:
+    """Run a trusted reference archive with the inference runtime in a child process (torch stays out of
+    this one); returns the directory of `<stem>.json` files it writes."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-c", _RUN_ARCHIVE, str(archive), str(test_set), str(out_dir)],
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
+    )
+    merged = {p.stem + ".tiff": json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))}
+    target = out_dir.with_suffix(".json")
+    target.write_text(json.dumps(merged))
+    return target
+
+
+# --- the organiser's side: database rows ---------------------------------------------------------------
+
+
+def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, bootstrap: int = 500) -> DemoSetup:
+    """Migrate, then create (once) the test set, the challenge with one open phase, an organiser token and a
+    team with a participant token per baseline. A second run finds the challenge and issues fresh tokens."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from app.admin.schemas import TestSetCreate
+    from app.admin.service import register_test_set
+    from app.auth.service import create_token, hash_password
+    from app.challenges.schemas import ChallengeCreate, PhaseCreate
+    from app.challenges.service import create_challenge, create_phase
+    from app.cli.serve import migrate_database
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.models import Challenge, Participant, Phase, Team, TokenScope, utcnow
+
+    migrate_database(database_url)
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as db:
+            challenge = db.scalar(select(Challenge).where(Challenge.slug == CHALLENGE_SLUG))
+            created = challenge is None
+            if challenge is None:
+                rows = register_test_set(
+                    db, data=TestSetCreate(name=f"demo-{test_set.name}", path=str(test_set.resolve()))
+                )
+                challenge = create_challenge(
+                    db,
+                    data=ChallengeCreate(
+                        slug=CHALLENGE_SLUG,
+                        title="MIDOG demo: mitotic figures across four scanners",
+                        description=(
+                            "A synthetic multi-scanner test set generated on this machine. Detections are "
+                            "matched to mitotic figures within 7.5 µm (official MIDOG rules); the per-scanner "
+                            "columns show how each method copes with scanner domain shift."
+                        ),
+                    ),
+                )
+                now = utcnow()
+                phase = create_phase(
+                    db,
+                    challenge=challenge,
+                    data=PhaseCreate(
+                        slug=PHASE_SLUG,
+                        title="Preliminary test phase",
+                        opens_at=now - timedelta(minutes=5),
+                        closes_at=now + timedelta(days=30),
+                        test_set_id=rows.id,
+                        daily_quota=None,
+                        max_active_per_team=5,
+                    ),
+                )
+                phase.scoring_options = {"bootstrap": bootstrap, "seed": 0}
+            else:
+                phase = db.scalars(
+                    select(Phase).where(Phase.challenge_id == challenge.id, Phase.slug == PHASE_SLUG)
+                ).one()
+            organiser = create_token(db, scope=TokenScope.ORGANISER, name="demo organiser").token
+            setup = DemoSetup(phase_id=phase.id, organiser_token=organiser, created=created)
+            for name in teams:
+                member = db.scalar(select(Participant).join(Team).where(Team.name == name))
+                if member is None:
+                    team = Team(name=name, contact_email="baselines@example.org", is_approved=True)
+                    email = f"{name.lower().replace(' ', '-').replace(':', '')}@baselines.example.org"
+                    member = Participant(
+                        team=team, email=email, display_name=name, password_hash=hash_password(secrets.token_urlsafe())
+                    )
+                    db.add_all([team, member])
+                    db.flush()
+                setup.team_tokens[name] = create_token(
+                    db, scope=TokenScope.PARTICIPANT, participant=member, name="demo"
+                ).token
+            return setup
+    finally:
+        engine.dispose()
+
+
+# --- the running server --------------------------------------------------------------------------------
+
+
+def start_server(
+    env: dict[str, str], *, host: str, port: int, log: Path, gpu_worker: bool = False
+) -> subprocess.Popen[bytes]:
+    """`midog-eval serve` in its own process group (so that stopping it stops its workers too)."""
+    argv = [sys.executable, "-c", _CLI_ENTRY, "serve", "--host", host, "--port", str(port), "--log-level", "warning"]
+    if not gpu_worker:
+        argv.append("--no-gpu-worker")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def wait_ready(base_url: str, process: subprocess.Popen[bytes], *, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
+        try:
+            if httpx.get(base_url + "/api/v1/health", timeout=2).is_success:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"the server did not answer at {base_url} within {timeout_s:.0f} s")
+
+
+def submit_baseline(api: str, setup: DemoSetup, baseline: Baseline) -> int:
+    """Upload as the baseline's team, then mark the submission a baseline as the organiser."""
+    headers = {"Authorization": f"Bearer {setup.team_tokens[baseline.team]}"}
+    with baseline.predictions.open("rb") as fh:
+        r = httpx.post(
+            f"{api}/phases/{setup.phase_id}/submissions",
+            params={"kind": "predictions"},
+            headers=headers,
+            data={"method_name": baseline.method, "description": baseline.description},
+            files={"file": (baseline.predictions.name, fh, "application/json")},
+            timeout=120,
+        )
+    if not r.is_success:
+        raise RuntimeError(f"submitting {baseline.method} failed: {r.status_code} {r.text[:300]}")
+    submission_id = int(r.json()["id"])
+    admin = {"Authorization": f"Bearer {setup.organiser_token}"}
+    r = httpx.patch(f"{api}/admin/submissions/{submission_id}", json={"is_baseline": True}, headers=admin, timeout=30)
+    r.raise_for_status()
+    return submission_id
+
+
+def wait_scored(api: str, setup: DemoSetup, ids: list[int], *, timeout_s: float = 300.0) -> dict[int, str]:
+    """Poll the organiser view until every evaluation is finished; submission id -> final status."""
+    admin = {"Authorization": f"Bearer {setup.organiser_token}"}
+    deadline = time.monotonic() + timeout_s
+    final: dict[int, str] = {}
+    while len(final) < len(ids):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"evaluations {sorted(set(ids) - set(final))} did not finish in {timeout_s:.0f} s")
+        for sid in ids:
+            if sid in final:
+                continue
+            body = httpx.get(f"{api}/admin/submissions/{sid}", headers=admin, timeout=30).json()
+            latest = body["evaluations"][-1] if body.get("evaluations") else None
+            if latest and latest["status"] in {"succeeded", "failed", "cancelled"}:
+                final[sid] = latest["status"]
+                if latest["status"] != "succeeded":
+                    say(f"submission {sid}: {latest['status']}: {latest['error_message']}")
+        time.sleep(0.5)
+    return final
+
+
+def baselines_for(test_set: Path, work: Path, progress: Callable[[str], None] = say) -> list[Baseline]:
+    progress("computing the blob detector's predictions")
+    items = [
+        Baseline(
+            team="Baseline: blob detector",
+            method="Colour deconvolution + DoG blobs (numpy)",
+            description=(
+                "Haematoxylin channel by Ruifrok-Johnston colour deconvolution with fixed stain vectors, "
+                f"difference of Gaussians at 1 and 2.5 µm, local maxima above {BLOB_THRESHOLD}. No training."
+            ),
+            predictions=write_blob_predictions(test_set, work / "blob-detector.json"),
+        )
+    ]
+    for archive in reference_archives():
+        progress(f"running the reference archive {archive.name}")
+        try:
+            predictions = archive_predictions(archive, test_set, work / f"reference-{archive.name}")
+        except (subprocess.CalledProcessError, OSError) as exc:
+            progress(f"skipping {archive.name}: {exc}")
+            continue
+        items.append(
+            Baseline(
+                team=f"Baseline: {archive.name}",
+                method=f"Reference detector {archive.name}",
+                description=f"Reference model archive {archive.name} (worker/reference), run by the inference runtime.",
+                predictions=predictions,
+            )
+        )
+    return items
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    return int(w), int(h)
+
+
+@app.command("demo")
+def demo_command(
+    data_dir: Annotated[Path, typer.Option(help="Everything the demo writes (database, test set, uploads).")] = Path(
+        "var/demo"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    scanners: Annotated[int, typer.Option(min=1, max=8, help="Synthetic scanners.")] = 4,
+    cases: Annotated[int, typer.Option(min=1, max=50, help="Cases per scanner.")] = 3,
+    size: Annotated[str, typer.Option(help="Image size WxH in pixels.")] = "1024x768",
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic set.")] = 0,
+    exit_after_ready: Annotated[
+        bool, typer.Option("--exit-after-ready", "--no-wait", help="Stop once the leaderboard is up (for tests).")
+    ] = False,
+) -> None:
+    """Create a synthetic multi-scanner challenge, score the baselines, and serve the leaderboard."""
+    started = time.monotonic()
+    data_dir = data_dir.resolve()
+    env = {**os.environ, "MIDOG_DATA_DIR": str(data_dir)}
+    # The embedded default, whatever the shell has configured for production.
+    for name in ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL", "DATABASE_URL", "REDIS_URL"):
+        env.pop(name, None)
+    os.environ.update({"MIDOG_DATA_DIR": str(data_dir)})
+    for name in ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL"):
+        os.environ.pop(name, None)
+    from app.settings import Settings
+
+    settings = Settings(data_dir=data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    say(f"generating the synthetic test set ({scanners} scanners x {cases} cases of {size})")
+    test_set = build_test_set(
+        data_dir / "test-sets" / f"synthetic-{scanners}x{cases}-{size}-seed{seed}",
+        scanners=scanners,
+        cases=cases,
+        size=_size(size),
+        seed=seed,
+    )
+    baselines = baselines_for(test_set, data_dir / "baselines")
+    setup = setup_challenge(settings.database_url, test_set, [b.team for b in baselines])
+    base_url = f"http://{host}:{port}"
+    server = start_server(env, host=host, port=port, log=data_dir / "logs" / "serve.log")
+    try:
+        wait_ready(base_url, server)
+        api = base_url + "/api/v1"
+        if setup.created:
+            ids = [submit_baseline(api, setup, b) for b in baselines]
+            statuses = wait_scored(api, setup, ids)
+            if not any(s == "succeeded" for s in statuses.values()):
+                raise RuntimeError(f"no baseline was scored; see {data_dir / 'logs'}")
+        token_file = data_dir / "organiser-token"
+        token_file.write_text(setup.organiser_token + "\n")
+        token_file.chmod(0o600)
+        from app.cli.client import console, leaderboard_table
+
+        board = httpx.get(f"{api}/phases/{setup.phase_id}/leaderboard", timeout=30).json()
+        console.print(leaderboard_table(board))
+        url = f"{base_url}/phases/{setup.phase_id}/leaderboard"
+        typer.echo(f"leaderboard: {url}")
+        typer.echo(f"organiser token: {token_file}")
+        typer.echo(f"ready in {time.monotonic() - started:.1f} s")
+        if exit_after_ready:
+            return
+        typer.echo("serving; press Ctrl-C to stop")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.wait()
+    finally:
+        stop_server(server)
