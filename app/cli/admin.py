@@ -1,0 +1,68 @@
+"""`midog-eval admin ...`: organiser bootstrap on the server. `create-token` prints a new organiser token
+once (stdout, nothing else there) and stores only its sha256.
+
+Imports nothing heavy at module level (the CLI must start without SQLAlchemy, FastAPI or Celery).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+admin_app = typer.Typer(name="admin", help="Organiser bootstrap: tokens on the server.", no_args_is_help=True)
+
+
+@admin_app.command("create-token")
+def create_token_command(
+    name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "admin",
+    expires_days: Annotated[int | None, typer.Option(help="Expire after this many days (default: never).")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (default: MIDOG_DATABASE_URL / settings).")
+    ] = None,
+) -> None:
+    """Create an organiser API token and print it once; only its hash is stored."""
+    from app.auth.service import create_token
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.models import TokenScope, utcnow
+    from app.settings import get_settings
+
+    url = database_url or get_settings().database_url
+    engine = make_engine(url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+            issued = create_token(session, scope=TokenScope.ORGANISER, name=name, expires_at=expires)
+            token_id = issued.row.id
+    except Exception as exc:  # a missing table or a dead server: one line, exit 1
+        typer.echo(f"error: could not create the token: {exc.__class__.__name__}: {str(exc).splitlines()[0]}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    typer.echo(issued.token)
+    typer.echo(f"organiser token {token_id} ({name!r}) created; it is shown only this once.", err=True)
+
+
+@admin_app.command("revoke-token")
+def revoke_token_command(
+    token_id: Annotated[int, typer.Argument(help="The token's id (see the admin API's /tokens).")],
+    database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: settings).")] = None,
+) -> None:
+    """Revoke an API token by id."""
+    from app.auth.service import revoke_token
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.models import ApiToken
+    from app.settings import get_settings
+
+    engine = make_engine(database_url or get_settings().database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            token = session.get(ApiToken, token_id)
+            if token is None:
+                typer.echo(f"error: no token {token_id}", err=True)
+                raise typer.Exit(1)
+            revoke_token(session, token=token)
+    finally:
+        engine.dispose()
+    typer.echo(f"token {token_id} revoked", err=True)
