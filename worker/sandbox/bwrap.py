@@ -8,8 +8,9 @@ Layers, outermost first:
 - setpriv (when the worker is root): the real uid/gid outside become the spec's non-root ids, all
   capabilities and supplementary groups are dropped, no_new_privs is set;
 - bwrap --unshare-all (user, pid, net, ipc, uts, cgroup namespaces: no network at all), --die-with-parent,
-  --new-session, --cap-drop ALL, a root built from read-only binds of the host's /usr and the spec's mounts,
-  tmpfs /tmp and /dev/shm with sizes, /output bound from the size-bounded output area.
+  --new-session, --cap-drop ALL, --disable-userns (no nested user namespaces), a seccomp filter
+  (seccomp.py), a root built from read-only binds of the host's /usr and the spec's mounts, tmpfs /tmp
+  and /dev/shm with sizes, /output bound from the size-bounded output area.
 bwrap runs as the unprivileged uid, so it must be able to reach every mount source. A root worker
 therefore bind-mounts each source into the run's directory first (search-only permissions up to it), so
 the worker's data directories may stay private; a non-root worker needs sources its sandbox uid can reach.
@@ -29,7 +30,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.sandbox import cgroups
+from worker.sandbox import cgroups, seccomp
 from worker.sandbox.output import (
     OutputArea,
     RunDirectory,
@@ -61,6 +62,14 @@ def _start_time(pid: int) -> str | None:
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _memory_file(data: bytes) -> int:
+    """An anonymous in-memory file holding `data`, positioned at its start (bwrap reads it from there)."""
+    fd = os.memfd_create("midog-seccomp", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 class BwrapBackend:
@@ -105,11 +114,13 @@ class BwrapBackend:
             )
             run_dir.write_state({"cgroups": {k: str(v) for k, v in groups.paths.items()}, "labels": dict(spec.labels)})
             ready = list(os.pipe())
+            program = seccomp.build_filter()
+            filter_fd = _memory_file(program) if program is not None else None
             try:
-                command = self._command(spec, argv, area, groups, run_dir, staged)
-                return self._execute(spec, command, area, groups, run_dir, output_dir, ready)
+                command = self._command(spec, argv, area, groups, run_dir, staged, filter_fd)
+                return self._execute(spec, command, area, groups, run_dir, output_dir, ready, filter_fd)
             finally:
-                for fd in ready:
+                for fd in [*ready, *([] if filter_fd is None else [filter_fd])]:
                     os.close(fd)
         finally:
             groups.remove()
@@ -126,6 +137,7 @@ class BwrapBackend:
         groups: cgroups.RunCgroups,
         run_dir: RunDirectory,
         staged: list[Path],
+        filter_fd: int | None,
     ) -> list[str]:
         def reachable(source: Path, index: int) -> str:
             if os.geteuid() != 0:
@@ -167,6 +179,8 @@ class BwrapBackend:
         # --disable-userns: no nested user namespaces, the usual door to kernel attack surface.
         command += ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
         command += ["--new-session", "--cap-drop", "ALL"]
+        if filter_fd is not None:
+            command += ["--seccomp", str(filter_fd)]
         command += ["--uid", str(spec.uid), "--gid", str(spec.gid), "--hostname", "sandbox"]
         for name in ("bin", "sbin", "lib", "lib64", "lib32"):
             host = Path("/") / name
@@ -207,6 +221,7 @@ class BwrapBackend:
         run_dir: RunDirectory,
         output_dir: Path,
         ready: list[int],
+        filter_fd: int | None,
     ) -> SandboxResult:
         """`ready` holds the read and write ends of the set-up pipe; an end closed here leaves the list."""
         ready_read, ready_write = ready
@@ -217,6 +232,7 @@ class BwrapBackend:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            pass_fds=() if filter_fd is None else (filter_fd,),
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         )
         os.close(ready_write)

@@ -33,15 +33,18 @@ PODMAN_SECCOMP = Path("/usr/share/containers/seccomp.json")
 # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET: clone may create none of these.
 _CLONE_NAMESPACE_FLAGS = 0x7E020000
 _NAMESPACE_CALLS = {"clone", "clone3", "unshare", "setns"}
+# Kernel keyrings are not namespaced; docker's default refuses them too.
+_KEYRING_CALLS = {"keyctl", "add_key", "request_key"}
 
 
 def strict_seccomp_profile(default: Path, destination: Path) -> Path | None:
-    """Podman's default seccomp profile, minus new namespaces; written to `destination`.
+    """Podman's default seccomp profile, minus new namespaces and keyrings; written to `destination`.
 
     Podman's default lets an unprivileged process create user namespaces (for nested rootless
     containers), and a user namespace is the usual door to kernel attack surface. Here `unshare` and
     `setns` fail with EPERM, `clone` is allowed only without namespace flags, and `clone3` (whose flags
-    seccomp cannot inspect) fails with ENOSYS so that the C library falls back to `clone`. Returns None
+    seccomp cannot inspect) fails with ENOSYS so that the C library falls back to `clone`; the keyring
+    calls fail with EPERM. Returns None
     when the default profile is not installed (podman's built-in default then applies).
     """
     try:
@@ -50,7 +53,7 @@ def strict_seccomp_profile(default: Path, destination: Path) -> Path | None:
         return None
     rules = []
     for rule in profile.get("syscalls", []):
-        names = [n for n in rule.get("names", []) if n not in _NAMESPACE_CALLS]
+        names = [n for n in rule.get("names", []) if n not in _NAMESPACE_CALLS | _KEYRING_CALLS]
         if names:
             rules.append({**rule, "names": names})
     rules += [
@@ -61,6 +64,7 @@ def strict_seccomp_profile(default: Path, destination: Path) -> Path | None:
         },
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
         {"names": ["unshare", "setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+        {"names": sorted(_KEYRING_CALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
     ]
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_suffix(".tmp")
