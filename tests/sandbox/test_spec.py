@@ -191,3 +191,30 @@ def test_strict_seccomp_profile_refuses_new_namespaces(tmp_path: Path) -> None:
     assert clone["args"] == [{"index": 0, "value": 0x7E020000, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]
     assert {"names": ["unshare", "setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1} in rules
     assert strict_seccomp_profile(tmp_path / "missing.json", tmp_path / "x.json") is None
+
+
+def test_bwrap_seccomp_program_is_well_formed() -> None:
+    import platform
+    import struct
+
+    from worker.sandbox.seccomp import DENIED_X86_64, build_filter
+
+    program = build_filter()
+    if platform.machine() != "x86_64":
+        assert program is None
+        return
+    assert program is not None
+    insns = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
+    assert len(insns) == 4 + len(set(DENIED_X86_64.values())) + 3
+    deny = len(insns) - 2
+    # Every conditional jump lands inside the program; every listed number jumps to the EPERM return.
+    for position, (code, jt, jf, _) in enumerate(insns):
+        if code in (0x15, 0x35):
+            assert position + 1 + jt < len(insns)
+            assert position + 1 + jf < len(insns)
+    checks = insns[4 : deny - 1]
+    assert all(code == 0x15 and position + 4 + 1 + jt == deny for position, (code, jt, _, _) in enumerate(checks))
+    assert {k for _, _, _, k in checks} == set(DENIED_X86_64.values())
+    assert insns[-3][3] == 0x7FFF0000  # allow
+    assert insns[-2][3] == 0x00050001  # EPERM
+    assert insns[-1][3] == 0x80000000  # kill: a foreign architecture
