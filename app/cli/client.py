@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
+# Piped output keeps whole tables (rich would squeeze them into 80 columns).
+console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
 err = Console(stderr=True)
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"

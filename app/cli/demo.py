@@ -381,6 +381,10 @@ def demo_command(
     # The embedded default, whatever the shell has configured for production.
     for name in ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL", "DATABASE_URL", "REDIS_URL"):
         env.pop(name, None)
+    # A wake-up lost on the way to the broker (the first message can race the worker's start on the SQLite
+    # broker) is re-sent by the reconciler within seconds instead of the production default of minutes.
+    env.setdefault("MIDOG_RECONCILE_INTERVAL_S", "3")
+    env.setdefault("MIDOG_REQUEUE_AFTER_S", "6")
     os.environ.update({"MIDOG_DATA_DIR": str(data_dir)})
     for name in ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL"):
         os.environ.pop(name, None)

@@ -1,0 +1,167 @@
+"""The participant CLI against a live `midog-eval serve` (embedded SQLite, its own worker): log in, submit a
+predictions file with --wait, and read the final per-scanner table, whose counts are known by construction."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.cli import demo
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-c", "from app.cli import main; main()"]
+TEAM = "Team CLI"
+
+
+@dataclass
+class Live:
+    url: str
+    phase_id: int
+    token: str
+    test_set: Path
+    env: dict[str, str]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    root = tmp_path_factory.mktemp("cli-live")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(
+        MIDOG_DATA_DIR=str(data_dir),
+        MIDOG_RECONCILE_INTERVAL_S="2",
+        MIDOG_REQUEUE_AFTER_S="4",
+        XDG_CONFIG_HOME=str(root / "config"),
+        COLUMNS="200",
+    )
+    test_set = demo.build_test_set(root / "set", scanners=2, cases=1, size=(512, 384), seed=3)
+    database_url = f"sqlite:///{(data_dir / 'midog-eval.sqlite3').resolve()}"
+    setup = demo.setup_challenge(database_url, test_set, [TEAM], bootstrap=0)
+    port = _free_port()
+    server = demo.start_server(env, host="127.0.0.1", port=port, log=data_dir / "logs" / "serve.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        demo.wait_ready(url, server, timeout_s=90)
+        yield Live(url, setup.phase_id, setup.team_tokens[TEAM], test_set, env)
+    finally:
+        demo.stop_server(server)
+
+
+def cli(live: Live, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], env=live.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _predictions(test_set: Path) -> tuple[dict[str, object], dict[str, tuple[int, int, int]]]:
+    """Ground truth minus the first figure of each case's scanner-0 image, plus one far-away false positive
+    on every scanner-1 image: expected (TP, FP, FN) per scanner."""
+    truth: dict[str, list[list[float]]] = json.loads((test_set / "ground-truth" / "ground-truth.json").read_text())
+    manifest = json.loads((test_set / "manifest.json").read_text())
+    scanner = {c["name"]: c["groups"]["scanner"] for c in manifest["cases"]}
+    expected: dict[str, tuple[int, int, int]] = {}
+    doc: dict[str, object] = {}
+    for name, points in truth.items():
+        group = scanner[name]
+        kept = [list(p) for p in points]
+        fp = fn = 0
+        if group.endswith("0") and kept:
+            kept = kept[1:]
+            fn = 1
+        if group.endswith("1"):
+            kept.append([0.001, 0.001, 0])  # 1 µm from the corner: no figure is rendered that close
+            fp = 1
+        tp = len(points) - fn
+        old = expected.get(group, (0, 0, 0))
+        expected[group] = (old[0] + tp, old[1] + fp, old[2] + fn)
+        doc[name] = {"type": "Multiple points", "points": [{"point": p, "probability": 0.9} for p in kept]}
+    return doc, expected
+
+
+def test_login_stores_a_private_token(live: Live) -> None:
+    result = cli(live, "login", "--server", live.url, "--token", live.token)
+    assert result.returncode == 0, result.stderr
+    assert TEAM in result.stdout
+    config = Path(live.env["XDG_CONFIG_HOME"]) / "midog-eval" / "config.json"
+    assert json.loads(config.read_text()) == {"server": live.url, "token": live.token}
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+
+
+def test_submit_wait_prints_the_per_scanner_table(live: Live, tmp_path: Path) -> None:
+    assert cli(live, "login", "--server", live.url, "--token", live.token).returncode == 0
+    doc, expected = _predictions(live.test_set)
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps(doc))
+    started = time.monotonic()
+    result = cli(live, "submit", f"{demo.CHALLENGE_SLUG}/{demo.PHASE_SLUG}", str(path), "--wait", "--method", "GT-1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 90
+    out = result.stdout
+    assert "succeeded" in out
+    # live status lines went to stderr while waiting
+    assert "succeeded 100%" in result.stderr
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+        for line in out.splitlines()
+        if line.count("│") >= 9
+    }
+    for group, (tp, fp, fn) in expected.items():
+        assert rows[group][:3] == [str(tp), str(fp), str(fn)], out
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        assert rows[group][5].startswith(f"{f1:.3f}"), out
+    total = [sum(v[i] for v in expected.values()) for i in range(3)]
+    assert rows["all"][:3] == [str(n) for n in total], out
+
+    # the same numbers through the other commands
+    board = cli(live, "leaderboard", str(live.phase_id))
+    assert board.returncode == 0, board.stderr
+    assert TEAM in board.stdout
+    assert "GT-1" in board.stdout
+    listing = cli(live, "status")
+    assert listing.returncode == 0, listing.stderr
+    assert "succeeded" in listing.stdout
+
+
+def test_invalid_file_is_refused_with_the_servers_reason(live: Live, tmp_path: Path) -> None:
+    assert cli(live, "login", "--server", live.url, "--token", live.token).returncode == 0
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"nope.tiff": {"type": "Multiple points", "points": []}}))
+    result = cli(live, "submit", str(live.phase_id), str(path))
+    assert result.returncode == 1
+    assert "error: 422" in result.stderr
+    assert "nope.tiff" in result.stderr
+
+
+def test_bad_token_names_the_fix(live: Live) -> None:
+    env = {**live.env, "MIDOG_TOKEN": "mdg_not-a-token"}
+    result = subprocess.run(
+        [*CLI, "status", "--server", live.url], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert "401" in result.stderr
+    assert "midog-eval login" in result.stderr
+
+
+def test_challenges_lists_the_phase(live: Live) -> None:
+    result = cli(live, "challenges", "--server", live.url)
+    assert result.returncode == 0, result.stderr
+    assert f"{demo.CHALLENGE_SLUG}/{demo.PHASE_SLUG}" in result.stdout
+    assert httpx.get(f"{live.url}/api/v1/phases/{live.phase_id}", timeout=10).json()["slug"] == demo.PHASE_SLUG
