@@ -211,3 +211,12 @@ def test_root_image_is_refused_before_loading(podman: None, tmp_path: Path, test
     with pytest.raises(SubmissionError, match="non-root USER"):
         runner(runtime_dir).run(request(archive, test_set, tmp_path, 9300))
     assert not image_exists(tag)
+
+
+def test_the_pipeline_builds_the_container_runner_from_its_setting() -> None:
+    from worker.runners import Runner, load_runner
+
+    runner = load_runner("container", {"MIDOG_RUNNER_CONTAINER": "worker.containers.runner:ContainerRunner"})
+    assert isinstance(runner, ContainerRunner)
+    assert isinstance(runner, Runner)
+    assert runner.backend.name == "podman"

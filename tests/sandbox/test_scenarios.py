@@ -7,6 +7,7 @@ shows that the same probe detects the thing outside the sandbox.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -344,3 +345,34 @@ def test_no_namespaces_mounts_or_shared_kernel_interfaces(backend: Backend, make
     # Refused by capabilities or a seccomp filter; EFAULT/EINVAL would mean the kernel code was reached.
     assert set(report.values()) <= {"EPERM", "ENOSYS"}, report
     assert len(report) == 10
+
+
+@pytest.mark.slow
+def test_S7_malicious_torch_file_runs_only_inside(backend: Backend, make_spec: Spec, tmp_path: Path) -> None:
+    """The model runtime's own stack (this virtualenv's Python and torch, mounted read-only) in the sandbox."""
+    torch_spec = importlib.util.find_spec("torch")
+    if torch_spec is None:
+        pytest.skip("torch is not installed (the inference extra)")
+    venv = Path(sys.prefix)
+    interpreter = Path(sys.base_prefix)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    canary = tmp_path / "canary" / "pwned.txt"
+    model = model_dir / "model.pt"
+    subprocess.run([sys.executable, str(PROBES / "torch_payload.py"), "make", str(model), str(canary)], check=True)
+    assert not canary.exists()
+
+    mounts = (Mount(model_dir, "/model"), Mount(venv, str(venv)))
+    if not str(interpreter).startswith("/usr"):
+        mounts += (Mount(interpreter, str(interpreter)),)
+    spec = make_spec(mounts=mounts, memory_bytes=1024**3, pids=256, wall_seconds=120.0)
+    python = str(venv / "bin" / "python")
+    result = backend.run(
+        spec, [python, "/probes/torch_payload.py", "load", "/model/model.pt"], output_dir=tmp_path / "out"
+    )
+    report = probe_json(result)
+    assert report["weights_only"].startswith("refused")
+    assert report["unsafe"] == "loaded"
+    assert (tmp_path / "out" / "torch-payload-ran.txt").read_text() == str(SANDBOX_UID)
+    assert not canary.exists()
+    assert_nothing_left(backend, spec)
