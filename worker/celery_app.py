@@ -190,6 +190,9 @@ def configure(app: Celery, *, broker_url: str, limits: Limits) -> None:
         # worker puts the message back.
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
+        # How long a lost child's job waits for a late result before it is requeued; results are not used
+        # by evaluation.run (the database is the truth), so a short wait only speeds up recovery.
+        worker_lost_wait=3.0,
         task_soft_time_limit=limits.soft_time_limit_s,
         task_time_limit=limits.time_limit_s,
         task_ignore_result=True,

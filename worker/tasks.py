@@ -130,6 +130,10 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
     return inp, options
 
 
+class LeaseLostError(Exception):
+    """The row was cancelled, or its lease expired and another run took it: this run stops, writing nothing."""
+
+
 class _Run:
     """One claimed run: its identity (id, attempt, owner) and the steps that must hold the lease."""
 
@@ -139,10 +143,10 @@ class _Run:
         self.owner = owner
 
     def progress(self, fraction: float, message: str) -> None:
-        # Progress is best effort: a database hiccup must not fail a run that is otherwise fine.
+        """Record progress; stop the run when the row was cancelled or taken over meanwhile."""
         try:
             with session_scope() as session:
-                transitions.report_progress(
+                held = transitions.report_progress(
                     session,
                     evaluation_id=self.evaluation_id,
                     owner=self.owner,
@@ -151,7 +155,11 @@ class _Run:
                     message=message,
                 )
         except DB_ERRORS:
+            # Progress is best effort: a database hiccup must not fail a run that is otherwise fine.
             logger.warning("evaluation %s: progress not recorded", self.evaluation_id)
+            return
+        if not held:
+            raise LeaseLostError(f"evaluation {self.evaluation_id} attempt {self.attempt} no longer holds its lease")
 
     def succeed(self, outcome: Outcome, gpu_seconds: float) -> bool:
         scores = asdict(outcome)
@@ -197,6 +205,8 @@ def _outcomes(run: _Run, task: Task) -> Iterator[None]:
     """Map exceptions of a claimed run onto the state machine (architecture.md section 4)."""
     try:
         yield
+    except LeaseLostError as exc:
+        logger.info("%s; stopped", exc)
     except SubmissionError as exc:
         run.fail(str(exc) or "the submission could not be evaluated", traceback.format_exc())
     except SoftTimeLimitExceeded:

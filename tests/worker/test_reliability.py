@@ -210,11 +210,11 @@ def test_R6_after_a_flushall_and_a_redis_restart_the_reconciler_requeues_everyth
 
     url = own_redis()
     env = make_worker_env(broker_url=url)
-    ids = env.seed(kind="model", files=[(f"replay--{i}.json", predictions_for(env.small, 10 + i)) for i in range(5)])
+    ids = env.seed(kind="model", files=[(f"replay--{i}.json", predictions_for(env.small, 10 + i)) for i in range(3)])
     for evaluation_id in ids:
         env.send(evaluation_id, queue="gpu")
     client = redis.Redis.from_url(url)
-    assert client.llen(f"{env.key_prefix}gpu") == 5
+    assert client.llen(f"{env.key_prefix}gpu") == 3
     client.flushall()
     client.close()
     own_redis.stop()
@@ -222,7 +222,7 @@ def test_R6_after_a_flushall_and_a_redis_restart_the_reconciler_requeues_everyth
 
     worker = start_worker(env, queues="cpu,gpu", beat=True)
     assert env.wait_for(ids, TERMINAL, 60) == dict.fromkeys(ids, "succeeded"), worker.log()[-3000:]
-    assert env.result_count(ids) == 5
+    assert env.result_count(ids) == 3
     assert env.runner_starts() == dict.fromkeys(ids, 1)
 
 
@@ -357,3 +357,26 @@ def test_R9_a_runner_that_never_ends_fails_with_time_limit_exceeded_and_leaves_n
     assert _processes_with(f"midog-test-hang-{ids[0]}") == []
     assert worker_env.result_count(ids) == 0
     assert len(_runner_pids(worker_env, ids[0])) == 1
+
+
+def test_a_run_cancelled_meanwhile_stops_and_writes_nothing(
+    worker_env: Any, start_worker: Any, predictions_for: Any
+) -> None:
+    from sqlalchemy import update
+
+    from app.models import Evaluation, EvaluationStatus, utcnow
+
+    ids = worker_env.seed(kind="model", files=[("slow--model.json", predictions_for(worker_env.small, 50))])
+    worker = start_worker(worker_env, queues="gpu", MIDOG_TEST_SLOW_S="1.5")
+    worker_env.send(ids[0], queue="gpu")
+    assert _wait(lambda: len(_runner_pids(worker_env, ids[0])) == 1, 15)
+    with worker_env.engine.begin() as connection:  # what the organisers' cancel does
+        connection.execute(
+            update(Evaluation)
+            .where(Evaluation.id == ids[0])
+            .values(status=EvaluationStatus.CANCELLED, lease_owner=None, lease_expires_at=None, finished_at=utcnow())
+        )
+
+    assert _wait(lambda: "no longer holds its lease; stopped" in worker.log(), 15), worker.log()[-2000:]
+    assert worker_env.statuses(ids) == {ids[0]: "cancelled"}
+    assert worker_env.result_count(ids) == 0
