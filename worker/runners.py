@@ -59,11 +59,15 @@ class RunnerNotConfiguredError(LookupError):
     """No runner is configured for a submission kind (an organiser's configuration error)."""
 
 
+# Used when MIDOG_RUNNER_<KIND> is not set; a kind without an entry needs the setting.
+DEFAULT_RUNNERS = {"container": "worker.containers.runner:ContainerRunner"}
+
+
 def load_runner(kind: str, environ: Mapping[str, str] | None = None) -> Runner:
     """The runner for `kind` from `MIDOG_RUNNER_<KIND>` (`package.module:Class`, built without arguments)."""
     env = os.environ if environ is None else environ
     variable = f"MIDOG_RUNNER_{kind.upper()}"
-    spec = env.get(variable, "")
+    spec = env.get(variable, "") or DEFAULT_RUNNERS.get(kind, "")
     if not spec:
         raise RunnerNotConfiguredError(f"no runner configured for {kind} submissions (set {variable})")
     module_name, _, attribute = spec.partition(":")
