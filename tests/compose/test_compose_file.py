@@ -1,0 +1,119 @@
+"""docker-compose.yml validated by Debian's docker-compose (`config` needs no engine): the services, their
+health checks, Redis durability, migration ordering, the GPU reservation and the sandbox backend."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from compose_helpers import REPO_ROOT, compose_config, project_copy
+
+LONG_RUNNING = ("postgres", "redis", "api", "worker-cpu", "worker-gpu", "beat")
+APP_SERVICES = ("migrate", "api", "worker-cpu", "worker-gpu", "beat")
+
+
+def test_services(resolved: dict[str, Any]) -> None:
+    assert set(resolved["services"]) == {*LONG_RUNNING, "migrate"}
+
+
+def test_every_long_running_service_has_a_health_check(resolved: dict[str, Any]) -> None:
+    for name in LONG_RUNNING:
+        check = resolved["services"][name].get("healthcheck")
+        assert check is not None, name
+        assert check["test"][0] in {"CMD", "CMD-SHELL"}, name
+        assert check.get("interval"), name
+        assert check.get("retries"), name
+    assert "healthcheck" not in resolved["services"]["migrate"]  # a one-shot job
+
+
+def test_health_check_scripts_exist_and_name_each_worker(resolved: dict[str, Any]) -> None:
+    for name in ("api", "worker-cpu", "worker-gpu", "beat"):
+        test = resolved["services"][name]["healthcheck"]["test"]
+        assert test[1:3] == ["python", "docker/healthcheck.py"], name
+        assert (REPO_ROOT / test[2]).is_file()
+    for name, queue in (("worker-cpu", "cpu"), ("worker-gpu", "gpu")):
+        service = resolved["services"][name]
+        command = service["command"]
+        node = command[command.index("--name") + 1]
+        assert command[command.index("--queues") + 1] == queue
+        assert service["healthcheck"]["test"][-2:] == ["worker", node]
+
+
+def test_redis_keeps_the_queue(resolved: dict[str, Any]) -> None:
+    command = " ".join(resolved["services"]["redis"]["command"])
+    assert "--appendonly yes" in command
+    assert "--appendfsync everysec" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert any(v["target"] == "/data" for v in _volumes(resolved["services"]["redis"]))
+
+
+def test_migrations_run_first_and_once(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    assert services["migrate"]["restart"] == "no"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "worker-cpu", "worker-gpu", "beat"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+
+
+def test_application_services_share_storage_and_database(resolved: dict[str, Any]) -> None:
+    urls = set()
+    for name in APP_SERVICES:
+        service = resolved["services"][name]
+        env = service["environment"]
+        urls.add(env["MIDOG_DATABASE_URL"])
+        assert env["MIDOG_REDIS_URL"] == "redis://redis:6379/0", name
+        assert env["MIDOG_DATA_DIR"] == "/data", name
+        volumes = {v["target"]: v for v in _volumes(service)}
+        assert volumes["/data"]["source"] == "midog-data", name  # uploads written by the api, read by workers
+        assert volumes["/test-sets"]["read_only"] is True, name
+    assert len(urls) == 1
+    assert re.fullmatch(r"postgresql\+psycopg://midog:[^@]+@postgres:5432/midog", urls.pop())
+
+
+def test_gpu_worker_reserves_an_nvidia_gpu_and_runs_containers_in_the_sandbox(resolved: dict[str, Any]) -> None:
+    gpu = resolved["services"]["worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia"
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert gpu["environment"]["MIDOG_SANDBOX_BACKEND"] in {"docker", "podman"}
+    assert gpu["environment"]["MIDOG_RUNNER_CONTAINER"] == "worker.containers.runner:ContainerRunner"
+    assert gpu["build"]["dockerfile"] == "docker/Dockerfile.gpu"
+    assert "--queues" in gpu["command"]
+    assert "deploy" not in resolved["services"]["worker-cpu"]
+
+
+def test_dockerfiles_exist(resolved: dict[str, Any]) -> None:
+    for name, service in resolved["services"].items():
+        if "build" in service:
+            dockerfile = REPO_ROOT / service["build"]["dockerfile"]
+            assert dockerfile.is_file(), name
+            assert "COPY app app" in dockerfile.read_text()
+
+
+def test_a_missing_database_password_is_refused(tmp_path: Path) -> None:
+    env = "\n".join(
+        line
+        for line in (REPO_ROOT / ".env.example").read_text().splitlines()
+        if not line.startswith("POSTGRES_PASSWORD")
+    )
+    result = compose_config(project_copy(tmp_path, env))
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr
+
+
+def _volumes(service: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for v in service.get("volumes", []):
+        if isinstance(v, str):
+            source, target, *mode = v.split(":")
+            out.append({"source": source, "target": target, "read_only": mode == ["ro"]})
+        else:
+            out.append({"source": v.get("source"), "target": v["target"], "read_only": bool(v.get("read_only"))})
+    return out
