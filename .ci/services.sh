@@ -4,7 +4,7 @@ set -euo pipefail
 
 need_apt=()
 # package:command pairs; busybox-static provides the root filesystem of the sandbox tests' images.
-for entry in bubblewrap:bwrap podman:podman runc:runc chromium:chromium busybox-static:busybox; do
+for entry in bubblewrap:bwrap podman:podman runc:runc chromium:chromium busybox-static:busybox docker-compose:docker-compose; do
   command -v "${entry#*:}" >/dev/null 2>&1 || need_apt+=("${entry%%:*}")
 done
 if [ ${#need_apt[@]} -gt 0 ] && [ "${MIDOG_SKIP_APT:-0}" != 1 ]; then
