@@ -14,6 +14,7 @@ Imports Celery, SQLAlchemy, app.models/app.db/app.settings and the worker; never
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from typing import Any, TypeVar, cast
 
 from celery import Task, chord
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -359,12 +360,34 @@ def merge_shards_task(self: Task, shard_paths: Any = None, *, evaluation_id: int
 
 
 def _live_evaluation_ids() -> set[int] | None:
-    """Evaluation ids with a message in the broker (waiting or unacknowledged); None if not knowable."""
-    url = str(app.conf.broker_url)
-    if not url.startswith(("redis://", "rediss://")):
-        return None
-    import base64
+    """Evaluation ids with a message in the broker (waiting, or unacknowledged on Redis); None if unknowable.
 
+    On the embedded SQLite broker only visible messages count: one taken by a worker that died is never
+    given back there, so its row must look message-less to be re-sent.
+    """
+    url = str(app.conf.broker_url)
+    if url.startswith(("redis://", "rediss://")):
+        raw = _redis_messages(url)
+    elif url.startswith("sqla+"):
+        raw = _embedded_messages(url.removeprefix("sqla+"))
+    else:
+        return None
+    ids: set[int] = set()
+    for item in raw:
+        try:
+            message = json.loads(item)
+            if isinstance(message, list):  # Redis unacked entries: [message, exchange, routing key]
+                message = message[0]
+            body = json.loads(base64.b64decode(message["body"]))
+            evaluation_id = body[1].get("evaluation_id")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue
+        if isinstance(evaluation_id, int):
+            ids.add(evaluation_id)
+    return ids
+
+
+def _redis_messages(url: str) -> list[Any]:
     import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
@@ -374,21 +397,20 @@ def _live_evaluation_ids() -> set[int] | None:
         for queue in (CPU_QUEUE, GPU_QUEUE):
             raw.extend(cast(list[Any], client.lrange(f"{prefix}{queue}", 0, -1)))
         raw.extend(cast(list[Any], client.hvals(f"{prefix}unacked")))
+        return raw
     finally:
         client.close()
-    ids: set[int] = set()
-    for item in raw:
-        try:
-            message = json.loads(item)
-            if isinstance(message, list):  # unacked entries: [message, exchange, routing key]
-                message = message[0]
-            body = json.loads(base64.b64decode(message["body"]))
-            evaluation_id = body[1].get("evaluation_id")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            continue
-        if isinstance(evaluation_id, int):
-            ids.add(evaluation_id)
-    return ids
+
+
+def _embedded_messages(url: str) -> list[Any]:
+    engine = create_engine(url, connect_args={"timeout": 30})
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text("SELECT payload FROM kombu_message WHERE visible")).scalars())
+    except OperationalError:
+        return []  # no broker table yet: nothing was ever sent
+    finally:
+        engine.dispose()
 
 
 @_task(name=RECONCILE)

@@ -34,6 +34,20 @@ def migrate_database(url: str) -> None:
     command.upgrade(config, "head")
 
 
+# Reconciler cadence of the embedded default (production defaults: every 60 s, re-send after 120 s).
+EMBEDDED_RECONCILER = {"MIDOG_RECONCILE_INTERVAL_S": "5", "MIDOG_REQUEUE_AFTER_S": "10"}
+
+
+def prepare_embedded_broker() -> None:
+    """Create the SQLite broker's tables and queues before the API and the workers race to do it."""
+    from worker.celery_app import app as celery
+
+    with celery.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in celery.amqp.queues.values():
+            queue.bind(channel).declare()
+
+
 def _start_worker(queues: str, *, beat: bool, name: str, log_dir: Path) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-c", _WORKER_ENTRY, "worker", "--queues", queues, "--name", name]
     argv += ["--beat"] if beat else []
@@ -76,6 +90,11 @@ def serve_command(
     settings.storage_path.mkdir(parents=True, exist_ok=True)
     if migrate:
         migrate_database(settings.database_url)
+    if settings.broker_url.startswith("sqla+"):
+        # One machine, no services: a lost wake-up is re-sent within seconds rather than minutes.
+        for name, value in EMBEDDED_RECONCILER.items():
+            os.environ.setdefault(name, value)
+        prepare_embedded_broker()
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     started: list[subprocess.Popen[bytes]] = []
