@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -478,3 +479,65 @@ def predictions_for() -> Callable[[SmallSet, int], dict[str, Any]]:
 def migrate_url() -> Callable[[str], None]:
     """`migrate` as a fixture: `alembic upgrade head` on a URL."""
     return migrate
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """A redis-server of this test's own on a free port (the shared one is never flushed or restarted)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> str:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        url = f"redis://127.0.0.1:{port}/0"
+        import redis
+
+        def up() -> bool:
+            try:
+                return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+            except Exception:
+                return False
+
+        assert wait_until(up, 10), "own redis-server did not start"
+        return url
+
+    def stop() -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+
+    start.stop = stop  # type: ignore[attr-defined]
+    yield start
+    stop()

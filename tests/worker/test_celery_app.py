@@ -91,3 +91,22 @@ def test_a_gpu_worker_with_several_processes_refuses_to_start() -> None:
     done = _worker({}, "-Q", "gpu", "-c", "2")
     assert done.returncode != 0
     assert "gpu-queue worker needs concurrency=1" in done.stdout + done.stderr
+
+
+def test_R4_midog_eval_worker_refuses_misordered_limits_with_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_")}
+    env.update(MIDOG_BROKER_URL="redis://127.0.0.1:1/0", MIDOG_SANDBOX_TIMEOUT_S="2000")
+    done = subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", "worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "midog-eval worker refuses to start: misordered time limits: MIDOG_SANDBOX_TIMEOUT_S=2000 must be below "
+        "MIDOG_SOFT_TIME_LIMIT_S=1900 (required: sandbox_timeout < soft_time_limit < time_limit < "
+        "visibility_timeout < lease_expiry; configured: 2000 < 1900 < 2000 < 2400 < 3000 seconds)"
+    ]

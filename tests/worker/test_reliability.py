@@ -149,60 +149,6 @@ def test_R5_a_job_that_always_kills_its_worker_fails_at_the_cap_and_the_next_job
     assert worker.process.poll() is None  # the worker itself survived
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """A redis-server of this test's own on a free port (the shared one is never flushed or restarted)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(message)
-        pytest.skip(message)
-    port = _free_port()
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start() -> str:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(process)
-        url = f"redis://127.0.0.1:{port}/0"
-        import redis
-
-        def up() -> bool:
-            try:
-                return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-            except Exception:
-                return False
-
-        assert _wait(up, 10), "own redis-server did not start"
-        return url
-
-    def stop() -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
-
-    start.stop = stop  # type: ignore[attr-defined]
-    yield start
-    stop()
-
-
 def test_R6_after_a_flushall_and_a_redis_restart_the_reconciler_requeues_everything_once(
     make_worker_env: Any, start_worker: Any, predictions_for: Any, own_redis: Any
 ) -> None:
