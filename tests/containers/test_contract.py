@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,16 @@ echo "{LEAK}" >&2
 x=0123456789abcdef
 while :; do x="$x$x"; done
 """
+EXIT_CODE = f"""#!/bin/sh
+echo "{LEAK}" >&2
+exit 42
+"""
+# Copies hidden image content into a field that the parser rejects, hoping the error message shows it.
+SMUGGLER = r"""#!/bin/sh
+f=$(ls /input/images/histopathology-roi-cropout/*.tiff)
+leak=$(head -c 29 "$f" | tail -c 25)
+printf '{"type":"%s","points":[]}' "$leak" > /output/mitotic-figures.json
+"""
 SLEEPER = f"""#!/bin/sh
 echo "{LEAK}" >&2
 sleep 600
@@ -86,20 +97,28 @@ def test_set(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def container_archive(podman: None, tmp_path: Path) -> Callable[[str, str], Path]:
-    """Script -> `podman save` archive of an image running it as a non-root USER; the image is not kept."""
+@pytest.fixture(scope="module")
+def container_archive(podman: None, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """Script -> `podman save` archive of an image running it as a non-root USER; the image is not kept.
+
+    Archives are built once per module; each run loads its archive afresh (the runner removes the image).
+    """
+    workdir = tmp_path_factory.mktemp("archives")
+    built: dict[str, Path] = {}
 
     def make(script: str, name: str) -> Path:
+        if name in built:
+            return built[name]
         tag = build_image(
             f"localhost/midog-test/{name}",
             'USER 10001:10001\nENTRYPOINT ["/bin/sh", "/app/run.sh"]\n',
             {"app/run.sh": script.encode()},
-            tmp_path,
+            workdir,
         )
-        archive = tmp_path / f"{name}.tar"
+        archive = workdir / f"{name}.tar"
         subprocess.run(["podman", "save", "-q", "-o", str(archive), tag], check=True, capture_output=True)
         subprocess.run(["podman", "rmi", "-f", tag], check=True, capture_output=True)
+        built[name] = archive
         return archive
 
     return make
@@ -122,8 +141,18 @@ def runner(runtime_dir: Path, **overrides: object) -> ContainerRunner:
     return ContainerRunner(ContainerSettings(**values))  # type: ignore[arg-type]
 
 
-def request(archive: Path, test_set: Path, tmp_path: Path, evaluation_id: int, timeout_s: float = 60.0) -> RunRequest:
-    return RunRequest(
+@dataclass(frozen=True)
+class PhaseRunRequest(RunRequest):
+    """RunRequest plus the per-phase attributes ContainerRunner reads when present."""
+
+    hidden: bool = True
+    input_layout: str | None = None
+
+
+def request(
+    archive: Path, test_set: Path, tmp_path: Path, evaluation_id: int, *, hidden: bool = True, timeout_s: float = 60.0
+) -> PhaseRunRequest:
+    return PhaseRunRequest(
         evaluation_id=evaluation_id,
         kind="container",
         artifact=archive,
@@ -131,6 +160,7 @@ def request(archive: Path, test_set: Path, tmp_path: Path, evaluation_id: int, t
         cases=tuple(GROUND_TRUTH),
         output_dir=tmp_path / "predictions",
         timeout_s=timeout_s,
+        hidden=hidden,
     )
 
 
@@ -171,14 +201,29 @@ def test_container_detections_are_scored(
 
 
 @pytest.mark.parametrize(
-    ("script", "name", "settings", "reason"),
+    ("script", "name", "settings", "hidden_reason", "public_reason"),
     [
-        (MALFORMED, "malformed", {}, "case 001.tiff: invalid /output/mitotic-figures.json: invalid JSON at line 1"),
-        (MEMORY, "memory", {}, "case 001.tiff: memory limit exceeded"),
-        (SLEEPER, "sleeper", {"case_seconds": 2.0}, "case 001.tiff: time limit exceeded"),
+        (
+            MALFORMED,
+            "malformed",
+            {},
+            "invalid /output/mitotic-figures.json",
+            "case 001.tiff: invalid /output/mitotic-figures.json: invalid JSON at line 1",
+        ),
+        (MEMORY, "memory", {}, "memory limit exceeded", "case 001.tiff: memory limit exceeded"),
+        (SLEEPER, "sleeper", {"case_seconds": 2.0}, "time limit exceeded", "case 001.tiff: time limit exceeded"),
+        (EXIT_CODE, "exitcode", {}, "the program failed", "case 001.tiff: the program exited with status 42"),
+        (
+            SMUGGLER,
+            "smuggler",
+            {},
+            "invalid /output/mitotic-figures.json",
+            f"case 001.tiff: invalid /output/mitotic-figures.json: type must be \"Multiple points\", got '{LEAK}'",
+        ),
     ],
-    ids=["malformed-json", "memory-hog", "sleeps-past-limit"],
+    ids=["malformed-json", "memory-hog", "sleeps-past-limit", "exit-status", "field-smuggling"],
 )
+@pytest.mark.parametrize("hidden", [True, False], ids=["hidden", "public"])
 def test_failing_containers_end_with_one_line(
     container_archive: Callable[[str, str], Path],
     test_set: Path,
@@ -187,17 +232,24 @@ def test_failing_containers_end_with_one_line(
     script: str,
     name: str,
     settings: dict[str, object],
-    reason: str,
+    hidden_reason: str,
+    public_reason: str,
+    hidden: bool,
 ) -> None:
     archive = container_archive(script, name)
     image_id = validate_image_archive(archive).image_id
     evaluation_id = 9200 + len(name)
     with pytest.raises(SubmissionError) as caught:
-        runner(runtime_dir, **settings).run(request(archive, test_set, tmp_path, evaluation_id))
+        runner(runtime_dir, **settings).run(request(archive, test_set, tmp_path, evaluation_id, hidden=hidden))
     message = str(caught.value)
-    assert message.startswith(reason)
     assert "\n" not in message
-    assert LEAK not in message
+    if hidden:
+        # Nothing the container chose or read reaches the participant: no logs, field values, exit status.
+        assert message == hidden_reason
+        assert LEAK not in message
+        assert "42" not in message
+    else:
+        assert message.startswith(public_reason)
     assert leftovers(evaluation_id) == []
     assert not image_exists(image_id)
     assert not (tmp_path / "predictions" / "predictions.json").exists()

@@ -218,3 +218,12 @@ def test_bwrap_seccomp_program_is_well_formed() -> None:
     assert insns[-3][3] == 0x7FFF0000  # allow
     assert insns[-2][3] == 0x00050001  # EPERM
     assert insns[-1][3] == 0x80000000  # kill: a foreign architecture
+
+
+def test_hidden_phases_get_no_exit_status() -> None:
+    assert result(exit_code=42).participant_reason(hidden=False) == "the program exited with status 42"
+    assert result(exit_code=42).participant_reason(hidden=True) == "the program failed"
+    assert result(exit_code=139).participant_reason(hidden=True) == "the program failed"
+    assert result(memory_exceeded=True, exit_code=137).participant_reason(hidden=True) == MEMORY_LIMIT
+    assert result(timed_out=True).participant_reason(hidden=True) == TIME_LIMIT
+    assert result().participant_reason(hidden=True) is None

@@ -6,7 +6,8 @@ Per case the container sees exactly one image, read-only, at
 and must write /output/mitotic-figures.json, a "Multiple points" object. The file is validated with the
 scoring core's parser (finite numbers, point count bound, names, probabilities) before it is accepted.
 A case that fails yields one participant-readable line built from the sandbox's flags or the parser's
-message, never from the container's logs.
+message, never from the container's logs; in hidden phases (the default) it carries no value the
+container could choose, and the organiser's detail is kept apart.
 
 Imports the stdlib, worker.evaluation and worker.sandbox only; must not import Celery, SQLAlchemy, FastAPI
 or torch.
@@ -40,12 +41,21 @@ def input_path(case: str, layout: Layout) -> str:
 
 @dataclass(frozen=True)
 class CaseOutcome:
-    """The result of one case: a validated predictions file, or one line saying why there is none."""
+    """One case: a validated predictions file, or why there is none.
+
+    `reason` is the participant's line; `detail` the organiser's (exit status, the parser's full message).
+    """
 
     case: str
     predictions: Path | None
     reason: str | None
+    detail: str | None = None
     sandbox: SandboxResult | None = field(default=None, repr=False)
+
+
+def _failed(case: str, public: str, hidden_line: str, hidden: bool, result: SandboxResult | None) -> CaseOutcome:
+    detail = f"case {case}: {public}"
+    return CaseOutcome(case, None, hidden_line if hidden else detail, detail, result)
 
 
 def run_case(
@@ -56,25 +66,33 @@ def run_case(
     image: Path,
     work_dir: Path,
     layout: Layout = "2022",
+    hidden: bool = True,
 ) -> CaseOutcome:
-    """Run the container once for `case` under `base` (image, limits, labels) and check its output."""
+    """Run the container once for `case` under `base` (image, limits, labels) and check its output.
+
+    In a hidden phase the participant's line carries no value the container chose (exit status, the
+    content of a rejected field, which case failed): each would be a channel out for hidden data.
+    """
     if not _CASE.match(case):
-        return CaseOutcome(case, None, f"case {case!r}: not a valid case name")
+        return CaseOutcome(case, None, f"case {case!r}: not a valid case name", f"case {case!r}: not a valid case name")
     spec = replace(base, mounts=(*base.mounts, Mount(image, input_path(case, layout))))
     output_dir = work_dir / case
     result = backend.run(spec, [], output_dir=output_dir)
     if result.reason is not None:
-        return CaseOutcome(case, None, f"case {case}: {result.reason}", result)
+        return _failed(case, result.reason, result.participant_reason(hidden=True) or "", hidden, result)
     produced = output_dir / OUTPUT_NAME
     if not produced.is_file():
-        return CaseOutcome(case, None, f"case {case}: no /output/{OUTPUT_NAME} was written", result)
+        line = f"no /output/{OUTPUT_NAME} was written"
+        return _failed(case, line, line, hidden, result)
     if produced.stat().st_size > _MAX_OUTPUT_BYTES:
-        return CaseOutcome(case, None, f"case {case}: /output/{OUTPUT_NAME} is too large", result)
+        line = f"/output/{OUTPUT_NAME} is too large"
+        return _failed(case, line, line, hidden, result)
     try:
         parse_multiple_points(read_json(produced), source=OUTPUT_NAME, case=case)
     except FormatError as exc:
-        return CaseOutcome(case, None, f"case {case}: invalid /output/{OUTPUT_NAME}: {exc.rule}", result)
-    return CaseOutcome(case, produced, None, result)
+        line = f"invalid /output/{OUTPUT_NAME}"
+        return _failed(case, f"{line}: {exc.rule}", line, hidden, result)
+    return CaseOutcome(case, produced, None, None, result)
 
 
 def run_cases(
@@ -84,12 +102,13 @@ def run_cases(
     images: Mapping[str, Path],
     work_dir: Path,
     layout: Layout = "2022",
+    hidden: bool = True,
     stop_on_failure: bool = True,
 ) -> list[CaseOutcome]:
     """Run every case in order; by default stop at the first failure (the evaluation fails with it)."""
     outcomes: list[CaseOutcome] = []
     for case, image in images.items():
-        outcome = run_case(backend, base, case=case, image=image, work_dir=work_dir, layout=layout)
+        outcome = run_case(backend, base, case=case, image=image, work_dir=work_dir, layout=layout, hidden=hidden)
         outcomes.append(outcome)
         if outcome.reason is not None and stop_on_failure:
             break

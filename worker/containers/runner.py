@@ -16,6 +16,7 @@ Imports the stdlib, worker.errors, worker.evaluation, worker.sandbox and worker.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -32,6 +33,7 @@ from worker.evaluation.io import read_json
 from worker.sandbox import TIME_LIMIT, DockerBackend, PodmanBackend, SandboxError, SandboxSpec, gpu_present
 
 DEFAULT_UID = 10001
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,12 @@ class ContainerRunner:
             )
 
     def run(self, request: Any) -> Path:
-        """`request` is a worker.runners.RunRequest; an optional `input_layout` attribute overrides the setting."""
+        """`request` is a worker.runners.RunRequest.
+
+        Optional attributes: `input_layout` ("2022" | "2021") overrides the setting; `hidden` (default True)
+        says whether the phase is hidden, where the participant's line names no case and no exit status.
+        """
+        hidden = bool(getattr(request, "hidden", True))
         deadline = time.monotonic() + float(request.timeout_s)
         settings = self.settings
         layout = cast(Layout, getattr(request, "input_layout", None) or settings.layout)
@@ -127,7 +134,7 @@ class ContainerRunner:
                 for case, image in images.items():
                     remaining = min(settings.case_seconds, deadline - time.monotonic())
                     if remaining <= 0:
-                        raise SubmissionError(f"case {case}: {TIME_LIMIT}")
+                        raise SubmissionError(TIME_LIMIT if hidden else f"case {case}: {TIME_LIMIT}")
                     spec = SandboxSpec(
                         label=label,
                         labels={"midog.evaluation": str(request.evaluation_id)},
@@ -145,9 +152,20 @@ class ContainerRunner:
                         workdir=None,
                         base_env=False,
                     )
-                    outcome = run_case(self.backend, spec, case=case, image=image, work_dir=Path(work), layout=layout)
+                    outcome = run_case(
+                        self.backend, spec, case=case, image=image, work_dir=Path(work), layout=layout, hidden=hidden
+                    )
                     if outcome.reason is not None or outcome.predictions is None:
-                        raise SubmissionError(outcome.reason or f"case {case}: no predictions")
+                        # Organisers get the detail and the log tails in the worker's log; participants one line.
+                        sandbox = outcome.sandbox
+                        logger.warning(
+                            "evaluation %s: %s\n--- stdout (tail) ---\n%s\n--- stderr (tail) ---\n%s",
+                            request.evaluation_id,
+                            outcome.detail,
+                            sandbox.stdout_tail[-4000:] if sandbox else "",
+                            sandbox.stderr_tail[-4000:] if sandbox else "",
+                        )
+                        raise SubmissionError(outcome.reason or "no predictions")
                     predictions[case] = read_json(outcome.predictions)
         finally:
             self.backend.reap(label)

@@ -131,6 +131,17 @@ class SandboxResult:
     def ok(self) -> bool:
         return self.reason is None
 
+    def participant_reason(self, *, hidden: bool) -> str | None:
+        """`reason`, except that in a hidden phase an exit status or signal becomes "the program failed".
+
+        The code chooses its exit status freely; shown in a hidden phase it would carry a byte of hidden
+        data out per submission. The limits are reported as they are (they are the runner's verdicts).
+        """
+        reason = self.reason
+        if hidden and reason is not None and reason.startswith("the program"):
+            return "the program failed"
+        return reason
+
     @property
     def reason(self) -> str | None:
         """One participant-readable line, built only from flags and the exit code, never from output."""
