@@ -98,7 +98,7 @@ def f1_chart(board: LeaderboardRead, views: list[EntryView], *, width: int = 720
     labels = board.group_labels
     if not labels or not views:
         return None
-    left, top, right, bottom = 48, 16, 24, 48
+    left, top, right, bottom = 48, 16, 64, 48
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / max(1, len(labels) - 1) if len(labels) > 1 else 0.0
 
