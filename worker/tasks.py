@@ -29,7 +29,8 @@ from typing import Any, TypeVar, cast
 from celery import Task, chord
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
@@ -76,8 +77,11 @@ def enqueue(evaluation_id: int, kind: str) -> None:
     app.send_task(RUN, kwargs={"evaluation_id": evaluation_id}, queue=queue_for(kind))
 
 
-# OperationalError and the other DBAPI errors: connection refused, reset, server shutting down.
-DB_ERRORS = (OperationalError, DBAPIError)
+def is_transient(exc: BaseException) -> bool:
+    """A database that is down or restarting (retry), as opposed to a bug such as a constraint violation."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _task(**options: Any) -> Callable[[Callable[..., Any]], Any]:
@@ -93,7 +97,9 @@ def with_db_retry(step: Callable[[Session], T], *, budget_s: float = PERSIST_RET
         try:
             with session_scope() as session:
                 return step(session)
-        except DB_ERRORS as exc:
+        except (DBAPIError, PoolTimeoutError) as exc:
+            if not is_transient(exc):
+                raise
             if time.monotonic() + delay > deadline:
                 raise RetryableError(f"database unavailable: {exc.__class__.__name__}") from exc
             logger.warning("database unavailable (%s); retrying in %.1fs", exc.__class__.__name__, delay)
@@ -155,7 +161,9 @@ class _Run:
                     progress=fraction,
                     message=message,
                 )
-        except DB_ERRORS:
+        except (DBAPIError, PoolTimeoutError) as exc:
+            if not is_transient(exc):
+                raise
             # Progress is best effort: a database hiccup must not fail a run that is otherwise fine.
             logger.warning("evaluation %s: progress not recorded", self.evaluation_id)
             return
@@ -212,7 +220,11 @@ def _outcomes(run: _Run, task: Task) -> Iterator[None]:
         run.fail(str(exc) or "the submission could not be evaluated", traceback.format_exc())
     except SoftTimeLimitExceeded:
         run.fail(TIME_LIMIT_MESSAGE, traceback.format_exc())
-    except (RetryableError, OperationalError, DBAPIError) as exc:
+    except (RetryableError, DBAPIError, PoolTimeoutError) as exc:
+        if not isinstance(exc, RetryableError) and not is_transient(exc):
+            logger.exception("evaluation %s attempt %s failed", run.evaluation_id, run.attempt)
+            run.fail(transitions.GENERIC_FAILURE, traceback.format_exc())
+            return
         status = run.release(traceback.format_exc())
         if status == "retrying":
             # A fresh message, acknowledged separately; the reconciler re-sends it should it ever be lost.
