@@ -114,10 +114,10 @@ _PRESETS: tuple[ScannerProfile, ...] = (
         spacing_mm=0.000230,
         stain_h=_unit((0.52, 0.78, 0.38)),
         stain_e=_unit((0.10, 0.88, 0.46)),
-        h_strength=1.08,
+        h_strength=1.25,
         e_strength=0.85,
         white=(0.99, 0.98, 1.0),
-        gamma=0.92,
+        gamma=0.85,
         contrast=1.06,
         brightness=0.01,
         blur_sigma_px=0.9,
@@ -128,9 +128,9 @@ _PRESETS: tuple[ScannerProfile, ...] = (
         name="scanner-2",
         spacing_mm=0.000243,
         stain_h=_unit((0.70, 0.66, 0.27)),
-        stain_e=_unit((0.06, 0.78, 0.62)),
+        stain_e=_unit((0.12, 0.82, 0.56)),
         h_strength=0.9,
-        e_strength=1.3,
+        e_strength=1.15,
         white=(1.0, 0.95, 0.92),
         gamma=0.85,
         contrast=1.15,
@@ -144,15 +144,15 @@ _PRESETS: tuple[ScannerProfile, ...] = (
         spacing_mm=0.000262,
         stain_h=_unit((0.46, 0.68, 0.57)),
         stain_e=_unit((0.32, 0.80, 0.50)),
-        h_strength=0.62,
+        h_strength=0.55,
         e_strength=0.6,
         white=(1.0, 0.97, 0.85),
         gamma=1.3,
-        contrast=0.8,
+        contrast=0.75,
         brightness=0.07,
-        blur_sigma_px=1.9,
+        blur_sigma_px=2.1,
         noise_sigma=6.0,
-        jpeg_quality=55,
+        jpeg_quality=50,
     ),
     ScannerProfile(
         name="scanner-4",
@@ -258,15 +258,31 @@ def render_case(
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> F32:
-    """Zero-mean, unit-variance noise with features about `scale_px` wide: coarse noise, smoothed, upsampled."""
+    """Zero-mean, unit-variance noise with features about `scale_px` wide: a coarse grid of smoothed noise,
+    doubled in size (bilinear) until it covers `shape`; cheap because every doubling is a few array ops."""
     h, w = shape
-    step = max(scale_px / 2.0, 1.0)
-    ch, cw = math.ceil(h / step) + 3, math.ceil(w / step) + 3
-    coarse = ndi.gaussian_filter(rng.standard_normal((ch, cw), dtype=np.float32), 1.0, mode="wrap")
-    up = np.asarray(ndi.zoom(coarse, step, order=1, grid_mode=False, prefilter=False)[:h, :w], dtype=np.float32)
+    doublings = max(round(math.log2(max(scale_px / 2.0, 1.0))), 0)
+    f = 1 << doublings
+    coarse = rng.standard_normal((h // f + 3, w // f + 3), dtype=np.float32)
+    up = np.asarray(ndi.gaussian_filter(coarse, 1.0, mode="wrap"), dtype=np.float32)
+    for _ in range(doublings):
+        up = _upsample2(up, (2 * up.shape[0] - 1, 2 * up.shape[1] - 1))
+    up = np.ascontiguousarray(up[:h, :w])
     up -= up.mean()
     up /= up.std() + 1e-6
     return up
+
+
+def _upsample2(a: F32, shape: tuple[int, int]) -> F32:
+    """Bilinear 2x upsampling (sample i of `a` lands on pixel 2i), cropped to `shape`."""
+    h, w = a.shape
+    rows = np.empty((2 * h - 1, w), dtype=np.float32)
+    rows[0::2] = a
+    rows[1::2] = 0.5 * (a[:-1] + a[1:])
+    out = np.empty((2 * h - 1, 2 * w - 1), dtype=np.float32)
+    out[:, 0::2] = rows
+    out[:, 1::2] = 0.5 * (rows[:, :-1] + rows[:, 1:])
+    return np.ascontiguousarray(out[: shape[0], : shape[1]])
 
 
 def _sigmoid(x: F32) -> F32:
@@ -284,32 +300,25 @@ def _draw_tissue(
     um = 1.0 / (spacing_mm * 1000.0)  # pixels per micrometre
     shape = (height, width)
 
-    # -- eosin stroma: low-frequency density, fibres, grain; holes (lumina, fat) with almost no stain
-    tissue = _sigmoid((_smooth_noise(rng, shape, 90 * um) + 1.6) * 4.0)
-    cellular = _sigmoid(_smooth_noise(rng, shape, 60 * um) * 2.2 + rng.uniform(-0.8, 0.8))
+    # -- eosin stroma: low-frequency density, fibres, grain; holes (lumina, fat) with almost no stain. The smooth
+    # fields are drawn at half resolution (uh = pixels per um there) and upsampled once.
     half = (height // 2 + 1, width // 2 + 1)
-    white = rng.standard_normal(half, dtype=np.float32)
-    s_long, s_short = 3.0 * um, 0.3 * um
-    fx = ndi.gaussian_filter(white, (s_short, s_long))
-    fy = ndi.gaussian_filter(white, (s_long, s_short))
-    orient = _sigmoid(_smooth_noise(rng, half, 40 * um) * 3.0)
-    fib = orient * fx / (fx.std() + 1e-6) + (1.0 - orient) * fy / (fy.std() + 1e-6)
-    fib = np.tanh(1.2 * fib)
-    fibres = np.repeat(np.repeat(fib, 2, axis=0), 2, axis=1)[:height, :width]
-    grain = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.35 * um)
-    grain /= grain.std() + 1e-6
-    chroma = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.25 * um)
-    chroma /= chroma.std() + 1e-6
-    cyto = _smooth_noise(rng, shape, 6 * um)
-
+    uh = um / 2.0
+    tissue = _sigmoid((_smooth_noise(rng, half, 90 * uh) + 1.6) * 4.0)
+    cellular = _sigmoid(_smooth_noise(rng, half, 60 * uh) * 2.2 + rng.uniform(-0.8, 0.8))
+    fibres, fibre_angle = _fibres(rng, half, uh)
     e0 = rng.uniform(0.30, 0.46)
-    stroma = e0 * (0.8 + 0.2 * _smooth_noise(rng, shape, 30 * um)) * (1.0 + 0.45 * fibres * (1.0 - cellular))
-    cytoplasm = (0.8 * e0) * (1.0 + 0.25 * cyto)
-    e_conc = (stroma * (1.0 - cellular) + cytoplasm * cellular) * (1.0 + 0.08 * grain)
-    e_conc = np.clip(e_conc, 0.0, None) * tissue + 0.02
-    h_conc = (0.03 + 0.03 * cellular) * tissue * (1.0 + 0.3 * grain)
-    h_conc = np.clip(h_conc, 0.0, None).astype(np.float32)
-    e_conc = e_conc.astype(np.float32)
+    stroma = e0 * (0.8 + 0.2 * _smooth_noise(rng, half, 30 * uh)) * (1.0 + 0.45 * fibres * (1.0 - cellular))
+    cytoplasm = (0.8 * e0) * (1.0 + 0.25 * _smooth_noise(rng, half, 6 * uh))
+    e_half = np.clip(stroma * (1.0 - cellular) + cytoplasm * cellular, 0.0, None) * tissue
+    h_half = (0.03 + 0.03 * cellular) * tissue
+    grain = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.3 * um)
+    grain /= grain.std() + 1e-6
+    e_conc = _upsample2(e_half, shape)
+    e_conc *= 1.0 + 0.08 * grain
+    e_conc += np.float32(0.02)
+    h_conc = _upsample2(h_half, shape)
+    h_conc *= np.clip(1.0 + 0.3 * grain, 0.0, None)
 
     # -- labelled objects first (they keep a clear neighbourhood), then ordinary nuclei around them
     area = width * height
@@ -317,39 +326,73 @@ def _draw_tissue(
     n_mit = int(rng.poisson(area * mitosis_density * activity))
     n_imp = int(rng.poisson(area * mitosis_density * imposter_ratio * rng.uniform(0.8, 1.3)))
     margin = BOX_HALF_PX + 2
-    centres = _place_objects(rng, tissue, n_mit + n_imp, margin=margin, min_dist=14 * um)
+    centres = _place_objects(rng, tissue, (width, height), n_mit + n_imp, margin=margin, min_dist=14 * um)
     kinds = np.zeros(len(centres), dtype=bool)
     kinds[: min(n_mit, len(centres))] = True
     rng.shuffle(kinds)
     mitoses = centres[kinds]
     imposters = centres[~kinds]
 
-    nuclei = _nucleus_layout(rng, tissue, cellular, um)
+    nuclei = _nucleus_layout(rng, tissue, cellular, (width, height), um)
     if len(centres):
         d2 = ((nuclei[:, None, :2] - centres[None, :, :]) ** 2).sum(-1).min(axis=1)
         nuclei = nuclei[d2 > (9.5 * um) ** 2]
 
-    _stamp_nuclei(rng, h_conc, chroma, nuclei, um)
+    _stamp_nuclei(rng, h_conc, grain, nuclei, um, fibre_angle)
     for cx, cy in mitoses:
-        _stamp_mitosis(rng, h_conc, e_conc, chroma, float(cx), float(cy), um)
+        _stamp_mitosis(rng, h_conc, e_conc, grain, float(cx), float(cy), um)
     for cx, cy in imposters:
-        _stamp_imposter(rng, h_conc, e_conc, chroma, float(cx), float(cy), um)
+        _stamp_imposter(rng, h_conc, e_conc, grain, float(cx), float(cy), um)
     return h_conc, e_conc, mitoses.astype(np.float64), imposters.astype(np.float64)
 
 
+def _directional_blur(a: F32, sigma: float, direction: int) -> F32:
+    """Gaussian blur along one of four directions: 0 = along x, 1 = the diagonal (1, 1), 2 = along y,
+    3 = the diagonal (1, -1). Diagonals are done by shearing rows so that the diagonal becomes a column."""
+    if direction == 0:
+        return np.asarray(ndi.gaussian_filter1d(a, sigma, axis=1, mode="wrap"), dtype=np.float32)
+    if direction == 2:
+        return np.asarray(ndi.gaussian_filter1d(a, sigma, axis=0, mode="wrap"), dtype=np.float32)
+    h, w = a.shape
+    sign = 1 if direction == 1 else -1
+    idx = (np.arange(w)[None, :] + sign * np.arange(h)[:, None]) % w
+    sheared = np.take_along_axis(a, idx, axis=1)
+    blurred = ndi.gaussian_filter1d(sheared, sigma / math.sqrt(2.0), axis=0, mode="reflect")
+    out = np.empty_like(a)
+    np.put_along_axis(out, idx, blurred, axis=1)
+    return out
+
+
+def _fibres(rng: np.random.Generator, shape: tuple[int, int], um: float) -> tuple[F32, F32]:
+    """Collagen-like fibre texture in [-1, 1]: thin streaks whose direction drifts smoothly over the tissue
+    (four oriented line textures blended by a low-frequency angle field); returns (texture, angle)."""
+    base = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.35 * um)
+    angle = _smooth_noise(rng, shape, 50 * um) * np.float32(1.4) + np.float32(rng.uniform(0, math.pi))
+    out = np.zeros(shape, dtype=np.float32)
+    norm = np.zeros(shape, dtype=np.float32)
+    for k in range(4):
+        streaks = _directional_blur(base, 3.5 * um, k)
+        streaks /= streaks.std() + 1e-6
+        weight = np.maximum(np.cos(2.0 * (angle - np.float32(k * math.pi / 4))), 0.0) ** 8
+        out += weight * streaks
+        norm += weight
+    return np.asarray(np.tanh(1.3 * out / np.sqrt(norm * norm + 1e-6)), dtype=np.float32), angle
+
+
 def _place_objects(
-    rng: np.random.Generator, tissue: F32, n: int, *, margin: int, min_dist: float
+    rng: np.random.Generator, tissue: F32, size: tuple[int, int], n: int, *, margin: int, min_dist: float
 ) -> npt.NDArray[np.float64]:
-    """Up to n integer centres inside tissue, >= margin px from the border, >= min_dist px apart."""
+    """Up to n integer centres inside tissue (a half-resolution map), >= margin px from the border of an image
+    of `size` = (w, h), >= min_dist px apart."""
     if n == 0:
         return np.zeros((0, 2))
-    h, w = tissue.shape
+    w, h = size
     if w <= 2 * margin or h <= 2 * margin:
         return np.zeros((0, 2))
     cand = np.stack(
         [rng.integers(margin, w - margin, 40 * n + 40), rng.integers(margin, h - margin, 40 * n + 40)], axis=1
     )
-    keep = tissue[cand[:, 1], cand[:, 0]] > rng.uniform(0.4, 0.95, len(cand))
+    keep = tissue[cand[:, 1] // 2, cand[:, 0] // 2] > rng.uniform(0.4, 0.95, len(cand))
     cand = cand[keep]
     chosen: list[npt.NDArray[np.int64]] = []
     pts = np.zeros((0, 2))
@@ -363,16 +406,19 @@ def _place_objects(
     return pts
 
 
-def _nucleus_layout(rng: np.random.Generator, tissue: F32, cellular: F32, um: float) -> npt.NDArray[np.float64]:
-    """Rows (x, y, kind): kind 0 tumour cell, 1 stromal spindle, 2 lymphocyte. Jittered grid -> little overlap."""
-    h, w = tissue.shape
+def _nucleus_layout(
+    rng: np.random.Generator, tissue: F32, cellular: F32, size: tuple[int, int], um: float
+) -> npt.NDArray[np.float64]:
+    """Rows (x, y, kind): kind 0 tumour cell, 1 stromal spindle, 2 lymphocyte. Jittered grid -> little overlap.
+    `tissue` and `cellular` are half-resolution maps of an image of `size` = (w, h)."""
+    w, h = size
     cell = 10.5 * um
     gx, gy = np.meshgrid(np.arange(cell / 2, w, cell), np.arange(cell / 2, h, cell))
     gx = gx.ravel() + rng.uniform(-0.3, 0.3, gx.size) * cell
     gy = gy.ravel() + rng.uniform(-0.3, 0.3, gy.size) * cell
     inside = (gx >= 0) & (gx < w) & (gy >= 0) & (gy < h)
     gx, gy = gx[inside], gy[inside]
-    ix, iy = gx.astype(int), gy.astype(int)
+    ix, iy = gx.astype(int) // 2, gy.astype(int) // 2
     t, c = tissue[iy, ix], cellular[iy, ix]
     u = rng.uniform(0, 1, gx.size)
     tumour = (u < 0.92 * c * t) & (t > 0.5)
@@ -414,16 +460,25 @@ def _blob_mask(
     rho = np.sqrt(u * u + v * v)
     boundary = np.ones_like(rho)
     if len(harmonics):
-        theta = np.arctan2(v, u)
-        for k, (amp, ph) in enumerate(zip(harmonics, phases, strict=True)):
-            boundary += np.float32(amp) * np.cos((k + 2) * theta + np.float32(ph))
+        # cos/sin of 2, 3, 4 theta from cos/sin theta (no arctan2, no cos of large arrays)
+        inv = 1.0 / np.maximum(rho, np.float32(1e-6))
+        c1, s1 = u * inv, v * inv
+        c2, s2 = c1 * c1 - s1 * s1, 2.0 * c1 * s1
+        multiples = ((c2, s2), (c2 * c1 - s2 * s1, s2 * c1 + c2 * s1), (c2 * c2 - s2 * s2, 2.0 * s2 * c2))
+        for (ck, sk), amp, ph in zip(multiples, harmonics, phases, strict=False):
+            boundary += np.float32(amp * math.cos(ph)) * ck - np.float32(amp * math.sin(ph)) * sk
     dist = (rho - boundary) * np.float32(min(a, b))
     mask = np.clip(0.5 - dist / np.float32(soft), 0.0, 1.0)
     return mask.astype(np.float32, copy=False), dist.astype(np.float32, copy=False)
 
 
 def _stamp_nuclei(
-    rng: np.random.Generator, h_conc: F32, chroma: F32, nuclei: npt.NDArray[np.float64], um: float
+    rng: np.random.Generator,
+    h_conc: F32,
+    chroma: F32,
+    nuclei: npt.NDArray[np.float64],
+    um: float,
+    fibre_angle: F32,
 ) -> None:
     n = len(nuclei)
     kind = nuclei[:, 2].astype(int) if n else np.zeros(0, dtype=int)
@@ -436,6 +491,9 @@ def _stamp_nuclei(
     a = np.where(kind == 2, r_l, a)
     b = np.where(kind == 2, r_l * rng.uniform(0.9, 1.0, n), b)
     angle = rng.uniform(0, math.pi, n)
+    if n:  # spindle (stromal) nuclei lie along the collagen fibres
+        along = fibre_angle[(nuclei[:, 1] // 2).astype(int), (nuclei[:, 0] // 2).astype(int)]
+        angle = np.where(kind == 1, along + rng.normal(0, 0.12, n), angle)
     harm = rng.normal(0, 1, (n, 3)) * np.array([0.07, 0.04, 0.025])
     harm[kind == 2] *= 0.3
     phases = rng.uniform(0, 2 * math.pi, (n, 3))
