@@ -227,3 +227,20 @@ def test_hidden_phases_get_no_exit_status() -> None:
     assert result(memory_exceeded=True, exit_code=137).participant_reason(hidden=True) == MEMORY_LIMIT
     assert result(timed_out=True).participant_reason(hidden=True) == TIME_LIMIT
     assert result().participant_reason(hidden=True) is None
+
+
+def test_engine_on_the_host_gets_host_paths(tmp_path: Path) -> None:
+    from worker.sandbox import parse_host_paths
+
+    mapping = parse_host_paths(f"/test-sets=/srv/midog/sets, {tmp_path}=/host{tmp_path}")
+    assert mapping == {"/test-sets": "/srv/midog/sets", str(tmp_path): f"/host{tmp_path}"}
+    backend = DockerBackend(runtime_dir=tmp_path / "rt", host_paths=mapping)
+    assert backend.host_path(Path("/test-sets/a/images/001.tiff")) == "/srv/midog/sets/a/images/001.tiff"
+    assert backend.host_path(Path("/test-sets")) == "/srv/midog/sets"
+    assert backend.host_path(Path("/test-setsX/1.tiff")) == "/test-setsX/1.tiff"
+    # The kernel quota's tmpfs would live in the worker's mount namespace only: the watchdog guards instead.
+    assert backend.output_tmpfs is False
+    args = backend.run_arguments(spec(mounts=(Mount(tmp_path, "/input"),)), "n", tmp_path / "rt" / "out")
+    assert set(_flag_values(args, "-v")) == {f"/host{tmp_path}:/input:ro", f"/host{tmp_path}/rt/out:/output:rw"}
+    with pytest.raises(SandboxError, match="not '/worker/path=/host/path'"):
+        parse_host_paths("test-sets=/srv")

@@ -8,7 +8,8 @@ removed whatever happens. Settings come from the environment so that `MIDOG_RUNN
 worker.containers.runner:ContainerRunner` can build it without arguments:
 MIDOG_SANDBOX_BACKEND (podman | docker), MIDOG_SANDBOX_RUNTIME_DIR, MIDOG_CONTAINER_LAYOUT (2022 | 2021),
 MIDOG_CONTAINER_CASE_SECONDS, MIDOG_CONTAINER_MEMORY_BYTES, MIDOG_CONTAINER_CPUS, MIDOG_CONTAINER_GPU
-(auto | none | <index>).
+(auto | none | <index>), MIDOG_SANDBOX_HOST_PATHS (`/worker/path=/host/path,...` when the worker runs in
+a container and drives the host's engine through its socket).
 
 Imports the stdlib, worker.errors, worker.evaluation, worker.sandbox and worker.containers only.
 """
@@ -21,7 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,7 +31,15 @@ from worker.containers.contract import Layout, run_case
 from worker.containers.engine import load_image, remove_image
 from worker.errors import SubmissionError
 from worker.evaluation.io import read_json
-from worker.sandbox import TIME_LIMIT, DockerBackend, PodmanBackend, SandboxError, SandboxSpec, gpu_present
+from worker.sandbox import (
+    TIME_LIMIT,
+    DockerBackend,
+    PodmanBackend,
+    SandboxError,
+    SandboxSpec,
+    gpu_present,
+    parse_host_paths,
+)
 
 DEFAULT_UID = 10001
 logger = logging.getLogger(__name__)
@@ -49,6 +58,7 @@ class ContainerSettings:
     tmp_bytes: int = 4 * 1024**3
     output_bytes: int = 64 * 1024**2
     gpu: str = "auto"
+    host_paths: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ContainerSettings:
@@ -65,6 +75,7 @@ class ContainerSettings:
             memory_bytes=int(env.get("MIDOG_CONTAINER_MEMORY_BYTES", cls.memory_bytes)),
             cpus=float(env.get("MIDOG_CONTAINER_CPUS", cls.cpus)),
             gpu=env.get("MIDOG_CONTAINER_GPU", "auto"),
+            host_paths=parse_host_paths(env.get("MIDOG_SANDBOX_HOST_PATHS", "")),
         )
 
     def gpu_index(self) -> int | None:
@@ -101,9 +112,11 @@ class ContainerRunner:
         self.settings = settings or ContainerSettings.from_env()
         self.limits = limits
         if self.settings.backend == "podman":
-            self.backend: PodmanBackend = PodmanBackend(runtime_dir=self.settings.runtime_dir)
+            self.backend: PodmanBackend = PodmanBackend(
+                runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths
+            )
         elif self.settings.backend == "docker":
-            self.backend = DockerBackend(runtime_dir=self.settings.runtime_dir)
+            self.backend = DockerBackend(runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths)
         else:
             raise SandboxError(
                 f"container submissions need the podman or docker backend, not {self.settings.backend!r}"

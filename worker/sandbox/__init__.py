@@ -7,7 +7,7 @@ podman code path and flags. Imports the stdlib only; must not import Celery, SQL
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -36,14 +36,25 @@ class Backend(Protocol):
     def reap(self, label: str) -> int: ...
 
 
-def get_backend(name: str, *, runtime_dir: Path | None = None) -> Backend:
-    """The backend named by the worker setting."""
+def parse_host_paths(text: str) -> dict[str, str]:
+    """`MIDOG_SANDBOX_HOST_PATHS`: comma-separated `worker path=host path` pairs, e.g. `/test-sets=/srv/sets`."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        inside, sep, host = item.partition("=")
+        if not sep or not inside.startswith("/") or not host.startswith("/"):
+            raise SandboxError(f"MIDOG_SANDBOX_HOST_PATHS entry {item!r} is not '/worker/path=/host/path'")
+        pairs[inside] = host
+    return pairs
+
+
+def get_backend(name: str, *, runtime_dir: Path | None = None, host_paths: Mapping[str, str] | None = None) -> Backend:
+    """The backend named by the worker setting; `host_paths` only concerns podman/docker (see PodmanBackend)."""
     if name == "bwrap":
         return BwrapBackend(runtime_dir=runtime_dir)
     if name == "podman":
-        return PodmanBackend(runtime_dir=runtime_dir)
+        return PodmanBackend(runtime_dir=runtime_dir, host_paths=host_paths)
     if name == "docker":
-        return DockerBackend(runtime_dir=runtime_dir)
+        return DockerBackend(runtime_dir=runtime_dir, host_paths=host_paths)
     raise SandboxError(f"unknown sandbox backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -62,4 +73,5 @@ __all__ = [
     "SandboxSpec",
     "get_backend",
     "gpu_present",
+    "parse_host_paths",
 ]

@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from worker.sandbox.bwrap import default_runtime_dir
@@ -87,12 +87,28 @@ class PodmanBackend:
         runtime: str | None = "runc",
         runtime_dir: Path | None = None,
         output_tmpfs: bool | None = None,
+        host_paths: Mapping[str, str] | None = None,
     ) -> None:
         self.executable = executable
         self.runtime = runtime
         self.runtime_dir = runtime_dir or default_runtime_dir()
-        self.output_tmpfs = output_tmpfs
+        self.host_paths = dict(host_paths or {})
+        # A tmpfs mounted in the worker's own mount namespace is invisible to an engine on the host.
+        self.output_tmpfs = False if self.host_paths and output_tmpfs is None else output_tmpfs
         self._seccomp: Path | bool | None = None
+
+    def host_path(self, path: Path) -> str:
+        """`path` as the engine sees it: worker prefixes mapped by `host_paths` (longest prefix first).
+
+        A worker that runs in a container and drives the host's engine through its socket names bind
+        sources in its own file system; the engine resolves them on the host.
+        """
+        text = str(path)
+        for inside in sorted(self.host_paths, key=len, reverse=True):
+            prefix = inside.rstrip("/")
+            if text == prefix or text.startswith(prefix + "/"):
+                return self.host_paths[inside].rstrip("/") + text[len(prefix) :]
+        return text
 
     def check(self) -> None:
         if shutil.which(self.executable) is None:
@@ -141,8 +157,8 @@ class PodmanBackend:
         for mount in spec.mounts:
             if not mount.source.exists():
                 raise SandboxError(f"mount source {mount.source} does not exist")
-            args += ["-v", f"{mount.source}:{mount.target}:{self._volume_options('ro')}"]
-        args += ["-v", f"{output_path}:/output:{self._volume_options('rw')}"]
+            args += ["-v", f"{self.host_path(mount.source)}:{mount.target}:{self._volume_options('ro')}"]
+        args += ["-v", f"{self.host_path(output_path)}:/output:{self._volume_options('rw')}"]
         if spec.workdir is not None:
             args += ["--workdir", spec.workdir]
         for key, value in spec.environment().items():
@@ -261,8 +277,20 @@ class DockerBackend(PodmanBackend):
     # Docker's --read-only adds no tmpfs of its own.
     read_only_flags = ("--read-only",)
 
-    def __init__(self, *, runtime_dir: Path | None = None, output_tmpfs: bool | None = None) -> None:
-        super().__init__(executable="docker", runtime=None, runtime_dir=runtime_dir, output_tmpfs=output_tmpfs)
+    def __init__(
+        self,
+        *,
+        runtime_dir: Path | None = None,
+        output_tmpfs: bool | None = None,
+        host_paths: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            executable="docker",
+            runtime=None,
+            runtime_dir=runtime_dir,
+            output_tmpfs=output_tmpfs,
+            host_paths=host_paths,
+        )
 
     def _seccomp_arguments(self) -> list[str]:
         # Docker's built-in default profile already refuses new namespaces without CAP_SYS_ADMIN.
