@@ -315,7 +315,9 @@ def test_reap_after_worker_killed(backend: Backend, make_spec: Spec, tmp_path: P
     worker.kill()
     worker.wait()
     assert runs.exists(), "the dead worker's run left state behind, as a crash would"
+    assert spec.label in backend.leftover_labels()
     assert backend.reap(spec.label) >= 1
+    assert spec.label not in backend.leftover_labels()
     deadline = time.monotonic() + 10
     while uid_processes(spec.uid) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -1,8 +1,9 @@
 """The sandbox every piece of participant code runs in: one SandboxSpec, three backends.
 
 `get_backend("bwrap" | "podman" | "docker")` returns an object with `check()`, `run(spec, argv, *,
-output_dir) -> SandboxResult` and `reap(label) -> int`. The backend is a worker setting; docker shares the
-podman code path and flags. Imports the stdlib only; must not import Celery, SQLAlchemy, FastAPI or torch.
+output_dir) -> SandboxResult`, `reap(label) -> int` and `leftover_labels()` (for a start-up sweep). The
+backend is a worker setting; docker shares the podman code path and flags. Imports the stdlib only; must
+not import Celery, SQLAlchemy, FastAPI or torch.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Backend(Protocol):
     def run(self, spec: SandboxSpec, argv: Sequence[str], *, output_dir: Path) -> SandboxResult: ...
 
     def reap(self, label: str) -> int: ...
+
+    def leftover_labels(self) -> list[str]: ...
 
 
 def parse_host_paths(text: str) -> dict[str, str]:

@@ -291,6 +291,11 @@ class BwrapBackend:
             pids_exceeded=groups.pids_limit_hit(),
         )
 
+    def leftover_labels(self) -> list[str]:
+        """Labels with runs on record: after a worker restart, the runs its predecessor left behind."""
+        base = self.runtime_dir / self.name
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
     def reap(self, label: str) -> int:
         """Kill and remove everything left by runs labelled `label` (also after a worker crash)."""
         reaped = 0

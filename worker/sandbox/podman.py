@@ -260,6 +260,17 @@ class PodmanBackend:
         done = self._engine("ps", "-a", "-q", "--filter", f"label={LABEL_KEY}={label}", check=True)
         return done.stdout.split()
 
+    def leftover_labels(self) -> list[str]:
+        """Labels of all sandbox containers on this engine (running or not) and of runs on record here."""
+        done = self._engine(
+            "ps", "-a", "--filter", f"label={LABEL_KEY}", "--format", f'{{{{index .Labels "{LABEL_KEY}"}}}}', check=True
+        )
+        labels = {line.strip() for line in done.stdout.splitlines() if line.strip()}
+        base = self.runtime_dir / self.name
+        if base.is_dir():
+            labels.update(p.name for p in base.iterdir() if p.is_dir())
+        return sorted(labels)
+
     def reap(self, label: str) -> int:
         """Remove every container labelled `label` and the output areas of its runs."""
         ids = self.list_containers(label)
