@@ -267,3 +267,24 @@ def import_command(
         raise _fail(str(exc)) from None
     _print_summary(test_set)
     typer.echo(f"wrote {len(test_set.cases)} cases to {out}")
+
+
+@dataset_app.command("cache")
+def cache_command(
+    directory: Annotated[Path, typer.Argument(help="A test-set directory (with manifest.json)")],
+    cache_dir: Annotated[Path, typer.Option("--cache-dir", help="The decoded-image cache directory")],
+) -> None:
+    """Decode every image of a test set into the decoded-image cache (each once; later runs map it)."""
+    from worker.datasets.cache import DecodedImageCache
+    from worker.datasets.errors import DatasetError
+    from worker.datasets.manifest import TestSet
+
+    start = time.perf_counter()
+    try:
+        test_set = TestSet.open(directory)
+        decoded = DecodedImageCache(cache_dir).warm(test_set)
+    except DatasetError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(
+        f"{decoded} decoded, {len(test_set.cases) - decoded} already cached, in {time.perf_counter() - start:.1f} s"
+    )

@@ -92,3 +92,11 @@ def test_score_reads_the_generated_ground_truth_and_groups(synth_dir: Path, tmp_
     assert total_tp == sum(len(v) for v in gt.values())
     assert total_fp == imposters
     assert set(report["groups"]) >= {"scanner-0", "scanner-1"}
+
+
+def test_cache_command_warms_the_decoded_cache(synth_dir: Path, tmp_path: Path) -> None:
+    first = CliRunner().invoke(cli, ["dataset", "cache", str(synth_dir), "--cache-dir", str(tmp_path / "c")])
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith("4 decoded, 0 already cached")
+    again = CliRunner().invoke(cli, ["dataset", "cache", str(synth_dir), "--cache-dir", str(tmp_path / "c")])
+    assert again.output.startswith("0 decoded, 4 already cached")

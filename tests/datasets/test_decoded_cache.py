@@ -100,3 +100,17 @@ def test_prune_keeps_the_most_recent(tmp_path: Path) -> None:
     size = cache.path_for(shas[0]).stat().st_size
     assert cache.prune(max_bytes=size) == 2
     assert [s in cache for s in shas] == [False, False, True]
+
+
+def test_warm_decodes_each_image_of_a_test_set_once(tmp_path: Path) -> None:
+    from worker.datasets.synth import generate_test_set
+
+    test_set = generate_test_set(tmp_path / "set", scanners=2, cases_per_scanner=1, size=(96, 80), seed=0)
+    cache = DecodedImageCache(tmp_path / "cache")
+    assert cache.warm(test_set) == 2
+    assert cache.warm(test_set) == 0
+    for case in test_set.cases:
+        assert case.sha256 in cache
+        assert np.array_equal(
+            cache.load(test_set.image_path(case), sha256=case.sha256), decode_rgb(test_set.image_path(case))
+        )

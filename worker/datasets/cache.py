@@ -19,11 +19,15 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from worker.datasets.errors import DatasetError
+
+if TYPE_CHECKING:
+    from worker.datasets.manifest import TestSet
 
 try:  # POSIX; elsewhere concurrent misses may decode twice (still safe: the rename is atomic)
     import fcntl
@@ -88,6 +92,17 @@ class DecodedImageCache:
             raise DatasetError(f"{target}: cache entry unreadable right after writing it")
         return opened
 
+    def warm(self, test_set: TestSet, *, progress: Callable[[int, int], None] | None = None) -> int:
+        """Decode every image of a test set that is not cached yet (outside the sandbox, before the cache is
+        mounted read-only for participant code); returns how many were decoded."""
+        cases = [c for c in test_set.cases if c.image is not None]
+        before = self.misses
+        for i, case in enumerate(cases):
+            self.load(test_set.image_path(case), sha256=case.sha256)
+            if progress is not None:
+                progress(i + 1, len(cases))
+        return self.misses - before
+
     def prune(self, max_bytes: int) -> int:
         """Remove least-recently-modified entries until the cache holds at most `max_bytes`; returns the number
         removed. Entries in use stay valid for their readers (unlinking a mapped file keeps its pages)."""
@@ -121,12 +136,17 @@ def _open(target: Path) -> np.memmap | None:
     except FileNotFoundError:
         return None
     except (ValueError, OSError, EOFError):
-        target.unlink(missing_ok=True)
+        _discard(target)
         return None
     if not isinstance(arr, np.memmap) or arr.dtype != np.uint8 or arr.ndim != 3:
-        target.unlink(missing_ok=True)
+        _discard(target)
         return None
     return arr
+
+
+def _discard(target: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only mount (the sandbox) cannot repair: the caller decodes
+        target.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
