@@ -236,36 +236,35 @@ def _outcomes(run: _Run, task: Task) -> Iterator[None]:
         run.fail(transitions.GENERIC_FAILURE, traceback.format_exc())
 
 
-def _claim(evaluation_id: int) -> tuple[transitions.Claim, tuple[PipelineInput, dict[str, Any]] | None]:
+def _claim(evaluation_id: int) -> transitions.Claim:
     limits = limits_of(app)
     owner = worker_identity()
-
-    def step(session: Session) -> tuple[transitions.Claim, tuple[PipelineInput, dict[str, Any]] | None]:
-        claimed = transitions.claim(
+    return with_db_retry(
+        lambda session: transitions.claim(
             session,
             evaluation_id=evaluation_id,
             owner=owner,
             lease_s=limits.lease_expiry_s,
             max_attempts=limits.max_attempts,
-        )
-        return claimed, (_load_input(session, evaluation_id) if claimed.claimed else None)
-
-    return with_db_retry(step, budget_s=10.0)
+        ),
+        budget_s=10.0,
+    )
 
 
 @_task(name=RUN, bind=True)
 def run_evaluation(self: Task, *, evaluation_id: int) -> str:
     """Claim, run and persist one evaluation; a lost claim returns at once without running anything."""
     try:
-        claimed, loaded = _claim(evaluation_id)
+        claimed = _claim(evaluation_id)
     except RetryableError as exc:
         raise self.retry(countdown=2, exc=exc, max_retries=None) from exc
-    if not claimed.claimed or loaded is None:
+    if not claimed.claimed:
         logger.info("evaluation %s not run: %s", evaluation_id, claimed.outcome)
         return str(claimed.outcome)
-    inp, options = loaded
     run = _Run(evaluation_id, claimed.attempt, claimed.owner)
+    # From here on every failure, reading the inputs included, ends in a recorded state (never a loop).
     with _outcomes(run, self):
+        inp, options = with_db_retry(lambda session: _load_input(session, evaluation_id))
         test_set = open_test_set(inp.test_set_dir)
         shard_by = options.get("shard_by")
         if inp.kind != PREDICTIONS_KIND and shard_by:

@@ -326,3 +326,31 @@ def test_a_run_cancelled_meanwhile_stops_and_writes_nothing(
     assert _wait(lambda: "no longer holds its lease; stopped" in worker.log(), 15), worker.log()[-2000:]
     assert worker_env.statuses(ids) == {ids[0]: "cancelled"}
     assert worker_env.result_count(ids) == 0
+
+
+def test_an_evaluation_that_cannot_be_set_up_fails_once_instead_of_looping(
+    worker_env: Any, start_worker: Any, predictions_for: Any
+) -> None:
+    from sqlalchemy import select, update
+
+    from app.models import Evaluation, Phase, Submission
+
+    ids = worker_env.seed(files=[("p.json", predictions_for(worker_env.small, 60))])
+    with worker_env.engine.begin() as connection:  # an organiser detached the phase's test set
+        phase_id = connection.execute(
+            select(Submission.phase_id)
+            .join(Evaluation, Evaluation.submission_id == Submission.id)
+            .where(Evaluation.id == ids[0])
+        ).scalar_one()
+        connection.execute(update(Phase).where(Phase.id == phase_id).values(test_set_id=None))
+    worker = start_worker(worker_env, queues="cpu", beat=True)
+    worker_env.send(ids[0], queue="cpu")
+
+    assert worker_env.wait_for(ids, TERMINAL, 20) == {ids[0]: "failed"}, worker.log()[-2000:]
+    evaluation = worker_env.evaluation(ids[0])
+    assert evaluation.attempt == 1
+    assert "internal error" in evaluation.error_message
+    assert "has no test set" in evaluation.error_detail
+    time.sleep(3)  # the reconciler runs every second: nothing is re-sent for a failed row
+    assert worker_env.evaluation(ids[0]).attempt == 1
+    assert worker.log().count("evaluation.run[") <= 2  # received + finished lines of the one message
