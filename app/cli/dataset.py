@@ -122,7 +122,7 @@ def info_command(
     directory: Annotated[Path, typer.Argument(help="A test-set directory (with manifest.json)")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Summarise a test set: cases, scanners, mitotic figures (and imposters) per scanner."""
+    """Summarise a test set: cases, scanners, mitotic figures (and hard negatives) per scanner."""
     from worker.datasets.errors import DatasetError
     from worker.datasets.manifest import TestSet
 
@@ -153,20 +153,20 @@ def _print_summary(test_set: TestSet) -> None:
 
     rows = summarise(test_set)
     total_mf = sum(r.mitotic_figures for r in rows)
-    has_imp = any(r.imposters is not None for r in rows)
+    has_neg = any(r.hard_negatives is not None for r in rows)
     out = [
         f"test set {test_set.manifest.name or test_set.root.name}: {len(test_set.cases)} cases, "
         f"{len(rows)} scanners, {total_mf} mitotic figures",
     ]
     header = f"{'scanner':<24} {'cases':>6} {'mitotic figures':>16}"
-    if has_imp:
-        header += f" {'imposters':>10}"
+    if has_neg:
+        header += f" {'hard negatives':>15}"
     header += f" {'um/px':>13}  size"
     out.append(header)
     for r in rows:
         line = f"{r.scanner:<24} {r.cases:>6} {r.mitotic_figures:>16}"
-        if has_imp:
-            line += f" {'-' if r.imposters is None else r.imposters:>10}"
+        if has_neg:
+            line += f" {'-' if r.hard_negatives is None else r.hard_negatives:>15}"
         if r.spacing_mm is None:
             spacing = "?"
         elif abs(r.spacing_mm[0] - r.spacing_mm[1]) < 1e-12:

@@ -189,3 +189,22 @@ def test_mitoses_are_darker_and_more_irregular_than_imposters() -> None:
     assert len(case.mitoses) >= 5
     assert len(case.imposters) >= 5
     assert core(case.mitoses) < core(case.imposters) - 12
+
+
+DOCS_MONTAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "synthetic-scanners.png"
+
+
+@pytest.mark.slow
+def test_the_docs_montage_is_what_the_seed0_command_previews(tmp_path: Path) -> None:
+    """docs/images/synthetic-scanners.png comes from `midog-eval dataset synth --scanners 4 --cases-per-scanner 5
+    --size 2048x1536 --seed 0 --preview`. The montage shows each scanner's first case, and a case does not depend
+    on the rest of the set, so one case per scanner reproduces it. If the generator changes on purpose, rerun
+    that command and copy its preview.png over the docs image."""
+    from PIL import Image
+
+    assert DOCS_MONTAGE.stat().st_size < 500_000
+    test_set = generate_test_set(
+        tmp_path / "s", scanners=4, cases_per_scanner=1, size=(2048, 1536), seed=0, preview=True, workers=2
+    )
+    with Image.open(test_set.preview_path) as new, Image.open(DOCS_MONTAGE) as docs:
+        assert np.array_equal(np.asarray(new.convert("RGB")), np.asarray(docs.convert("RGB")))

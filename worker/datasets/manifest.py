@@ -309,7 +309,7 @@ class ScannerSummary:
     scanner: str
     cases: int
     mitotic_figures: int
-    imposters: int | None  # hard negatives (category 2) when MIDOG.json is present
+    hard_negatives: int | None  # category 2 ("not mitotic figure": imposters) when MIDOG.json is present
     spacing_mm: tuple[float, float] | None  # (min, max)
     sizes: tuple[str, ...]
 
@@ -327,7 +327,7 @@ def summarise(test_set: TestSet) -> list[ScannerSummary]:
                 scanner=scanner,
                 cases=len(cases),
                 mitotic_figures=sum(len(gt.get(c.name, [])) for c in cases),
-                imposters=None if negatives is None else sum(negatives.get(c.name, 0) for c in cases),
+                hard_negatives=None if negatives is None else sum(negatives.get(c.name, 0) for c in cases),
                 spacing_mm=(min(spacings), max(spacings)) if spacings else None,
                 sizes=tuple(dict.fromkeys(f"{c.width}x{c.height}" for c in cases)),
             )
