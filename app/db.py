@@ -47,6 +47,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the API read while the worker writes; not available for in-memory databases.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # the default 2 MB page cache makes every leaderboard query re-read the result table from the OS
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("PRAGMA mmap_size=268435456")
     cursor.close()
 
 
@@ -99,3 +102,13 @@ def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Sess
         raise
     finally:
         session.close()
+
+
+def _install_standings_hooks() -> None:
+    # every session that can write results or moderation flags keeps the leaderboard standings current
+    from app.leaderboard.standings import install_hooks
+
+    install_hooks()
+
+
+_install_standings_hooks()

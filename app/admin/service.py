@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.admin.schemas import EvaluationAdminRead, SubmissionAdminRead, TestSetCreate
 from app.errors import Conflict, InvalidInput, NotFound
-from app.leaderboard.service import recompute_rank_robustness, to_csv
+from app.leaderboard.service import to_csv
 from app.models import (
     ACTIVE_STATUSES,
     Evaluation,
@@ -26,7 +26,6 @@ from app.models import (
     utcnow,
 )
 from app.queue import enqueue_after_commit
-from app.settings import get_settings
 from app.submissions.service import TASK_RUN, current_evaluation, participant_view, queue_for
 
 
@@ -176,13 +175,6 @@ def admin_view(submission: Submission) -> SubmissionAdminRead:
     )
 
 
-def _robustness(session: Session, phase_id: int) -> None:
-    settings = get_settings()
-    recompute_rank_robustness(
-        session, phase_id=phase_id, resamples=settings.robustness_resamples, seed=settings.robustness_seed
-    )
-
-
 def moderate_submission(
     session: Session,
     *,
@@ -197,8 +189,7 @@ def moderate_submission(
         submission.is_disqualified = is_disqualified
     if is_baseline is not None:
         submission.is_baseline = is_baseline
-    session.flush()
-    _robustness(session, submission.phase_id)
+    session.flush()  # the standings hooks rebuild the phase's board on commit
     return submission
 
 

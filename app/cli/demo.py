@@ -73,7 +73,7 @@ def build_test_set(root: Path, *, scanners: int, cases: int, size: tuple[int, in
         return root
     from worker.datasets.synth import generate_test_set
 
-    generate_test_set(root, scanners=scanners, cases_per_scanner=cases, size=size, seed=seed)
+    generate_test_set(root, scanners=scanners, cases_per_scanner=cases, size=size, seed=seed, preview=True)
     return root
 
 
@@ -153,7 +153,9 @@ def archive_predictions(archive: Path, test_set: Path, out_dir: Path) -> Path:
         check=True,
         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
     )
-    merged = {p.stem + ".tiff": json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))}
+    manifest = json.loads((test_set / "manifest.json").read_text())
+    names = {Path(case["name"]).stem: case["name"] for case in manifest["cases"]}
+    merged = {names[p.stem]: json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json")) if p.stem in names}
     target = out_dir.with_suffix(".json")
     target.write_text(json.dumps(merged))
     return target
@@ -254,11 +256,13 @@ def start_server(
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop_server(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+def stop_server(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Ctrl-C for `serve`: uvicorn shuts down and `serve` then stops the workers it started (a SIGTERM would
+    be re-raised by uvicorn after its shutdown, ending `serve` before it stops them). SIGKILL as a last resort."""
     if process.poll() is not None:
         return
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
@@ -381,10 +385,6 @@ def demo_command(
     # The embedded default, whatever the shell has configured for production.
     for name in ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL", "DATABASE_URL", "REDIS_URL"):
         env.pop(name, None)
-    # A wake-up lost on the way to the broker (the first message can race the worker's start on the SQLite
-    # broker) is re-sent by the reconciler within seconds instead of the production default of minutes.
-    env.setdefault("MIDOG_RECONCILE_INTERVAL_S", "3")
-    env.setdefault("MIDOG_REQUEUE_AFTER_S", "6")
     os.environ.update({"MIDOG_DATA_DIR": str(data_dir)})
     for name in ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL"):
         os.environ.pop(name, None)
@@ -400,6 +400,11 @@ def demo_command(
         size=_size(size),
         seed=seed,
     )
+    from worker.datasets.manifest import TestSet
+
+    preview = TestSet.open(test_set).preview_path
+    if preview.is_file():
+        say(f"one tile per scanner: {preview}")
     baselines = baselines_for(test_set, data_dir / "baselines")
     setup = setup_challenge(settings.database_url, test_set, [b.team for b in baselines])
     base_url = f"http://{host}:{port}"

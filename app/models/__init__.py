@@ -13,6 +13,7 @@ from app.models.challenge import (
     RankingMetric,
     SubmissionKind,
 )
+from app.models.leaderboard import LeaderboardEntry
 from app.models.submission import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -33,6 +34,7 @@ __all__ = [
     "EntryPolicy",
     "Evaluation",
     "EvaluationStatus",
+    "LeaderboardEntry",
     "LeaderboardVisibility",
     "Participant",
     "Phase",

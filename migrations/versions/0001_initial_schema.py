@@ -67,9 +67,7 @@ def upgrade() -> None:
         sa.Column("is_active", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["team_id"], ["team.id"], name=op.f("fk_participant_team_id_team"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["team_id"], ["team.id"], name=op.f("fk_participant_team_id_team"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_participant")),
         sa.UniqueConstraint("email", name=op.f("uq_participant_email")),
     )
@@ -208,9 +206,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["phase_id"], ["phase.id"], name=op.f("fk_submission_phase_id_phase"), ondelete="CASCADE"
         ),
-        sa.ForeignKeyConstraint(
-            ["team_id"], ["team.id"], name=op.f("fk_submission_team_id_team"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["team_id"], ["team.id"], name=op.f("fk_submission_team_id_team"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_submission")),
     )
     with op.batch_alter_table("submission", schema=None) as batch_op:
