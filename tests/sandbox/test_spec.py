@@ -244,3 +244,10 @@ def test_engine_on_the_host_gets_host_paths(tmp_path: Path) -> None:
     assert set(_flag_values(args, "-v")) == {f"/host{tmp_path}:/input:ro", f"/host{tmp_path}/rt/out:/output:rw"}
     with pytest.raises(SandboxError, match="not '/worker/path=/host/path'"):
         parse_host_paths("test-sets=/srv")
+
+
+def test_sandbox_faults_are_retried_as_infrastructure() -> None:
+    from worker.errors import RetryableError, SubmissionError
+
+    assert issubclass(SandboxError, RetryableError)
+    assert not issubclass(SandboxError, SubmissionError)

@@ -1,7 +1,7 @@
 """What a sandboxed run is allowed (SandboxSpec) and what came out of it (SandboxResult).
 
-Plain dataclasses shared by every backend. Imports the stdlib only; must not import Celery, SQLAlchemy,
-FastAPI or torch.
+Plain dataclasses shared by every backend. Imports the stdlib and worker.errors only; must not import
+Celery, SQLAlchemy, FastAPI or torch.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from worker.errors import RetryableError
 
 TIME_LIMIT = "time limit exceeded"
 MEMORY_LIMIT = "memory limit exceeded"
@@ -24,8 +26,9 @@ _UNSAFE_PATH = re.compile(r"[:,\x00\n]")
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself could not run (backend missing, bad spec): an infrastructure fault, not the code's."""
+class SandboxError(RetryableError, RuntimeError):
+    """The sandbox itself could not run (engine failure, missing backend, bad spec): an infrastructure fault,
+    never the participant's; the pipeline retries it up to the attempt cap."""
 
 
 @dataclass(frozen=True)
