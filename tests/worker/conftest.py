@@ -352,6 +352,9 @@ def make_worker_env(
     for env in created:
         if env._engine is not None:
             env._engine.dispose()
+        client = _clients.pop((env.broker_url, env.key_prefix), None)
+        if client is not None:
+            client.close()
         _drop_prefixed_keys(env)
 
 
