@@ -380,3 +380,28 @@ def test_S7_malicious_torch_file_runs_only_inside(backend: Backend, make_spec: S
     assert (tmp_path / "out" / "torch-payload-ran.txt").read_text() == str(SANDBOX_UID)
     assert not canary.exists()
     assert_nothing_left(backend, spec)
+
+
+def test_worker_python_stack_runs_inside_with_nothing_else_of_the_repository(
+    backend: Backend, make_spec: Spec, tmp_path: Path
+) -> None:
+    from worker.sandbox.runtime import python_runtime
+
+    mounts, interpreter = python_runtime(("worker",))
+    repository = Path(__file__).resolve().parents[2]
+    script = (
+        "import json, os, numpy, worker.evaluation.metrics as m; "
+        f"print(json.dumps({{'module': m.__file__, 'repo': sorted(os.listdir({str(repository)!r}))}}))"
+    )
+    report = probe_json(
+        backend.run(
+            make_spec(mounts=mounts, memory_bytes=512 * 1024**2),
+            [interpreter, "-c", script],
+            output_dir=tmp_path / "out",
+        )
+    )
+    assert report["module"] == str(repository / "worker" / "evaluation" / "metrics.py")
+    # Only the mounted directories appear: no tests, configuration, .env or data of the repository.
+    mounted_here = sorted(Path(m.target).name for m in mounts if Path(m.target).parent == repository)
+    assert "worker" in mounted_here
+    assert report["repo"] == mounted_here
