@@ -1,0 +1,115 @@
+"""`midog-eval demo` end to end on the embedded default: the leaderboard comes up with baseline entries scored
+per scanner, the pages serve it, and Ctrl-C stops the server and every worker it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _processes_using(data_dir: Path) -> list[int]:
+    """Pids whose environment points MIDOG_DATA_DIR at `data_dir` (the server and its workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"MIDOG_DATA_DIR={data_dir}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def _screenshot(url: str, path: Path, profile: Path) -> None:
+    """A screenshot of the demo's leaderboard when chromium and playwright are here (the browser test proper,
+    tests/pages/test_browser.py, requires them in CI)."""
+    chromium = Path("/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return
+    if not chromium.is_file():
+        return
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(chromium),
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+            viewport={"width": 1280, "height": 900},
+        )
+        page = context.new_page()
+        page.goto(url)
+        path.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(path), full_page=True)
+        context.close()
+
+
+@pytest.mark.slow
+def test_demo_serves_a_leaderboard_of_baselines(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    argv = [sys.executable, "-c", "from app.cli import main; main()", "demo", "--data-dir", str(data_dir)]
+    argv += ["--port", str(port), "--cases", "2", "--size", "512x384"]
+    started = time.monotonic()
+    demo = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = ""
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            if line.startswith("leaderboard: "):
+                url = line.split(": ", 1)[1].strip()
+                break
+        assert url, demo.stderr.read() if demo.stderr else ""
+        ready_s = time.monotonic() - started
+        assert ready_s < 300
+
+        phase_id = int(url.rstrip("/").split("/")[-2])
+        board = httpx.get(f"http://127.0.0.1:{port}/api/v1/phases/{phase_id}/leaderboard", timeout=30).json()
+        assert board["group_labels"] == [f"scanner-{i}" for i in range(4)]
+        assert board["entries"], board
+        assert all(e["is_baseline"] and e["rank"] is None for e in board["entries"])
+        assert any(e["team_name"] == "Baseline: blob detector" for e in board["entries"])
+        for entry in board["entries"]:
+            assert set(entry["groups"]) == set(board["group_labels"])
+            assert entry["f1_ci_low"] is not None  # the demo phase bootstraps CIs
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200
+        assert page.text.count('class="badge baseline"') == len(board["entries"])
+        _screenshot(url, ARTIFACTS / "demo-leaderboard.png", tmp_path / "profile")
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        code = demo.wait(timeout=60)
+    assert code == 0
+    deadline = time.monotonic() + 20
+    while _processes_using(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_using(data_dir) == []
