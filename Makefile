@@ -16,11 +16,9 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-## The main job: score the bundled example with the official MIDOG rules.
+## The main job: a synthetic four-scanner challenge with its baselines, served at http://127.0.0.1:8000 (Ctrl-C stops).
 demo: $(STAMP)
-	$(BIN)/midog-eval score --ground-truth examples/worked-example/ground-truth.json \
-	    --predictions examples/worked-example/predictions.json \
-	    --groups examples/worked-example/groups.csv --bootstrap 1000 --seed 0
+	$(BIN)/midog-eval demo
 
 ## The whole test-suite, lint and type checks included.
 test: lint typecheck pytest
