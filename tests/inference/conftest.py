@@ -31,10 +31,11 @@ class DarkPoints(torch.nn.Module):
     """Points (B, K, 3) in tile pixels: the K darkest local maxima; boxes (B, K, 5) with a shifted, weaker
     duplicate box per point when `boxes` is set (NMS must remove those)."""
 
-    def __init__(self, boxes: bool, k: int = 8) -> None:
+    def __init__(self, boxes: bool, k: int = 8, inward: float = 0.0) -> None:
         super().__init__()
         self.boxes = boxes
         self.k = k
+        self.inward = inward  # pull each point this many px towards the tile centre, as models near borders do
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dark = 1.0 - x.mean(dim=1)
@@ -46,6 +47,8 @@ class DarkPoints(torch.nn.Module):
         xs = (idx % w).to(torch.float32)
         ys = torch.div(idx, w, rounding_mode="floor").to(torch.float32)
         vals = torch.where(vals > 0, vals, torch.full_like(vals, -1.0))
+        xs = xs + self.inward * torch.sign((w - 1) / 2 - xs)
+        ys = ys + self.inward * torch.sign((x.shape[2] - 1) / 2 - ys)
         if not self.boxes:
             return torch.stack([xs, ys, vals], dim=2)
         main = torch.stack([xs - 6, ys - 6, xs + 6, ys + 6, vals], dim=2)
@@ -81,9 +84,13 @@ def make_manifest(
 
 @pytest.fixture
 def toy_archive(tmp_path: Path):
-    def build(kind: str, **kwargs: object) -> Path:
+    def build(kind: str, inward: float = 0.0, **kwargs: object) -> Path:
         manifest = make_manifest(kind, **kwargs)  # type: ignore[arg-type]
-        module = DarkHeatmap(manifest.output.stride) if kind == "heatmap" else DarkPoints(boxes=kind == "boxes")
+        module = (
+            DarkHeatmap(manifest.output.stride)
+            if kind == "heatmap"
+            else DarkPoints(boxes=kind == "boxes", inward=inward)
+        )
         return write_archive(tmp_path / f"archive-{kind}", module, manifest)
 
     return build

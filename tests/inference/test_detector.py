@@ -45,6 +45,16 @@ def test_a_disc_seen_by_four_tiles_is_reported_once(toy_archive) -> None:
     _match(found.xy_px, [(52.0, 52.0)], 1.0)
 
 
+@pytest.mark.parametrize("kind", ["points", "boxes"])
+def test_a_figure_pulled_inwards_by_both_tiles_on_a_core_border_is_kept_once(toy_archive, kind: str) -> None:
+    # (56, 30) sits on the core border x = 56: the left tile reports it at x = 54, the right one at x = 58,
+    # each outside its own core; the widened cores keep both reports and the global NMS keeps one.
+    archive = toy_archive(kind, inward=2.0)
+    detector = Detector(archive, device=torch.device("cpu"))
+    found = detector.detect(torch.from_numpy(disc_image(112, 64, [(56.0, 30.0)])).permute(2, 0, 1), 0.00025)
+    _match(found.xy_px, [(56.0, 30.0)], 4.0)  # pulled by 2 px along both axes, plus a 1 px plateau tie
+
+
 def test_image_smaller_than_one_tile(toy_archive) -> None:
     detector = Detector(toy_archive("heatmap"), device=torch.device("cpu"))
     found = detector.detect(torch.from_numpy(disc_image(40, 30, [(20.0, 15.0)])).permute(2, 0, 1), 0.00025)

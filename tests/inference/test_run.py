@@ -14,6 +14,7 @@ import pytest
 import tifffile
 import torch
 
+from worker.datasets.cache import DecodedImageCache
 from worker.evaluation.io import read_predictions
 from worker.evaluation.metrics import evaluate
 from worker.evaluation.types import GroundTruth
@@ -156,7 +157,9 @@ def test_decoded_cache_is_used_when_it_holds_the_image(toy_archive, tmp_path: Pa
     specs = list_images(root)
     # The cached copy of 002 differs from its TIFF (an extra disc), which shows where pixels came from.
     assert specs[1].sha256 is not None
-    np.save(cache / f"{specs[1].sha256}.npy", disc_image(200, 160, [(56.0, 56.0), (150.0, 100.0)]))
+    entry = DecodedImageCache(cache).path_for(specs[1].sha256)
+    entry.parent.mkdir()
+    np.save(entry, disc_image(200, 160, [(56.0, 56.0), (150.0, 100.0)]))
     reader = ImageReader(cache)
     assert reader.read(specs[1]).shape == (160, 200, 3)
     assert isinstance(reader.read(specs[1]), np.memmap)

@@ -4,9 +4,13 @@
 normalisation, batched forward passes in bf16 when allowed, heatmap stitching) without waiting for it;
 `Detector.finish` waits, finds peaks / runs NMS on the device and returns pixel coordinates of the original
 image. Calling `start` for the next image before `finish` for the current one keeps the GPU busy while the
-host waits. Heatmaps are stitched from the tiles' core regions into one map per image and peaks are found
-once on that map, so a figure on a tile border is seen exactly once; points and boxes are kept by the tile
-whose core holds their centre, then a global point NMS removes near-duplicates straddling core borders.
+host waits: on a GPU, `finish` runs on a second CUDA stream that waits only for its own image's forward
+passes (an event), so its synchronisations do not wait for the next image's forward passes queued meanwhile.
+Heatmaps are stitched from the tiles' core regions into one map per image (one gather) and peaks are found once
+on that map, so a figure on a tile border is seen exactly once. Points and boxes are kept by the tile whose core,
+widened by half the NMS radius, holds their centre, and a global point NMS then removes the duplicates: two tiles
+that place one figure on either side of a core border (models often pull border objects inwards) would otherwise
+both drop it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Pending:
     scale_y: float
     heatmap: torch.Tensor | None = None
     raw: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (first tile index, batch output)
+    ready: torch.cuda.Event | None = None  # recorded after the image's last forward pass
 
 
 class Detector:
@@ -81,6 +86,8 @@ class Detector:
         std = torch.tensor(m.input.std or (1.0, 1.0, 1.0), dtype=torch.float32)
         self._scale = (k / std).view(1, 3, 1, 1).to(device)
         self._shift = (-mean / std).view(1, 3, 1, 1).to(device)
+        self._decode_stream = torch.cuda.Stream(device) if device.type == "cuda" else None  # type: ignore[no-untyped-call]
+        self._stitch_index: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     # -- model call ------------------------------------------------------------------------------------
     def prepare(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -112,24 +119,33 @@ class Detector:
             grid = make_grid(image.shape[1], image.shape[2], m.input.tile_size, m.input.overlap)
             tiles = cut_tiles(image, grid)
             pending = Pending(height, width, grid, scale_x, scale_y)
-            if m.output.kind == "heatmap":
-                s = m.output.stride
-                pending.heatmap = torch.zeros(
-                    grid.rows.padded // s, grid.cols.padded // s, dtype=torch.float32, device=self.device
-                )
+            maps: list[torch.Tensor] = []
             n = grid.count
             batches = math.ceil(n / self.batch_size)
             per = math.ceil(n / batches)  # equal batches: no tiny last batch
             for first in range(0, n, per):
                 out = self.forward(self.prepare(tiles[first : first + per]))
-                if pending.heatmap is not None:
-                    self._stitch(pending, first, out)
+                if m.output.kind == "heatmap":
+                    maps.append(self._tile_heatmaps(out))
                 else:
                     pending.raw.append((first, _as_detection_tensor(out, m.output.kind)))
+            if maps:
+                pending.heatmap = self._stitch(torch.cat(maps), grid)
+            if self._decode_stream is not None:
+                pending.ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                pending.ready.record()
         return pending
 
     def finish(self, pending: Pending) -> Detections:
         """Wait for the image's device work and return its merged detections."""
+        stream = self._decode_stream
+        if stream is None or pending.ready is None:
+            return self._finish(pending)
+        stream.wait_event(pending.ready)
+        with torch.cuda.stream(stream):
+            return self._finish(pending)
+
+    def _finish(self, pending: Pending) -> Detections:
         m = self.manifest.output
         with torch.inference_mode():
             if pending.heatmap is not None:
@@ -157,10 +173,10 @@ class Detector:
         return self.finish(self.start(image, spacing_mm))
 
     # -- output decoding ---------------------------------------------------------------------------
-    def _stitch(self, pending: Pending, first: int, out: object) -> None:
+    def _tile_heatmaps(self, out: object) -> torch.Tensor:
+        """A batch's model output -> (B, T/stride, T/stride) float32 probabilities."""
         m = self.manifest
-        s = m.output.stride
-        cells = m.input.tile_size // s
+        cells = m.input.tile_size // m.output.stride
         if isinstance(out, tuple | list):
             out = out[0]
         if not isinstance(out, torch.Tensor):
@@ -172,18 +188,19 @@ class Detector:
                 f"model output: heatmap of shape {tuple(out.shape)} does not match tile_size/stride = {cells}"
             )
         hm = out.to(torch.float32)
-        if m.output.activation == "sigmoid":
-            hm = torch.sigmoid(hm)
-        grid, target = pending.grid, pending.heatmap
-        assert target is not None
-        half = m.input.overlap // 2 // s
-        step = grid.rows.step // s
-        ny, nx = grid.rows.count, grid.cols.count
-        for i in range(hm.shape[0]):
-            r, c = divmod(first + i, nx)
-            r0, r1 = (0 if r == 0 else half), (cells if r == ny - 1 else cells - half)
-            c0, c1 = (0 if c == 0 else half), (cells if c == nx - 1 else cells - half)
-            target[r * step + r0 : r * step + r1, c * step + c0 : c * step + c1] = hm[i, r0:r1, c0:c1]
+        return torch.sigmoid(hm) if m.output.activation == "sigmoid" else hm
+
+    def _stitch(self, maps: torch.Tensor, grid: TileGrid) -> torch.Tensor:
+        """(n_tiles, c, c) tile heatmaps -> one map of the padded image, each cell taken from the tile whose
+        core holds it: one gather instead of a copy per tile."""
+        s = self.manifest.output.stride
+        key = (grid.rows.count, grid.cols.count, grid.rows.step // s, self.manifest.input.tile_size // s)
+        index = self._stitch_index.get(key)
+        if index is None:
+            index = _stitch_index(*key, half=self.manifest.input.overlap // 2 // s, device=maps.device)
+            self._stitch_index[key] = index
+        tile, row, col = index
+        return maps[tile, row, col]
 
     def _heatmap_detections(self, pending: Pending) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.manifest.output
@@ -197,6 +214,8 @@ class Detector:
     def _listed_detections(self, pending: Pending) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.manifest.output
         grid = pending.grid
+        # Any two reports of one figure inside the widened cores lie within the NMS radius of each other.
+        margin = min(out.nms_radius_px / 2, self.manifest.input.overlap / 2)
         all_xy, all_scores = [], []
         for first, det in pending.raw:
             det = det.to(torch.float32)
@@ -219,13 +238,32 @@ class Detector:
             xy = xy + origins[:, None, :]
             flat_tiles = tile_index[:, None].expand_as(scores).reshape(-1)
             xy, scores, valid = xy.reshape(-1, 2), scores.reshape(-1), valid.reshape(-1)
-            valid &= core_mask(xy, flat_tiles, grid)
+            valid &= core_mask(xy, flat_tiles, grid, margin)
             all_xy.append(xy[valid])
             all_scores.append(scores[valid])
         if not all_xy:
             empty = torch.zeros(0, device=self.device)
             return empty.view(0, 2), empty
         return torch.cat(all_xy), torch.cat(all_scores)
+
+
+def _owner(count: int, step: int, cells: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Along one axis of the stitched map: which tile owns each cell (its core holds it), and the cell's index
+    inside that tile. Tile i's core covers cells [i*step + half, (i+1)*step + half); the first starts at 0
+    and the last runs to the end."""
+    length = (count - 1) * step + cells
+    pos = torch.arange(length)
+    owner = torch.div(pos - half, step, rounding_mode="floor").clamp_(0, count - 1)
+    return owner, pos - owner * step
+
+
+def _stitch_index(
+    ny: int, nx: int, step: int, cells: int, *, half: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    row_owner, row_local = _owner(ny, step, cells, half)
+    col_owner, col_local = _owner(nx, step, cells, half)
+    tile = row_owner[:, None] * nx + col_owner[None, :]
+    return tile.to(device), row_local[:, None].to(device), col_local[None, :].to(device)
 
 
 def _resample(image: torch.Tensor, factor: float) -> torch.Tensor:

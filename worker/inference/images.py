@@ -1,9 +1,10 @@
 """Input images for the runtime: which cases to run and how to get their pixels. No torch here.
 
-Inputs are either a test-set manifest (manifest.json, see worker/datasets/manifest.py for the layout; its
-spacing_mm wins over the TIFF tags) or a directory of .tif/.tiff files whose spacing comes from the TIFF
-resolution tags. Pixels come from the decoded-image cache when one is given and holds the image's sha256,
-else from the TIFF itself.
+Inputs are either a test-set manifest (manifest.json, layout of worker/datasets/manifest.py; its spacing_mm
+wins over the TIFF tags) or a directory of .tif/.tiff files whose spacing comes from the TIFF tags. Pixels come
+from the decoded-image cache (worker.datasets.cache) when one is given and already holds the image's sha256,
+else the image is decoded here. The cache is only read: inside the sandbox it is mounted read-only, so a miss
+never tries to fill it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
-_TIFF_SUFFIXES = (".tif", ".tiff")
-_MM_PER_UNIT = {2: 25.4, 3: 10.0}  # TIFF ResolutionUnit: 2 = inch, 3 = centimetre
+from worker.datasets.cache import DecodedImageCache
+from worker.datasets.errors import DatasetError
+from worker.datasets.tiff import TIFF_SUFFIXES, decode_rgb, read_image_info
 
 
 class InputError(ValueError):
@@ -42,13 +43,15 @@ def list_images(path: Path) -> list[ImageSpec]:
         return _from_manifest(path)
     if not path.is_dir():
         raise InputError(f"{path}: no such file or directory")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in _TIFF_SUFFIXES and p.is_file())
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and p.is_file())
     if not files:
         raise InputError(f"{path}: holds no .tif or .tiff images")
     specs = []
     for file in files:
-        with tifffile.TiffFile(file) as tif:
-            spacing = tiff_spacing_mm(tif)
+        try:
+            spacing = read_image_info(file).spacing_mm
+        except DatasetError as exc:
+            raise InputError(str(exc)) from None
         if spacing is None:
             raise InputError(f"{file.name}: no resolution tags; give the spacing through a test-set manifest")
         specs.append(ImageSpec(file.name, file, spacing))
@@ -75,56 +78,20 @@ def _from_manifest(path: Path) -> list[ImageSpec]:
     return specs
 
 
-def tiff_spacing_mm(tif: tifffile.TiffFile) -> float | None:
-    """Pixel spacing in mm/px from the first page's XResolution and ResolutionUnit tags, if present."""
-    page = tif.pages.first
-    tags = page.tags
-    res = tags.get("XResolution")
-    unit = tags.get("ResolutionUnit")
-    if res is None:
-        return None
-    num, den = res.value if isinstance(res.value, tuple) else (res.value, 1)
-    per_unit = float(num) / float(den) if den else 0.0
-    mm_per_unit = _MM_PER_UNIT.get(int(unit.value) if unit is not None else 2)
-    if not per_unit > 0 or mm_per_unit is None:
-        return None
-    return mm_per_unit / per_unit
-
-
 class ImageReader:
     """Reads one case's pixels as a C-contiguous (H, W, 3) uint8 array (a read-only memmap from the cache)."""
 
     def __init__(self, cache_dir: Path | None = None) -> None:
-        self.cache_dir = cache_dir
+        self.cache = DecodedImageCache(cache_dir) if cache_dir is not None else None
 
     def read(self, spec: ImageSpec) -> np.ndarray:
-        if self.cache_dir is not None and spec.sha256:
-            cached = self._from_cache(spec.sha256)
-            if cached is not None:
-                return cached
+        if self.cache is not None and spec.sha256:
+            try:
+                if spec.sha256 in self.cache:
+                    return self.cache.load(spec.path, sha256=spec.sha256)
+            except (OSError, ValueError):
+                pass  # malformed key or damaged entry in a read-only cache: decode the image instead
         try:
-            arr = tifffile.imread(spec.path, key=0)
-        except (OSError, ValueError, tifffile.TiffFileError) as exc:
-            raise InputError(f"{spec.name}: cannot decode the image ({exc})") from None
-        return _as_rgb(arr, spec.name)
-
-    def _from_cache(self, sha256: str) -> np.ndarray | None:
-        # The decoded cache stores each image as <sha256>.npy (memory-mappable), see worker/datasets/cache.py.
-        assert self.cache_dir is not None
-        path = self.cache_dir / f"{sha256}.npy"
-        if not path.is_file():
-            return None
-        arr = np.load(path, mmap_mode="r")
-        return _as_rgb(arr, path.name)
-
-
-def _as_rgb(arr: np.ndarray, name: str) -> np.ndarray:
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise InputError(f"{name}: expected an RGB image, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        raise InputError(f"{name}: expected 8-bit pixels, got {arr.dtype}")
-    if arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    return np.ascontiguousarray(arr) if not arr.flags.c_contiguous else arr
+            return decode_rgb(spec.path)
+        except DatasetError as exc:
+            raise InputError(str(exc)) from None

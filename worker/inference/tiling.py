@@ -81,14 +81,15 @@ def cut_tiles(image: torch.Tensor, grid: TileGrid) -> torch.Tensor:
     return tiles.permute(1, 2, 0, 3, 4).reshape(grid.count, c, rows.tile, cols.tile)
 
 
-def core_mask(xy: torch.Tensor, tile_index: torch.Tensor, grid: TileGrid) -> torch.Tensor:
-    """For global (x, y) centres detected by tiles `tile_index`, whether each lies in its tile's core."""
+def core_mask(xy: torch.Tensor, tile_index: torch.Tensor, grid: TileGrid, margin: float = 0.0) -> torch.Tensor:
+    """For global (x, y) centres detected by tiles `tile_index`, whether each lies in its tile's core widened
+    by `margin` pixels on every inner side (0: the cores partition the plane)."""
     r = torch.div(tile_index, grid.cols.count, rounding_mode="floor")
     c = tile_index - r * grid.cols.count
     keep = torch.ones(xy.shape[0], dtype=torch.bool, device=xy.device)
     for axis, pos, coord in ((grid.cols, c, xy[:, 0]), (grid.rows, r, xy[:, 1])):
         half = (axis.tile - axis.step) / 2
-        lo = pos * axis.step + half
-        hi = lo + axis.step
+        lo = pos * axis.step + half - margin
+        hi = lo + axis.step + 2 * margin
         keep &= ((pos == 0) | (coord >= lo)) & ((pos == axis.count - 1) | (coord < hi))
     return keep

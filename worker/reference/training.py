@@ -38,13 +38,14 @@ class TrainConfig:
     train_cases: int = 16
     calib_cases: int = 4
     size: tuple[int, int] = (1024, 768)
-    steps: int = 500
+    steps: int = 300
     batch: int = 16
     crop: int = 96
     lr: float = 3e-3
     seed: int = 0
-    time_budget_s: float = 240.0  # training stops after this many seconds even if steps remain
+    time_budget_s: float = 600.0  # training stops after this many seconds even if steps remain
     threads: int = 2
+    log_every: int = 50
 
 
 def render_cases(scanner: int, count: int, *, size: tuple[int, int], seed: int, offset: int = 0) -> list[RenderedCase]:
@@ -149,7 +150,7 @@ def train_cnn(
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
-        if progress is not None and step % 50 == 0:
+        if progress is not None and step % config.log_every == 0:
             progress(f"step {step + 1}  loss {loss.item():.3f}  lr {lr:.2e}  {time.monotonic() - start:.0f}s")
         step += 1
     if progress is not None:
