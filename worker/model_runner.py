@@ -1,0 +1,325 @@
+"""The pipeline's Runner for model-archive submissions (worker.runners.Runner protocol).
+
+`ModelArchiveRunner.run(request)` checks and unpacks the uploaded archive with worker.archives (member
+pre-scan, manifest schema, byte-counted extraction; the model itself is never loaded here), then runs our
+inference runtime, `python -m worker.inference.run`, INSIDE the sandbox of worker.sandbox: the worker's
+interpreter, virtual environment and the `worker` package read-only (`python_runtime`), the test set's
+images/ and a manifest.json listing only the requested cases read-only at /input (never ground-truth/),
+the unpacked archive read-only at /archive, the decoded-image cache read-only at /cache when configured,
+and a size-bounded /output. No network, a non-root uid, memory/pids/CPU limits, the request's wall clock,
+and the GPU when one is present. The detections come back as a directory of per-image "Multiple points"
+files for `read_predictions`.
+
+A failed run becomes one participant line (SubmissionError): the limits as the sandbox reports them, and
+in a hidden phase (`request.hidden`, default True) "the program failed" for anything else, since the
+archive's code chooses its exit status and its output. Organisers get the detail and the stdout/stderr
+tails in the worker's log (logger `worker.model_runner`). Faults of the sandbox itself raise SandboxError
+(a RetryableError).
+
+Settings (environment, so that `load_runner` can build it without arguments): MIDOG_SANDBOX_BACKEND
+(bwrap | podman | docker; default bwrap), MIDOG_SANDBOX_RUNTIME_DIR, MIDOG_SANDBOX_HOST_PATHS,
+MIDOG_MODEL_IMAGE (podman/docker: an image holding the worker's Python stack at the worker's paths, e.g. the
+worker's own image), MIDOG_MODEL_MEMORY_BYTES, MIDOG_MODEL_CPUS, MIDOG_MODEL_PIDS, MIDOG_MODEL_GPU (auto |
+none | <index>), MIDOG_DECODED_CACHE_DIR. `reap_leftovers()` is the GPU worker's start-up sweep.
+
+Imports the stdlib, worker.errors, worker.archives and worker.sandbox only; must not import torch, Celery,
+SQLAlchemy or FastAPI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from worker.archives import extract_archive, validate_archive
+from worker.errors import SubmissionError
+from worker.sandbox import (
+    BACKENDS,
+    TIME_LIMIT,
+    Backend,
+    Mount,
+    SandboxError,
+    SandboxResult,
+    SandboxSpec,
+    get_backend,
+    gpu_present,
+    parse_host_paths,
+)
+from worker.sandbox.runtime import python_runtime
+
+logger = logging.getLogger(__name__)
+
+# Paths inside the sandbox.
+INPUT_DIR = "/input"
+ARCHIVE_DIR = "/archive"
+CACHE_DIR = "/cache"
+PREDICTIONS_DIR = "predictions"  # under /output
+STATS_FILE = "stats.json"  # under /output, beside (not inside) the predictions directory
+# The runtime's exit status for an archive, images or model output that do not match the manifest.
+RUNTIME_INPUT_ERROR = 2
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Limits and wiring of sandboxed model runs; `from_env` reads the MIDOG_* settings."""
+
+    backend: str = "bwrap"
+    runtime_dir: Path | None = None
+    image: str | None = None
+    python: str = "python"
+    memory_bytes: int = 16 * 1024**3
+    cpus: float = 4.0
+    # torch starts a thread per core for intra-op work plus loader threads: they all count against pids.
+    pids: int = 512
+    shm_bytes: int = 2 * 1024**3
+    tmp_bytes: int = 2 * 1024**3
+    output_bytes: int = 256 * 1024**2
+    gpu: str = "auto"
+    cache_dir: Path | None = None
+    host_paths: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelSettings:
+        env = os.environ if environ is None else environ
+        runtime = env.get("MIDOG_SANDBOX_RUNTIME_DIR")
+        cache = env.get("MIDOG_DECODED_CACHE_DIR")
+        backend = env.get("MIDOG_SANDBOX_BACKEND") or "bwrap"
+        if backend not in BACKENDS:
+            raise SandboxError(f"MIDOG_SANDBOX_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        return cls(
+            backend=backend,
+            runtime_dir=Path(runtime) if runtime else None,
+            image=env.get("MIDOG_MODEL_IMAGE") or None,
+            python=env.get("MIDOG_MODEL_PYTHON") or "python",
+            memory_bytes=int(env.get("MIDOG_MODEL_MEMORY_BYTES") or cls.memory_bytes),
+            cpus=float(env.get("MIDOG_MODEL_CPUS") or cls.cpus),
+            pids=int(env.get("MIDOG_MODEL_PIDS") or cls.pids),
+            gpu=env.get("MIDOG_MODEL_GPU") or "auto",
+            cache_dir=Path(cache) if cache else None,
+            host_paths=parse_host_paths(env.get("MIDOG_SANDBOX_HOST_PATHS", "")),
+        )
+
+    def gpu_index(self) -> int | None:
+        if self.gpu == "none":
+            return None
+        if self.gpu == "auto":
+            return 0 if gpu_present() else None
+        try:
+            return int(self.gpu)
+        except ValueError:
+            raise SandboxError(f"MIDOG_MODEL_GPU must be auto, none or a GPU index, not {self.gpu!r}") from None
+
+
+def select_cases(test_set_dir: Path, cases: Sequence[str], destination: Path) -> Path:
+    """Write to `destination` the test set's manifest.json reduced to `cases` (in that order); return it.
+
+    Only the manifest and images/ of the set ever reach the sandbox; every listed image must be a file in
+    images/. A case the set lacks is an infrastructure fault (the pipeline asked for it), not the submission's.
+    """
+    manifest_path = test_set_dir / "manifest.json"
+    try:
+        doc: Any = json.loads(manifest_path.read_text(encoding="utf-8"))
+        entries = {str(entry["name"]): entry for entry in doc["cases"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SandboxError(f"test set {test_set_dir}: unreadable manifest.json ({exc})") from exc
+    images_dir = (test_set_dir / "images").resolve()
+    chosen = []
+    for name in cases:
+        entry = entries.get(name)
+        if entry is None:
+            raise SandboxError(f"test set {test_set_dir} has no case {name!r}")
+        image = PurePosixPath(str(entry.get("image") or f"images/{name}"))
+        path = (test_set_dir / image).resolve()
+        if image.is_absolute() or path.parent != images_dir or not path.is_file():
+            raise SandboxError(f"test set {test_set_dir}: case {name!r} has no image file in images/")
+        chosen.append({**entry, "image": f"images/{path.name}"})
+    destination.write_text(json.dumps({**doc, "cases": chosen}), encoding="utf-8")
+    destination.chmod(0o644)
+    return destination
+
+
+def unpack_archive(artifact: Path, work_dir: Path) -> Path:
+    """The archive's folder holding manifest.json: a zip is checked and extracted under `work_dir`, an
+    unpacked directory (organisers' tools) is checked in place. Raises ArchiveError (a SubmissionError)."""
+    if artifact.is_dir():
+        validate_archive(artifact)
+        return artifact
+    root = extract_archive(artifact, work_dir / "archive")
+    # Readable by the sandbox's uid, whatever the worker's umask.
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+def _runtime_error_line(result: SandboxResult) -> str | None:
+    """The runtime's own one-line diagnosis (`error: ...` on stderr, exit status 2), for public phases."""
+    if result.exit_code != RUNTIME_INPUT_ERROR:
+        return None
+    for line in reversed(result.stderr_tail.strip().splitlines()):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ").strip()[:300] or None
+    return None
+
+
+def participant_line(result: SandboxResult, *, hidden: bool) -> str | None:
+    """The one line a participant sees for a sandboxed run (None when it succeeded)."""
+    if result.ok:
+        return None
+    if not hidden and not (result.timed_out or result.memory_exceeded or result.output_exceeded):
+        detail = _runtime_error_line(result)
+        if detail is not None:
+            return f"the model archive could not be run: {detail}"
+    return result.participant_reason(hidden=hidden)
+
+
+class ModelArchiveRunner:
+    """Runs a model-archive submission over the requested cases; see the module docstring."""
+
+    def __init__(self, settings: ModelSettings | None = None) -> None:
+        self.settings = settings or ModelSettings.from_env()
+        self.backend: Backend = get_backend(
+            self.settings.backend, runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths
+        )
+
+    def spec_for(self, request: Any, *, mounts: Sequence[Mount], wall_seconds: float) -> SandboxSpec:
+        """The sandbox of one run: the request's time and memory limits, the settings' other limits."""
+        settings = self.settings
+        memory = getattr(request, "memory_bytes", None) or settings.memory_bytes
+        gpu = settings.gpu_index()
+        threads = str(max(1, int(settings.cpus)))
+        env = {
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONNOUSERSITE": "1",
+        }
+        if gpu is not None and settings.backend == "bwrap":
+            # bwrap binds only /dev/nvidia<gpu>; CUDA must not try the others. Containers see one GPU, index 0.
+            env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=str(gpu))
+        return SandboxSpec(
+            label=f"model-{request.evaluation_id}",
+            labels={"midog.evaluation": str(request.evaluation_id)},
+            image=settings.image,
+            mounts=tuple(mounts),
+            wall_seconds=wall_seconds,
+            memory_bytes=int(memory),
+            cpus=settings.cpus,
+            pids=settings.pids,
+            shm_bytes=settings.shm_bytes,
+            tmp_bytes=settings.tmp_bytes,
+            output_bytes=settings.output_bytes,
+            output_files=len(request.cases) + 64,
+            gpu=gpu,
+            env=env,
+            # In an image, its own ENV (PATH to its virtual environment) stays in force.
+            base_env=settings.backend == "bwrap",
+        )
+
+    def command(self, interpreter: str, *, gpu: bool, cache: bool) -> list[str]:
+        argv = [interpreter, "-m", "worker.inference.run", "--archive", ARCHIVE_DIR, "--images", INPUT_DIR]
+        argv += ["--output", f"/output/{PREDICTIONS_DIR}", "--stats", f"/output/{STATS_FILE}"]
+        argv += ["--device", "cuda" if gpu else "cpu"]
+        return argv + (["--cache", CACHE_DIR] if cache else [])
+
+    def run(self, request: Any) -> Path:
+        """`request` is a worker.runners.RunRequest; `hidden` (default True) and `memory_bytes` are optional."""
+        hidden = bool(getattr(request, "hidden", True))
+        deadline = time.monotonic() + float(request.timeout_s)
+        settings = self.settings
+        output_dir = Path(request.output_dir)
+        if settings.backend == "bwrap":
+            runtime_mounts, interpreter = python_runtime(("worker",))
+        elif settings.image is None:
+            raise SandboxError(
+                f"model archives on the {settings.backend} backend need MIDOG_MODEL_IMAGE (an image with the "
+                "worker's Python stack); use MIDOG_SANDBOX_BACKEND=bwrap otherwise"
+            )
+        else:
+            runtime_mounts, interpreter = (), settings.python
+        cache = settings.cache_dir if settings.cache_dir is not None and settings.cache_dir.is_dir() else None
+        label = f"model-{request.evaluation_id}"
+        # A previous attempt of this evaluation may have died mid-run: start from a clean slate, and never
+        # read detections an earlier attempt left in the same output directory.
+        self.backend.reap(label)
+        shutil.rmtree(output_dir, ignore_errors=True)
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Beside the output (not in /tmp): a worker driving the host's engine maps only its data paths.
+        with tempfile.TemporaryDirectory(prefix=f".{output_dir.name}-input-", dir=output_dir.parent) as tmp:
+            work = Path(tmp)
+            work.chmod(0o755)
+            archive = unpack_archive(Path(request.artifact), work)
+            test_set_dir = Path(request.test_set_dir)
+            manifest = select_cases(test_set_dir, tuple(request.cases), work / "manifest.json")
+            mounts = [
+                *runtime_mounts,
+                Mount(test_set_dir / "images", f"{INPUT_DIR}/images"),
+                Mount(manifest, f"{INPUT_DIR}/manifest.json"),
+                Mount(archive, ARCHIVE_DIR),
+                *([Mount(cache, CACHE_DIR)] if cache is not None else []),
+            ]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SubmissionError(TIME_LIMIT)
+            spec = self.spec_for(request, mounts=mounts, wall_seconds=remaining)
+            argv = self.command(interpreter, gpu=spec.gpu is not None, cache=cache is not None)
+            try:
+                result = self.backend.run(spec, argv, output_dir=output_dir)
+            finally:
+                self.backend.reap(label)
+        line = participant_line(result, hidden=hidden)
+        predictions = output_dir / PREDICTIONS_DIR
+        if line is None and not predictions.is_dir():
+            line = "the model archive produced no detections directory"
+        if line is not None:
+            logger.warning(
+                "evaluation %s: model archive run failed: %s (exit %s, %.1f s)\n--- stdout (tail) ---\n%s\n"
+                "--- stderr (tail) ---\n%s",
+                request.evaluation_id,
+                result.reason,
+                result.exit_code,
+                result.wall_seconds,
+                result.stdout_tail[-4000:],
+                result.stderr_tail[-4000:],
+            )
+            raise SubmissionError(line)
+        logger.info(
+            "evaluation %s: model archive ran %d cases in %.1f s on %s",
+            request.evaluation_id,
+            len(request.cases),
+            result.wall_seconds,
+            "gpu" if spec.gpu is not None else "cpu",
+        )
+        return predictions
+
+
+def reap_leftovers(environ: Mapping[str, str] | None = None) -> int:
+    """The GPU worker's start-up sweep: reap every sandbox run left on record by a worker that died.
+
+    Reaps the backend of MIDOG_SANDBOX_BACKEND (default bwrap) under MIDOG_SANDBOX_RUNTIME_DIR. Every
+    label is reaped, so GPU workers sharing a host need a runtime directory each (and, for podman/docker,
+    an engine each). MIDOG_SANDBOX_REAP_ON_START=0 turns the sweep off. Returns the number of runs reaped.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("MIDOG_SANDBOX_REAP_ON_START", "1").lower() in {"0", "false", "no"}:
+        return 0
+    settings = ModelSettings.from_env(env)
+    backend = get_backend(settings.backend, runtime_dir=settings.runtime_dir, host_paths=settings.host_paths)
+    try:
+        backend.check()
+    except SandboxError as exc:
+        logger.info("no sandbox sweep at start-up: %s", exc)
+        return 0
+    reaped = 0
+    for label in backend.leftover_labels():
+        reaped += backend.reap(label)
+    if reaped:
+        logger.warning("reaped %d sandbox runs left by a previous worker (%s)", reaped, backend.name)
+    return reaped
