@@ -50,6 +50,9 @@ class PipelineInput:
     seed: int = 0
     group_key: str = "scanner"
     radius_mm: float = 0.0075
+    hidden: bool = True
+    input_layout: str | None = None
+    memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,9 @@ def predict(
             cases=wanted,
             output_dir=inp.work_dir / "output" / run_name,
             timeout_s=inp.timeout_s,
+            hidden=inp.hidden,
+            input_layout=inp.input_layout,
+            memory_bytes=inp.memory_bytes,
         )
     )
     progress(0.75, "reading the detections")

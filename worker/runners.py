@@ -42,6 +42,12 @@ class RunRequest:
     cases: tuple[str, ...]
     output_dir: Path
     timeout_s: float
+    # Hidden phase: failures are reported without anything the participant's code chose (exit status, output).
+    hidden: bool = True
+    # Container input layout of the phase ("2022" | "2021"); None: the runner's setting.
+    input_layout: str | None = None
+    # Memory limit of the phase; None: the runner's setting.
+    memory_bytes: int | None = None
 
 
 @runtime_checkable
@@ -60,7 +66,10 @@ class RunnerNotConfiguredError(LookupError):
 
 
 # Used when MIDOG_RUNNER_<KIND> is not set; a kind without an entry needs the setting.
-DEFAULT_RUNNERS = {"container": "worker.containers.runner:ContainerRunner"}
+DEFAULT_RUNNERS = {
+    "container": "worker.containers.runner:ContainerRunner",
+    "model": "worker.model_runner:ModelArchiveRunner",
+}
 
 
 def load_runner(kind: str, environ: Mapping[str, str] | None = None) -> Runner:

@@ -133,6 +133,10 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
         seed=int(options.get("seed", 0)),
         group_key=str(options.get("group_key", "scanner")),
         radius_mm=float(options.get("radius_mm", 0.0075)),
+        # Phases are hidden unless the organiser says otherwise; the container layout is per phase.
+        hidden=bool(options.get("hidden", True)),
+        input_layout=str(options["input_layout"]) if options.get("input_layout") else None,
+        memory_bytes=int(phase.memory_limit_mb) * 1024**2,
     )
     return inp, options
 

@@ -188,9 +188,10 @@ def test_predictions_json_round_trip_keeps_nan_probabilities_and_exact_floats() 
 def test_load_runner_reads_the_kind_specific_setting() -> None:
     runner = load_runner("model", {"MIDOG_RUNNER_MODEL": "worker.runners:ReplayRunner"})
     assert isinstance(runner, ReplayRunner)
-    with pytest.raises(RunnerNotConfiguredError, match="MIDOG_RUNNER_MODEL"):
-        load_runner("model", {})
+    with pytest.raises(RunnerNotConfiguredError, match="MIDOG_RUNNER_UNKNOWN"):
+        load_runner("unknown", {})
     assert type(load_runner("container", {})).__name__ == "ContainerRunner"
+    assert type(load_runner("model", {})).__name__ == "ModelArchiveRunner"
     with pytest.raises(RunnerNotConfiguredError, match="form"):
         load_runner("model", {"MIDOG_RUNNER_MODEL": "worker.runners"})
 
