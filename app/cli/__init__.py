@@ -6,7 +6,7 @@ starts without loading the web service or the worker.
 
 import typer
 
-from app.cli import admin, client, dataset, demo, score, serve, worker
+from app.cli import admin, archive, client, dataset, demo, score, serve, worker
 
 cli = typer.Typer(
     name="midog-eval",
@@ -29,6 +29,7 @@ cli.command("worker")(worker.worker_command)
 cli.add_typer(client.app)  # login, challenges, submit, status, leaderboard
 cli.add_typer(demo.app)  # demo
 cli.add_typer(admin.admin_app, name="admin")  # create-token, revoke-token
+cli.add_typer(archive.app, name="archive")  # check, pack
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ extraction, the TorchScript container check).
 """
 
 from worker.archives.manifest import MANIFEST_NAME, ArchiveError, ArchiveManifest, parse_manifest
-from worker.archives.validate import ArchiveLimits, extract_archive, validate_archive
+from worker.archives.validate import ArchiveLimits, extract_archive, pack_archive, validate_archive
 
 __all__ = [
     "MANIFEST_NAME",
@@ -16,6 +16,7 @@ __all__ = [
     "ArchiveLimits",
     "ArchiveManifest",
     "extract_archive",
+    "pack_archive",
     "parse_manifest",
     "validate_archive",
 ]

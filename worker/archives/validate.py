@@ -236,3 +236,14 @@ def _validate_directory(root: Path, limits: ArchiveLimits) -> ArchiveManifest:
     with model_path.open("rb") as fh:
         _check_torchscript(fh, manifest.model)
     return manifest
+
+
+def pack_archive(directory: Path, zip_path: Path, *, limits: ArchiveLimits | None = None) -> ArchiveManifest:
+    """Zip an archive directory (manifest.json at the top level, regular files only) and check the result
+    with the same rules as an upload; returns its manifest."""
+    validate_archive(directory, limits=limits)
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(directory).as_posix())
+    return validate_archive(zip_path, limits=limits)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import torch
 
-from worker.archives import MANIFEST_NAME, ArchiveManifest, validate_archive
+from worker.archives import MANIFEST_NAME, ArchiveManifest, pack_archive, validate_archive
 
 
 def write_archive(out_dir: Path, module: torch.nn.Module, manifest: ArchiveManifest, *, trace: bool = False) -> Path:
@@ -27,9 +26,6 @@ def write_archive(out_dir: Path, module: torch.nn.Module, manifest: ArchiveManif
 
 
 def zip_archive(archive_dir: Path, zip_path: Path) -> Path:
-    """Pack an archive directory into a zip with manifest.json at the top level."""
-    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(archive_dir.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(archive_dir).as_posix())
+    """Pack an archive directory into a zip with manifest.json at the top level (checked like an upload)."""
+    pack_archive(archive_dir, zip_path)
     return zip_path
