@@ -358,6 +358,10 @@ def baselines_for(test_set: Path, work: Path, progress: Callable[[str], None] = 
     return items
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _size(text: str) -> tuple[int, int]:
     w, _, h = text.lower().partition("x")
     return int(w), int(h)
@@ -380,6 +384,10 @@ def demo_command(
 ) -> None:
     """Create a synthetic multi-scanner challenge, score the baselines, and serve the leaderboard."""
     started = time.monotonic()
+    # Ctrl-C and SIGTERM both end in the `finally` below that stops the server and its workers, also when the
+    # demo was started with SIGINT ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     data_dir = data_dir.resolve()
     env = {**os.environ, "MIDOG_DATA_DIR": str(data_dir)}
     # The embedded default, whatever the shell has configured for production.
