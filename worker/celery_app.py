@@ -265,5 +265,22 @@ def _refuse_misordered_settings(*, conf: Any = None, options: dict[str, Any] | N
         conf[setting] = 1
 
 
+def _reap_leftover_sandboxes(*, options: dict[str, Any] | None = None, **_: Any) -> None:
+    """A gpu-queue worker first reaps the sandbox runs a dead predecessor left (worker.model_runner)."""
+    queues = (options or {}).get("queues") or [CPU_QUEUE, GPU_QUEUE]
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    if GPU_QUEUE not in queues:
+        return
+    from worker.model_runner import reap_leftovers
+
+    try:
+        reap_leftovers()
+    except Exception:
+        # A sweep that fails must not keep the worker from starting; each run reaps its own label again.
+        logger.exception("the start-up sweep of leftover sandbox runs failed")
+
+
 # Connected by call rather than decorator: Celery's signal API is untyped.
 cast(Any, celeryd_init).connect(_refuse_misordered_settings, weak=False)
+cast(Any, celeryd_init).connect(_reap_leftover_sandboxes, weak=False)

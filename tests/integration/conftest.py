@@ -1,0 +1,80 @@
+"""Fixtures for running model archives in the real sandbox: a tiny synthetic set, the reference CNN archive.
+
+- `sandbox_runtime_dir`: a private bwrap runtime directory (reachable by the sandbox uid), so these tests
+  never reap or see runs of anything else on the host.
+- `tiny_set`: 3 scanners x 1 case of 768 x 640 pixels from the synthetic generator (ground truth included).
+- `reference_cnn`: the reference CNN archive directory of worker/reference/archives/cnn when it is there,
+  else a freshly initialised HeatmapCNN with the same manifest (its detections are arbitrary but real, and
+  the tests compare two runs of the same archive, so they stay meaningful).
+- `require_bwrap()`: in CI (CI=true) a missing bwrap is a failure, elsewhere a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REFERENCE_CNN = REPO_ROOT / "worker" / "reference" / "archives" / "cnn"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_bwrap() -> None:
+    from worker.sandbox import SandboxError, get_backend
+
+    try:
+        get_backend("bwrap").check()
+    except SandboxError as exc:
+        if in_ci():
+            pytest.fail(f"{exc} (CI requires it: .ci/services.sh installs bubblewrap)")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def sandbox_runtime_dir() -> Iterator[Path]:
+    # Not under pytest's 0700 tmp dirs: the sandbox uid must be able to reach its output area.
+    path = Path(tempfile.mkdtemp(prefix="midog-model-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from worker.datasets.synth import generate_test_set
+
+    root = tmp_path_factory.mktemp("tiny-set") / "set"
+    generate_test_set(root, scanners=3, cases_per_scanner=1, size=(768, 640), seed=3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if (REFERENCE_CNN / "manifest.json").is_file():
+        return REFERENCE_CNN
+    import torch
+
+    from worker.reference.archive import write_archive
+    from worker.reference.cnn import HeatmapCNN, cnn_manifest
+
+    torch.manual_seed(0)
+    model = HeatmapCNN()
+    assert model.head.bias is not None
+    torch.nn.init.constant_(model.head.bias, 0.0)  # scores around 0.5: detections on both sides of threshold
+    manifest = cnn_manifest(mean=(0.7, 0.45, 0.63), std=(0.2, 0.18, 0.15), threshold=0.5, spacing_mm=0.00025)
+    return write_archive(tmp_path_factory.mktemp("cnn") / "cnn", model, manifest)
+
+
+@pytest.fixture(scope="session")
+def reference_cnn_zip(reference_cnn: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from worker.reference.archive import zip_archive
+
+    return zip_archive(reference_cnn, tmp_path_factory.mktemp("zip") / "cnn.zip")
