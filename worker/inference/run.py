@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from dataclasses import asdict
@@ -36,6 +37,14 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+def default_loaders() -> int:
+    """One loader per CPU granted (OMP_NUM_THREADS, which the sandbox sets, else the affinity mask), 2 to 8:
+    more buys nothing once decoding outpaces the device, and each holds an image in memory."""
+    granted = os.environ.get("OMP_NUM_THREADS", "")
+    cpus = int(granted) if granted.isdigit() else len(os.sched_getaffinity(0))
+    return min(8, max(2, cpus))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m worker.inference.run", description=__doc__.split("\n")[0])
     p.add_argument("--archive", type=Path, required=True, help="model archive: directory or .zip")
@@ -44,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--cache", type=Path, default=None, help="decoded-image cache directory (read-only)")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass")
-    p.add_argument("--loaders", type=int, default=2, help="image decoding threads")
+    p.add_argument(
+        "--loaders", type=int, default=None, help="image decoding threads (default: the CPUs granted, 2 to 8)"
+    )
     p.add_argument("--no-bf16", action="store_true", help="run in float32 even if the archive allows bf16")
     p.add_argument("--stats", type=Path, default=None, help="write timing figures as JSON here")
     return p
@@ -65,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             detector = Detector(
                 archive, device=device, batch_size=args.batch_size, allow_bf16=not args.no_bf16, manifest=manifest
             )
-            stats = run_archive(detector, specs, args.output, cache_dir=args.cache, loaders=args.loaders)
+            loaders = args.loaders or default_loaders()
+            stats = run_archive(detector, specs, args.output, cache_dir=args.cache, loaders=loaders)
     except (ArchiveError, InputError, ModelOutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
