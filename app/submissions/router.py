@@ -23,7 +23,13 @@ from app.settings import Settings
 from app.submissions import service
 from app.submissions.schemas import QuotaRead, SubmissionRead
 from app.submissions.upload import ReceivedUpload, receive_upload
-from app.submissions.validation import case_extents, check_magic, predictions_suffix, validate_predictions
+from app.submissions.validation import (
+    case_extents,
+    check_magic,
+    predictions_suffix,
+    validate_predictions,
+    validate_submission_archive,
+)
 from app.types import MAX_ID, IdPath, LongText, ShortText, Url
 
 router = APIRouter(prefix="/api/v1", tags=["submissions"])
@@ -73,7 +79,8 @@ def _form(fields: dict[str, str]) -> service.SubmissionFields:
     description=(
         "The file is streamed to disk with the size limit enforced while reading (413) and hashed while it is "
         "written. A predictions file is parsed against the phase's test set: an invalid one gets a 422 naming "
-        "the case and the point. Quotas are per team (429 with `reset_at`); one active evaluation per team."
+        "the case and the point. Model archives and container images are checked without loading them (sizes, "
+        "members, manifest, image config): an invalid one gets a 422 with one line. Quotas are per team (429 with `reset_at`); one active evaluation per team."
     ),
     openapi_extra={"requestBody": UPLOAD_BODY},
     responses=errors(401, 403, 404, 409, 413, 415, 422, 429, 503),
@@ -110,6 +117,8 @@ async def submit(
                 max_total_points=settings.max_total_points,
                 display_name=upload.filename or "predictions",
             )
+        else:
+            await run_in_threadpool(validate_submission_archive, kind, upload.path)
         return await run_in_threadpool(_create, db, settings, principal, phase_id, kind, upload, fields)
     finally:
         upload.discard()  # a no-op once the file has been moved into storage

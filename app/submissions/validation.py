@@ -23,6 +23,10 @@ class PredictionsInvalid(InvalidInput):
     code = "invalid_predictions"
 
 
+class ArchiveInvalid(InvalidInput):
+    code = "invalid_archive"
+
+
 @dataclass(frozen=True)
 class CaseExtent:
     """One test-set case: image extent in mm (None when the spacing is unknown) and its spacing."""
@@ -126,3 +130,22 @@ def validate_predictions(
     if total > max_total_points:
         raise PredictionsInvalid(f"{display_name}: more than {max_total_points} points in total")
     return PredictionsSummary(cases=len(resolved), points=total)
+
+
+def validate_submission_archive(kind: SubmissionKind, path: Path) -> None:
+    """Model archives and container images are checked at upload with the worker's own validators (sizes,
+    members, manifest schema, image config), without loading anything; raise ArchiveInvalid with their line."""
+    if kind is SubmissionKind.MODEL:
+        from worker.archives import ArchiveError, validate_archive
+
+        try:
+            validate_archive(path)
+        except ArchiveError as exc:
+            raise ArchiveInvalid(str(exc)) from None
+    elif kind is SubmissionKind.CONTAINER:
+        from worker.containers.archive import ImageArchiveError, validate_image_archive
+
+        try:
+            validate_image_archive(path)
+        except ImageArchiveError as exc:
+            raise ArchiveInvalid(str(exc)) from None
