@@ -1,0 +1,207 @@
+"""Acceptance of issue 6: a model archive of the reference CNN, submitted through the API of `midog-eval serve`
+on the embedded default (SQLite, server-less broker, its own cpu and gpu workers), is run by the gpu worker in
+the bwrap sandbox and ends on the leaderboard with the same per-scanner F1 as scoring its detections directly:
+the same archive run by `python -m worker.inference.run` outside the server, scored by
+`worker.evaluation.metrics.evaluate`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import REPO_ROOT, require_bwrap
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base: str
+    env: dict[str, str]
+    data_dir: Path
+
+    def organiser_headers(self) -> dict[str, str]:
+        code = (
+            "from app.cli.worker import adopt_standard_environment\n"
+            "adopt_standard_environment()\n"
+            "from app.db import session_scope\n"
+            "from app.auth.service import create_token\n"
+            "from app.models import TokenScope\n"
+            "with session_scope() as s:\n"
+            "    print(create_token(s, scope=TokenScope.ORGANISER, name='tests').token)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        )
+        return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
+
+    def logs(self) -> str:
+        parts = []
+        for name in ("worker-gpu.log", "worker-cpu.log"):
+            path = self.data_dir / "logs" / name
+            if path.exists():
+                parts.append(f"--- {name} ---\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def serve_with_gpu_worker(tmp_path: Path, runtime_dir: Path) -> Iterator[Server]:
+    """`midog-eval serve` (API, cpu worker, gpu worker) with model archives run in a private bwrap runtime."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    data_dir = tmp_path / "var"
+    env.update(
+        MIDOG_DATA_DIR=str(data_dir),
+        MIDOG_SANDBOX_BACKEND="bwrap",
+        MIDOG_SANDBOX_RUNTIME_DIR=str(runtime_dir),
+        # The direct run below is on the CPU in float32; the sandboxed one must compute the same thing.
+        MIDOG_MODEL_GPU="none",
+        MIDOG_MODEL_CPUS="2",
+    )
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from app.cli import main; main()", "serve", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "serve did not become healthy"
+            time.sleep(0.2)
+        yield Server(base, env, data_dir)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def _wait_for_result(client: httpx.Client, headers: dict[str, str], submission_id: int, server: Server) -> None:
+    deadline = time.monotonic() + 120
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = client.get(f"/api/v1/submissions/{submission_id}", headers=headers).json()
+        status = (body.get("evaluation") or {}).get("status")
+        if status in {"succeeded", "failed"}:
+            break
+        time.sleep(0.5)
+    assert (body.get("evaluation") or {}).get("status") == "succeeded", f"{body}\n{server.logs()}"
+
+
+def _direct_scores(archive: Path, test_set: Path, out: Path) -> dict[str, Any]:
+    """The same archive run outside the server, its detections scored per scanner by the scoring core."""
+    from worker.datasets.manifest import TestSet
+    from worker.evaluation.io import check_cases, load_ground_truth, read_predictions
+    from worker.evaluation.metrics import evaluate
+
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "worker.inference.run", "--archive", str(archive)),
+            *("--images", str(test_set), "--output", str(out), "--device", "cpu"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    cases = TestSet.open(test_set)
+    extents = {c.name: (c.width * float(c.spacing_mm or 0), c.height * float(c.spacing_mm or 0)) for c in cases.cases}
+    predictions = check_cases(read_predictions(out), extents=extents, missing="error")
+    groups = {case.name: case.groups["scanner"] for case in cases.cases}
+    report = evaluate(load_ground_truth(cases.ground_truth_path), predictions, groups=groups)
+    return {"overall": report.overall, "groups": report.groups, "detections": sum(len(p) for p in predictions.values())}
+
+
+def test_a_reference_cnn_archive_submitted_through_the_api_scores_as_its_direct_run(
+    tmp_path: Path, sandbox_runtime_dir: Path, tiny_set: Path, reference_cnn: Path, reference_cnn_zip: Path
+) -> None:
+    require_bwrap()
+    started = time.monotonic()
+    with serve_with_gpu_worker(tmp_path, sandbox_runtime_dir) as server:
+        admin = server.organiser_headers()
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            test_set = client.post(
+                "/api/v1/admin/test-sets", json={"name": "tiny", "path": str(tiny_set)}, headers=admin
+            )
+            assert test_set.status_code == 201, test_set.text
+            challenge = client.post("/api/v1/admin/challenges", json={"slug": "c", "title": "C"}, headers=admin)
+            phase = client.post(
+                f"/api/v1/admin/challenges/{challenge.json()['id']}/phases",
+                json={
+                    "slug": "final",
+                    "title": "Final",
+                    "test_set_id": test_set.json()["id"],
+                    "allowed_kinds": ["model"],
+                },
+                headers=admin,
+            )
+            assert phase.status_code == 201, phase.text
+            phase_id = phase.json()["id"]
+            team = client.post(
+                "/api/v1/auth/register",
+                json={"team_name": "CNN", "email": "cnn@example.org", "password": "a-long-password"},
+            ).json()
+            headers = {"Authorization": f"Bearer {team['token']['token']}"}
+            submitted = client.post(
+                f"/api/v1/phases/{phase_id}/submissions",
+                params={"kind": "model"},
+                headers=headers,
+                files={"file": ("reference-cnn.zip", reference_cnn_zip.read_bytes())},
+            )
+            assert submitted.status_code == 201, submitted.text
+            _wait_for_result(client, headers, submitted.json()["id"], server)
+            board = client.get(f"/api/v1/phases/{phase_id}/leaderboard").json()
+        entries = [e for e in board["entries"] if e["submission_id"] == submitted.json()["id"]]
+        assert len(entries) == 1, board
+        entry = entries[0]
+        assert not list((sandbox_runtime_dir / "bwrap").glob("*/*")), "the sandboxed run left state behind"
+    elapsed = time.monotonic() - started
+
+    direct = _direct_scores(reference_cnn, tiny_set, tmp_path / "direct")
+    assert direct["detections"] > 0, "the archive detected nothing: the comparison would be vacuous"
+    scanners = sorted(direct["groups"])
+    assert len(scanners) == 3
+    assert sorted(entry["groups"]) == scanners
+    for scanner in scanners:
+        expected = direct["groups"][scanner]
+        shown = entry["groups"][scanner]
+        assert shown["f1"] == pytest.approx(expected.f1, abs=1e-12), scanner
+        assert (shown["tp"], shown["fp"], shown["fn"]) == (expected.tp, expected.fp, expected.fn), scanner
+    assert entry["f1"] == pytest.approx(direct["overall"].f1, abs=1e-12)
+    assert direct["overall"].tp > 0 or direct["overall"].fp > 0
+    print(
+        f"serve + sandboxed model archive on the leaderboard in {elapsed:.1f} s; per-scanner F1 "
+        + ", ".join(f"{s}={direct['groups'][s].f1:.3f}" for s in scanners)
+    )
