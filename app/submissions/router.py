@@ -80,7 +80,8 @@ def _form(fields: dict[str, str]) -> service.SubmissionFields:
         "The file is streamed to disk with the size limit enforced while reading (413) and hashed while it is "
         "written. A predictions file is parsed against the phase's test set: an invalid one gets a 422 naming "
         "the case and the point. Model archives and container images are checked without loading them (sizes, "
-        "members, manifest, image config): an invalid one gets a 422 with one line. Quotas are per team (429 with `reset_at`); one active evaluation per team."
+        "members, manifest, image config): an invalid one gets a 422 with one line. "
+        "Quotas are per team (429 with `reset_at`); one active evaluation per team."
     ),
     openapi_extra={"requestBody": UPLOAD_BODY},
     responses=errors(401, 403, 404, 409, 413, 415, 422, 429, 503),
