@@ -118,6 +118,7 @@ def test_submit_wait_prints_the_per_scanner_table(live: Live, tmp_path: Path) ->
     assert "succeeded" in out
     # live status lines went to stderr while waiting
     assert "succeeded 100%" in result.stderr
+    assert "polling" not in result.stderr  # followed through the server-sent event stream
     rows = {
         line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
         for line in out.splitlines()
