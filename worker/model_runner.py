@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -159,6 +160,12 @@ def unpack_archive(artifact: Path, work_dir: Path) -> Path:
     return root
 
 
+def run_label(evaluation_id: int, run_name: str) -> str:
+    """`model-<evaluation>-<run>`: shards of one evaluation running side by side never reap each other."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", run_name)
+    return f"model-{evaluation_id}-{name}"[:63]
+
+
 def _runtime_error_line(result: SandboxResult) -> str | None:
     """The runtime's own one-line diagnosis (`error: ...` on stderr, exit status 2), for public phases."""
     if result.exit_code != RUNTIME_INPUT_ERROR:
@@ -205,7 +212,7 @@ class ModelArchiveRunner:
             # bwrap binds only /dev/nvidia<gpu>; CUDA must not try the others. Containers see one GPU, index 0.
             env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=str(gpu))
         return SandboxSpec(
-            label=f"model-{request.evaluation_id}",
+            label=run_label(request.evaluation_id, Path(request.output_dir).name),
             labels={"midog.evaluation": str(request.evaluation_id)},
             image=settings.image,
             mounts=tuple(mounts),
@@ -245,7 +252,7 @@ class ModelArchiveRunner:
         else:
             runtime_mounts, interpreter = (), settings.python
         cache = settings.cache_dir if settings.cache_dir is not None and settings.cache_dir.is_dir() else None
-        label = f"model-{request.evaluation_id}"
+        label = run_label(request.evaluation_id, output_dir.name)
         # A previous attempt of this evaluation may have died mid-run: start from a clean slate, and never
         # read detections an earlier attempt left in the same output directory.
         self.backend.reap(label)

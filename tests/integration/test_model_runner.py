@@ -204,7 +204,8 @@ def test_only_the_requested_images_and_manifest_reach_the_sandbox(
     assert argv[argv.index("--device") + 1] == "cpu"
     assert 0 < spec.wall_seconds <= 120
     assert argv[1:3] == ["-m", "worker.inference.run"]
-    assert backend.reaped == ["model-7", "model-7"]
+    assert spec.label == "model-7-out"
+    assert backend.reaped == ["model-7-out", "model-7-out"]
 
 
 def test_the_gpu_is_passed_when_configured(tiny_set: Path, reference_cnn_zip: Path, tmp_path: Path) -> None:
@@ -318,3 +319,34 @@ def test_the_start_up_sweep_can_be_turned_off(sandbox_runtime_dir: Path) -> None
     assert reap_leftovers(env) == 0
     assert (sandbox_runtime_dir / "bwrap" / "model-42").exists()
     assert reap_leftovers({"MIDOG_SANDBOX_RUNTIME_DIR": str(sandbox_runtime_dir)}) == 1
+
+
+@pytest.mark.slow
+def test_the_decoded_image_cache_is_read_inside_the_sandbox(
+    tiny_set: Path, reference_cnn_zip: Path, sandbox_runtime_dir: Path, tmp_path: Path
+) -> None:
+    """Cache entries are what the runtime reads when present: blank entries make every detection vanish."""
+    require_bwrap()
+    from worker.datasets.cache import DecodedImageCache
+    from worker.datasets.tiff import decode_rgb
+
+    manifest = json.loads((tiny_set / "manifest.json").read_text())
+    case = manifest["cases"][0]
+    cache_dir = tmp_path / "cache"
+    cache = DecodedImageCache(cache_dir)
+    entry = cache.path_for(case["sha256"])
+    entry.parent.mkdir(parents=True)
+    np.save(entry, np.full_like(decode_rgb(tiny_set / case["image"]), 255))  # a blank white slide
+    for path in (cache_dir, entry.parent):
+        path.chmod(0o755)
+    entry.chmod(0o644)
+    settings: dict[str, Any] = {"runtime_dir": sandbox_runtime_dir, "cpus": 1, "gpu": "none"}
+    plain = ModelArchiveRunner(ModelSettings(**settings)).run(
+        _request(reference_cnn_zip, tiny_set, tmp_path / "plain", [case["name"]])
+    )
+    cached = ModelArchiveRunner(ModelSettings(**settings, cache_dir=cache_dir)).run(
+        _request(reference_cnn_zip, tiny_set, tmp_path / "cached", [case["name"]])
+    )
+    stem = Path(case["name"]).stem
+    assert len(read_predictions(plain)[stem].points) > 0
+    assert len(read_predictions(cached)[stem].points) == 0
