@@ -174,3 +174,23 @@ def test_two_cases_with_the_same_stem_are_refused(toy_archive, tmp_path: Path) -
     specs = [ImageSpec("a.tif", tmp_path / "a.tif", SPACING), ImageSpec("a.tiff", tmp_path / "a.tiff", SPACING)]
     with pytest.raises(ValueError, match="same output file"):
         run_archive(detector, specs, tmp_path / "out")
+
+
+def test_read_into_decodes_rgb_tiffs_straight_into_the_given_buffer(tmp_path: Path) -> None:
+    rgb = disc_image(70, 50, [(20.0, 20.0)])
+    grey = rgb[:, :, 0].copy()
+    tifffile.imwrite(tmp_path / "rgb.tiff", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "grey.tiff", grey, photometric="minisblack")
+    reader = ImageReader()
+    buffers: list[np.ndarray] = []
+
+    def allocate(shape: tuple[int, int, int]) -> np.ndarray:
+        buffers.append(np.zeros(shape, dtype=np.uint8))
+        return buffers[-1]
+
+    got = reader.read_into(ImageSpec("rgb.tiff", tmp_path / "rgb.tiff", SPACING), allocate)
+    assert got is buffers[-1]
+    assert np.array_equal(got, rgb)
+    got = reader.read_into(ImageSpec("grey.tiff", tmp_path / "grey.tiff", SPACING), allocate)
+    assert got.shape == (50, 70, 3)
+    assert np.array_equal(got, np.repeat(grey[:, :, None], 3, axis=2))

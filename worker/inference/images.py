@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from worker.datasets.cache import DecodedImageCache
 from worker.datasets.errors import DatasetError
@@ -85,13 +87,42 @@ class ImageReader:
         self.cache = DecodedImageCache(cache_dir) if cache_dir is not None else None
 
     def read(self, spec: ImageSpec) -> np.ndarray:
-        if self.cache is not None and spec.sha256:
-            try:
-                if spec.sha256 in self.cache:
-                    return self.cache.load(spec.path, sha256=spec.sha256)
-            except (OSError, ValueError):
-                pass  # malformed key or damaged entry in a read-only cache: decode the image instead
+        cached = self._cached(spec)
+        if cached is not None:
+            return cached
         try:
             return decode_rgb(spec.path)
         except DatasetError as exc:
             raise InputError(str(exc)) from None
+
+    def read_into(self, spec: ImageSpec, allocate: Callable[[tuple[int, int, int]], np.ndarray]) -> np.ndarray:
+        """The pixels in an array from `allocate((H, W, 3))` (e.g. a view of a pinned staging buffer).
+
+        A plain 8-bit RGB TIFF is decoded straight into it, saving an allocation and a copy of the whole
+        image; cache entries and other images are read as by `read` and copied in."""
+        cached = self._cached(spec)
+        if cached is None and spec.path.suffix.lower() in TIFF_SUFFIXES:
+            try:
+                with tifffile.TiffFile(spec.path) as tif:
+                    page = tif.pages.first
+                    shape = tuple(page.shape)
+                    if page.dtype == np.uint8 and len(shape) == 3 and shape[2] == 3:
+                        out = allocate((int(shape[0]), int(shape[1]), 3))
+                        page.asarray(out=out)
+                        return out
+            except (OSError, ValueError, tifffile.TiffFileError):
+                pass  # fall back to the general decoder, which names the problem
+        arr = cached if cached is not None else self.read(spec)
+        out = allocate((arr.shape[0], arr.shape[1], 3))
+        np.copyto(out, arr)  # releases the GIL; reads through a memmap lazily
+        return out
+
+    def _cached(self, spec: ImageSpec) -> np.ndarray | None:
+        if self.cache is None or not spec.sha256:
+            return None
+        try:
+            if spec.sha256 in self.cache:
+                return self.cache.load(spec.path, sha256=spec.sha256)
+        except (OSError, ValueError):
+            pass  # malformed key or damaged entry in a read-only cache: decode the image instead
+        return None

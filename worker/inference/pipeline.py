@@ -48,14 +48,13 @@ class _BufferPool:
         for _ in range(size):
             self._free.put((torch.empty(0, dtype=torch.uint8), None))
 
-    def fill(self, arr: np.ndarray) -> torch.Tensor:
+    def take(self, nbytes: int) -> torch.Tensor:
+        """A free buffer of at least `nbytes`, once the last copy out of it has finished."""
         buf, event = self._free.get()
         if event is not None:
             event.synchronize()
-        if buf.numel() < arr.size:
-            buf = torch.empty(arr.size, dtype=torch.uint8, pin_memory=self.pinned)
-        view = buf[: arr.size]
-        np.copyto(view.numpy().reshape(arr.shape), arr)  # releases the GIL; reads through a memmap lazily
+        if buf.numel() < nbytes:
+            buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pinned)
         return buf
 
     def release(self, buf: torch.Tensor, event: torch.cuda.Event | None) -> None:
@@ -83,8 +82,23 @@ def run_archive(
     pool = _BufferPool(lookahead + 2, pinned=cuda)
 
     def load(spec: ImageSpec) -> tuple[ImageSpec, torch.Tensor, tuple[int, ...]]:
-        arr = reader.read(spec)
-        return spec, pool.fill(arr), arr.shape
+        taken: list[torch.Tensor] = []
+
+        def allocate(shape: tuple[int, int, int]) -> np.ndarray:
+            n = shape[0] * shape[1] * shape[2]
+            if not taken:
+                taken.append(pool.take(n))
+            elif taken[0].numel() < n:  # a second call after a failed direct decode
+                taken[0] = torch.empty(n, dtype=torch.uint8, pin_memory=pool.pinned)
+            return taken[0][:n].numpy().reshape(shape)
+
+        try:
+            arr = reader.read_into(spec, allocate)
+        except BaseException:
+            if taken:
+                pool.release(taken[0], None)
+            raise
+        return spec, taken[0], arr.shape
 
     threshold = detector.manifest.output.threshold
     tiles = detections = 0
