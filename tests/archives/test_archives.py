@@ -292,3 +292,11 @@ def test_the_package_never_imports_torch_or_numpy() -> None:
     code = "import sys, worker.archives; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_documented_example_manifest_is_valid() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "model-archive.md").read_text(encoding="utf-8")
+    example = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    manifest = loads_manifest(example.encode())
+    assert manifest.output.kind == "heatmap"
+    assert manifest.input.spacing_mm == 0.00025
