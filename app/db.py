@@ -26,10 +26,14 @@ def make_engine(url: str, *, settings: Settings | None = None, **kwargs: Any) ->
         options["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         options["connect_args"] = {"connect_timeout": settings.db_connect_timeout_s}
-        if "poolclass" not in kwargs:
-            options["pool_size"] = settings.db_pool_size
-            options["max_overflow"] = settings.db_pool_size * 2
-            options["pool_timeout"] = settings.db_connect_timeout_s
+    if "poolclass" not in kwargs:
+        # Sync endpoints and their session dependency run in the 40-thread pool, and a request gives its
+        # connection back only when a thread runs the dependency's exit: with fewer connections than
+        # threads, threads waiting for a connection can starve the exits that would free one (deadlock
+        # until pool_timeout). So the pool can always grow to the thread count.
+        options["pool_size"] = settings.db_pool_size
+        options["max_overflow"] = max(0, settings.db_max_connections - settings.db_pool_size)
+        options["pool_timeout"] = settings.db_connect_timeout_s
     options.update(kwargs)
     engine = create_engine(url, **options)
     if parsed.get_backend_name() == "sqlite":

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # Short database timeouts so that a dead database answers 503 quickly instead of hanging requests.
     db_connect_timeout_s: int = Field(default=5, gt=0)
     db_pool_size: int = Field(default=5, gt=0)
+    db_max_connections: int = Field(
+        default=48, gt=0, description="Pool ceiling per process; keep it above the API's 40 worker threads."
+    )
     sql_echo: bool = False
 
     @model_validator(mode="after")

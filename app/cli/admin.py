@@ -66,3 +66,25 @@ def revoke_token_command(
     finally:
         engine.dispose()
     typer.echo(f"token {token_id} revoked", err=True)
+
+
+@admin_app.command("refresh-standings")
+def refresh_standings_command(
+    database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: settings).")] = None,
+) -> None:
+    """Rebuild every phase's leaderboard (after a migration or a manual database edit)."""
+    from sqlalchemy import select
+
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.leaderboard.standings import refresh_standings
+    from app.models import Phase
+    from app.settings import get_settings
+
+    engine = make_engine(database_url or get_settings().database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            for phase_id in session.scalars(select(Phase.id).order_by(Phase.id)).all():
+                entries = refresh_standings(session, phase_id=phase_id)
+                typer.echo(f"phase {phase_id}: {entries} entries", err=True)
+    finally:
+        engine.dispose()

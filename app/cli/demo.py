@@ -20,9 +20,11 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +50,9 @@ class Baseline:
     team: str
     method: str
     description: str
-    predictions: Path
+    # a predictions file, or a zipped model archive (kind "model") that the gpu worker runs in the sandbox
+    path: Path
+    kind: str = "predictions"
 
 
 @dataclass
@@ -132,6 +136,23 @@ def reference_archives(directory: Path = REFERENCE_ARCHIVES) -> list[Path]:
     return sorted(p for p in directory.iterdir() if (p / "manifest.json").is_file())
 
 
+def zip_archive(archive: Path, out: Path) -> Path:
+    """A model-archive directory (manifest.json, model file) as the zip a participant would upload."""
+    import zipfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for member in sorted(archive.iterdir()):
+            if member.is_file():
+                z.write(member, member.name)
+    return out
+
+
+def sandbox_ready() -> bool:
+    """Whether model archives can run here: bubblewrap (the default sandbox backend) is installed."""
+    return shutil.which("bwrap") is not None
+
+
 _RUN_ARCHIVE = """
 import sys
 from pathlib import Path
@@ -178,7 +199,7 @@ def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, boot
     from app.challenges.service import create_challenge, create_phase
     from app.cli.serve import migrate_database
     from app.db import make_engine, make_session_factory, session_scope
-    from app.models import Challenge, Participant, Phase, Team, TokenScope, utcnow
+    from app.models import Challenge, Participant, Phase, SubmissionKind, Team, TokenScope, utcnow
 
     migrate_database(database_url)
     engine = make_engine(database_url)
@@ -214,6 +235,8 @@ def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, boot
                         test_set_id=rows.id,
                         daily_quota=None,
                         max_active_per_team=5,
+                        allowed_kinds=[SubmissionKind.PREDICTIONS, SubmissionKind.MODEL],
+                        time_limit_s=900,
                     ),
                 )
                 phase.scoring_options = {"bootstrap": bootstrap, "seed": 0}
@@ -288,13 +311,13 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], *, timeout_s: fl
 def submit_baseline(api: str, setup: DemoSetup, baseline: Baseline) -> int:
     """Upload as the baseline's team, then mark the submission a baseline as the organiser."""
     headers = {"Authorization": f"Bearer {setup.team_tokens[baseline.team]}"}
-    with baseline.predictions.open("rb") as fh:
+    with baseline.path.open("rb") as fh:
         r = httpx.post(
             f"{api}/phases/{setup.phase_id}/submissions",
-            params={"kind": "predictions"},
+            params={"kind": baseline.kind},
             headers=headers,
             data={"method_name": baseline.method, "description": baseline.description},
-            files={"file": (baseline.predictions.name, fh, "application/json")},
+            files={"file": (baseline.path.name, fh, "application/octet-stream")},
             timeout=120,
         )
     if not r.is_success:
@@ -327,7 +350,10 @@ def wait_scored(api: str, setup: DemoSetup, ids: list[int], *, timeout_s: float 
     return final
 
 
-def baselines_for(test_set: Path, work: Path, progress: Callable[[str], None] = say) -> list[Baseline]:
+def baselines_for(test_set: Path, work: Path, *, models: bool, progress: Callable[[str], None] = say) -> list[Baseline]:
+    """The blob detector's predictions file, and each reference archive: submitted as a model archive (run by
+    the gpu worker in the sandbox) when `models`, else run here by the inference runtime in a child process
+    and submitted as its predictions file."""
     progress("computing the blob detector's predictions")
     items = [
         Baseline(
@@ -337,24 +363,23 @@ def baselines_for(test_set: Path, work: Path, progress: Callable[[str], None] = 
                 "Haematoxylin channel by Ruifrok-Johnston colour deconvolution with fixed stain vectors, "
                 f"difference of Gaussians at 1 and 2.5 µm, local maxima above {BLOB_THRESHOLD}. No training."
             ),
-            predictions=write_blob_predictions(test_set, work / "blob-detector.json"),
+            path=write_blob_predictions(test_set, work / "blob-detector.json"),
         )
     ]
     for archive in reference_archives():
+        description = f"Reference model archive {archive.name} (worker/reference), run by the inference runtime."
+        common = {"team": f"Baseline: {archive.name}", "method": f"Reference detector {archive.name}"}
+        if models:
+            path = zip_archive(archive, work / f"reference-{archive.name}.zip")
+            items.append(Baseline(**common, description=description, path=path, kind="model"))
+            continue
         progress(f"running the reference archive {archive.name}")
         try:
             predictions = archive_predictions(archive, test_set, work / f"reference-{archive.name}")
         except (subprocess.CalledProcessError, OSError) as exc:
             progress(f"skipping {archive.name}: {exc}")
             continue
-        items.append(
-            Baseline(
-                team=f"Baseline: {archive.name}",
-                method=f"Reference detector {archive.name}",
-                description=f"Reference model archive {archive.name} (worker/reference), run by the inference runtime.",
-                predictions=predictions,
-            )
-        )
+        items.append(Baseline(**common, description=description, path=predictions))
     return items
 
 
@@ -378,6 +403,13 @@ def demo_command(
     cases: Annotated[int, typer.Option(min=1, max=50, help="Cases per scanner.")] = 3,
     size: Annotated[str, typer.Option(help="Image size WxH in pixels.")] = "1024x768",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic set.")] = 0,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            help="Submit the reference archives as model archives run in the sandbox by a gpu-queue worker "
+            "(bubblewrap); --no-sandbox runs them here and submits their predictions."
+        ),
+    ] = True,
     exit_after_ready: Annotated[
         bool, typer.Option("--exit-after-ready", "--no-wait", help="Stop once the leaderboard is up (for tests).")
     ] = False,
@@ -413,16 +445,24 @@ def demo_command(
     preview = TestSet.open(test_set).preview_path
     if preview.is_file():
         say(f"one tile per scanner: {preview}")
-    baselines = baselines_for(test_set, data_dir / "baselines")
+    models = sandbox and sandbox_ready() and bool(reference_archives())
+    if sandbox and not models and reference_archives():
+        say("bubblewrap (bwrap) is not installed: the reference archives run here instead of in the sandbox")
+    baselines = baselines_for(test_set, data_dir / "baselines", models=models)
     setup = setup_challenge(settings.database_url, test_set, [b.team for b in baselines])
     base_url = f"http://{host}:{port}"
-    server = start_server(env, host=host, port=port, log=data_dir / "logs" / "serve.log")
+    runtime_dir = Path(tempfile.mkdtemp(prefix="midog-demo-sandbox-"))
+    # The sandbox's unprivileged uid writes its output below this directory: it must be reachable.
+    runtime_dir.chmod(0o755)
+    env["MIDOG_SANDBOX_RUNTIME_DIR"] = str(runtime_dir)
+    env.setdefault("MIDOG_SANDBOX_BACKEND", "bwrap")
+    server = start_server(env, host=host, port=port, log=data_dir / "logs" / "serve.log", gpu_worker=models)
     try:
         wait_ready(base_url, server)
         api = base_url + "/api/v1"
         if setup.created:
             ids = [submit_baseline(api, setup, b) for b in baselines]
-            statuses = wait_scored(api, setup, ids)
+            statuses = wait_scored(api, setup, ids, timeout_s=600)
             if not any(s == "succeeded" for s in statuses.values()):
                 raise RuntimeError(f"no baseline was scored; see {data_dir / 'logs'}")
         token_file = data_dir / "organiser-token"
@@ -443,3 +483,4 @@ def demo_command(
             server.wait()
     finally:
         stop_server(server)
+        shutil.rmtree(runtime_dir, ignore_errors=True)

@@ -17,11 +17,16 @@ router = APIRouter(prefix="/api/v1", tags=["leaderboard"])
     "/phases/{phase_id}/leaderboard",
     summary="Leaderboard: one row per team (best or latest per the phase's policy), ties share a rank",
     description="Scores are omitted (`scores_visible` false) while the phase hides them, except for organisers.",
-    responses=errors(401, 404, 422, 503),
+    response_class=Response,
+    responses={
+        200: {"model": LeaderboardRead, "description": "The leaderboard", "content": {"application/json": {}}},
+        **errors(401, 404, 422, 503),
+    },
 )
-def get_leaderboard(db: DbSession, principal: OptionalPrincipal, phase_id: IdPath) -> LeaderboardRead:
+def get_leaderboard(db: DbSession, principal: OptionalPrincipal, phase_id: IdPath) -> Response:
     as_organiser = principal is not None and principal.is_organiser
-    return service.get_leaderboard(db, phase_id=phase_id, as_organiser=as_organiser)
+    body = service.get_leaderboard_json(db, phase_id=phase_id, as_organiser=as_organiser)
+    return Response(body, media_type="application/json")
 
 
 @router.get(

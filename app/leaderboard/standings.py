@@ -1,13 +1,14 @@
-"""Standings: each phase's ranked leaderboard rows, stored in `leaderboard_entry` and rebuilt in the same
-transaction as whatever changed them, so that the public board is served by one cheap SQL statement.
+"""Standings: each phase's leaderboard, rendered into `leaderboard_snapshot` in the same transaction as
+whatever changed it, so that the public board is served by one single-row SQL statement as stored.
 
 What rebuilds a phase's standings (Session event hooks, installed on import of app.db):
 - a Result inserted, updated or deleted, through the ORM or an `insert(Result)` statement (the worker);
 - a Submission whose is_hidden / is_disqualified / is_baseline changed; a Team whose is_disqualified changed;
-- a Phase whose entry_policy / ranking_metric / evaluation_version changed.
-The rebuild runs in `before_commit`: entries are chosen by the phase's policy (best or latest per team,
-baselines apart), ranked by its metric (ties share a rank, "1, 1, 3"), and the ranking robustness of every
-ranked entry is recomputed with the scoring core's bootstrap (resamples of cases shared across entries).
+- a Phase whose entry_policy / ranking_metric / evaluation_version / shown_groups changed.
+The rebuild runs in `before_commit` and stores the rendered board (leaderboard_snapshot): entries are chosen
+by the phase's policy (best or latest per team, baselines apart), ranked by its metric (ties share a rank,
+"1, 1, 3"), and the ranking robustness of every ranked entry is recomputed with the scoring core's
+bootstrap (resamples of cases shared across entries).
 
 Must not import FastAPI. `refresh_standings(session, phase_id=...)` can also be called directly.
 """
@@ -19,19 +20,20 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, case, delete, event, func, insert, inspect, or_, select, update
+from sqlalchemy import and_, case, event, func, insert, inspect, or_, select, update
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from app.models import (
     EntryPolicy,
     Evaluation,
     EvaluationStatus,
-    LeaderboardEntry,
+    LeaderboardSnapshot,
     Phase,
     RankingMetric,
     Result,
     Submission,
     Team,
+    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -98,9 +100,11 @@ def ranked_entries(phase_id: int) -> Any:
 
 
 def refresh_standings(session: Session, *, phase_id: int, resamples: int | None = None, seed: int | None = None) -> int:
-    """Rebuild the phase's standings and the robustness of its ranked results (flush only); returns the
-    number of entries. Serialised per phase by a row lock on PostgreSQL (SQLite has a single writer)."""
+    """Rebuild the phase's leaderboard snapshot and the robustness of its ranked results (flush only);
+    returns the number of entries. Serialised per phase by a row lock on PostgreSQL (SQLite: one writer)."""
+    from app.leaderboard.schemas import LeaderboardEntry
     from app.settings import get_settings
+    from app.submissions.service import filter_groups
     from worker.evaluation.bootstrap import rank_robustness
 
     settings = get_settings()
@@ -108,36 +112,89 @@ def refresh_standings(session: Session, *, phase_id: int, resamples: int | None 
     seed = settings.robustness_seed if seed is None else seed
     session.info[_REFRESHING] = True
     try:
-        locked = session.execute(select(Phase.id).where(Phase.id == phase_id).with_for_update()).first()
-        if locked is None:
+        shown = session.execute(select(Phase.shown_groups).where(Phase.id == phase_id).with_for_update()).first()
+        if shown is None:
             return 0
-        rows = session.execute(ranked_entries(phase_id)).all()
-        session.execute(delete(LeaderboardEntry).where(LeaderboardEntry.phase_id == phase_id))
-        if rows:
-            session.execute(
-                insert(LeaderboardEntry),
-                [
-                    {"phase_id": phase_id, "result_id": r.result_id, "position": i, "rank": r.rank, "score": r.score}
-                    for i, r in enumerate(rows)
-                ],
-            )
-        ranked_ids = [r.result_id for r in rows if r.rank is not None]
+        ranked = session.execute(ranked_entries(phase_id)).all()
+        ids = [r.result_id for r in ranked]
+        details = (
+            {
+                row.Result.id: row
+                for row in session.execute(
+                    select(
+                        Result,
+                        Submission.created_at,
+                        Submission.team_id,
+                        Submission.method_name,
+                        Submission.paper_url,
+                        Team.name,
+                    )
+                    .join(Submission, Submission.id == Result.submission_id)
+                    .join(Team, Team.id == Submission.team_id)
+                    .where(Result.id.in_(ids))
+                )
+            }
+            if ids
+            else {}
+        )
+        robustness: dict[int, float] = {}
+        # robustness needs per-case counts; results without them keep what they had
+        ranked_ids = [r.result_id for r in ranked if r.rank is not None and details[r.result_id].Result.cases]
         if ranked_ids:
-            cases: dict[int, dict[str, Any]] = dict(
-                session.execute(select(Result.id, Result.cases).where(Result.id.in_(ranked_ids))).tuples().all()
-            )
-            names = sorted({name for per_case in cases.values() for name in (per_case or {})})
+            per_case = {rid: details[rid].Result.cases or {} for rid in ranked_ids}
+            names = sorted({name for cases in per_case.values() for name in cases})
             index = {name: i for i, name in enumerate(names)}
             counts = np.zeros((len(ranked_ids), len(names), 3), dtype=np.int64)
-            for e, result_id in enumerate(ranked_ids):
-                for name, c in (cases[result_id] or {}).items():
+            for e, rid in enumerate(ranked_ids):
+                for name, c in per_case[rid].items():
                     counts[e, index[name]] = (c.get("tp", 0), c.get("fp", 0), c.get("fn", 0))
             kept = rank_robustness(counts, resamples=resamples, seed=seed)
-            session.execute(
-                update(Result),
-                [{"id": rid, "rank_robustness": float(k)} for rid, k in zip(ranked_ids, kept, strict=True)],
+            robustness = {rid: float(k) for rid, k in zip(ranked_ids, kept, strict=True)}
+            session.execute(update(Result), [{"id": rid, "rank_robustness": k} for rid, k in robustness.items()])
+        entries: list[str] = []
+        labels: dict[str, None] = {}
+        for r in ranked:
+            d = details[r.result_id]
+            res = d.Result
+            groups = filter_groups(res.groups or {}, shown.shown_groups)
+            labels.update(dict.fromkeys(groups))
+            entry = LeaderboardEntry(
+                rank=r.rank,
+                rank_robustness=robustness.get(res.id, res.rank_robustness),
+                team_id=d.team_id,
+                team_name=d.name,
+                submission_id=res.submission_id,
+                method_name=d.method_name,
+                paper_url=d.paper_url,
+                is_baseline=r.is_baseline,
+                submitted_at=d.created_at,
+                score=r.score,
+                tp=res.tp,
+                fp=res.fp,
+                fn=res.fn,
+                precision=res.precision,
+                recall=res.recall,
+                f1=res.f1,
+                ap=res.ap,
+                f1_ci_low=res.f1_ci_low,
+                f1_ci_high=res.f1_ci_high,
+                groups=groups,
             )
-        return len(rows)
+            entries.append(entry.model_dump_json())
+        shown_groups = shown.shown_groups
+        group_labels = sorted(labels) if shown_groups is None else [g for g in shown_groups if g in labels]
+        values = {
+            "entries_json": "[" + ",".join(entries) + "]",
+            "group_labels": group_labels,
+            "entry_count": len(entries),
+            "updated_at": utcnow(),
+        }
+        updated = session.execute(
+            update(LeaderboardSnapshot).where(LeaderboardSnapshot.phase_id == phase_id).values(**values)
+        )
+        if getattr(updated, "rowcount", 0) == 0:
+            session.execute(insert(LeaderboardSnapshot).values(phase_id=phase_id, **values))
+        return len(entries)
     finally:
         session.info.pop(_REFRESHING, None)
 
@@ -165,7 +222,9 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
             mark_phase_dirty(session, obj.phase_id)
         elif isinstance(obj, Team) and _changed(obj, "is_disqualified"):
             session.info.setdefault(_DIRTY_TEAMS, set()).add(obj.id)
-        elif isinstance(obj, Phase) and _changed(obj, "entry_policy", "ranking_metric", "evaluation_version"):
+        elif isinstance(obj, Phase) and _changed(
+            obj, "entry_policy", "ranking_metric", "evaluation_version", "shown_groups"
+        ):
             mark_phase_dirty(session, obj.id)
 
 

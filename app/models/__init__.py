@@ -13,7 +13,7 @@ from app.models.challenge import (
     RankingMetric,
     SubmissionKind,
 )
-from app.models.leaderboard import LeaderboardEntry
+from app.models.leaderboard import LeaderboardSnapshot
 from app.models.submission import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -34,7 +34,7 @@ __all__ = [
     "EntryPolicy",
     "Evaluation",
     "EvaluationStatus",
-    "LeaderboardEntry",
+    "LeaderboardSnapshot",
     "LeaderboardVisibility",
     "Participant",
     "Phase",

@@ -1,22 +1,22 @@
-"""Standings: the ranked leaderboard rows of each phase, rebuilt whenever a result lands or anything that
-decides the board changes (app.leaderboard.standings), so that serving the board is one cheap query."""
+"""Standings: each phase's leaderboard, rendered when a result lands or anything that decides the board
+changes (app.leaderboard.standings), so that serving it is one single-row query and no re-serialisation."""
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Integer, UniqueConstraint
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, Integer, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base
+from app.models.base import Base, UTCDateTime, utcnow
 
 
-class LeaderboardEntry(Base):
-    __tablename__ = "leaderboard_entry"
-    __table_args__ = (UniqueConstraint("phase_id", "result_id"),)
+class LeaderboardSnapshot(Base):
+    __tablename__ = "leaderboard_snapshot"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    phase_id: Mapped[int] = mapped_column(ForeignKey("phase.id", ondelete="CASCADE"), index=True)
-    result_id: Mapped[int] = mapped_column(ForeignKey("result.id", ondelete="CASCADE"), index=True)
-    # display order; rank is shared by ties and null for baselines
-    position: Mapped[int] = mapped_column(Integer)
-    rank: Mapped[int | None] = mapped_column(Integer)
-    score: Mapped[float | None] = mapped_column(Float)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phase.id", ondelete="CASCADE"), primary_key=True)
+    # the JSON array of LeaderboardEntry objects exactly as served (groups already filtered to shown_groups)
+    entries_json: Mapped[str] = mapped_column(Text)
+    group_labels: Mapped[list[str]] = mapped_column(JSON)
+    entry_count: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
