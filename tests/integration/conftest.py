@@ -6,14 +6,17 @@
 - `reference_cnn`: the reference CNN archive directory of worker/reference/archives/cnn when it is there,
   else a freshly initialised HeatmapCNN with the same manifest (its detections are arbitrary but real, and
   the tests compare two runs of the same archive, so they stay meaningful).
+- `broken_archive(reference, zip)`: the reference model with a manifest that does not fit its output.
 - `require_bwrap()`: in CI (CI=true) a missing bwrap is a failure, elsewhere a skip.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +24,16 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_CNN = REPO_ROOT / "worker" / "reference" / "archives" / "cnn"
+
+
+def broken_archive(reference: Path, destination: Path) -> Path:
+    """The reference model with a manifest whose stride does not match its output: the runtime exits 2."""
+    manifest = json.loads((reference / "manifest.json").read_text())
+    manifest["output"]["stride"] = 8
+    with zipfile.ZipFile(destination, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.write(reference / manifest["model"], manifest["model"])
+    return destination
 
 
 def in_ci() -> bool:

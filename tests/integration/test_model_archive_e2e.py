@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import REPO_ROOT, require_bwrap
+from tests.integration.conftest import REPO_ROOT, broken_archive, require_bwrap
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,9 @@ def serve_with_gpu_worker(tmp_path: Path, runtime_dir: Path) -> Iterator[Server]
         log.close()
 
 
-def _wait_for_result(client: httpx.Client, headers: dict[str, str], submission_id: int, server: Server) -> None:
+def _wait_for_result(
+    client: httpx.Client, headers: dict[str, str], submission_id: int, server: Server, *, expect: str = "succeeded"
+) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -116,7 +118,8 @@ def _wait_for_result(client: httpx.Client, headers: dict[str, str], submission_i
         if status in {"succeeded", "failed"}:
             break
         time.sleep(0.5)
-    assert (body.get("evaluation") or {}).get("status") == "succeeded", f"{body}\n{server.logs()}"
+    assert (body.get("evaluation") or {}).get("status") == expect, f"{body}\n{server.logs()}"
+    return dict(body["evaluation"])
 
 
 def _direct_scores(archive: Path, test_set: Path, out: Path) -> dict[str, Any]:
@@ -183,6 +186,18 @@ def test_a_reference_cnn_archive_submitted_through_the_api_scores_as_its_direct_
             assert submitted.status_code == 201, submitted.text
             _wait_for_result(client, headers, submitted.json()["id"], server)
             board = client.get(f"/api/v1/phases/{phase_id}/leaderboard").json()
+            # A model that does not fit its manifest fails with the hidden phase's line, and never reaches the board.
+            broken = client.post(
+                f"/api/v1/phases/{phase_id}/submissions",
+                params={"kind": "model"},
+                headers=headers,
+                files={"file": ("broken.zip", broken_archive(reference_cnn, tmp_path / "broken.zip").read_bytes())},
+            )
+            assert broken.status_code == 201, broken.text
+            failed = _wait_for_result(client, headers, broken.json()["id"], server, expect="failed")
+            assert failed["error_message"] == "the program failed"
+            later = client.get(f"/api/v1/phases/{phase_id}/leaderboard").json()
+            assert [e["submission_id"] for e in later["entries"]] == [submitted.json()["id"]]
         entries = [e for e in board["entries"] if e["submission_id"] == submitted.json()["id"]]
         assert len(entries) == 1, board
         entry = entries[0]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.integration.conftest import REPO_ROOT, require_bwrap
+from tests.integration.conftest import REPO_ROOT, broken_archive, require_bwrap
 from worker.errors import SubmissionError
 from worker.evaluation.io import read_predictions
 from worker.model_runner import ModelArchiveRunner, ModelSettings, reap_leftovers
@@ -107,23 +107,13 @@ def test_limits_in_the_sandbox_end_with_their_line(
         runner.run(_request(reference_cnn_zip, tiny_set, tmp_path / "m", cases, memory_bytes=96 * 1024**2))
 
 
-def _broken_archive(reference: Path, destination: Path) -> Path:
-    """The reference model with a manifest whose stride does not match its output: the runtime exits 2."""
-    manifest = json.loads((reference / "manifest.json").read_text())
-    manifest["output"]["stride"] = 8
-    with zipfile.ZipFile(destination, "w") as zf:
-        zf.writestr("manifest.json", json.dumps(manifest))
-        zf.write(reference / manifest["model"], manifest["model"])
-    return destination
-
-
 @pytest.mark.slow
 def test_a_failing_model_is_the_program_failed_in_a_hidden_phase_and_explained_in_a_public_one(
     tiny_set: Path, reference_cnn: Path, sandbox_runtime_dir: Path, tmp_path: Path
 ) -> None:
     require_bwrap()
     runner = ModelArchiveRunner(ModelSettings(runtime_dir=sandbox_runtime_dir, cpus=1, gpu="none"))
-    broken = _broken_archive(reference_cnn, tmp_path / "broken.zip")
+    broken = broken_archive(reference_cnn, tmp_path / "broken.zip")
     cases = _cases(tiny_set)[:1]
     with pytest.raises(SubmissionError, match="^the program failed$"):
         runner.run(_request(broken, tiny_set, tmp_path / "h", cases))
