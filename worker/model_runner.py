@@ -16,11 +16,12 @@ archive's code chooses its exit status and its output. Organisers get the detail
 tails in the worker's log (logger `worker.model_runner`). Faults of the sandbox itself raise SandboxError
 (a RetryableError).
 
-Settings (environment, so that `load_runner` can build it without arguments): MIDOG_SANDBOX_BACKEND
-(bwrap | podman | docker; default bwrap), MIDOG_SANDBOX_RUNTIME_DIR, MIDOG_SANDBOX_HOST_PATHS,
-MIDOG_MODEL_IMAGE (podman/docker: an image holding the worker's Python stack at the worker's paths, e.g. the
-worker's own image), MIDOG_MODEL_MEMORY_BYTES, MIDOG_MODEL_CPUS, MIDOG_MODEL_PIDS, MIDOG_MODEL_GPU (auto |
-none | <index>), MIDOG_DECODED_CACHE_DIR. `reap_leftovers()` is the GPU worker's start-up sweep.
+Settings (environment, so that `load_runner` can build it without arguments): MIDOG_MODEL_SANDBOX_BACKEND,
+else MIDOG_SANDBOX_BACKEND (bwrap | podman | docker; default bwrap), MIDOG_SANDBOX_RUNTIME_DIR,
+MIDOG_SANDBOX_HOST_PATHS, MIDOG_MODEL_IMAGE (podman/docker: an image holding the worker's Python stack at
+the worker's paths, e.g. the worker's own image), MIDOG_MODEL_MEMORY_BYTES, MIDOG_MODEL_CPUS,
+MIDOG_MODEL_PIDS, MIDOG_MODEL_GPU (auto | none | <index>), MIDOG_DECODED_CACHE_DIR. `reap_leftovers()` is
+the GPU worker's start-up sweep.
 
 Imports the stdlib, worker.errors, worker.archives and worker.sandbox only; must not import torch, Celery,
 SQLAlchemy or FastAPI.
@@ -92,9 +93,11 @@ class ModelSettings:
         env = os.environ if environ is None else environ
         runtime = env.get("MIDOG_SANDBOX_RUNTIME_DIR")
         cache = env.get("MIDOG_DECODED_CACHE_DIR")
-        backend = env.get("MIDOG_SANDBOX_BACKEND") or "bwrap"
+        # Model archives may use another backend than containers (bwrap here, docker for containers).
+        variable = "MIDOG_MODEL_SANDBOX_BACKEND" if env.get("MIDOG_MODEL_SANDBOX_BACKEND") else "MIDOG_SANDBOX_BACKEND"
+        backend = env.get(variable) or "bwrap"
         if backend not in BACKENDS:
-            raise SandboxError(f"MIDOG_SANDBOX_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
+            raise SandboxError(f"{variable} must be one of {', '.join(BACKENDS)}, not {backend!r}")
         return cls(
             backend=backend,
             runtime_dir=Path(runtime) if runtime else None,
@@ -247,7 +250,7 @@ class ModelArchiveRunner:
         elif settings.image is None:
             raise SandboxError(
                 f"model archives on the {settings.backend} backend need MIDOG_MODEL_IMAGE (an image with the "
-                "worker's Python stack); use MIDOG_SANDBOX_BACKEND=bwrap otherwise"
+                "worker's Python stack); use MIDOG_MODEL_SANDBOX_BACKEND=bwrap otherwise"
             )
         else:
             runtime_mounts, interpreter = (), settings.python
@@ -310,23 +313,26 @@ class ModelArchiveRunner:
 def reap_leftovers(environ: Mapping[str, str] | None = None) -> int:
     """The GPU worker's start-up sweep: reap every sandbox run left on record by a worker that died.
 
-    Reaps the backend of MIDOG_SANDBOX_BACKEND (default bwrap) under MIDOG_SANDBOX_RUNTIME_DIR. Every
-    label is reaped, so GPU workers sharing a host need a runtime directory each (and, for podman/docker,
-    an engine each). MIDOG_SANDBOX_REAP_ON_START=0 turns the sweep off. Returns the number of runs reaped.
+    Reaps the model archives' backend (see ModelSettings) and, when MIDOG_SANDBOX_BACKEND names another
+    one (the container submissions'), that one too, under MIDOG_SANDBOX_RUNTIME_DIR. Every label is
+    reaped, so GPU workers sharing a host need a runtime directory each (and, for podman/docker, an engine
+    each). MIDOG_SANDBOX_REAP_ON_START=0 turns the sweep off. Returns the number of runs reaped.
     """
     env = os.environ if environ is None else environ
     if env.get("MIDOG_SANDBOX_REAP_ON_START", "1").lower() in {"0", "false", "no"}:
         return 0
     settings = ModelSettings.from_env(env)
-    backend = get_backend(settings.backend, runtime_dir=settings.runtime_dir, host_paths=settings.host_paths)
-    try:
-        backend.check()
-    except SandboxError as exc:
-        logger.info("no sandbox sweep at start-up: %s", exc)
-        return 0
+    names = dict.fromkeys([settings.backend, env.get("MIDOG_SANDBOX_BACKEND") or settings.backend])
     reaped = 0
-    for label in backend.leftover_labels():
-        reaped += backend.reap(label)
-    if reaped:
-        logger.warning("reaped %d sandbox runs left by a previous worker (%s)", reaped, backend.name)
+    for name in names:
+        backend = get_backend(name, runtime_dir=settings.runtime_dir, host_paths=settings.host_paths)
+        try:
+            backend.check()
+        except SandboxError as exc:
+            logger.info("no %s sandbox sweep at start-up: %s", name, exc)
+            continue
+        count = sum(backend.reap(label) for label in backend.leftover_labels())
+        if count:
+            logger.warning("reaped %d sandbox runs left by a previous worker (%s)", count, name)
+        reaped += count
     return reaped

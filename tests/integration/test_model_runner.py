@@ -22,7 +22,7 @@ from worker.errors import SubmissionError
 from worker.evaluation.io import read_predictions
 from worker.model_runner import ModelArchiveRunner, ModelSettings, reap_leftovers
 from worker.runners import RunRequest, load_runner
-from worker.sandbox import SandboxResult, SandboxSpec
+from worker.sandbox import SandboxError, SandboxResult, SandboxSpec
 
 
 def _request(artifact: Path, test_set: Path, out: Path, cases: Sequence[str], **extra: Any) -> RunRequest:
@@ -160,9 +160,9 @@ class RecordingBackend:
         return []
 
 
-def _recording_runner(backend: RecordingBackend, **settings: Any) -> ModelArchiveRunner:
+def _recording_runner(recorder: RecordingBackend, **settings: Any) -> ModelArchiveRunner:
     runner = ModelArchiveRunner(ModelSettings(**settings))
-    runner.backend = backend
+    runner.backend = recorder
     return runner
 
 
@@ -340,3 +340,22 @@ def test_the_decoded_image_cache_is_read_inside_the_sandbox(
     stem = Path(case["name"]).stem
     assert len(read_predictions(plain)[stem].points) > 0
     assert len(read_predictions(cached)[stem].points) == 0
+
+
+def test_model_archives_may_use_another_backend_than_containers() -> None:
+    assert ModelSettings.from_env({}).backend == "bwrap"
+    assert ModelSettings.from_env({"MIDOG_SANDBOX_BACKEND": "podman"}).backend == "podman"
+    both = {"MIDOG_SANDBOX_BACKEND": "docker", "MIDOG_MODEL_SANDBOX_BACKEND": "bwrap"}
+    assert ModelSettings.from_env(both).backend == "bwrap"
+    with pytest.raises(SandboxError, match="MIDOG_MODEL_SANDBOX_BACKEND"):
+        ModelSettings.from_env({"MIDOG_MODEL_SANDBOX_BACKEND": "lxc"})
+
+
+def test_a_container_backend_without_a_runtime_image_is_an_infrastructure_fault(
+    tiny_set: Path, reference_cnn_zip: Path, tmp_path: Path
+) -> None:
+    backend = RecordingBackend(name="docker")
+    runner = _recording_runner(backend, backend="docker", gpu="none")
+    with pytest.raises(SandboxError, match="MIDOG_MODEL_IMAGE"):
+        runner.run(_request(reference_cnn_zip, tiny_set, tmp_path / "out", _cases(tiny_set)[:1]))
+    assert backend.calls == []
