@@ -8,8 +8,9 @@ the leaderboard URL. It keeps serving until Ctrl-C (`--exit-after-ready` stops o
 
 Baselines: a dark-blob detector in numpy (colour deconvolution + difference of Gaussians, fixed threshold)
 whose predictions file is always submitted, and the reference detectors of worker.reference when their
-model archives are present (run by the inference runtime in a child process; their detections are
-submitted as predictions files).
+model archives are present: uploaded as model archives that a gpu-queue worker runs in the bubblewrap
+sandbox, or, with --no-sandbox or without bwrap, run by the inference runtime in a child process and
+submitted as predictions files.
 
 Heavy imports happen inside functions: `midog-eval --help` must not load SQLAlchemy, numpy or torch.
 """
