@@ -38,7 +38,11 @@ def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
     if session.scalar(select(TestSet.id).where(TestSet.name == data.name)) is not None:
         raise Conflict(f"test set {data.name!r} exists")
     root = Path(data.path)
-    if not root.is_dir():
+    try:
+        is_dir = root.is_dir()
+    except (OSError, ValueError):  # e.g. a name too long for the file system
+        is_dir = False
+    if not is_dir:
         raise InvalidInput(f"path: {data.path} is not a directory on the server")
     try:
         disk = DiskTestSet.open(root)
@@ -50,6 +54,8 @@ def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
         truth = disk.ground_truth()
     except DatasetError as exc:
         raise InvalidInput(str(exc)) from None
+    except OSError as exc:
+        raise InvalidInput(f"path: cannot read the test set ({exc.strerror or exc})") from None
     names = {c.name for c in disk.cases}
     if set(truth) != names:
         extra = sorted(set(truth) - names)[:5]

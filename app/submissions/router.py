@@ -99,7 +99,10 @@ async def submit(
     def precheck() -> dict[str, Any]:
         phase = get_phase(db, phase_id=phase_id)
         service.check_can_submit(db, phase=phase, team=principal.team, kind=kind)  # type: ignore[arg-type]
-        return phase.test_set.cases if phase.test_set is not None else {}
+        cases = phase.test_set.cases if phase.test_set is not None else {}
+        # no transaction (nor pooled connection) is held while a possibly huge body streams in
+        db.commit()
+        return cases
 
     cases = await run_in_threadpool(precheck)
     upload = await receive_upload(
