@@ -69,24 +69,37 @@ def test_application_services_share_storage_and_database(resolved: dict[str, Any
         env = service["environment"]
         urls.add(env["MIDOG_DATABASE_URL"])
         assert env["MIDOG_REDIS_URL"] == "redis://redis:6379/0", name
-        assert env["MIDOG_DATA_DIR"] == "/data", name
+        data = env["MIDOG_DATA_DIR"]
+        assert data == "/srv/midog/data", name
         volumes = {v["target"]: v for v in _volumes(service)}
-        assert volumes["/data"]["source"] == "midog-data", name  # uploads written by the api, read by workers
+        # uploads written by the api, read by the workers, at the same path as on the host
+        assert volumes[data]["source"] == data, name
+        assert volumes["/test-sets"]["source"] == "/srv/midog/test-sets", name
         assert volumes["/test-sets"]["read_only"] is True, name
     assert len(urls) == 1
     assert re.fullmatch(r"postgresql\+psycopg://midog:[^@]+@postgres:5432/midog", urls.pop())
+    beat = resolved["services"]["beat"]["command"]
+    assert beat[beat.index("--schedule") + 1].startswith("/srv/midog/data/")
 
 
-def test_gpu_worker_reserves_an_nvidia_gpu_and_runs_containers_in_the_sandbox(resolved: dict[str, Any]) -> None:
+def test_gpu_worker_reserves_an_nvidia_gpu_and_runs_participant_code_in_the_sandbox(resolved: dict[str, Any]) -> None:
     gpu = resolved["services"]["worker-gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia"
     assert devices[0]["capabilities"] == ["gpu"]
-    assert gpu["environment"]["MIDOG_SANDBOX_BACKEND"] in {"docker", "podman"}
-    assert gpu["environment"]["MIDOG_RUNNER_CONTAINER"] == "worker.containers.runner:ContainerRunner"
+    env = gpu["environment"]
+    assert env["MIDOG_MODEL_SANDBOX_BACKEND"] == "bwrap"
+    assert env["MIDOG_SANDBOX_BACKEND"] in {"docker", "podman"}
+    volumes = {v["target"]: v for v in _volumes(gpu)}
+    # the host's engine resolves the paths the worker names: runtime dir at the same path, test sets mapped
+    runtime = env["MIDOG_SANDBOX_RUNTIME_DIR"]
+    assert volumes[runtime]["source"] == runtime
+    assert env["MIDOG_SANDBOX_HOST_PATHS"] == f"/test-sets={volumes['/test-sets']['source']}"
+    assert volumes["/var/run/docker.sock"]["source"] == "/var/run/docker.sock"
     assert gpu["build"]["dockerfile"] == "docker/Dockerfile.gpu"
-    assert "--queues" in gpu["command"]
+    assert gpu["command"][gpu["command"].index("--queues") + 1] == "gpu"
     assert "deploy" not in resolved["services"]["worker-cpu"]
+    assert "/var/run/docker.sock" not in {v["target"] for v in _volumes(resolved["services"]["worker-cpu"])}
 
 
 def test_dockerfiles_exist(resolved: dict[str, Any]) -> None:

@@ -61,15 +61,14 @@ def _require_redis() -> None:
         pytest.skip(f"Redis at {REDIS_URL} is unreachable: {exc}")
 
 
-def _local(argv: list[str], data_dir: Path, port: int) -> list[str]:
-    """A service command as run here: executables from this virtualenv, /data -> data_dir, loopback port."""
+def _local(argv: list[str], port: int) -> list[str]:
+    """A service command as run here: executables from this virtualenv, the API on a free loopback port."""
     out = []
     for arg in argv:
         if (BIN / arg).is_file() and not out:
             arg = str(BIN / arg)
         elif arg == "python" and not out:
             arg = sys.executable
-        arg = arg.replace("/data/", f"{data_dir}/")
         out.append(arg)
     if "--port" in out:
         out[out.index("--port") + 1] = str(port)
@@ -101,7 +100,6 @@ def test_readme_production_steps_with_local_services(tmp_path: Path, create_data
     _require_redis()
     database_url = create_database("postgresql")
     data_dir = tmp_path / "data"
-    data_dir.mkdir()
     sets_dir = tmp_path / "test-sets"
     demo.build_test_set(sets_dir / "demo-set", scanners=2, cases=1, size=(512, 384), seed=5)
     port = _free_port()
@@ -118,7 +116,18 @@ def test_readme_production_steps_with_local_services(tmp_path: Path, create_data
                 text = (REPO_ROOT / ".env.example").read_text()
                 text = re.sub(r"(?m)^POSTGRES_PASSWORD=.*$", f"POSTGRES_PASSWORD={uuid.uuid4().hex}", text)
                 text = re.sub(r"(?m)^MIDOG_CPU_CONCURRENCY=.*$", "MIDOG_CPU_CONCURRENCY=1", text)
+                text = re.sub(r"(?m)^MIDOG_DATA_HOST_DIR=.*$", f"MIDOG_DATA_HOST_DIR={data_dir}", text)
+                text = re.sub(r"(?m)^MIDOG_TEST_SETS_DIR=.*$", f"MIDOG_TEST_SETS_DIR={sets_dir}", text)
                 project_copy(project, text)
+            elif step.startswith("sudo install -d "):
+                # the directories named in .env (here: under the test's scratch directory)
+                host_dirs = [
+                    w.replace("/srv/midog/data", str(data_dir)).replace("/srv/midog/test-sets", str(sets_dir))
+                    for w in shlex.split(step)[1:]
+                    if w.startswith("/")
+                ]
+                subprocess.run(["install", "-d", *host_dirs], check=True)
+                assert host_dirs == [str(data_dir), str(sets_dir)]
             elif step.startswith("docker compose config"):
                 checked = subprocess.run(
                     [compose_binary(), "config", "--quiet"], cwd=project, capture_output=True, text=True, check=False
@@ -134,14 +143,14 @@ def test_readme_production_steps_with_local_services(tmp_path: Path, create_data
                 services = config["services"]
                 env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_")}
                 env.update({k: str(v) for k, v in services["api"]["environment"].items() if k.startswith("MIDOG_")})
+                assert env["MIDOG_DATA_DIR"] == str(data_dir)  # from .env, as in the containers
                 env.update(
                     MIDOG_DATABASE_URL=database_url,
                     MIDOG_REDIS_URL=REDIS_URL,
-                    MIDOG_DATA_DIR=str(data_dir),
                     MIDOG_HEALTHCHECK_URL=f"http://127.0.0.1:{port}/api/v1/health",
                 )
                 migrate = subprocess.run(
-                    _local(services["migrate"]["command"], data_dir, port),
+                    _local(services["migrate"]["command"], port),
                     cwd=REPO_ROOT,
                     env=env,
                     capture_output=True,
@@ -153,7 +162,7 @@ def test_readme_production_steps_with_local_services(tmp_path: Path, create_data
                     log = (tmp_path / f"{name}.log").open("wb")
                     processes.append(
                         subprocess.Popen(
-                            _local(services[name]["command"], data_dir, port),
+                            _local(services[name]["command"], port),
                             cwd=REPO_ROOT,
                             env=env,
                             stdout=log,
@@ -162,7 +171,7 @@ def test_readme_production_steps_with_local_services(tmp_path: Path, create_data
                     )
             elif step.startswith("docker compose ps"):
                 for name in ("api", "worker-cpu", "beat"):
-                    argv = _local(config["services"][name]["healthcheck"]["test"][1:], data_dir, port)
+                    argv = _local(config["services"][name]["healthcheck"]["test"][1:], port)
 
                     def check(argv: list[str] = argv, env: dict[str, str] = env) -> subprocess.CompletedProcess[str]:
                         return subprocess.run(
@@ -173,7 +182,7 @@ def test_readme_production_steps_with_local_services(tmp_path: Path, create_data
             elif step.startswith("TOKEN=$(docker compose exec -T api "):
                 inner = shlex.split(step.removeprefix("TOKEN=$(docker compose exec -T api ").rstrip(")"))
                 created = subprocess.run(
-                    _local(inner, data_dir, port), cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False
+                    _local(inner, port), cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False
                 )
                 assert created.returncode == 0, created.stderr
                 token = created.stdout.strip()
