@@ -163,6 +163,15 @@ def unpack_archive(artifact: Path, work_dir: Path) -> Path:
     return root
 
 
+def run_stats(path: Path) -> dict[str, Any]:
+    """The runtime's timing figures (written inside the sandbox, so only logged, never trusted)."""
+    try:
+        stats = json.loads(path.read_text(encoding="utf-8")[:65536])
+    except (OSError, ValueError):
+        return {}
+    return stats if isinstance(stats, dict) else {}
+
+
 def run_label(evaluation_id: int, run_name: str) -> str:
     """`model-<evaluation>-<run>`: shards of one evaluation running side by side never reap each other."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", run_name)
@@ -300,13 +309,22 @@ class ModelArchiveRunner:
                 result.stderr_tail[-4000:],
             )
             raise SubmissionError(line)
+        stats = run_stats(output_dir / STATS_FILE)
+        device = str(stats.get("device", "unknown"))
         logger.info(
-            "evaluation %s: model archive ran %d cases in %.1f s on %s",
+            "evaluation %s: model archive ran %d cases in %.1f s on %s (%s tiles/s)",
             request.evaluation_id,
             len(request.cases),
             result.wall_seconds,
-            "gpu" if spec.gpu is not None else "cpu",
+            device,
+            stats.get("tiles_per_second", "?"),
         )
+        if spec.gpu is not None and not device.startswith("cuda"):
+            # The runtime falls back to the CPU when CUDA does not come up inside the sandbox (driver
+            # libraries outside /usr, device nodes missing): results stay right, but organisers must know.
+            logger.warning(
+                "evaluation %s: GPU %s was given but the model ran on %s", request.evaluation_id, spec.gpu, device
+            )
         return predictions
 
 

@@ -4,6 +4,7 @@ failures, and the GPU worker's start-up sweep of leftover runs."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -150,6 +151,7 @@ class RecordingBackend:
         for case in listed["cases"]:
             empty = {"type": "Multiple points", "version": {"major": 1, "minor": 0}, "points": []}
             (out / Path(case["name"]).with_suffix(".json").name).write_text(json.dumps(empty))
+        (output_dir / "stats.json").write_text(json.dumps({"device": "cpu", "tiles_per_second": 1.0}))
         return SandboxResult(0, False, False, False, 1.0, output_dir)
 
     def reap(self, label: str) -> int:
@@ -198,10 +200,15 @@ def test_only_the_requested_images_and_manifest_reach_the_sandbox(
     assert backend.reaped == ["model-7-out", "model-7-out"]
 
 
-def test_the_gpu_is_passed_when_configured(tiny_set: Path, reference_cnn_zip: Path, tmp_path: Path) -> None:
+def test_the_gpu_is_passed_when_configured(
+    tiny_set: Path, reference_cnn_zip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     backend = RecordingBackend()
     runner = _recording_runner(backend, gpu="0", cache_dir=tmp_path)
-    runner.run(_request(reference_cnn_zip, tiny_set, tmp_path / "out", _cases(tiny_set)[:1]))
+    with caplog.at_level(logging.INFO, logger="worker.model_runner"):
+        runner.run(_request(reference_cnn_zip, tiny_set, tmp_path / "out", _cases(tiny_set)[:1]))
+    # The recorded run reports the CPU: organisers are told that the GPU did not come up in the sandbox.
+    assert "GPU 0 was given but the model ran on cpu" in caplog.text
     spec, argv, _ = backend.calls[0]
     assert spec.gpu == 0
     assert spec.env["CUDA_VISIBLE_DEVICES"] == "0"
