@@ -366,3 +366,68 @@ def test_a_container_backend_without_a_runtime_image_is_an_infrastructure_fault(
     with pytest.raises(SandboxError, match="MIDOG_MODEL_IMAGE"):
         runner.run(_request(reference_cnn_zip, tiny_set, tmp_path / "out", _cases(tiny_set)[:1]))
     assert backend.calls == []
+
+
+PROBE = """
+import json, os, sys
+gt = sys.argv[1]
+seen = {
+    "input": sorted(os.listdir("/input")),
+    "images": sorted(os.listdir("/input/images")),
+    "cases": [c["name"] for c in json.load(open("/input/manifest.json"))["cases"]],
+    "archive": sorted(os.listdir("/archive")),
+    "ground_truth_visible": os.path.exists(gt),
+    "uid": os.getuid(),
+}
+try:
+    open("/archive/planted", "w")
+    seen["archive_writable"] = True
+except OSError:
+    seen["archive_writable"] = False
+os.makedirs("/output/predictions")
+json.dump(seen, open("/output/predictions/probe.json", "w"))
+"""
+
+
+class ProbeBackend:
+    """The real bwrap backend with the runner's spec, running a probe program instead of the runtime."""
+
+    name = "bwrap"
+
+    def __init__(self, runtime_dir: Path, ground_truth: Path) -> None:
+        from worker.sandbox import BwrapBackend
+
+        self.real = BwrapBackend(runtime_dir=runtime_dir)
+        self.ground_truth = ground_truth
+
+    def check(self) -> None:
+        self.real.check()
+
+    def run(self, spec: SandboxSpec, argv: Sequence[str], *, output_dir: Path) -> SandboxResult:
+        return self.real.run(spec, [argv[0], "-c", PROBE, str(self.ground_truth)], output_dir=output_dir)
+
+    def reap(self, label: str) -> int:
+        return self.real.reap(label)
+
+    def leftover_labels(self) -> list[str]:
+        return self.real.leftover_labels()
+
+
+@pytest.mark.slow
+def test_inside_the_sandbox_only_the_requested_cases_and_the_archive_are_visible(
+    tiny_set: Path, reference_cnn_zip: Path, sandbox_runtime_dir: Path, tmp_path: Path
+) -> None:
+    require_bwrap()
+    ground_truth = tiny_set / "ground-truth" / "ground-truth.json"
+    assert ground_truth.is_file()  # control: it exists outside
+    runner = ModelArchiveRunner(ModelSettings(runtime_dir=sandbox_runtime_dir, cpus=1, gpu="none"))
+    runner.backend = ProbeBackend(sandbox_runtime_dir, ground_truth)
+    cases = _cases(tiny_set)
+    produced = runner.run(_request(reference_cnn_zip, tiny_set, tmp_path / "probe", cases[:1]))
+    seen = json.loads((produced / "probe.json").read_text())
+    assert seen["input"] == ["images", "manifest.json"]
+    assert seen["cases"] == cases[:1]
+    assert seen["archive"] == ["manifest.json", "model.pt"]
+    assert seen["ground_truth_visible"] is False
+    assert seen["archive_writable"] is False
+    assert seen["uid"] != 0
