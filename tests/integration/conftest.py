@@ -3,9 +3,8 @@
 - `sandbox_runtime_dir`: a private bwrap runtime directory (reachable by the sandbox uid), so these tests
   never reap or see runs of anything else on the host.
 - `tiny_set`: 3 scanners x 1 case of 768 x 640 pixels from the synthetic generator (ground truth included).
-- `reference_cnn`: the reference CNN archive directory of worker/reference/archives/cnn when it is there,
-  else a freshly initialised HeatmapCNN with the same manifest (its detections are arbitrary but real, and
-  the tests compare two runs of the same archive, so they stay meaningful).
+- `reference_cnn`, `reference_cnn_zip`: the committed reference CNN archive (worker/reference/archives/cnn),
+  as a directory and zipped as a participant would upload it.
 - `broken_archive(reference, zip)`: the reference model with a manifest that does not fit its output.
 - `require_bwrap()`: in CI (CI=true) a missing bwrap is a failure, elsewhere a skip.
 """
@@ -70,20 +69,9 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if (REFERENCE_CNN / "manifest.json").is_file():
-        return REFERENCE_CNN
-    import torch
-
-    from worker.reference.archive import write_archive
-    from worker.reference.cnn import HeatmapCNN, cnn_manifest
-
-    torch.manual_seed(0)
-    model = HeatmapCNN()
-    assert model.head.bias is not None
-    torch.nn.init.constant_(model.head.bias, 0.0)  # scores around 0.5: detections on both sides of threshold
-    manifest = cnn_manifest(mean=(0.7, 0.45, 0.63), std=(0.2, 0.18, 0.15), threshold=0.5, spacing_mm=0.00025)
-    return write_archive(tmp_path_factory.mktemp("cnn") / "cnn", model, manifest)
+def reference_cnn() -> Path:
+    assert (REFERENCE_CNN / "manifest.json").is_file(), "the reference CNN archive is committed under worker/reference"
+    return REFERENCE_CNN
 
 
 @pytest.fixture(scope="session")
