@@ -129,7 +129,7 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
         work_dir=settings.data_dir / "work" / f"evaluation-{evaluation.id}",
         timeout_s=min(float(phase.time_limit_s), limits.sandbox_timeout_s),
         rules=str(options.get("rules", "midog2022")),
-        bootstrap=int(options.get("bootstrap", 0)),
+        bootstrap=int(options.get("bootstrap", 1000)),
         seed=int(options.get("seed", 0)),
         group_key=str(options.get("group_key", "scanner")),
         radius_mm=float(options.get("radius_mm", 0.0075)),

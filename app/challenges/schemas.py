@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -11,6 +11,31 @@ from app.models import EntryPolicy, LeaderboardVisibility, PhaseKind, RankingMet
 from app.types import MAX_ID, GroupLabel, LongText, Slug, Title
 
 Quota = Annotated[int, Field(ge=0, le=100_000)]
+
+
+class ScoringOptions(BaseModel):
+    """How the workers run and score this phase's submissions (read by worker.tasks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: Literal["midog2022", "midog2021"] = Field(
+        "midog2022", description="Official evaluation reproduced: midog2022 (also 2025, with AP) or midog2021."
+    )
+    bootstrap: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        1000, description="Bootstrap resamples over cases for the 95% F1 intervals (0: none)."
+    )
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    group_key: GroupLabel = Field("scanner", description="Test-set label whose values are the leaderboard groups.")
+    radius_mm: Annotated[float, Field(gt=0, le=1.0)] = Field(0.0075, description="Hit radius in mm (inclusive).")
+    shard_by: GroupLabel | None = Field(
+        None, description="Split model/container runs into parallel shards by this label (e.g. scanner)."
+    )
+    hidden: bool = Field(
+        True, description="Hidden test data: participants see a one-line reason on failure, never program output."
+    )
+    input_layout: Literal["2022", "2021"] | None = Field(
+        None, description="Container input layout: 2022/2025 (/input/images/histopathology-roi-cropout/) or 2021."
+    )
 
 
 class PhaseRead(BaseModel):
@@ -38,6 +63,7 @@ class PhaseRead(BaseModel):
     memory_limit_mb: int
     evaluation_version: int
     test_set_id: int | None
+    scoring_options: ScoringOptions
 
 
 class ChallengeRead(BaseModel):
@@ -82,6 +108,7 @@ class _PhaseFields(BaseModel):
     parent_phase_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
     time_limit_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 3600.0
     memory_limit_mb: Annotated[int, Field(gt=0, le=4_000_000)] = 16384
+    scoring_options: ScoringOptions = ScoringOptions()
 
 
 class PhaseCreate(_PhaseFields):
@@ -109,3 +136,4 @@ class PhaseUpdate(BaseModel):
     parent_phase_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
     time_limit_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
     memory_limit_mb: Annotated[int, Field(gt=0, le=4_000_000)] | None = None
+    scoring_options: ScoringOptions | None = None

@@ -123,3 +123,19 @@ def test_requeue_of_a_finished_evaluation_drops_its_result(world: World) -> None
     assert r.status_code == 200
     assert r.json()["result"] is None
     assert r.json()["evaluations"][0]["result"] is None
+
+
+def test_scoring_options_are_validated_stored_and_read_back(world: World) -> None:
+    url = f"/api/v1/admin/phases/{world.phase.id}"
+    options = {"rules": "midog2021", "bootstrap": 0, "shard_by": "scanner", "hidden": False, "input_layout": "2021"}
+    r = world.client.patch(url, headers=world.admin(), json={"scoring_options": options})
+    assert r.status_code == 200, r.text
+    read = r.json()["scoring_options"]
+    assert {k: read[k] for k in options} == options
+    assert read["radius_mm"] == 0.0075  # unset keys keep their defaults
+    world.db.refresh(world.phase)
+    assert world.phase.scoring_options["rules"] == "midog2021"  # what worker.tasks reads
+    for bad in ({"rules": "midog2030"}, {"bootstrap": -1}, {"radius_mm": 0}, {"typo_key": 1}):
+        r = world.client.patch(url, headers=world.admin(), json={"scoring_options": bad})
+        assert r.status_code == 422, bad
+        assert r.json()["error"]
