@@ -18,24 +18,28 @@ class ScoringOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rules: Literal["midog2022", "midog2021"] = Field(
-        "midog2022", description="Official evaluation reproduced: midog2022 (also 2025, with AP) or midog2021."
-    )
-    bootstrap: Annotated[int, Field(ge=0, le=10_000)] = Field(
-        1000, description="Bootstrap resamples over cases for the 95% F1 intervals (0: none)."
-    )
+    rules: Annotated[
+        Literal["midog2022", "midog2021"],
+        Field(description="Official evaluation reproduced: midog2022 (also 2025, with AP) or midog2021."),
+    ] = "midog2022"
+    bootstrap: Annotated[
+        int, Field(ge=0, le=10_000, description="Bootstrap resamples over cases for the 95% F1 intervals (0: none).")
+    ] = 1000
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
-    group_key: GroupLabel = Field("scanner", description="Test-set label whose values are the leaderboard groups.")
-    radius_mm: Annotated[float, Field(gt=0, le=1.0)] = Field(0.0075, description="Hit radius in mm (inclusive).")
-    shard_by: GroupLabel | None = Field(
-        None, description="Split model/container runs into parallel shards by this label (e.g. scanner)."
+    group_key: Annotated[GroupLabel, Field(description="Test-set label whose values are the leaderboard groups.")] = (
+        "scanner"
     )
-    hidden: bool = Field(
-        True, description="Hidden test data: participants see a one-line reason on failure, never program output."
-    )
-    input_layout: Literal["2022", "2021"] | None = Field(
-        None, description="Container input layout: 2022/2025 (/input/images/histopathology-roi-cropout/) or 2021."
-    )
+    radius_mm: Annotated[float, Field(gt=0, le=1.0, description="Hit radius in mm (inclusive).")] = 0.0075
+    shard_by: Annotated[
+        GroupLabel | None, Field(description="Split model/container runs into parallel shards by this label.")
+    ] = None
+    hidden: Annotated[
+        bool, Field(description="Hidden test data: participants see a one-line reason on failure, never logs.")
+    ] = True
+    input_layout: Annotated[
+        Literal["2022", "2021"] | None,
+        Field(description="Container input layout: 2022/2025 (/input/images/histopathology-roi-cropout/) or 2021."),
+    ] = None
 
 
 class PhaseRead(BaseModel):
