@@ -299,8 +299,22 @@ def upgrade() -> None:
         ),
     )
 
+    op.create_table(
+        "leaderboard_snapshot",
+        sa.Column("phase_id", sa.Integer(), nullable=False),
+        sa.Column("entries_json", sa.Text(), nullable=False),
+        sa.Column("group_labels", sa.JSON(), nullable=False),
+        sa.Column("entry_count", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["phase_id"], ["phase.id"], name=op.f("fk_leaderboard_snapshot_phase_id_phase"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("phase_id", name=op.f("pk_leaderboard_snapshot")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("leaderboard_snapshot")
     op.drop_table("result")
     with op.batch_alter_table("evaluation", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_evaluation_submission_id"))
