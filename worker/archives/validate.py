@@ -65,10 +65,18 @@ def extract_archive(path: Path, dest: Path, *, limits: ArchiveLimits | None = No
     manifest.json. Bytes are counted while writing, independently of what the zip headers declare."""
     limits = limits or ArchiveLimits()
     scan = _scan_zip(path, limits)
+    extract_zip_members(path, scan.members, dest, limits=limits)
+    root = dest / scan.prefix if scan.prefix else dest
+    return root
+
+
+def extract_zip_members(path: Path, members: tuple[zipfile.ZipInfo, ...], dest: Path, *, limits: ArchiveLimits) -> None:
+    """Extract the members returned by `scan_zip` into the new directory `dest`, counting the bytes actually
+    written (a member that holds more than its header declares, or a total over the limit, is refused)."""
     dest.mkdir(parents=True, exist_ok=False)
     written = 0
     with zipfile.ZipFile(path) as zf:
-        for info in scan.members:
+        for info in members:
             target = dest.joinpath(*PurePosixPath(info.filename).parts)
             if not target.resolve().is_relative_to(dest.resolve()):
                 raise ArchiveError(f"archive: {info.filename!r}: resolves outside the archive")
@@ -88,15 +96,14 @@ def extract_archive(path: Path, dest: Path, *, limits: ArchiveLimits | None = No
                         out.write(chunk)
                 except (zipfile.BadZipFile, OSError, EOFError) as exc:
                     raise _fail(f"member {info.filename!r}: is corrupt ({exc})") from None
-    root = dest / scan.prefix if scan.prefix else dest
-    return root
 
 
 def _fail(message: str) -> ArchiveError:
     return ArchiveError(f"archive: {message}")
 
 
-def _check_name(name: str) -> None:
+def check_member_name(name: str) -> None:
+    """Refuse empty, NUL, backslash, absolute (or drive-letter) names and '..', '.' or empty components."""
     shown = repr(name if len(name) <= 80 else name[:77] + "...")
     if not name or "\x00" in name or "\\" in name:
         raise _fail(f"member {shown}: invalid name (empty, NUL or backslash)")
@@ -107,7 +114,10 @@ def _check_name(name: str) -> None:
         raise _fail(f"member {shown}: '..', '.' and empty path components are not allowed")
 
 
-def _scan_zip(path: Path, limits: ArchiveLimits) -> _Scan:
+def scan_zip(path: Path, limits: ArchiveLimits) -> tuple[zipfile.ZipInfo, ...]:
+    """Pre-scan a zip without extracting anything: archive size, member count, names, kinds (regular files and
+    directories only), encryption, compression methods, duplicates, declared total size and per-member
+    compression ratio. Returns the members in archive order."""
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
@@ -124,27 +134,34 @@ def _scan_zip(path: Path, limits: ArchiveLimits) -> _Scan:
         raise _fail(f"is not a readable zip file ({exc})") from None
     with zf:
         infos = zf.infolist()
-        if len(infos) > limits.max_members:
-            raise _fail(f"has {len(infos)} members, more than the limit of {limits.max_members}")
-        seen: set[str] = set()
-        total = 0
-        for info in infos:
-            _check_member(info, limits)
-            key = info.filename.rstrip("/")
-            if key in seen:
-                raise _fail(f"member {info.filename!r}: appears twice")
-            seen.add(key)
-            total += info.file_size
-            if total > limits.max_total_bytes:
-                raise _fail(f"unpacks to more than the limit of {limits.max_total_bytes} bytes")
-        prefix = _root_prefix(seen)
-        manifest_name = prefix + MANIFEST_NAME
-        if manifest_name not in seen:
-            raise _fail(f"{MANIFEST_NAME} is missing at the top level")
-        by_name = {info.filename.rstrip("/"): info for info in infos}
-        manifest_info = by_name[manifest_name]
-        if manifest_info.is_dir():
-            raise _fail(f"{MANIFEST_NAME} is a directory")
+    if len(infos) > limits.max_members:
+        raise _fail(f"has {len(infos)} members, more than the limit of {limits.max_members}")
+    seen: set[str] = set()
+    total = 0
+    for info in infos:
+        _check_member(info, limits)
+        key = info.filename.rstrip("/")
+        if key in seen:
+            raise _fail(f"member {info.filename!r}: appears twice")
+        seen.add(key)
+        total += info.file_size
+        if total > limits.max_total_bytes:
+            raise _fail(f"unpacks to more than the limit of {limits.max_total_bytes} bytes")
+    return tuple(infos)
+
+
+def _scan_zip(path: Path, limits: ArchiveLimits) -> _Scan:
+    infos = scan_zip(path, limits)
+    seen = {info.filename.rstrip("/") for info in infos}
+    prefix = _root_prefix(seen)
+    manifest_name = prefix + MANIFEST_NAME
+    if manifest_name not in seen:
+        raise _fail(f"{MANIFEST_NAME} is missing at the top level")
+    by_name = {info.filename.rstrip("/"): info for info in infos}
+    manifest_info = by_name[manifest_name]
+    if manifest_info.is_dir():
+        raise _fail(f"{MANIFEST_NAME} is a directory")
+    with zipfile.ZipFile(path) as zf:
         with zf.open(manifest_info) as fh:
             manifest = loads_manifest(fh.read(MAX_MANIFEST_BYTES + 1))
         model_info = by_name.get(prefix + manifest.model)
@@ -152,12 +169,12 @@ def _scan_zip(path: Path, limits: ArchiveLimits) -> _Scan:
             raise ArchiveError(f"{MANIFEST_NAME}: model: {manifest.model!r} is not a file in the archive")
         with zf.open(model_info) as fh:
             _check_torchscript(fh, manifest.model)
-        return _Scan(prefix, manifest, tuple(infos))
+    return _Scan(prefix, manifest, infos)
 
 
 def _check_member(info: zipfile.ZipInfo, limits: ArchiveLimits) -> None:
     name = info.filename
-    _check_name(name)
+    check_member_name(name)
     mode = info.external_attr >> 16
     kind = stat.S_IFMT(mode)
     if kind == stat.S_IFLNK:
