@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     max_predictions_bytes: int = Field(default=64 * MiB, gt=0)
     max_model_bytes: int = Field(default=2048 * MiB, gt=0)
     max_container_bytes: int = Field(default=20480 * MiB, gt=0)
+    max_test_set_bytes: int = Field(default=32768 * MiB, gt=0, description="Organiser test-set archive uploads.")
     upload_chunk_bytes: int = Field(default=1 * MiB, gt=0)
     max_points_per_case: int = Field(default=100_000, gt=0)
     max_total_points: int = Field(default=2_000_000, gt=0)
