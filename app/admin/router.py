@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.admin import service
 from app.admin.schemas import (
@@ -16,6 +21,7 @@ from app.admin.schemas import (
     TeamUpdate,
     TestSetCreate,
     TestSetRead,
+    TestSetUploadForm,
     TokenCreate,
     TokenRead,
 )
@@ -31,10 +37,12 @@ from app.challenges.schemas import (
     PhaseRead,
     PhaseUpdate,
 )
-from app.deps import DbSession, get_admin
+from app.deps import AppSettings, DbSession, get_admin
 from app.errors import InvalidInput, NotFound
 from app.models import ApiToken, Participant, Phase, Team, TestSet, TokenScope
 from app.openapi import errors
+from app.settings import Settings
+from app.submissions.upload import receive_upload
 from app.types import MAX_ID, IdPath
 
 router = APIRouter(
@@ -129,6 +137,82 @@ def list_test_sets(db: DbSession) -> list[TestSetRead]:
 )
 def register_test_set(db: DbSession, body: TestSetCreate) -> TestSetRead:
     return TestSetRead.model_validate(service.register_test_set(db, data=body))
+
+
+TEST_SET_UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["name", "file"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "description": {"type": "string", "maxLength": 20000},
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "A zip or a tar (plain, gzip, bzip2 or xz) holding manifest.json, images/ "
+                        "and ground-truth/ at the top level or inside one folder.",
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/test-sets/upload",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a test set from an uploaded archive (zip or tar; pre-scanned, then checked like a directory)",
+    description=(
+        "The archive is streamed to a temp file with `max_test_set_bytes` enforced while reading (413). Its "
+        "members are pre-scanned before anything is extracted: only regular files and directories (no links, "
+        "devices or FIFOs), no absolute names, '..' components or backslashes, a bounded member count, a "
+        "bounded total size and compression ratio (bombs). It is then extracted into a fresh directory under "
+        "the storage directory, checked exactly like `POST /test-sets` (manifest, images and their sha256, "
+        "ground truth) and moved into `<storage>/test-sets/`. Any failure is a 422 with one line naming the "
+        "member or field, and leaves nothing behind."
+    ),
+    openapi_extra={"requestBody": TEST_SET_UPLOAD_BODY},
+    responses=errors(409, 413, 415),
+)
+async def upload_test_set(request: Request, db: DbSession, settings: AppSettings) -> TestSetRead:
+    await run_in_threadpool(db.commit)  # no transaction (nor pooled connection) held while the body streams in
+    upload = await receive_upload(
+        request, tmp_dir=settings.storage_path / "tmp", max_file_bytes=settings.max_test_set_bytes
+    )
+    try:
+        try:
+            form = TestSetUploadForm.model_validate(
+                {k: v for k, v in upload.fields.items() if k in TestSetUploadForm.model_fields}
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return await run_in_threadpool(_register_upload, db, settings, form, upload.path)
+    finally:
+        upload.discard()
+
+
+def _register_upload(db: Session, settings: Settings, form: TestSetUploadForm, archive: Path) -> TestSetRead:
+    test_set = service.register_uploaded_test_set(
+        db,
+        name=form.name,
+        description=form.description,
+        archive=archive,
+        storage_dir=settings.storage_path,
+        max_archive_bytes=settings.max_test_set_bytes,
+    )
+    directory = Path(test_set.manifest_path).parent
+    try:
+        read = TestSetRead.model_validate(test_set)
+        db.commit()  # here rather than after the response, so a failed commit can remove the directory
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return read
 
 
 # teams and tokens

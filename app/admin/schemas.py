@@ -18,6 +18,14 @@ class TestSetCreate(BaseModel):
     description: LongText = ""
 
 
+class TestSetUploadForm(BaseModel):
+    """The text fields of a test-set archive upload (multipart, beside the `file` part)."""
+
+    __test__ = False
+    name: Name
+    description: LongText = ""
+
+
 class TestSetRead(BaseModel):
     __test__ = False
     model_config = ConfigDict(from_attributes=True)

@@ -4,6 +4,9 @@ results export. Never commits; enqueues after commit. Must not import FastAPI.
 
 from __future__ import annotations
 
+import secrets
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,15 +31,12 @@ from app.models import (
 from app.queue import enqueue_after_commit
 from app.submissions.service import TASK_RUN, current_evaluation, participant_view, queue_for
 
+TEST_SETS_DIR = "test-sets"  # uploaded test sets, under the storage directory
+
 
 def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
     """Validate a test set on the server (manifest, images present, ground truth covering the same cases)."""
-    from worker.datasets.errors import DatasetError
-    from worker.datasets.manifest import TestSet as DiskTestSet
-    from worker.datasets.manifest import sha256_file
-
-    if session.scalar(select(TestSet.id).where(TestSet.name == data.name)) is not None:
-        raise Conflict(f"test set {data.name!r} exists")
+    _check_name_free(session, data.name)
     root = Path(data.path)
     try:
         is_dir = root.is_dir()
@@ -44,6 +44,61 @@ def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
         is_dir = False
     if not is_dir:
         raise InvalidInput(f"path: {data.path} is not a directory on the server")
+    cases = _validated_cases(root)
+    return _add_test_set(session, name=data.name, description=data.description, root=root, cases=cases)
+
+
+def register_uploaded_test_set(
+    session: Session, *, name: str, description: str, archive: Path, storage_dir: Path, max_archive_bytes: int
+) -> TestSet:
+    """Unpack an uploaded archive (zip or tar, pre-scanned before anything is written) into a fresh directory
+    under <storage>/test-sets, validate it exactly like a server directory, and move it into place.
+
+    On any failure nothing is left behind; the caller removes the directory of the returned row's manifest
+    if the transaction then fails to commit.
+    """
+    from worker.archives.manifest import ArchiveError
+    from worker.datasets.archive import UnpackLimits, unpack_archive
+
+    _check_name_free(session, name)
+    sets_dir = storage_dir / TEST_SETS_DIR
+    sets_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=sets_dir, prefix=".incoming-"))
+    final: Path | None = None
+    try:
+        limits = UnpackLimits(max_archive_bytes=max_archive_bytes, max_total_bytes=4 * max_archive_bytes)
+        try:
+            root = unpack_archive(archive, work / "set", limits=limits)
+        except ArchiveError as exc:
+            raise InvalidInput(str(exc)) from None
+        try:
+            cases = _validated_cases(root)
+        except InvalidInput as exc:  # paths inside the temp directory mean nothing to the organiser
+            raise InvalidInput(exc.message.replace(f"{root}/", "archive: ").replace(str(root), "archive")) from None
+        slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)[:60].strip(".-") or "set"
+        final = sets_dir / f"{slug}-{secrets.token_hex(4)}"
+        root.rename(final)  # same file system: atomic
+        return _add_test_set(session, name=name, description=description, root=final, cases=cases)
+    except BaseException:
+        if final is not None:
+            shutil.rmtree(final, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_name_free(session: Session, name: str) -> None:
+    if session.scalar(select(TestSet.id).where(TestSet.name == name)) is not None:
+        raise Conflict(f"test set {name!r} exists")
+
+
+def _validated_cases(root: Path) -> dict[str, dict[str, Any]]:
+    """The checks every registration runs: manifest, each image present inside the set and matching its
+    sha256 (when the manifest gives one), ground truth covering exactly the manifest's cases."""
+    from worker.datasets.errors import DatasetError
+    from worker.datasets.manifest import TestSet as DiskTestSet
+    from worker.datasets.manifest import sha256_file
+
     try:
         disk = DiskTestSet.open(root)
         for case in disk.cases:
@@ -51,6 +106,8 @@ def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
                 image = disk.image_path(case).resolve()
                 if not image.is_relative_to(root.resolve()) or not image.is_file():
                     raise InvalidInput(f"case {case.name!r}: image {case.image!r} is missing")
+                if case.sha256 is not None and sha256_file(image) != case.sha256.lower():
+                    raise InvalidInput(f"case {case.name!r}: image {case.image!r} does not match its sha256")
         truth = disk.ground_truth()
     except DatasetError as exc:
         raise InvalidInput(str(exc)) from None
@@ -63,14 +120,21 @@ def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
         raise InvalidInput(f"ground truth and manifest disagree (only in ground truth: {extra}; missing: {missing})")
     if not names:
         raise InvalidInput("the manifest has no cases")
-    cases = {
+    return {
         c.name: {"width": c.width, "height": c.height, "spacing_mm": c.spacing_mm, "groups": c.groups}
         for c in disk.cases
     }
+
+
+def _add_test_set(
+    session: Session, *, name: str, description: str, root: Path, cases: dict[str, dict[str, Any]]
+) -> TestSet:
+    from worker.datasets.manifest import sha256_file
+
     manifest_path = root / "manifest.json"
     test_set = TestSet(
-        name=data.name,
-        description=data.description,
+        name=name,
+        description=description,
         manifest_path=str(manifest_path.resolve()),
         manifest_sha256=sha256_file(manifest_path),
         case_count=len(cases),
