@@ -10,7 +10,6 @@ import io
 import json
 import stat
 import tarfile
-import time
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -98,13 +97,10 @@ def test_valid_archive_registers_and_serves_a_phase(
     else:  # `tar czf set.tar.gz set/`, directory entries included
         members = [tar_member("set", type=tarfile.DIRTYPE, mode=0o755)]
         content = make_tar({f"set/{name}": data for name, data in files.items()}, members=members)
-    started = time.perf_counter()
     r = upload(world, content, filename=f"set.{kind.split()[0]}")
-    elapsed = time.perf_counter() - started
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["case_count"] == 2
-    assert elapsed < 5
     storage: Path = world.client.app.state.settings.storage_path  # type: ignore[attr-defined]
     manifest = Path(body["manifest_path"])
     assert manifest.parent.parent == (storage / "test-sets").resolve()
@@ -207,15 +203,12 @@ def test_u3_hostile_archives_are_refused_and_leave_nothing(world: World, tmp_pat
     build, words = ATTACKS[attack]
     content = build(str(tmp_path / "sentinel"))
     before = snapshot(tmp_path)
-    started = time.perf_counter()
     r = upload(world, content)
-    elapsed = time.perf_counter() - started
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert "\n" not in detail
     for word in words:
         assert word in detail, detail
-    assert elapsed < 10
     assert_nothing_left(world, tmp_path, before)
     assert world.client.get("/api/v1/admin/test-sets", headers=world.admin()).json()[-1]["name"] != "uploaded"
 
