@@ -70,6 +70,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         pass
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; exiting through SystemExit (instead of
+    # the default handler's immediate death) lets the `finally` below stop the workers.
+    raise SystemExit(0)
+
+
 def serve_command(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
@@ -98,6 +104,7 @@ def serve_command(
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     started: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if workers:
             # The reconciler's beat runs in the cpu worker: always present, and it never runs participant code.

@@ -38,6 +38,7 @@ class Server:
     base: str
     env: dict[str, str]
     data_dir: Path
+    pid: int
 
     def organiser(self) -> dict[str, str]:
         code = (
@@ -82,9 +83,10 @@ def running_server(tmp_path: Path, **environment: str) -> Iterator[Server]:
                 pass
             assert time.monotonic() < deadline, "serve did not become healthy"
             time.sleep(0.2)
-        yield Server(base, env, data_dir)
+        yield Server(base, env, data_dir, process.pid)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -229,3 +231,23 @@ with session_scope() as s:
             break
         time.sleep(0.5)
     assert status == "succeeded", (server.data_dir / "logs" / "worker-cpu.log").read_text()[-3000:]
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_to_serve_stops_its_workers(tmp_path: Path) -> None:
+    with running_server(tmp_path) as running:
+        children = [int(c) for c in Path(f"/proc/{running.pid}/task/{running.pid}/children").read_text().split()]
+        assert children, "serve started no worker"
+        os.kill(running.pid, signal.SIGTERM)  # to serve alone, as a service manager sends it
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in [running.pid, *children]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in children), "workers outlived serve"
