@@ -57,6 +57,9 @@ def get_celery_client() -> Celery:
             broker_connection_timeout=3,
             broker_connection_retry_on_startup=False,
         )
+        if settings.redis_key_prefix and settings.broker_url.startswith(("redis://", "rediss://")):
+            # Must match the workers' prefix (worker.celery_app), or messages land in queues nobody reads.
+            _client.conf.broker_transport_options = {"global_keyprefix": settings.redis_key_prefix}
     return _client
 
 

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; empty: SQLite at <data_dir>/midog-eval.sqlite3 (embedded default).",
     )
     redis_url: str | None = Field(default=None, description="Redis URL (production broker), if any.")
+    redis_key_prefix: str = Field(
+        default="", description="Prefix of every Redis key of the broker, so deployments can share one Redis."
+    )
     broker_url: str = Field(
         default="",
         description="Celery broker; empty: redis_url, else a server-less SQLite broker under data_dir.",
