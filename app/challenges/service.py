@@ -118,7 +118,8 @@ def create_phase(session: Session, *, challenge: Challenge, data: PhaseCreate) -
     if exists is not None:
         raise Conflict(f"phase {data.slug!r} exists in this challenge")
     phase = Phase(challenge=challenge, **fields)
-    _check_phase(session, phase)
+    with session.no_autoflush:  # the half-built phase must not be flushed by the checks' queries
+        _check_phase(session, phase)
     session.add(phase)
     _flush_or_conflict(session, f"phase {data.slug!r} exists in this challenge")
     return phase
