@@ -8,14 +8,10 @@ the same archive run by `python -m worker.inference.run` outside the server, sco
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,88 +19,24 @@ import httpx
 import pytest
 
 from tests.integration.conftest import REPO_ROOT, broken_archive, require_bwrap
+from tests.live_server import Server, running_server
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    base: str
-    env: dict[str, str]
-    data_dir: Path
-
-    def organiser_headers(self) -> dict[str, str]:
-        code = (
-            "from app.cli.worker import adopt_standard_environment\n"
-            "adopt_standard_environment()\n"
-            "from app.db import session_scope\n"
-            "from app.auth.service import create_token\n"
-            "from app.models import TokenScope\n"
-            "with session_scope() as s:\n"
-            "    print(create_token(s, scope=TokenScope.ORGANISER, name='tests').token)\n"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        )
-        return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
-
-    def logs(self) -> str:
-        parts = []
-        for name in ("worker-gpu.log", "worker-cpu.log"):
-            path = self.data_dir / "logs" / name
-            if path.exists():
-                parts.append(f"--- {name} ---\n{path.read_text(errors='replace')[-4000:]}")
-        return "\n".join(parts)
 
 
 @contextlib.contextmanager
 def serve_with_gpu_worker(tmp_path: Path, runtime_dir: Path) -> Iterator[Server]:
     """`midog-eval serve` (API, cpu worker, gpu worker) with model archives run in a private bwrap runtime."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_") and k not in {"DATABASE_URL", "REDIS_URL"}}
-    data_dir = tmp_path / "var"
-    env.update(
-        MIDOG_DATA_DIR=str(data_dir),
+    with running_server(
+        tmp_path,
+        gpu_worker=True,
         MIDOG_SANDBOX_BACKEND="bwrap",
         MIDOG_SANDBOX_RUNTIME_DIR=str(runtime_dir),
         # The direct run below is on the CPU in float32; the sandboxed one must compute the same thing.
         MIDOG_MODEL_GPU="none",
         MIDOG_MODEL_CPUS="2",
-    )
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from app.cli import main; main()", "serve", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "serve did not become healthy"
-            time.sleep(0.2)
-        yield Server(base, env, data_dir)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+    ) as server:
+        yield server
 
 
 def _wait_for_result(
@@ -153,7 +85,7 @@ def test_a_reference_cnn_archive_submitted_through_the_api_scores_as_its_direct_
     require_bwrap()
     started = time.monotonic()
     with serve_with_gpu_worker(tmp_path, sandbox_runtime_dir) as server:
-        admin = server.organiser_headers()
+        admin = server.organiser()
         with httpx.Client(base_url=server.base, timeout=30) as client:
             test_set = client.post(
                 "/api/v1/admin/test-sets", json={"name": "tiny", "path": str(tiny_set)}, headers=admin

@@ -6,97 +6,29 @@ the leaderboard JSON; a row committed without a message is picked up by the reco
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.live_server import REPO_ROOT, Server, running_server
+
+FAST_RECONCILER = {"MIDOG_REQUEUE_AFTER_S": "1", "MIDOG_RECONCILE_INTERVAL_S": "1"}
+
 pytestmark = pytest.mark.slow
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    base: str
-    env: dict[str, str]
-    data_dir: Path
-    pid: int
-
-    def organiser(self) -> dict[str, str]:
-        code = (
-            "from app.cli.worker import adopt_standard_environment\n"
-            "adopt_standard_environment()\n"
-            "from app.db import session_scope\n"
-            "from app.auth.service import create_token\n"
-            "from app.models import TokenScope\n"
-            "with session_scope() as s:\n"
-            "    print(create_token(s, scope=TokenScope.ORGANISER, name='tests').token)\n"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        )
-        return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
-
-
-@contextlib.contextmanager
-def running_server(tmp_path: Path, **environment: str) -> Iterator[Server]:
-    """`midog-eval serve` in its own process group, with only the given configuration in its environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_") and k not in {"DATABASE_URL", "REDIS_URL"}}
-    data_dir = tmp_path / "var"
-    env.update(MIDOG_DATA_DIR=str(data_dir), MIDOG_REQUEUE_AFTER_S="1", MIDOG_RECONCILE_INTERVAL_S="1", **environment)
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from app.cli import main; main()", "serve", "--port", str(port), "--no-gpu-worker"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "serve.log").open("wb"),
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "serve did not become healthy"
-            time.sleep(0.2)
-        yield Server(base, env, data_dir, process.pid)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    with running_server(tmp_path) as running:
+    with running_server(tmp_path, **FAST_RECONCILER) as running:
         yield running
 
 
@@ -183,7 +115,7 @@ def test_serve_uses_postgresql_and_redis_from_the_conventional_variables(
     redis_url = own_redis()
     # The bare postgresql:// form that hosting platforms hand out.
     bare = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with running_server(tmp_path, DATABASE_URL=bare, REDIS_URL=redis_url) as running:
+    with running_server(tmp_path, DATABASE_URL=bare, REDIS_URL=redis_url, **FAST_RECONCILER) as running:
         _submit_and_check(running, small_set, predictions_for)
         assert not (running.data_dir / "midog-eval.sqlite3").exists()
         assert not (running.data_dir / "broker.sqlite3").exists()
