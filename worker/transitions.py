@@ -104,19 +104,15 @@ def claim(
     if row.status is EvaluationStatus.RUNNING and not _lease_is_stale(row, now):
         return Claim(ClaimOutcome.HELD, evaluation_id, row.attempt, row.lease_owner or "")
     if row.attempt >= max_attempts:
-        failed = session.execute(
-            update(Evaluation)
-            .where(_observed(row))
-            .values(
-                status=EvaluationStatus.FAILED,
-                lease_owner=None,
-                lease_expires_at=None,
-                finished_at=now,
-                error_message=CRASH_LOOP_FAILURE,
-                error_detail=f"attempt cap {max_attempts} reached; last lease owner {row.lease_owner}",
-            )
+        failed = _release(
+            session,
+            _observed(row),
+            status=EvaluationStatus.FAILED,
+            finished_at=now,
+            error_message=CRASH_LOOP_FAILURE,
+            error_detail=f"attempt cap {max_attempts} reached; last lease owner {row.lease_owner}",
         )
-        outcome = ClaimOutcome.EXHAUSTED if _rowcount(failed) == 1 else ClaimOutcome.HELD
+        outcome = ClaimOutcome.EXHAUSTED if failed else ClaimOutcome.HELD
         return Claim(outcome, evaluation_id, row.attempt)
     attempt = row.attempt + 1
     taken = session.execute(
@@ -140,6 +136,14 @@ def claim(
 
 def _rowcount(result: Any) -> int:
     return int(result.rowcount)
+
+
+def _release(session: Session, condition: Any, *, status: EvaluationStatus, **values: Any) -> bool:
+    """Moves the row matching `condition` to `status` and drops its lease; False when no row matched."""
+    done = session.execute(
+        update(Evaluation).where(condition).values(status=status, lease_owner=None, lease_expires_at=None, **values)
+    )
+    return _rowcount(done) == 1
 
 
 def _holds(evaluation_id: int, owner: str, attempt: int) -> Any:
@@ -203,22 +207,18 @@ def succeed(
     False when the lease was lost: nothing is written, the run that holds the row will write instead.
     """
     now = now or utcnow()
-    done = session.execute(
-        update(Evaluation)
-        .where(_holds(evaluation_id, owner, attempt))
-        .values(
-            status=EvaluationStatus.SUCCEEDED,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now,
-            progress=1.0,
-            progress_message="done",
-            error_message="",
-            error_detail="",
-            gpu_seconds=gpu_seconds,
-        )
+    succeeded = _release(
+        session,
+        _holds(evaluation_id, owner, attempt),
+        status=EvaluationStatus.SUCCEEDED,
+        finished_at=now,
+        progress=1.0,
+        progress_message="done",
+        error_message="",
+        error_detail="",
+        gpu_seconds=gpu_seconds,
     )
-    if _rowcount(done) != 1:
+    if not succeeded:
         return False
     submission_id, version = session.execute(
         select(Evaluation.submission_id, Evaluation.version).where(Evaluation.id == evaluation_id)
@@ -248,19 +248,14 @@ def fail(
 ) -> bool:
     """End the run `failed` with a one-line participant message and an organiser-only detail."""
     now = now or utcnow()
-    done = session.execute(
-        update(Evaluation)
-        .where(_holds(evaluation_id, owner, attempt))
-        .values(
-            status=EvaluationStatus.FAILED,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now,
-            error_message=message.splitlines()[0][:500] if message else GENERIC_FAILURE,
-            error_detail=detail,
-        )
+    return _release(
+        session,
+        _holds(evaluation_id, owner, attempt),
+        status=EvaluationStatus.FAILED,
+        finished_at=now,
+        error_message=message.splitlines()[0][:500] if message else GENERIC_FAILURE,
+        error_detail=detail,
     )
-    return _rowcount(done) == 1
 
 
 def release_for_retry(
@@ -277,21 +272,17 @@ def release_for_retry(
     now = now or utcnow()
     final = attempt >= max_attempts
     status = EvaluationStatus.FAILED if final else EvaluationStatus.RETRYING
-    done = session.execute(
-        update(Evaluation)
-        .where(_holds(evaluation_id, owner, attempt))
-        .values(
-            status=status,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now if final else None,
-            queued_at=now,
-            error_message=GENERIC_FAILURE if final else "",
-            error_detail=detail,
-            progress_message="waiting to retry" if not final else "failed",
-        )
+    released = _release(
+        session,
+        _holds(evaluation_id, owner, attempt),
+        status=status,
+        finished_at=now if final else None,
+        queued_at=now,
+        error_message=GENERIC_FAILURE if final else "",
+        error_detail=detail,
+        progress_message="waiting to retry" if not final else "failed",
     )
-    return status if _rowcount(done) == 1 else None
+    return status if released else None
 
 
 @dataclass(frozen=True)
@@ -311,20 +302,16 @@ def expire_stale_leases(session: Session, *, max_attempts: int, now: datetime | 
         if not _lease_is_stale(row, now):
             continue
         final = row.attempt >= max_attempts
-        done = session.execute(
-            update(Evaluation)
-            .where(_observed(row))
-            .values(
-                status=EvaluationStatus.FAILED if final else EvaluationStatus.RETRYING,
-                lease_owner=None,
-                lease_expires_at=None,
-                finished_at=now if final else None,
-                queued_at=now,
-                error_message=CRASH_LOOP_FAILURE if final else "",
-                error_detail=f"lease of {row.lease_owner} expired during attempt {row.attempt}",
-            )
+        expired = _release(
+            session,
+            _observed(row),
+            status=EvaluationStatus.FAILED if final else EvaluationStatus.RETRYING,
+            finished_at=now if final else None,
+            queued_at=now,
+            error_message=CRASH_LOOP_FAILURE if final else "",
+            error_detail=f"lease of {row.lease_owner} expired during attempt {row.attempt}",
         )
-        if _rowcount(done) == 1 and not final:
+        if expired and not final:
             released.append(row.id)
     return released
 
