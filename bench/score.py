@@ -13,10 +13,9 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # one core, as the target says; must precede the numpy import
 
-import contextlib
-import io
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared AP reference lives in tests/
+
+from tests.evaluation.coco_reference import reference_map50
 from worker.evaluation.io import read_predictions
 from worker.evaluation.metrics import evaluate
 from worker.evaluation.types import CasePredictions, GroundTruth
@@ -62,48 +64,10 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 def pycocotools_ap(gt: GroundTruth, preds: dict[str, CasePredictions]) -> float:
     """The official AP engine on the same set (overall AP only), driven as torchmetrics drives it."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def boxes(points: np.ndarray) -> np.ndarray:
-        h = 0.01125
-        xyxy = np.c_[points[:, 0] - h, points[:, 1] - h, points[:, 0] + h, points[:, 1] + h].astype(np.float32)
-        return np.c_[xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]]
-
-    images, gt_anns, dt_anns = [], [], []
-    for i, name in enumerate(gt.cases):
-        images.append({"id": i})
-        for b in boxes(gt.cases[name]).tolist():
-            gt_anns.append(
-                {"id": len(gt_anns) + 1, "image_id": i, "bbox": b, "area": b[2] * b[3], "iscrowd": 0, "category_id": 1}
-            )
-        p = preds[name]
-        scores = np.where(np.isnan(p.probabilities), 0.5, p.probabilities).astype(np.float32).tolist()
-        for b, s in zip(boxes(p.points).tolist(), scores, strict=True):
-            dt_anns.append(
-                {
-                    "id": len(dt_anns) + 1,
-                    "image_id": i,
-                    "bbox": b,
-                    "area": b[2] * b[3],
-                    "iscrowd": 0,
-                    "category_id": 1,
-                    "score": s,
-                }
-            )
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt, coco_dt = COCO(), COCO()
-        coco_gt.dataset = {"images": images, "annotations": gt_anns, "categories": [{"id": 1}]}
-        coco_dt.dataset = {"images": images, "annotations": dt_anns, "categories": [{"id": 1}]}
-        coco_gt.createIndex()
-        coco_dt.createIndex()
-        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        ev.params.recThrs = np.arange(0, 1.01, 0.01)
-        ev.params.maxDets = [1, 10, 1_000_000]
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return float(ev.stats[1])
+    names = list(gt.cases)
+    return reference_map50(
+        [gt.cases[n] for n in names], [preds[n].points for n in names], [preds[n].probabilities for n in names]
+    )
 
 
 def write_predictions_json(preds: dict[str, CasePredictions], path: Path) -> None:

@@ -6,7 +6,6 @@ numbers against pycocotools everywhere.
 """
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,13 +15,8 @@ detection = pytest.importorskip("torchmetrics.detection")
 if importlib.util.find_spec("pycocotools") is None:
     pytest.skip("torchmetrics' COCO backend (pycocotools) is not installed", allow_module_level=True)
 
+from tests.evaluation.coco_reference import random_set  # noqa: E402
 from worker.evaluation.ap import BOX_HALF_SIZE_MM, rank_and_match  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("ap_pycoco", Path(__file__).with_name("test_ap_pycocotools.py"))
-assert _spec is not None
-assert _spec.loader is not None
-_ap_pycoco = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_ap_pycoco)
 
 
 def torchmetrics_map50(gt: list[np.ndarray], pred: list[np.ndarray], scores: list[np.ndarray]) -> float:
@@ -56,6 +50,6 @@ def torchmetrics_map50(gt: list[np.ndarray], pred: list[np.ndarray], scores: lis
 
 @pytest.mark.parametrize("seed", range(20))
 def test_ap_matches_torchmetrics(seed: int) -> None:
-    gt, pred, scores = _ap_pycoco.random_set(seed)
+    gt, pred, scores = random_set(seed)
     ours = rank_and_match(gt, pred, scores).average_precision()
     assert ours == pytest.approx(torchmetrics_map50(gt, pred, scores), abs=1e-6)
