@@ -35,6 +35,9 @@ RULES: dict[str, tuple[str, ...]] = {
     "worker.tasks": ("torch", "fastapi", "worker.inference"),
     "worker.pipeline": ("celery", "sqlalchemy", "fastapi", "torch"),
     "worker.sandbox": ("app", "celery", "sqlalchemy", "fastapi", "torch"),
+    # Run as root inside each sandbox run's mount namespace: the standard library and worker.sandbox only.
+    "worker.sandbox.mountns": ("app", "celery", "sqlalchemy", "fastapi", "torch", "numpy", "pydantic"),
+    "worker.safe_delete": ("app", "celery", "sqlalchemy", "fastapi", "torch", "numpy", "pydantic", "worker.sandbox"),
     "app.models": ("fastapi", "torch", "worker.tasks", "worker.inference"),
     "app.db": ("fastapi", "torch", "worker.tasks", "worker.inference"),
     "app.settings": ("fastapi", "torch", "worker.tasks", "worker.inference"),

@@ -33,8 +33,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ from typing import Any
 
 from worker.archives import extract_archive, validate_archive
 from worker.errors import SubmissionError
+from worker.safe_delete import discard_tree, scratch_directory
 from worker.sandbox import (
     BACKENDS,
     TIME_LIMIT,
@@ -268,11 +267,10 @@ class ModelArchiveRunner:
         # A previous attempt of this evaluation may have died mid-run: start from a clean slate, and never
         # read detections an earlier attempt left in the same output directory.
         self.backend.reap(label)
-        shutil.rmtree(output_dir, ignore_errors=True)
+        discard_tree(output_dir)
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         # Beside the output (not in /tmp): a worker driving the host's engine maps only its data paths.
-        with tempfile.TemporaryDirectory(prefix=f".{output_dir.name}-input-", dir=output_dir.parent) as tmp:
-            work = Path(tmp)
+        with scratch_directory(prefix=f".{output_dir.name}-input-", parent=output_dir.parent) as work:
             work.chmod(0o755)
             archive = unpack_archive(Path(request.artifact), work)
             test_set_dir = Path(request.test_set_dir)

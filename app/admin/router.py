@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +43,7 @@ from app.openapi import errors
 from app.settings import Settings
 from app.submissions.upload import receive_upload
 from app.types import MAX_ID, IdPath
+from worker.safe_delete import discard_tree
 
 router = APIRouter(
     prefix="/api/v1/admin",
@@ -210,7 +210,7 @@ def _register_upload(db: Session, settings: Settings, form: TestSetUploadForm, a
         read = TestSetRead.model_validate(test_set)
         db.commit()  # here rather than after the response, so a failed commit can remove the directory
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
+        discard_tree(directory)
         raise
     return read
 

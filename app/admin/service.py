@@ -5,7 +5,6 @@ results export. Never commits; enqueues after commit. Must not import FastAPI.
 from __future__ import annotations
 
 import secrets
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from app.models import (
 )
 from app.queue import enqueue_after_commit
 from app.submissions.service import TASK_RUN, current_evaluation, participant_view, queue_for
+from worker.safe_delete import discard_tree
 
 TEST_SETS_DIR = "test-sets"  # uploaded test sets, under the storage directory
 
@@ -81,10 +81,10 @@ def register_uploaded_test_set(
         return _add_test_set(session, name=name, description=description, root=final, cases=cases)
     except BaseException:
         if final is not None:
-            shutil.rmtree(final, ignore_errors=True)
+            discard_tree(final)
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_tree(work)
 
 
 def _check_name_free(session: Session, name: str) -> None:

@@ -484,4 +484,6 @@ def demo_command(
             server.wait()
     finally:
         stop_server(server)
-        shutil.rmtree(runtime_dir, ignore_errors=True)
+        from worker.safe_delete import discard_tree
+
+        discard_tree(runtime_dir)

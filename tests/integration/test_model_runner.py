@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import REPO_ROOT, broken_archive, require_bwrap
+from tests.sandbox.images import uid_processes
 from worker.errors import SubmissionError
 from worker.evaluation.io import read_predictions
 from worker.model_runner import ModelArchiveRunner, ModelSettings, reap_leftovers
@@ -278,12 +279,15 @@ def _orphan_run(runtime_dir: Path, label: str) -> None:
     """A sandboxed run whose worker is SIGKILLed mid-run: its state stays on record, as after a crash."""
     worker = subprocess.Popen([sys.executable, "-c", ORPHAN, str(runtime_dir), label], cwd=REPO_ROOT)
     runs = runtime_dir / "bwrap" / label
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not list(runs.glob("*/output/up")):
-        time.sleep(0.1)
-    assert list(runs.glob("*/output/up")), "the sandboxed run did not start"
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    try:
+        deadline = time.monotonic() + 30
+        # The run's output lives in its own mount namespace: its sandbox uid's processes show that it runs.
+        while time.monotonic() < deadline and not uid_processes(SandboxSpec.uid):
+            time.sleep(0.1)
+        assert uid_processes(SandboxSpec.uid), "the sandboxed run did not start"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
     assert runs.exists()
 
 

@@ -238,8 +238,6 @@ def test_engine_on_the_host_gets_host_paths(tmp_path: Path) -> None:
     assert backend.host_path(Path("/test-sets/a/images/001.tiff")) == "/srv/midog/sets/a/images/001.tiff"
     assert backend.host_path(Path("/test-sets")) == "/srv/midog/sets"
     assert backend.host_path(Path("/test-setsX/1.tiff")) == "/test-setsX/1.tiff"
-    # The kernel quota's tmpfs would live in the worker's mount namespace only: the watchdog guards instead.
-    assert backend.output_tmpfs is False
     args = backend.run_arguments(spec(mounts=(Mount(tmp_path, "/input"),)), "n", tmp_path / "rt" / "out")
     assert set(_flag_values(args, "-v")) == {f"/host{tmp_path}:/input:ro", f"/host{tmp_path}/rt/out:/output:rw"}
     with pytest.raises(SandboxError, match="not '/worker/path=/host/path'"):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from worker.containers.contract import Layout, run_case
 from worker.containers.engine import load_image, remove_image
 from worker.errors import SubmissionError
 from worker.evaluation.io import read_json
+from worker.safe_delete import scratch_directory
 from worker.sandbox import (
     TIME_LIMIT,
     DockerBackend,
@@ -143,7 +143,7 @@ class ContainerRunner:
         image_id = load_image(Path(request.artifact), archive, executable=executable)
         predictions: dict[str, Any] = {}
         try:
-            with tempfile.TemporaryDirectory(prefix="midog-container-") as work:
+            with scratch_directory(prefix="midog-container-") as work:
                 for case, image in images.items():
                     remaining = min(settings.case_seconds, deadline - time.monotonic())
                     if remaining <= 0:

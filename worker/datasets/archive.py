@@ -19,7 +19,6 @@ import gzip
 import io
 import lzma
 import os
-import shutil
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from typing import Any
 from worker.archives.manifest import ArchiveError
 from worker.archives.validate import ArchiveLimits, check_member_name, extract_zip_members, scan_zip
 from worker.datasets.manifest import MANIFEST_NAME
+from worker.safe_delete import discard_tree
 
 _CHUNK = 1 << 20
 _TAR_BLOCK = 512
@@ -106,10 +106,10 @@ def unpack_archive(path: Path, dest: Path, *, limits: UnpackLimits | None = None
         else:
             _extract_tar(path, kind, dest, limits)
     except OSError as exc:
-        shutil.rmtree(dest, ignore_errors=True)
+        discard_tree(dest)
         raise _fail(f"cannot be extracted ({exc.strerror or exc})") from None
     except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
+        discard_tree(dest)
         raise
     return dest / _root_prefix(names)
 

@@ -11,9 +11,13 @@ Layers, outermost first:
   --new-session, --cap-drop ALL, --disable-userns (no nested user namespaces), a seccomp filter
   (seccomp.py), a root built from read-only binds of the host's /usr and the spec's mounts, tmpfs /tmp
   and /dev/shm with sizes, /output bound from the size-bounded output area.
+Isolation fails closed (isolation.py): without the memory and pids cgroups and the seccomp filter the run
+does not start, unless the deployment explicitly allows a control to be missing.
 bwrap runs as the unprivileged uid, so it must be able to reach every mount source. A root worker
-therefore bind-mounts each source into the run's directory first (search-only permissions up to it), so
-the worker's data directories may stay private; a non-root worker needs sources its sandbox uid can reach.
+therefore runs the whole chain inside a mount namespace of the run's own (mountns.py), where each source is
+bound read-only into the run's directory (search-only permissions up to it) and the output tmpfs is
+mounted: the host's namespace never holds a mount of a run, so a crash at any moment leaves none behind and
+the worker's data directories may stay private. A non-root worker needs sources its sandbox uid can reach.
 
 Imports the stdlib and worker.sandbox only; must not import Celery, SQLAlchemy, FastAPI or torch.
 """
@@ -30,14 +34,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.sandbox import cgroups, seccomp
+from worker.sandbox import cgroups, isolation, mountns, seccomp
 from worker.sandbox.output import (
     OutputArea,
     RunDirectory,
     read_state,
     remove_run_directory,
     run_directories,
-    unmount,
 )
 from worker.sandbox.spec import SandboxError, SandboxResult, SandboxSpec
 from worker.sandbox.streams import TailReader
@@ -77,13 +80,21 @@ class BwrapBackend:
 
     name = "bwrap"
 
-    def __init__(self, *, runtime_dir: Path | None = None, output_tmpfs: bool | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        runtime_dir: Path | None = None,
+        output_tmpfs: bool | None = None,
+        allowed_missing: frozenset[str] | None = None,
+    ) -> None:
         self.runtime_dir = runtime_dir or default_runtime_dir()
+        # None: a size-limited tmpfs for /output when the worker is root; False: a watched plain directory.
         self.output_tmpfs = output_tmpfs
+        self.allowed_missing = isolation.allowed_missing() if allowed_missing is None else allowed_missing
 
     def check(self) -> None:
         """Raise SandboxError unless bwrap and the helpers it needs are installed."""
-        needed = ["bwrap", "prlimit"] + (["setpriv"] if os.geteuid() == 0 else [])
+        needed = ["bwrap", "prlimit"] + (["setpriv", "unshare", "mount"] if os.geteuid() == 0 else [])
         missing = [tool for tool in needed if shutil.which(tool) is None]
         if missing:
             raise SandboxError(f"the bwrap sandbox backend needs {', '.join(missing)} on the worker host")
@@ -94,18 +105,18 @@ class BwrapBackend:
         if not argv:
             raise SandboxError("the bwrap backend needs a command to run")
         run_dir = RunDirectory(self.runtime_dir, self.name, spec.label)
+        private = os.geteuid() == 0
+        # A root worker mounts (output tmpfs, staged sources) only inside the run's own mount namespace.
+        kernel_quota = private and self.output_tmpfs is not False
         area = OutputArea(
             run_dir.path / "output",
             quota_bytes=spec.output_bytes,
             max_files=spec.output_files,
             uid=spec.uid,
             gid=spec.gid,
-            use_tmpfs=self.output_tmpfs,
         )
         groups = cgroups.RunCgroups()
-        staged: list[Path] = []
         try:
-            area.create()
             groups = cgroups.create(
                 f"{spec.label}-{run_dir.run_id}",
                 memory_bytes=spec.memory_bytes,
@@ -113,21 +124,55 @@ class BwrapBackend:
                 cpus=spec.cpus,
             )
             run_dir.write_state({"cgroups": {k: str(v) for k, v in groups.paths.items()}, "labels": dict(spec.labels)})
-            ready = list(os.pipe())
             program = seccomp.build_filter()
+            isolation.require_controls(groups, has_seccomp=program is not None, allowed=self.allowed_missing)
+            if not kernel_quota:
+                area.create()
+            ready = list(os.pipe())
             filter_fd = _memory_file(program) if program is not None else None
             try:
-                command = self._command(spec, argv, area, groups, run_dir, staged, filter_fd)
-                return self._execute(spec, command, area, groups, run_dir, output_dir, ready, filter_fd)
+                stages: list[tuple[str, str]] = []
+                command = self._command(spec, argv, area, groups, run_dir, stages, filter_fd, kernel_quota)
+                if private:
+                    command = self._in_private_namespace(spec, command, area, run_dir, stages, output_dir, kernel_quota)
+                return self._execute(spec, command, area, groups, run_dir, output_dir, ready, filter_fd, kernel_quota)
             finally:
                 for fd in [*ready, *([] if filter_fd is None else [filter_fd])]:
                     os.close(fd)
         finally:
             groups.remove()
-            for path in reversed(staged):
-                unmount(path)
-            area.destroy()
             remove_run_directory(run_dir.path)
+
+    @staticmethod
+    def _in_private_namespace(
+        spec: SandboxSpec,
+        command: list[str],
+        area: OutputArea,
+        run_dir: RunDirectory,
+        stages: list[tuple[str, str]],
+        output_dir: Path,
+        kernel_quota: bool,
+    ) -> list[str]:
+        """`command` wrapped in worker.sandbox.mountns: staging and the output tmpfs in a namespace of the run."""
+        output = None
+        if kernel_quota:
+            output = {
+                "path": str(area.path),
+                "quota_bytes": spec.output_bytes,
+                "max_files": spec.output_files,
+                "uid": spec.uid,
+                "gid": spec.gid,
+            }
+        plan = run_dir.path / "plan.json"
+        mountns.write_plan(
+            plan,
+            output=output,
+            stages=stages,
+            argv=command,
+            collect=output_dir,
+            report=run_dir.path / "report.json",
+        )
+        return mountns.command(plan)
 
     def _command(
         self,
@@ -136,28 +181,23 @@ class BwrapBackend:
         area: OutputArea,
         groups: cgroups.RunCgroups,
         run_dir: RunDirectory,
-        staged: list[Path],
+        stages: list[tuple[str, str]],
         filter_fd: int | None,
+        kernel_quota: bool,
     ) -> list[str]:
         def reachable(source: Path, index: int) -> str:
             if os.geteuid() != 0:
                 return str(source)
+            # Bound there by worker.sandbox.mountns, inside the run's own mount namespace only.
             stage = run_dir.path / f"mount-{index}"
-            if source.is_dir():
-                stage.mkdir()
-            else:
-                stage.touch()
-            done = subprocess.run(["mount", "--bind", str(source), str(stage)], capture_output=True, check=False)
-            if done.returncode != 0:
-                raise SandboxError(f"cannot stage mount {source}: {done.stderr.decode(errors='replace').strip()}")
-            staged.append(stage)
+            stages.append((str(source), str(stage)))
             return str(stage)
 
         command: list[str] = []
         if groups.paths:
             command += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *map(str, groups.procs_files()), "--"]
         limits = [f"--nofile={spec.nofile}:{spec.nofile}", "--core=0:0"]
-        if not area.mounted:
+        if not kernel_quota:
             # One byte over the quota, so that a file stopped by the limit still shows the quota was passed.
             limits.append(f"--fsize={spec.output_bytes + 1}:{spec.output_bytes + 1}")
         if "memory" not in groups.controllers and spec.gpu is None:
@@ -222,8 +262,14 @@ class BwrapBackend:
         output_dir: Path,
         ready: list[int],
         filter_fd: int | None,
+        kernel_quota: bool,
     ) -> SandboxResult:
-        """`ready` holds the read and write ends of the set-up pipe; an end closed here leaves the list."""
+        """`ready` holds the read and write ends of the set-up pipe; an end closed here leaves the list.
+
+        With `kernel_quota` the output was copied to output_dir inside the run's namespace; otherwise the
+        plain output directory is watched here and copied afterwards.
+        """
+        private = os.geteuid() == 0
         ready_read, ready_write = ready
         started = time.monotonic()
         process = subprocess.Popen(
@@ -249,13 +295,14 @@ class BwrapBackend:
         stderr = TailReader(process.stderr, spec.log_tail_bytes)
 
         def kill() -> None:
-            # Only while bwrap is unreaped: its pid, hence its process group id, cannot be reused yet.
+            # Only while the leader is unreaped: its pid, hence its process group id, cannot be reused yet.
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
             groups.kill_all()
 
-        area.start_watchdog(kill)
+        if not kernel_quota:
+            area.start_watchdog(kill)
         timed_out = False
         try:
             process.wait(timeout=spec.wall_seconds)
@@ -263,8 +310,10 @@ class BwrapBackend:
             timed_out = True
         finally:
             # Also on exceptions (a Celery soft time limit, a shutdown): nothing of the run outlives it.
-            kill()
+            if timed_out or process.returncode is None:
+                kill()
             process.wait()
+            groups.kill_all()
             area.stop_watchdog()
         wall = time.monotonic() - started
         os.set_blocking(ready_read, False)
@@ -272,13 +321,25 @@ class BwrapBackend:
             set_up = os.read(ready_read, 1) == b"x"
         except BlockingIOError:
             set_up = False
+        code = process.returncode
+        output_exceeded = False
+        if private:
+            report = mountns.read_report(run_dir.path / "report.json") or {}
+            if "error" in report:
+                raise SandboxError(f"the sandbox's mount namespace could not be set up: {report['error']}")
+            # A run this worker killed (time limit, output watchdog) ends without a report.
+            if not (timed_out or area.watchdog_fired) and "exit_code" not in report:
+                raise SandboxError(f"the sandbox's mount namespace ended early: {stderr.text()[-500:].strip()}")
+            if isinstance(report.get("exit_code"), int):
+                code = report["exit_code"]
+            output_exceeded = bool(report.get("output_exceeded", False))
         if not set_up and not timed_out:
             raise SandboxError(f"bwrap could not set up the sandbox: {stderr.text()[-500:].strip()}")
-        code = process.returncode
         exit_code = 128 - code if code < 0 else code
         memory_exceeded = groups.memory_oom_killed() or ("memory" not in groups.controllers and code == 137)
-        output_exceeded = area.exceeded()
-        area.copy_to(output_dir)
+        if not kernel_quota:
+            output_exceeded = area.exceeded()
+            area.copy_to(output_dir)
         return SandboxResult(
             exit_code=exit_code,
             timed_out=timed_out,

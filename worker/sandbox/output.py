@@ -1,13 +1,15 @@
 """The size-bounded /output area of a run, its copy-out, and the per-run state directories used for reaping.
 
 Quota enforcement, chosen in this order:
-1. A size- and inode-limited tmpfs mounted on the host (needs CAP_SYS_ADMIN, i.e. a root worker). The kernel
-   refuses writes past the quota (ENOSPC), for one big file and for many small ones alike, with no race; the
-   mount lives outside the sandbox's namespaces, so its content survives the run and is copied out after it.
-   The pages are charged to the memory cgroup of the writer, so a flood cannot exceed the memory limit either.
+1. A size- and inode-limited tmpfs (needs CAP_SYS_ADMIN, i.e. a root worker), mounted ONLY inside the run's
+   own mount namespace (worker.sandbox.mountns), never in the host's. The kernel refuses writes past the
+   quota (ENOSPC), for one big file and for many small ones alike, with no race; the pages are charged to
+   the memory cgroup of the writer, so a flood cannot exceed the memory limit either. The content is copied
+   out inside that namespace before it ends.
 2. Otherwise a plain directory watched every 0.2 s; the run is killed when the quota is passed. Backends
    add RLIMIT_FSIZE where they can so that one file cannot outgrow the quota between two looks.
-Copy-out takes regular files and directories only (never follows links written by the participant).
+Copy-out takes regular files and directories only (never follows links written by the participant). Run
+directories are deleted with worker.safe_delete, which never crosses a mount point.
 
 Imports the stdlib only; must not import Celery, SQLAlchemy, FastAPI or torch.
 """
@@ -16,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import shutil
 import stat
 import subprocess
 import threading
@@ -26,17 +28,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from worker.safe_delete import CrossesMountError, mounts_below, remove_tree
+
+logger = logging.getLogger(__name__)
 _MAX_DEPTH = 16
 _POLL_SECONDS = 0.2
-
-
-def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-            return any(line.split()[4] == target for line in handle)
-    except OSError:
-        return False
 
 
 def unmount(path: Path) -> None:
@@ -69,13 +65,14 @@ class OutputArea:
         max_files: int,
         uid: int,
         gid: int,
-        use_tmpfs: bool | None = None,
+        use_tmpfs: bool = False,
     ) -> None:
         self.path = path
         self.quota_bytes = quota_bytes
         self.max_files = max_files
         self.uid, self.gid = uid, gid
-        self.use_tmpfs = os.geteuid() == 0 if use_tmpfs is None else use_tmpfs
+        # Only worker.sandbox.mountns asks for the tmpfs: in the worker's own namespace it would be host-visible.
+        self.use_tmpfs = use_tmpfs
         self.mounted = False
         self._watch_stop = threading.Event()
         self._watch_thread: threading.Thread | None = None
@@ -170,10 +167,7 @@ class OutputArea:
                     budget[0] -= len(chunk)
 
     def destroy(self) -> None:
-        if self.mounted or is_mounted(self.path):
-            unmount(self.path)
-            self.mounted = False
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tree(self.path)
 
 
 class RunDirectory:
@@ -206,15 +200,20 @@ def read_state(run_dir: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def remove_run_directory(run_dir: Path) -> None:
-    """Unmount leftovers (output area, staged mounts) and delete the run's directory and empty label dir."""
-    if run_dir.is_dir():
-        for child in run_dir.iterdir():
-            if is_mounted(child):
-                unmount(child)
-        # Never recurse into a bind mount that refused to go: below it lies the worker's own data.
-        if any(is_mounted(child) for child in run_dir.iterdir()):
-            return
-    shutil.rmtree(run_dir, ignore_errors=True)
+def remove_run_directory(run_dir: Path) -> bool:
+    """Delete the run's directory and its label directory when empty; False (and a log line) when it is kept.
+
+    Runs of earlier releases staged bind mounts in the host's namespace: such leftovers are detached first
+    (a lazy unmount touches nothing below the mount). Whatever stays mounted keeps the directory, since
+    below a mount lies somebody else's data.
+    """
+    for mount in mounts_below(run_dir):
+        unmount(Path(mount))
+    try:
+        remove_tree(run_dir)
+    except CrossesMountError as exc:
+        logger.error("%s", exc)
+        return False
     with contextlib.suppress(OSError):
         run_dir.parent.rmdir()
+    return True

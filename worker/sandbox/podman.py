@@ -6,6 +6,9 @@ Every container is rootful-engine-run but unprivileged inside: `--user uid:gid`,
 keeps bounded tails of the attached streams itself, nothing piles up on disk). Each container is labelled
 `midog.sandbox=<label>` plus the spec's labels, so `reap(label)` finds leftovers after a worker crash with
 `ps -a --filter label=...`. The runner enforces the wall clock: at the limit it kills and removes.
+/output is a plain directory of the run, watched for its quota (output.py) and bounded per file by
+RLIMIT_FSIZE: the worker mounts nothing in the host's namespace for a container (the engine's own mounts
+live in the container's namespace).
 
 Imports the stdlib and worker.sandbox only; must not import Celery, SQLAlchemy, FastAPI or torch.
 """
@@ -86,15 +89,12 @@ class PodmanBackend:
         executable: str = "podman",
         runtime: str | None = "runc",
         runtime_dir: Path | None = None,
-        output_tmpfs: bool | None = None,
         host_paths: Mapping[str, str] | None = None,
     ) -> None:
         self.executable = executable
         self.runtime = runtime
         self.runtime_dir = runtime_dir or default_runtime_dir()
         self.host_paths = dict(host_paths or {})
-        # A tmpfs mounted in the worker's own mount namespace is invisible to an engine on the host.
-        self.output_tmpfs = False if self.host_paths and output_tmpfs is None else output_tmpfs
         self._seccomp: Path | bool | None = None
 
     def host_path(self, path: Path) -> str:
@@ -193,13 +193,11 @@ class PodmanBackend:
             max_files=spec.output_files,
             uid=spec.uid,
             gid=spec.gid,
-            use_tmpfs=self.output_tmpfs,
         )
         try:
             area.create()
-            # Without a kernel-enforced quota, one file must not outgrow it between two watchdog looks.
-            fsize = None if area.mounted else spec.output_bytes + 1
-            arguments = self.run_arguments(spec, name, area.path, file_size_limit=fsize)
+            # The quota is watched, not kernel-enforced: one file must not outgrow it between two looks.
+            arguments = self.run_arguments(spec, name, area.path, file_size_limit=spec.output_bytes + 1)
             command = [self.executable, *arguments, *argv]
             return self._execute(spec, command, name, area, output_dir)
         finally:
@@ -292,16 +290,9 @@ class DockerBackend(PodmanBackend):
         self,
         *,
         runtime_dir: Path | None = None,
-        output_tmpfs: bool | None = None,
         host_paths: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(
-            executable="docker",
-            runtime=None,
-            runtime_dir=runtime_dir,
-            output_tmpfs=output_tmpfs,
-            host_paths=host_paths,
-        )
+        super().__init__(executable="docker", runtime=None, runtime_dir=runtime_dir, host_paths=host_paths)
 
     def _seccomp_arguments(self) -> list[str]:
         # Docker's built-in default profile already refuses new namespaces without CAP_SYS_ADMIN.
