@@ -5,9 +5,11 @@
   as parallel `evaluation.run_shard` tasks on the gpu queue and merged by `evaluation.merge` (a chord).
 - `evaluation.reconcile()`: periodic (beat): expires stale leases and re-sends rows waiting with no message.
 
-Errors (architecture.md section 4): SubmissionError -> failed with its one line; RetryableError and lost
-database connections -> retried up to the attempt cap; the soft time limit -> failed "time limit exceeded";
-anything else -> failed with a generic message, the traceback kept for organisers.
+Errors: SubmissionError -> failed with its one line; RetryableError and lost database connections -> retried
+up to the attempt cap; the soft time limit -> failed "time limit exceeded"; InfrastructureError (a sandbox
+control missing here) and anything else -> failed with a generic message, the detail kept for organisers.
+Failures that are the platform's (retries exhausted, crash loops, InfrastructureError, bugs) are marked
+`infrastructure_failure` and cost the team no quota.
 
 Imports Celery, SQLAlchemy, app.models/app.db/app.settings and the worker; never FastAPI or torch.
 """
@@ -40,7 +42,7 @@ from app.models.base import utcnow
 from app.settings import get_settings
 from worker import transitions
 from worker.celery_app import CPU_QUEUE, GPU_QUEUE, app, key_prefix, limits_of, worker_identity
-from worker.errors import RetryableError, SubmissionError
+from worker.errors import InfrastructureError, RetryableError, SubmissionError
 from worker.pipeline import (
     PREDICTIONS_KIND,
     Outcome,
@@ -187,7 +189,7 @@ class _Run:
             )
         )
 
-    def fail(self, message: str, detail: str = "") -> bool:
+    def fail(self, message: str, detail: str = "", *, infrastructure: bool = False) -> bool:
         return with_db_retry(
             lambda session: transitions.fail(
                 session,
@@ -196,8 +198,13 @@ class _Run:
                 attempt=self.attempt,
                 message=message,
                 detail=detail,
+                infrastructure=infrastructure,
             )
         )
+
+    def fail_infrastructure(self, detail: str) -> bool:
+        """The platform's fault: a generic line for the participant, `detail` for organisers, no quota spent."""
+        return self.fail(transitions.GENERIC_FAILURE, detail, infrastructure=True)
 
     def release(self, detail: str) -> str | None:
         status = with_db_retry(
@@ -215,7 +222,7 @@ class _Run:
 
 @contextmanager
 def _outcomes(run: _Run, task: Task) -> Iterator[None]:
-    """Map exceptions of a claimed run onto the state machine (architecture.md section 4)."""
+    """Map exceptions of a claimed run onto the state machine (see the module docstring)."""
     try:
         yield
     except LeaseLostError as exc:
@@ -224,20 +231,23 @@ def _outcomes(run: _Run, task: Task) -> Iterator[None]:
         run.fail(str(exc) or "the submission could not be evaluated", traceback.format_exc())
     except SoftTimeLimitExceeded:
         run.fail(TIME_LIMIT_MESSAGE, traceback.format_exc())
+    except InfrastructureError as exc:
+        logger.error("evaluation %s attempt %s cannot run here: %s", run.evaluation_id, run.attempt, exc)
+        run.fail_infrastructure(f"{exc}\n\n{traceback.format_exc()}")
     except (RetryableError, DBAPIError, PoolTimeoutError) as exc:
         if not isinstance(exc, RetryableError) and not is_transient(exc):
             logger.exception("evaluation %s attempt %s failed", run.evaluation_id, run.attempt)
-            run.fail(transitions.GENERIC_FAILURE, traceback.format_exc())
+            run.fail_infrastructure(traceback.format_exc())
             return
         status = run.release(traceback.format_exc())
         if status == "retrying":
             # A fresh message, acknowledged separately; the reconciler re-sends it should it ever be lost.
             raise task.retry(countdown=min(2**run.attempt, 60), exc=exc, max_retries=None) from exc
     except RunnerNotConfiguredError as exc:
-        run.fail(transitions.GENERIC_FAILURE, str(exc))
+        run.fail_infrastructure(str(exc))
     except Exception:
         logger.exception("evaluation %s attempt %s failed", run.evaluation_id, run.attempt)
-        run.fail(transitions.GENERIC_FAILURE, traceback.format_exc())
+        run.fail_infrastructure(traceback.format_exc())
 
 
 def _claim(evaluation_id: int) -> transitions.Claim:

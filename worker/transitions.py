@@ -6,8 +6,9 @@
 Every transition is a compare-and-set: an UPDATE whose WHERE clause repeats what the caller observed
 (status, attempt, lease owner), so of two deliveries of one message exactly one wins the claim, and a worker
 whose lease was taken over can no longer write. `attempt` grows on every claim, which makes
-(id, attempt) the identity of one run. Results are unique per (submission, evaluation version) and inserted
-with ON CONFLICT DO NOTHING, so a duplicate write is harmless.
+(id, attempt) the identity of one run. Results are unique per (submission, evaluation version); only the run
+holding the lease writes one, replacing the result of an earlier run of the same evaluation (a requeue) in
+the same transaction that finishes the row.
 
 Each function works inside the caller's session and never commits (one short transaction per task step).
 Imports SQLAlchemy and app.models; must not import Celery, FastAPI or torch.
@@ -109,6 +110,7 @@ def claim(
             _observed(row),
             status=EvaluationStatus.FAILED,
             finished_at=now,
+            infrastructure_failure=True,
             error_message=CRASH_LOOP_FAILURE,
             error_detail=f"attempt cap {max_attempts} reached; last lease owner {row.lease_owner}",
         )
@@ -202,9 +204,11 @@ def succeed(
     gpu_seconds: float = 0.0,
     now: datetime | None = None,
 ) -> bool:
-    """Store the result (at most one per submission and evaluation version) and finish the run.
+    """Store the result (one per submission and evaluation version) and finish the run.
 
-    False when the lease was lost: nothing is written, the run that holds the row will write instead.
+    A result already stored for this evaluation (a requeued run) is replaced in the same transaction, so the
+    board shows the old result until the new one lands. False when the lease was lost: nothing is written,
+    the run that holds the row will write instead.
     """
     now = now or utcnow()
     succeeded = _release(
@@ -232,7 +236,11 @@ def succeed(
     }
     dialect = session.get_bind().dialect.name
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert_fn(Result).values(values).on_conflict_do_nothing())
+    statement = insert_fn(Result).values(values)
+    replaced = {key: statement.excluded[key] for key in values if key not in ("submission_id", "evaluation_version")}
+    session.execute(
+        statement.on_conflict_do_update(index_elements=["submission_id", "evaluation_version"], set_=replaced)
+    )
     return True
 
 
@@ -244,9 +252,13 @@ def fail(
     attempt: int,
     message: str,
     detail: str = "",
+    infrastructure: bool = False,
     now: datetime | None = None,
 ) -> bool:
-    """End the run `failed` with a one-line participant message and an organiser-only detail."""
+    """End the run `failed` with a one-line participant message and an organiser-only detail.
+
+    `infrastructure`: the platform failed, not the submission; such a failure costs the team no quota.
+    """
     now = now or utcnow()
     return _release(
         session,
@@ -255,6 +267,7 @@ def fail(
         finished_at=now,
         error_message=message.splitlines()[0][:500] if message else GENERIC_FAILURE,
         error_detail=detail,
+        infrastructure_failure=infrastructure,
     )
 
 
@@ -278,6 +291,7 @@ def release_for_retry(
         status=status,
         finished_at=now if final else None,
         queued_at=now,
+        infrastructure_failure=final,
         error_message=GENERIC_FAILURE if final else "",
         error_detail=detail,
         progress_message="waiting to retry" if not final else "failed",
@@ -308,6 +322,7 @@ def expire_stale_leases(session: Session, *, max_attempts: int, now: datetime | 
             status=EvaluationStatus.FAILED if final else EvaluationStatus.RETRYING,
             finished_at=now if final else None,
             queued_at=now,
+            infrastructure_failure=final,
             error_message=CRASH_LOOP_FAILURE if final else "",
             error_detail=f"lease of {row.lease_owner} expired during attempt {row.attempt}",
         )

@@ -307,11 +307,19 @@ def moderate_submission(db: DbSession, submission_id: IdPath, body: SubmissionUp
 @router.post(
     "/submissions/{submission_id}/requeue",
     summary="Queue the submission's evaluation again (current evaluation version)",
+    description=(
+        "The current result stays on the leaderboard until the new run's result replaces it; a run that fails "
+        "leaves it in place. `discard_result=true` removes it at once instead."
+    ),
     responses=errors(404, 409),
 )
-def requeue_submission(db: DbSession, submission_id: IdPath) -> SubmissionAdminRead:
+def requeue_submission(
+    db: DbSession,
+    submission_id: IdPath,
+    discard_result: Annotated[bool, Query(description="Remove the current result now.")] = False,
+) -> SubmissionAdminRead:
     submission = service.get_submission(db, submission_id=submission_id)
-    service.requeue_submission(db, submission=submission)
+    service.requeue_submission(db, submission=submission, discard_result=discard_result)
     db.refresh(submission, ["evaluations"])
     return service.admin_view(submission)
 

@@ -89,6 +89,7 @@ class EvaluationAdminRead(BaseModel):
     progress_message: str
     error_message: str
     error_detail: str
+    infrastructure_failure: bool = Field(description="Failed because of the platform; costs the team no quota.")
     gpu_seconds: float
     result: dict[str, Any] | None = Field(description="All result columns, per-case counts included.")
 

@@ -213,7 +213,7 @@ def admin_view(submission: Submission) -> SubmissionAdminRead:
     base = participant_view(submission).model_dump()
     # organisers see scores whatever the phase's policy
     ev = current_evaluation(submission)
-    if ev is not None and ev.result is not None and ev.status is EvaluationStatus.SUCCEEDED:
+    if ev is not None and ev.result is not None:
         from app.submissions.service import result_read
 
         base["result"] = result_read(ev.result, shown_groups=None).model_dump()
@@ -237,6 +237,7 @@ def admin_view(submission: Submission) -> SubmissionAdminRead:
                 progress_message=e.progress_message,
                 error_message=e.error_message,
                 error_detail=e.error_detail,
+                infrastructure_failure=e.infrastructure_failure,
                 gpu_seconds=e.gpu_seconds,
                 result=_result_dict(e.result),
             )
@@ -263,8 +264,11 @@ def moderate_submission(
     return submission
 
 
-def requeue_submission(session: Session, *, submission: Submission) -> Evaluation:
-    """Put the submission's evaluation of the phase's current version back to `queued` (result dropped)."""
+def requeue_submission(session: Session, *, submission: Submission, discard_result: bool = False) -> Evaluation:
+    """Put the submission's evaluation of the phase's current version back to `queued`.
+
+    Its result stays (and stays on the board) until the new run's result replaces it, unless `discard_result`.
+    """
     version = submission.phase.evaluation_version
     ev = next((e for e in submission.evaluations if e.version == version), None)
     if ev is None:
@@ -272,11 +276,10 @@ def requeue_submission(session: Session, *, submission: Submission) -> Evaluatio
         session.add(ev)
     elif ev.status in ACTIVE_STATUSES:
         raise Conflict(f"evaluation {ev.id} is {ev.status.value}; cancel it first")
-    else:
-        if ev.result is not None:
-            stale, ev.result = ev.result, None
-            session.delete(stale)
-            session.flush()
+    elif discard_result and ev.result is not None:
+        stale, ev.result = ev.result, None
+        session.delete(stale)
+        session.flush()
     ev.status = EvaluationStatus.QUEUED
     ev.attempt = 0
     ev.lease_owner = None
@@ -288,6 +291,7 @@ def requeue_submission(session: Session, *, submission: Submission) -> Evaluatio
     ev.progress_message = ""
     ev.error_message = ""
     ev.error_detail = ""
+    ev.infrastructure_failure = False
     session.flush()
     enqueue_after_commit(session, TASK_RUN, queue=queue_for(submission.kind), evaluation_id=ev.id)
     return ev

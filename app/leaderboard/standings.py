@@ -26,7 +26,6 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from app.models import (
     EntryPolicy,
     Evaluation,
-    EvaluationStatus,
     LeaderboardSnapshot,
     Phase,
     RankingMetric,
@@ -74,7 +73,6 @@ def ranked_entries(phase_id: int) -> Any:
         .where(
             Submission.phase_id == phase_id,
             Result.evaluation_version == Phase.evaluation_version,
-            Evaluation.status == EvaluationStatus.SUCCEEDED,
             Submission.is_hidden.is_(False),
             Submission.is_disqualified.is_(False),
             Team.is_disqualified.is_(False),

@@ -24,6 +24,7 @@ from app.models.submission import (
 )
 from app.models.team import ApiToken, Participant, Team, TokenScope
 from app.models.test_set import TestSet
+from app.models.worker import WorkerNode
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -47,5 +48,6 @@ __all__ = [
     "TestSet",
     "TokenScope",
     "UTCDateTime",
+    "WorkerNode",
     "utcnow",
 ]

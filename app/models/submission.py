@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -100,6 +101,8 @@ class Evaluation(TimestampMixin, Base):
     error_message: Mapped[str] = mapped_column(String(500), default="")
     error_detail: Mapped[str] = mapped_column(Text, default="")
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # failed because of the platform (sandbox missing, crash loop, retries exhausted): costs the team no quota
+    infrastructure_failure: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     submission: Mapped[Submission] = relationship(back_populates="evaluations")
     result: Mapped[Result | None] = relationship(back_populates="evaluation", uselist=False)

@@ -55,16 +55,17 @@ def next_utc_midnight(now: datetime) -> datetime:
 
 
 def _counted_submissions(session: Session, *, phase: Phase, team_id: int, since: datetime | None) -> int:
+    """Submissions that use up quota: all but those whose every evaluation failed uncounted (an infrastructure
+    failure always; any failure when the phase does not count failed submissions)."""
     stmt = select(func.count(Submission.id)).where(Submission.phase_id == phase.id, Submission.team_id == team_id)
     if since is not None:
         stmt = stmt.where(Submission.created_at >= since)
-    if not phase.failed_count_towards_quota:
-        failed = exists().where(Evaluation.submission_id == Submission.id, Evaluation.status == EvaluationStatus.FAILED)
-        not_failed = exists().where(
-            Evaluation.submission_id == Submission.id, Evaluation.status != EvaluationStatus.FAILED
-        )
-        stmt = stmt.where(~and_(failed, ~not_failed))
-    return int(session.scalar(stmt) or 0)
+    uncounted = Evaluation.status == EvaluationStatus.FAILED
+    if phase.failed_count_towards_quota:
+        uncounted = and_(uncounted, Evaluation.infrastructure_failure.is_(True))
+    has_uncounted = exists().where(Evaluation.submission_id == Submission.id, uncounted)
+    has_counted = exists().where(Evaluation.submission_id == Submission.id, ~uncounted)
+    return int(session.scalar(stmt.where(~and_(has_uncounted, ~has_counted))) or 0)
 
 
 def _active_evaluations(session: Session, *, phase: Phase, team_id: int) -> int:
@@ -119,13 +120,9 @@ def check_can_submit(
         raise Conflict("this phase has no test set yet")
     if phase.parent_phase_id is not None:
         passed = session.scalar(
-            select(func.count(Evaluation.id))
-            .join(Submission, Submission.id == Evaluation.submission_id)
-            .where(
-                Submission.phase_id == phase.parent_phase_id,
-                Submission.team_id == team.id,
-                Evaluation.status == EvaluationStatus.SUCCEEDED,
-            )
+            select(func.count(Result.id))
+            .join(Submission, Submission.id == Result.submission_id)
+            .where(Submission.phase_id == phase.parent_phase_id, Submission.team_id == team.id)
         )
         if not passed:
             raise Forbidden("gated: this phase needs a successful submission in its parent phase first")
@@ -300,7 +297,8 @@ def participant_view(submission: Submission, *, now: datetime | None = None) -> 
             finished_at=None if hidden else ev.finished_at,
             gpu_seconds=None if hidden else round(ev.gpu_seconds, 1),
         )
-        if not hidden and ev.status is EvaluationStatus.SUCCEEDED and ev.result is not None:
+        # a result stays valid while its submission is re-run (requeue), until the new one replaces it
+        if not hidden and ev.result is not None:
             result = result_read(ev.result, shown_groups=phase.shown_groups)
     return SubmissionRead(
         id=submission.id,

@@ -8,7 +8,7 @@ from typing import Any
 
 from api_helpers import World, bearer, write_test_set
 
-from app.models import Evaluation, EvaluationStatus
+from app.models import Evaluation, EvaluationStatus, Result
 
 
 def test_create_challenge_phase_and_test_set(world: World, tmp_path: Path) -> None:
@@ -115,14 +115,47 @@ def test_cancel_requeue_and_reevaluate_enqueue_after_commit(world: World, sent_t
     assert detail["evaluations"][0]["result"]["cases"]["001.tiff"] == {"tp": 3, "fp": 1, "fn": 1}
 
 
-def test_requeue_of_a_finished_evaluation_drops_its_result(world: World) -> None:
+def test_requeue_keeps_the_result_on_the_board_until_the_new_one_lands(world: World) -> None:
+    """R14: the team stays on the leaderboard while its submission is re-run; the new result replaces the old."""
+    from worker import transitions
+
+    team = world.register("Alpha")
+    sub = world.submit(team["headers"]).json()
+    ev = world.finish(sub["id"], f1=0.5)
+    board = f"/api/v1/phases/{world.phase.id}/leaderboard"
+    assert [e["f1"] for e in world.client.get(board).json()["entries"]] == [0.5]
+
+    r = world.client.post(f"/api/v1/admin/submissions/{sub['id']}/requeue", headers=world.admin())
+    assert r.status_code == 200
+    assert r.json()["evaluation"]["status"] == "queued"
+    assert r.json()["result"]["f1"] == 0.5
+    assert [e["f1"] for e in world.client.get(board).json()["entries"]] == [0.5]
+
+    # The re-run: claimed, then finished with a new result, in one transaction each, as the worker does.
+    world.db.expire_all()
+    claim = transitions.claim(world.db, evaluation_id=ev.id, owner="test:1", lease_s=60, max_attempts=3)
+    assert claim.claimed
+    world.db.commit()
+    assert [e["f1"] for e in world.client.get(board).json()["entries"]] == [0.5]
+    scores = {"tp": 9, "fp": 1, "fn": 1, "precision": 0.9, "recall": 0.9, "f1": 0.9, "ap": 0.8, "groups": {}, "cases": {}}
+    assert transitions.succeed(world.db, evaluation_id=ev.id, owner="test:1", attempt=claim.attempt, scores=scores)
+    world.db.commit()
+    assert [e["f1"] for e in world.client.get(board).json()["entries"]] == [0.9]
+    world.db.expire_all()
+    assert len(world.db.query(Result).filter_by(submission_id=sub["id"]).all()) == 1
+
+
+def test_requeue_can_discard_the_result_at_once(world: World) -> None:
     team = world.register("Alpha")
     sub = world.submit(team["headers"]).json()
     world.finish(sub["id"])
-    r = world.client.post(f"/api/v1/admin/submissions/{sub['id']}/requeue", headers=world.admin())
+    r = world.client.post(
+        f"/api/v1/admin/submissions/{sub['id']}/requeue", params={"discard_result": True}, headers=world.admin()
+    )
     assert r.status_code == 200
     assert r.json()["result"] is None
     assert r.json()["evaluations"][0]["result"] is None
+    assert world.client.get(f"/api/v1/phases/{world.phase.id}/leaderboard").json()["entries"] == []
 
 
 def test_scoring_options_are_validated_stored_and_read_back(world: World) -> None:

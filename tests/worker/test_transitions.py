@@ -134,7 +134,9 @@ def test_finished_and_missing_rows_are_not_claimed(db_session: Session) -> None:
     assert _row(db_session, ev.id).status is EvaluationStatus.CANCELLED
 
 
-def test_a_repeated_result_write_keeps_one_row(db_session: Session) -> None:
+def test_a_repeated_result_write_keeps_one_row_with_the_latest_scores(db_session: Session) -> None:
+    """Only the lease holder writes; a second write of the same evaluation (a requeued run, or a replayed
+    persist step) replaces the result in place: still one row per submission and version."""
     ev = _evaluation(db_session)
     claim = _claim(db_session, ev.id, "a:1")
     assert transitions.succeed(db_session, evaluation_id=ev.id, owner="a:1", attempt=claim.attempt, scores=SCORES)
@@ -148,7 +150,7 @@ def test_a_repeated_result_write_keeps_one_row(db_session: Session) -> None:
     )
     db_session.commit()
     assert _results(db_session) == 1
-    assert db_session.scalars(select(Result.tp)).one() == 3
+    assert db_session.scalars(select(Result.tp)).one() == 99
 
 
 def test_infrastructure_errors_retry_until_the_cap(db_session: Session) -> None:
