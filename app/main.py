@@ -1,4 +1,4 @@
-"""create_app(): settings, session factory, routers, the uniform error handlers, health endpoint.
+"""create_app(): settings, session factory, routers (health included), the uniform error handlers.
 
 Errors always answer {"error": code, "detail": message}; a database that is down answers 503, never a
 traceback. Templates and static pages are added by the pages module (issue 7).
@@ -14,7 +14,6 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,12 +28,9 @@ from app.leaderboard.router import router as leaderboard_router
 from app.pages.router import install_pages
 from app.settings import Settings, get_settings
 from app.submissions.router import router as submissions_router
+from app.workers.router import router as health_router
 
 log = logging.getLogger(__name__)
-
-
-class Health(BaseModel):
-    status: str
 
 
 def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -107,11 +103,14 @@ def create_app(settings: Settings | None = None, *, session_factory: sessionmake
     app.state.session_factory = session_factory
     install_error_handlers(app)
 
-    @app.get("/api/v1/health", tags=["health"], summary="Liveness (does not touch the database)")
-    def health() -> Health:
-        return Health(status="ok")
-
-    for router in (auth_router, challenges_router, submissions_router, leaderboard_router, admin_router):
+    for router in (
+        health_router,
+        auth_router,
+        challenges_router,
+        submissions_router,
+        leaderboard_router,
+        admin_router,
+    ):
         app.include_router(router)
     install_pages(app)
     return app

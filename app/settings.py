@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     robustness_resamples: int = Field(default=1000, ge=10)
     robustness_seed: int = 0
 
+    # Workers report themselves every `worker_heartbeat_s`; one not heard of for `worker_stale_after_s` is down.
+    worker_heartbeat_s: float = Field(default=10.0, gt=0)
+    worker_stale_after_s: float = Field(default=45.0, gt=0)
+
+    # The sweeper (a periodic task of the beat) removes interrupted uploads (`.part`), half-unpacked test-set
+    # uploads (`.incoming-*`) and work directories of finished evaluations older than this.
+    sweep_after_s: float = Field(default=6 * 3600.0, gt=0)
+    sweep_interval_s: float = Field(default=600.0, gt=0)
+
     # Short database timeouts so that a dead database answers 503 quickly instead of hanging requests.
     db_connect_timeout_s: int = Field(default=5, gt=0)
     db_pool_size: int = Field(default=5, gt=0)
@@ -64,6 +73,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
+        if self.worker_stale_after_s <= self.worker_heartbeat_s:
+            raise ValueError(
+                f"worker_stale_after_s ({self.worker_stale_after_s:g}) must exceed worker_heartbeat_s "
+                f"({self.worker_heartbeat_s:g}), or every worker would look down between two heartbeats"
+            )
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'midog-eval.sqlite3').resolve()}"
         if self.storage_dir is None:

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
-TASK_MODULES = ("worker.tasks",)
+# Imported by the worker at start: the tasks, and the self-report and sweeper hooked to its signals and beat.
+TASK_MODULES = ("worker.tasks", "worker.heartbeat", "worker.maintenance")
 
 
 class LimitsError(ValueError):
@@ -147,7 +148,7 @@ def _use_embedded_transport() -> None:
     TRANSPORT_ALIASES["sqla"] = f"{__name__}:EmbeddedTransport"
 
 
-def configure(app: Celery, *, broker_url: str, limits: Limits) -> None:
+def configure(app: Celery, *, broker_url: str, limits: Limits, sweep_interval_s: float = 600.0) -> None:
     """Apply every reliability setting; shared by the API-side client and the worker."""
     is_redis = broker_url.startswith(("redis://", "rediss://"))
     # The visibility timeout goes to both option sets (reliability-security.md): Celery reads the result
@@ -214,7 +215,12 @@ def configure(app: Celery, *, broker_url: str, limits: Limits) -> None:
                 "task": "evaluation.reconcile",
                 "schedule": limits.reconcile_interval_s,
                 "options": {"queue": CPU_QUEUE, "expires": limits.reconcile_interval_s},
-            }
+            },
+            "maintenance.sweep": {
+                "task": "maintenance.sweep",
+                "schedule": sweep_interval_s,
+                "options": {"queue": CPU_QUEUE, "expires": sweep_interval_s},
+            },
         },
     )
     app.conf.midog_limits = limits
@@ -222,11 +228,14 @@ def configure(app: Celery, *, broker_url: str, limits: Limits) -> None:
 
 def create_app(*, broker_url: str | None = None, limits: Limits | None = None) -> Celery:
     """A configured Celery app; tasks are imported lazily from TASK_MODULES."""
+    from app.settings import get_settings
+
     celery = Celery("midog_eval", include=list(TASK_MODULES))
     configure(
         celery,
         broker_url=broker_url or _broker_url(),
         limits=limits if limits is not None else Limits.from_env(),
+        sweep_interval_s=get_settings().sweep_interval_s,
     )
     return celery
 

@@ -207,6 +207,12 @@ class ModelArchiveRunner:
             self.settings.backend, runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths
         )
 
+    def problem(self) -> str | None:
+        """Why model archives cannot run on this worker, or None (the worker's capability report)."""
+        if self.settings.backend != "bwrap" and self.settings.image is None:
+            return f"model archives on the {self.settings.backend} backend need MIDOG_MODEL_IMAGE"
+        return self.backend.problem()
+
     def spec_for(self, request: Any, *, mounts: Sequence[Mount], wall_seconds: float) -> SandboxSpec:
         """The sandbox of one run: the request's time and memory limits, the settings' other limits."""
         settings = self.settings

@@ -89,6 +89,19 @@ def load_runner(kind: str, environ: Mapping[str, str] | None = None) -> Runner:
     return runner
 
 
+def runner_problem(kind: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why this worker cannot run `kind` submissions (no runner, backend or isolation control), or None.
+
+    Runners may offer `problem() -> str | None`; one that does not is taken to be ready.
+    """
+    try:
+        runner = load_runner(kind, environ)
+    except Exception as exc:  # an unusable configuration is exactly what this reports
+        return f"{exc.__class__.__name__}: {exc}"
+    check = getattr(runner, "problem", None)
+    return check() if callable(check) else None
+
+
 class ReplayRunner:
     """TEST DOUBLE, executes nothing: replays the detections stored in the submitted file.
 

@@ -43,6 +43,8 @@ from app.openapi import errors
 from app.settings import Settings
 from app.submissions.upload import receive_upload
 from app.types import MAX_ID, IdPath
+from app.workers import service as workers
+from app.workers.schemas import WorkerAdminRead
 from worker.safe_delete import discard_tree
 
 router = APIRouter(
@@ -55,6 +57,17 @@ router = APIRouter(
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 OptionalId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+
+
+# workers
+
+
+@router.get(
+    "/workers",
+    summary="Every worker that reported itself: alive or not, what it can run, why not, isolation opt-outs",
+)
+def list_workers(db: DbSession, settings: AppSettings) -> list[WorkerAdminRead]:
+    return [workers.admin_view(row, stale_after_s=settings.worker_stale_after_s) for row in workers.worker_rows(db)]
 
 
 # challenges and phases
@@ -80,16 +93,31 @@ def update_challenge(db: DbSession, challenge_id: IdPath, body: ChallengeUpdate)
     "/challenges/{challenge_id}/phases",
     status_code=status.HTTP_201_CREATED,
     summary="Create a phase",
+    description=(
+        "A phase that accepts `model` or `container` submissions needs a running worker that can run them "
+        "(422 names the missing backend otherwise): participants' uploads would only fail."
+    ),
     responses=errors(404, 409),
 )
-def create_phase(db: DbSession, challenge_id: IdPath, body: PhaseCreate) -> PhaseRead:
+def create_phase(db: DbSession, settings: AppSettings, challenge_id: IdPath, body: PhaseCreate) -> PhaseRead:
+    workers.require_capable_workers(
+        db, kinds=[k.value for k in body.allowed_kinds], stale_after_s=settings.worker_stale_after_s
+    )
     challenge = challenges.get_challenge_by_id(db, challenge_id=challenge_id)
     return challenges.phase_read(challenges.create_phase(db, challenge=challenge, data=body))
 
 
-@router.patch("/phases/{phase_id}", summary="Update a phase", responses=errors(404))
-def update_phase(db: DbSession, phase_id: IdPath, body: PhaseUpdate) -> PhaseRead:
+@router.patch(
+    "/phases/{phase_id}",
+    summary="Update a phase",
+    description="Adding `model` or `container` to allowed_kinds needs a running worker that can run them (422).",
+    responses=errors(404),
+)
+def update_phase(db: DbSession, settings: AppSettings, phase_id: IdPath, body: PhaseUpdate) -> PhaseRead:
     phase = challenges.get_phase(db, phase_id=phase_id, include_unpublished=True)
+    if body.allowed_kinds is not None:
+        added = [k.value for k in body.allowed_kinds if k.value not in phase.allowed_kinds]
+        workers.require_capable_workers(db, kinds=added, stale_after_s=settings.worker_stale_after_s)
     return challenges.phase_read(challenges.update_phase(db, phase=phase, data=body))
 
 

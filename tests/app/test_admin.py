@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from api_helpers import World, bearer, write_test_set
 
-from app.models import Evaluation, EvaluationStatus, Result
+from app.models import Evaluation, EvaluationStatus, Result, WorkerNode, utcnow
 
 
 def test_create_challenge_phase_and_test_set(world: World, tmp_path: Path) -> None:
@@ -28,19 +29,23 @@ def test_create_challenge_phase_and_test_set(world: World, tmp_path: Path) -> No
         ).status_code
         == 409
     )
-    r = world.client.post(
-        f"/api/v1/admin/challenges/{challenge_id}/phases",
-        headers=world.admin(),
-        json={
-            "slug": "final",
-            "title": "Final",
-            "kind": "final",
-            "test_set_id": test_set_id,
-            "allowed_kinds": ["predictions", "container"],
-            "leaderboard_visibility": "hidden_until_close",
-            "daily_quota": 1,
-        },
-    )
+    body = {
+        "slug": "final",
+        "title": "Final",
+        "kind": "final",
+        "test_set_id": test_set_id,
+        "allowed_kinds": ["predictions", "container"],
+        "leaderboard_visibility": "hidden_until_close",
+        "daily_quota": 1,
+    }
+    # Containers need a running worker that can run them; the gpu worker here says why it cannot.
+    add_worker(world, "gpu@a", kinds=["model"], problems={"container": "podman not installed"})
+    r = world.client.post(f"/api/v1/admin/challenges/{challenge_id}/phases", headers=world.admin(), json=body)
+    assert r.status_code == 422
+    assert "container" in r.json()["detail"]
+    assert "gpu@a: podman not installed" in r.json()["detail"]
+    add_worker(world, "gpu@b", kinds=["model", "container"])
+    r = world.client.post(f"/api/v1/admin/challenges/{challenge_id}/phases", headers=world.admin(), json=body)
     assert r.status_code == 201, r.text
     phase = r.json()
     assert phase["is_open"] is True
@@ -50,6 +55,65 @@ def test_create_challenge_phase_and_test_set(world: World, tmp_path: Path) -> No
     assert [p["slug"] for p in public["phases"]] == ["final"]
     r = world.client.patch(f"/api/v1/admin/phases/{phase['id']}", headers=world.admin(), json={"title": None})
     assert r.status_code == 422
+
+
+def add_worker(
+    world: World,
+    name: str,
+    *,
+    kinds: list[str],
+    problems: dict[str, str] | None = None,
+    seen_s_ago: float = 0.0,
+    stopped: bool = False,
+) -> WorkerNode:
+    """A worker's self-report, as worker.heartbeat writes it."""
+    seen = utcnow() - timedelta(seconds=seen_s_ago)
+    row = WorkerNode(
+        name=name,
+        hostname=name.split("@")[-1],
+        pid=1,
+        queues="gpu",
+        capabilities={"kinds": kinds, "problems": problems or {}, "allowed_missing_controls": []},
+        started_at=seen,
+        last_seen_at=seen,
+        stopped_at=seen if stopped else None,
+    )
+    world.db.add(row)
+    world.db.commit()
+    return row
+
+
+def test_a_phase_accepts_participant_code_only_while_a_worker_can_run_it(world: World) -> None:
+    url = f"/api/v1/admin/phases/{world.phase.id}"
+    r = world.client.patch(url, headers=world.admin(), json={"allowed_kinds": ["predictions", "model"]})
+    assert r.status_code == 422
+    assert "no gpu-queue worker is running" in r.json()["detail"]
+    add_worker(world, "gpu@stale", kinds=["model"], seen_s_ago=3600)
+    add_worker(world, "gpu@stopped", kinds=["model"], stopped=True)
+    assert world.client.patch(url, headers=world.admin(), json={"allowed_kinds": ["model"]}).status_code == 422
+    add_worker(world, "gpu@live", kinds=["model"])
+    r = world.client.patch(url, headers=world.admin(), json={"allowed_kinds": ["predictions", "model"]})
+    assert r.status_code == 200, r.text
+    listed = {w["name"]: w for w in world.client.get("/api/v1/admin/workers", headers=world.admin()).json()}
+    assert {n: w["alive"] for n, w in listed.items()} == {"gpu@live": True, "gpu@stale": False, "gpu@stopped": False}
+    assert listed["gpu@live"]["kinds"] == ["model"]
+    # A phase that already accepts models keeps them when something else changes, worker or not.
+    world.db.query(WorkerNode).delete()
+    world.db.commit()
+    assert world.client.patch(url, headers=world.admin(), json={"daily_quota": 2}).status_code == 200
+
+
+def test_health_is_degraded_while_a_worker_is_down(world: World) -> None:
+    assert world.client.get("/api/v1/health").json() == {"status": "ok", "database": "ok", "workers": []}
+    add_worker(world, "gpu@a", kinds=["model"])
+    add_worker(world, "cpu@a", kinds=["predictions"], stopped=True)  # stopped on purpose: not listed
+    health = world.client.get("/api/v1/health").json()
+    assert health["status"] == "ok"
+    assert [(w["name"], w["alive"]) for w in health["workers"]] == [("gpu@a", True)]
+    add_worker(world, "gpu@b", kinds=["model"], seen_s_ago=120)
+    health = world.client.get("/api/v1/health").json()
+    assert health["status"] == "degraded"
+    assert [(w["name"], w["alive"]) for w in health["workers"]] == [("gpu@a", True), ("gpu@b", False)]
 
 
 def test_test_set_registration_is_validated(world: World, tmp_path: Path) -> None:
@@ -137,7 +201,17 @@ def test_requeue_keeps_the_result_on_the_board_until_the_new_one_lands(world: Wo
     assert claim.claimed
     world.db.commit()
     assert [e["f1"] for e in world.client.get(board).json()["entries"]] == [0.5]
-    scores = {"tp": 9, "fp": 1, "fn": 1, "precision": 0.9, "recall": 0.9, "f1": 0.9, "ap": 0.8, "groups": {}, "cases": {}}
+    scores = {
+        "tp": 9,
+        "fp": 1,
+        "fn": 1,
+        "precision": 0.9,
+        "recall": 0.9,
+        "f1": 0.9,
+        "ap": 0.8,
+        "groups": {},
+        "cases": {},
+    }
     assert transitions.succeed(world.db, evaluation_id=ev.id, owner="test:1", attempt=claim.attempt, scores=scores)
     world.db.commit()
     assert [e["f1"] for e in world.client.get(board).json()["entries"]] == [0.9]

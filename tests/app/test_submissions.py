@@ -167,6 +167,25 @@ def test_failed_submissions_count_per_phase_setting(world: World, failed_count: 
     assert world.submit(team["headers"]).status_code == (429 if failed_count else 201)
 
 
+def test_an_infrastructure_failure_never_spends_quota(world: World) -> None:
+    """Even where failed submissions count, a failure of the platform (sandbox missing, retries exhausted)
+    gives the submission back; the same failure blamed on the submission does not."""
+    world.phase.daily_quota = 1
+    world.phase.failed_count_towards_quota = True
+    world.db.commit()
+    team = world.register("Alpha")
+    first = world.submit(team["headers"]).json()
+    ev = world.finish(first["id"], status=EvaluationStatus.FAILED)
+    ev.infrastructure_failure = True
+    world.db.commit()
+    quota = world.client.get(f"/api/v1/phases/{world.phase.id}/quota", headers=team["headers"]).json()
+    assert quota["daily_used"] == 0
+    second = world.submit(team["headers"])
+    assert second.status_code == 201
+    world.finish(second.json()["id"], status=EvaluationStatus.FAILED)
+    assert world.submit(team["headers"]).status_code == 429
+
+
 def test_one_active_evaluation_per_team(world: World) -> None:
     team = world.register("Alpha")
     first = world.submit(team["headers"]).json()

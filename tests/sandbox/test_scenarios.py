@@ -17,11 +17,12 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.sandbox.conftest import PROBES, SANDBOX_UID
-from tests.sandbox.images import uid_processes
+from tests.sandbox.images import require_backend, uid_processes
 from worker.sandbox import (
     MEMORY_LIMIT,
     OUTPUT_LIMIT,
@@ -419,3 +420,48 @@ def test_worker_python_stack_runs_inside_with_nothing_else_of_the_repository(
     mounted_here = sorted(Path(m.target).name for m in mounts if Path(m.target).parent == repository)
     assert "worker" in mounted_here
     assert report["repo"] == mounted_here
+
+
+@pytest.mark.parametrize("missing", ["memory", "pids", "seccomp"])
+def test_R15_isolation_fails_closed(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """A control that cannot be applied stops the run before participant code starts, unless the deployment
+    explicitly allows it to be missing; then the same code runs."""
+    require_backend("bwrap")
+    from worker.sandbox import cgroups, isolation, seccomp
+    from worker.sandbox.bwrap import BwrapBackend
+
+    if missing == "seccomp":
+        monkeypatch.setattr(seccomp, "build_filter", lambda: None)
+    else:
+        real_create = cgroups.create
+
+        def create_without(name: str, **limits: Any) -> cgroups.RunCgroups:
+            groups = real_create(name, **limits)
+            path = groups.paths.pop(missing, None)
+            if path is not None and path not in groups.paths.values():
+                path.rmdir()
+            return groups
+
+        monkeypatch.setattr(cgroups, "create", create_without)
+    canary = tmp_path / "canary"
+    canary.mkdir(mode=0o777)
+    canary.chmod(0o777)
+    spec = SandboxSpec(
+        label=f"r15-{missing}", wall_seconds=20, uid=SANDBOX_UID, gid=SANDBOX_UID, mounts=(Mount(canary, "/canary"),)
+    )
+    strict = BwrapBackend(runtime_dir=runtime_dir, allowed_missing=frozenset())
+    with pytest.raises(isolation.IsolationError, match=missing if missing != "memory" else "memory cgroup"):
+        strict.run(spec, ["/bin/sh", "-c", "echo ran > /output/ran"], output_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "ran").exists()
+    assert uid_processes(SANDBOX_UID) == []
+    assert not (runtime_dir / "bwrap" / spec.label).exists()
+    # The worker's start-up report names the control too.
+    assert missing in (strict.problem() or "")
+
+    allowed = BwrapBackend(runtime_dir=runtime_dir, allowed_missing=frozenset({missing}))
+    assert allowed.problem() is None
+    result = allowed.run(spec, ["/bin/sh", "-c", "echo ran > /output/ran"], output_dir=tmp_path / "out")
+    assert result.ok, result
+    assert (tmp_path / "out" / "ran").read_text() == "ran\n"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from worker.runners import ReplayRunner, RunRequest, run_bounded
+from worker.sandbox.isolation import IsolationError
 
 
 def _log(request: RunRequest) -> None:
@@ -32,7 +33,8 @@ def _behaviour(request: RunRequest) -> str:
 
 class ScriptedRunner:
     """replay (default), slow (sleeps MIDOG_TEST_SLOW_S first), crash (SIGKILLs its own process),
-    hang (a child process that never ends), stall (the worker process itself never returns)."""
+    hang (a child process that never ends), stall (the worker process itself never returns), unisolated
+    (the sandbox refuses to start: a control is missing on this host)."""
 
     def run(self, request: RunRequest) -> Path:
         _log(request)
@@ -51,4 +53,6 @@ class ScriptedRunner:
         elif behaviour == "stall":
             while True:
                 time.sleep(0.1)
+        elif behaviour == "unisolated":
+            raise IsolationError("sandbox isolation incomplete on this worker host: no usable pids cgroup controller")
         return ReplayRunner().run(request)

@@ -122,6 +122,10 @@ class ContainerRunner:
                 f"container submissions need the podman or docker backend, not {self.settings.backend!r}"
             )
 
+    def problem(self) -> str | None:
+        """Why containers cannot run on this worker (engine missing or not answering), or None."""
+        return self.backend.problem()
+
     def run(self, request: Any) -> Path:
         """`request` is a worker.runners.RunRequest.
 

@@ -1,7 +1,8 @@
 """The sandbox every piece of participant code runs in: one SandboxSpec, three backends.
 
-`get_backend("bwrap" | "podman" | "docker")` returns an object with `check()`, `run(spec, argv, *,
-output_dir) -> SandboxResult`, `reap(label) -> int` and `leftover_labels()` (for a start-up sweep). The
+`get_backend("bwrap" | "podman" | "docker")` returns an object with `check()`, `problem()` (why it cannot
+run participant code on this host, for the worker's capability report), `run(spec, argv, *, output_dir)
+-> SandboxResult`, `reap(label) -> int` and `leftover_labels()` (for a start-up sweep). The
 backend is a worker setting; docker shares the podman code path and flags. Imports the stdlib only; must
 not import Celery, SQLAlchemy, FastAPI or torch.
 """
@@ -31,6 +32,8 @@ class Backend(Protocol):
     name: str
 
     def check(self) -> None: ...
+
+    def problem(self) -> str | None: ...
 
     def run(self, spec: SandboxSpec, argv: Sequence[str], *, output_dir: Path) -> SandboxResult: ...
 

@@ -99,6 +99,21 @@ class BwrapBackend:
         if missing:
             raise SandboxError(f"the bwrap sandbox backend needs {', '.join(missing)} on the worker host")
 
+    def problem(self) -> str | None:
+        """Why participant code cannot run here (a tool or an isolation control missing), or None."""
+        try:
+            self.check()
+            report = isolation.probe()
+        except (SandboxError, isolation.IsolationError) as exc:
+            return str(exc)
+        refused = [c for c, ok in report.items() if not ok and c not in self.allowed_missing]
+        if refused:
+            return (
+                f"sandbox isolation incomplete: {', '.join(refused)} cannot be applied on this host "
+                f"(or allow it with {isolation.ALLOW_MISSING_VARIABLE})"
+            )
+        return None
+
     def run(self, spec: SandboxSpec, argv: Sequence[str], *, output_dir: Path) -> SandboxResult:
         """Run argv; copy what it left in /output to output_dir; never raise for the code's own faults."""
         self.check()

@@ -114,6 +114,15 @@ class PodmanBackend:
         if shutil.which(self.executable) is None:
             raise SandboxError(f"the {self.name} sandbox backend needs {self.executable} on the worker host")
 
+    def problem(self) -> str | None:
+        """Why containers cannot run here (engine missing or not answering), or None."""
+        try:
+            self.check()
+            self._engine("version", check=True)
+        except SandboxError as exc:
+            return str(exc)
+        return None
+
     def _engine(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         try:
             done = subprocess.run(

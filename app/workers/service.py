@@ -1,0 +1,127 @@
+"""Workers as the API sees them: their self-reports (worker_node rows), the local supervisor's view when this
+process runs `serve`, the health verdict, and the rule that a phase may accept model or container
+submissions only while a worker that can run them is up. Never commits. Must not import FastAPI.
+
+A worker is alive when it has not stopped and was heard of within `worker_stale_after_s`; a row silent for
+a day (a host that is gone) no longer counts against health.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidInput
+from app.models import WorkerNode, utcnow
+from app.workers.schemas import Health, WorkerAdminRead, WorkerHealth
+
+FORGET_AFTER = timedelta(days=1)
+PARTICIPANT_CODE_KINDS = ("model", "container")
+
+
+@dataclass(frozen=True)
+class SupervisedWorker:
+    """A worker process that this server started and restarts when it dies."""
+
+    name: str
+    queues: list[str]
+    running: bool
+    restarts: int
+
+
+class Supervisor(Protocol):
+    def workers(self) -> list[SupervisedWorker]: ...
+
+
+def is_alive(row: WorkerNode, *, stale_after_s: float, now: datetime) -> bool:
+    return row.stopped_at is None and row.last_seen_at >= now - timedelta(seconds=stale_after_s)
+
+
+def worker_rows(session: Session) -> Sequence[WorkerNode]:
+    return session.scalars(select(WorkerNode).order_by(WorkerNode.name)).all()
+
+
+def health(
+    rows: Iterable[WorkerNode] | None,
+    *,
+    supervised: Sequence[SupervisedWorker],
+    stale_after_s: float,
+    now: datetime | None = None,
+) -> Health:
+    """The verdict: degraded when the database is unreachable (`rows` None) or a worker is down."""
+    now = now or utcnow()
+    by_name = {w.name: w for w in supervised}
+    listed: list[WorkerHealth] = []
+    degraded = rows is None
+    for row in rows or ():
+        if row.stopped_at is not None and row.name not in by_name:
+            continue  # stopped on purpose
+        alive = is_alive(row, stale_after_s=stale_after_s, now=now)
+        local = by_name.pop(row.name, None)
+        if local is not None:
+            alive = alive and local.running
+        elif not alive and row.last_seen_at < now - FORGET_AFTER:
+            continue  # a host that is gone for good
+        degraded = degraded or not alive
+        listed.append(
+            WorkerHealth(
+                name=row.name,
+                queues=[q for q in row.queues.split(",") if q],
+                alive=alive,
+                last_seen_at=row.last_seen_at,
+                restarts=None if local is None else local.restarts,
+            )
+        )
+    for local in by_name.values():  # started here but not (yet) reported in
+        degraded = degraded or not local.running
+        entry = WorkerHealth(name=local.name, queues=local.queues, alive=local.running, last_seen_at=None)
+        listed.append(entry.model_copy(update={"restarts": local.restarts}))
+    return Health(
+        status="degraded" if degraded else "ok",
+        database="unavailable" if rows is None else "ok",
+        workers=sorted(listed, key=lambda w: w.name),
+    )
+
+
+def admin_view(row: WorkerNode, *, stale_after_s: float, now: datetime | None = None) -> WorkerAdminRead:
+    report = row.capabilities or {}
+    return WorkerAdminRead(
+        name=row.name,
+        queues=[q for q in row.queues.split(",") if q],
+        alive=is_alive(row, stale_after_s=stale_after_s, now=now or utcnow()),
+        last_seen_at=row.last_seen_at,
+        hostname=row.hostname,
+        pid=row.pid,
+        started_at=row.started_at,
+        stopped_at=row.stopped_at,
+        kinds=row.kinds,
+        problems={str(k): str(v) for k, v in (report.get("problems") or {}).items()},
+        allowed_missing_controls=[str(c) for c in report.get("allowed_missing_controls") or []],
+        capabilities=report,
+    )
+
+
+def require_capable_workers(
+    session: Session, *, kinds: Iterable[str], stale_after_s: float, now: datetime | None = None
+) -> None:
+    """422 naming each model/container kind that no live worker reports it can run, and why not."""
+    now = now or utcnow()
+    rows = [row for row in worker_rows(session) if is_alive(row, stale_after_s=stale_after_s, now=now)]
+    for kind in kinds:
+        if kind not in PARTICIPANT_CODE_KINDS or any(kind in row.kinds for row in rows):
+            continue
+        reasons = [
+            f"{row.name}: {(row.capabilities or {}).get('problems', {}).get(kind)}"
+            for row in rows
+            if (row.capabilities or {}).get("problems", {}).get(kind)
+        ]
+        why = "; ".join(reasons) if reasons else "no gpu-queue worker is running"
+        raise InvalidInput(
+            f"allowed_kinds: no running worker can run {kind} submissions ({why}). Start a gpu-queue worker "
+            f"(midog-eval worker --queues gpu) with a usable sandbox backend, then try again"
+        )
