@@ -2,6 +2,13 @@
 
 One transaction per request or per task step: services flush, never commit. Must not import FastAPI,
 Celery or torch (the worker and the CLI use this module).
+
+SQLite (the embedded default) has one writer at a time. A transaction that starts as a reader and then
+writes fails at once with "database is locked" when another connection wrote meanwhile: the busy timeout
+cannot help it. So sessions that will write are made with `write=True`: on SQLite their transactions begin
+with BEGIN IMMEDIATE, taking the write lock up front and waiting for it (busy timeout) instead of failing;
+readers begin deferred and never wait (WAL). The worker's and the CLI's `session_scope()` write; the API
+picks a writing session for every request method but GET, HEAD and OPTIONS.
 """
 
 from __future__ import annotations
@@ -57,13 +64,20 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+WRITE_INTENT = "midog_write_intent"
+
+
 def _sqlite_on_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_INTENT) else "BEGIN")
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded attributes after commit (responses are built after the commit)."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, *, write: bool = False) -> sessionmaker[Session]:
+    """Sessions that keep loaded attributes after commit (responses are built after the commit).
+
+    `write`: their transactions take SQLite's write lock when they begin (see the module docstring).
+    """
+    bind = engine.execution_options(**{WRITE_INTENT: True}) if write else engine
+    return sessionmaker(bind=bind, expire_on_commit=False)
 
 
 _engine: Engine | None = None
@@ -82,7 +96,7 @@ def get_session_factory() -> sessionmaker[Session]:
     """The process-wide session factory (replaceable with `configure_session_factory`)."""
     global _session_factory
     if _session_factory is None:
-        _session_factory = make_session_factory(get_engine())
+        _session_factory = make_session_factory(get_engine(), write=True)
     return _session_factory
 
 

@@ -14,11 +14,16 @@ from app.auth.service import Principal, authenticate, require_organiser
 from app.errors import Forbidden
 from app.settings import Settings
 
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 def get_db(request: Request) -> Iterator[Session]:
     """One transaction per request: committed after the endpoint returns (before the response is sent),
-    rolled back on any error. Tasks enqueued on the session are sent after the commit."""
-    session: Session = request.app.state.session_factory()
+    rolled back on any error. Tasks enqueued on the session are sent after the commit. Requests that may
+    write get a writing session (app.db: on SQLite their transactions queue for the write lock)."""
+    state = request.app.state
+    factory = state.session_factory if request.method in READ_ONLY_METHODS else state.write_session_factory
+    session: Session = factory()
     try:
         yield session
         session.commit()

@@ -78,12 +78,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None, *, session_factory: sessionmaker[Session] | None = None) -> FastAPI:
-    """The API application. Tests pass their own settings and a session factory bound to a test transaction."""
+    """The API application. Tests pass their own settings and a session factory bound to a test transaction
+    (used for reads and writes alike)."""
     settings = settings or get_settings()
     owned_engine = None
+    write_session_factory = session_factory
     if session_factory is None:
         owned_engine = make_engine(settings.database_url, settings=settings)
         session_factory = make_session_factory(owned_engine)
+        write_session_factory = make_session_factory(owned_engine, write=True)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -101,6 +104,7 @@ def create_app(settings: Settings | None = None, *, session_factory: sessionmake
     )
     app.state.settings = settings
     app.state.session_factory = session_factory
+    app.state.write_session_factory = write_session_factory
     install_error_handlers(app)
 
     for router in (

@@ -31,7 +31,7 @@ def create_token_command(
     url = database_url or get_settings().database_url
     engine = make_engine(url)
     try:
-        with session_scope(make_session_factory(engine)) as session:
+        with session_scope(make_session_factory(engine, write=True)) as session:
             expires = utcnow() + timedelta(days=expires_days) if expires_days else None
             issued = create_token(session, scope=TokenScope.ORGANISER, name=name, expires_at=expires)
             token_id = issued.row.id
@@ -57,7 +57,7 @@ def revoke_token_command(
 
     engine = make_engine(database_url or get_settings().database_url)
     try:
-        with session_scope(make_session_factory(engine)) as session:
+        with session_scope(make_session_factory(engine, write=True)) as session:
             token = session.get(ApiToken, token_id)
             if token is None:
                 typer.echo(f"error: no token {token_id}", err=True)
@@ -82,7 +82,7 @@ def refresh_standings_command(
 
     engine = make_engine(database_url or get_settings().database_url)
     try:
-        with session_scope(make_session_factory(engine)) as session:
+        with session_scope(make_session_factory(engine, write=True)) as session:
             for phase_id in session.scalars(select(Phase.id).order_by(Phase.id)).all():
                 entries = refresh_standings(session, phase_id=phase_id)
                 typer.echo(f"phase {phase_id}: {entries} entries", err=True)

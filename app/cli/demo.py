@@ -205,7 +205,7 @@ def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, boot
     migrate_database(database_url)
     engine = make_engine(database_url)
     try:
-        with session_scope(make_session_factory(engine)) as db:
+        with session_scope(make_session_factory(engine, write=True)) as db:
             challenge = db.scalar(select(Challenge).where(Challenge.slug == CHALLENGE_SLUG))
             created = challenge is None
             if challenge is None:

@@ -4,7 +4,6 @@ phase's visibility policy applied (U7). Never commits. Must not import FastAPI.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from app.models import (
     utcnow,
 )
 from app.queue import enqueue_after_commit
+from app.storage import move_into_storage
 from app.submissions.schemas import (
     EvaluationRead,
     QuotaRead,
@@ -178,9 +178,8 @@ def create_submission(
     team = lock_team(session, team_id=principal.team.id)
     check_can_submit(session, phase=phase, team=team, kind=kind)
     relative = Path("submissions") / str(phase.id) / f"{uuid.uuid4().hex}{EXTENSIONS.get(kind, upload.path.suffix)}"
-    destination = storage_dir / relative
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(upload.path, destination)  # atomic: same file system (the temp dir is under storage_dir)
+    # atomic (the temp dir is under storage_dir); removed again should this transaction roll back
+    move_into_storage(session, upload.path, storage_dir / relative)
     submission = Submission(
         phase_id=phase.id,
         team_id=team.id,

@@ -370,3 +370,21 @@ def test_stored_files_never_use_client_names(world: World, settings: Settings, t
     assert row is not None
     assert "evil" not in row.file_path
     assert row.original_filename == "evil.json"
+
+
+def test_a_stored_file_goes_with_a_rolled_back_transaction(db_session: Any, tmp_path: Path) -> None:
+    from app.storage import move_into_storage
+
+    kept, dropped = tmp_path / "kept.part", tmp_path / "dropped.part"
+    kept.write_text("a")
+    dropped.write_text("b")
+    move_into_storage(db_session, kept, tmp_path / "storage" / "kept.json")
+    db_session.commit()
+    move_into_storage(db_session, dropped, tmp_path / "storage" / "dropped.json")
+    with db_session.begin_nested():  # a savepoint of the same request that succeeds changes nothing
+        pass
+    db_session.rollback()
+    db_session.rollback()  # a second rollback has nothing left to remove
+    assert (tmp_path / "storage" / "kept.json").read_text() == "a"
+    assert not (tmp_path / "storage" / "dropped.json").exists()
+    assert not dropped.exists()
