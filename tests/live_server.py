@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -62,6 +63,20 @@ class Server:
         return "\n".join(parts)
 
 
+def wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> dict[str, Any]:
+    """Until the API answers and every worker it supervises has reported in, alive."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        with contextlib.suppress(httpx.HTTPError):
+            health = httpx.get(f"{base}/api/v1/health", timeout=1).json()
+            workers = health["workers"]
+            if workers and all(w["alive"] and w["last_seen_at"] for w in workers):
+                return dict(health)
+        assert time.monotonic() < deadline, "serve did not become healthy"
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def running_server(tmp_path: Path, *, gpu_worker: bool = False, **environment: str) -> Iterator[Server]:
     """`midog-eval serve` in its own process group, with only the given configuration in its environment."""
@@ -76,15 +91,8 @@ def running_server(tmp_path: Path, *, gpu_worker: bool = False, **environment: s
         argv, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
     try:
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "serve did not become healthy"
-            time.sleep(0.2)
+        wait_healthy(base, process, tmp_path / "serve.log")
         yield Server(base, env, data_dir, process.pid)
     finally:
         # serve stops its workers on SIGTERM; the group kill covers a serve that died before it could.
@@ -96,3 +104,47 @@ def running_server(tmp_path: Path, *, gpu_worker: bool = False, **environment: s
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live descendant of `pid` (any thread's children), as pid -> start time (tells reused pids apart)."""
+    parents: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None and fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+            starts[int(entry.name)] = fields[19]
+    found: dict[int, str] = {}
+    todo = list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        if child in starts and child not in found:
+            found[child] = starts[child]
+            todo.extend(parents.get(child, []))
+    return found
+
+
+def still_running(processes: dict[int, str]) -> list[int]:
+    """Which of these (pid -> start time) still run: same pid, same start time, not a zombie."""
+    alive = []
+    for pid, start in processes.items():
+        fields = _stat(pid)
+        if fields is not None and fields[0] != "Z" and fields[19] == start:
+            alive.append(pid)
+    return alive
+
+
+def wait_gone(processes: dict[int, str], timeout_s: float) -> list[int]:
+    """Wait until none of `processes` runs; returns those still running at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while (left := still_running(processes)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from celery import Celery
-from celery.signals import celeryd_init
+from celery.signals import beat_embedded_init, celeryd_init
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 
@@ -290,6 +290,14 @@ def _reap_leftover_sandboxes(*, options: dict[str, Any] | None = None, **_: Any)
         logger.exception("the start-up sweep of leftover sandbox runs failed")
 
 
+def _beat_dies_with_its_worker(**_: Any) -> None:
+    """`-B` runs beat in a child process of the worker; pool children die with the worker already."""
+    from worker.process_tree import die_with_parent
+
+    die_with_parent()
+
+
 # Connected by call rather than decorator: Celery's signal API is untyped.
 cast(Any, celeryd_init).connect(_refuse_misordered_settings, weak=False)
 cast(Any, celeryd_init).connect(_reap_leftover_sandboxes, weak=False)
+cast(Any, beat_embedded_init).connect(_beat_dies_with_its_worker, weak=False)

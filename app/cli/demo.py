@@ -271,8 +271,9 @@ def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, boot
 def start_server(
     env: dict[str, str], *, host: str, port: int, log: Path, gpu_worker: bool = False
 ) -> subprocess.Popen[bytes]:
-    """`midog-eval serve` in its own process group (so that stopping it stops its workers too)."""
+    """`midog-eval serve` in its own process group; it dies with the demo (and its workers with it)."""
     argv = [sys.executable, "-c", _CLI_ENTRY, "serve", "--host", host, "--port", str(port), "--log-level", "warning"]
+    argv.append("--die-with-parent")
     if not gpu_worker:
         argv.append("--no-gpu-worker")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -280,9 +281,9 @@ def start_server(
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop_server(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """Ctrl-C for `serve`: uvicorn shuts down and `serve` then stops the workers it started (a SIGTERM would
-    be re-raised by uvicorn after its shutdown, ending `serve` before it stops them). SIGKILL as a last resort."""
+def stop_server(process: subprocess.Popen[bytes], timeout_s: float = 7.0) -> None:
+    """Ctrl-C for `serve`: uvicorn shuts down and `serve` then stops the workers it started. SIGKILL after
+    `timeout_s`, which takes its workers down too (they die with their parent)."""
     if process.poll() is not None:
         return
     try:

@@ -3,7 +3,9 @@
 With no configuration it is the embedded default: SQLite and kombu's server-less SQLite broker under
 MIDOG_DATA_DIR (./var). With MIDOG_DATABASE_URL / MIDOG_REDIS_URL (or the conventional DATABASE_URL /
 REDIS_URL) it uses PostgreSQL and Redis instead. The workers are `midog-eval worker` subprocesses, i.e.
-the production Celery code path, started before the API and stopped with it.
+the production Celery code path, run by a supervisor (app.cli.supervisor) that restarts a dead worker at
+once and stops them all with `serve`; they die with `serve` even when it is SIGKILLed. One `serve` per data
+directory: a second one refuses to start (an exclusive lock the kernel drops when the holder dies).
 
 Heavy imports (uvicorn, FastAPI, Alembic) happen inside the command. Must not import torch.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,26 +49,30 @@ def prepare_embedded_broker() -> None:
             queue.bind(channel).declare()
 
 
-def _start_worker(queues: str, *, beat: bool, name: str, log_dir: Path) -> subprocess.Popen[bytes]:
+def worker_argv(queues: str, *, beat: bool, name: str) -> list[str]:
     argv = [sys.executable, "-c", _WORKER_ENTRY, "worker", "--queues", queues, "--name", name]
     argv += ["--beat"] if beat else []
     if queues == "cpu":
         argv += ["--concurrency", "1"]
-    log = open(log_dir / f"worker-{queues}.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return argv
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
+def hold_data_dir_lock(data_dir: Path) -> int:
+    """An exclusive lock on <data_dir>/serve.lock for this process's lifetime; exits when another holds it."""
+    import fcntl
+
+    path = data_dir / "serve.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        typer.echo(f"another midog-eval serve (pid {holder}) is running with the data directory {data_dir}", err=True)
+        raise typer.Exit(1) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -83,17 +88,26 @@ def serve_command(
     gpu_worker: bool = typer.Option(True, help="Start a gpu-queue worker for model and container submissions."),
     migrate: bool = typer.Option(True, help="Apply database migrations before starting."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    die_with_parent: bool = typer.Option(
+        False, "--die-with-parent", hidden=True, help="Exit when the process that started this one dies (demo)."
+    ),
 ) -> None:
     """Run the evaluation server: API on http://HOST:PORT, workers and the reconciler alongside."""
+    if die_with_parent:
+        from worker.process_tree import die_with_parent as arm
+
+        arm()
     adopt_standard_environment()
     import uvicorn
 
+    from app.cli.supervisor import Supervisor
     from app.main import create_app
     from app.settings import get_settings
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.storage_path.mkdir(parents=True, exist_ok=True)
+    lock = hold_data_dir_lock(settings.data_dir)
     if migrate:
         migrate_database(settings.database_url)
     if settings.broker_url.startswith("sqla+"):
@@ -103,16 +117,20 @@ def serve_command(
         prepare_embedded_broker()
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
-    started: list[subprocess.Popen[bytes]] = []
+    supervisor = Supervisor()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if workers:
             # The reconciler's beat runs in the cpu worker: always present, and it never runs participant code.
-            started.append(_start_worker("cpu", beat=True, name="cpu@%h", log_dir=log_dir))
-            if gpu_worker:
-                started.append(_start_worker("gpu", beat=False, name="gpu@%h", log_dir=log_dir))
-            typer.echo(f"workers started; logs in {log_dir}", err=True)
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+            for queue in ["cpu", "gpu"] if gpu_worker else ["cpu"]:
+                argv = worker_argv(queue, beat=queue == "cpu", name=f"{queue}@%h")
+                supervisor.add(f"{queue}@%h", [queue], argv, log_dir / f"worker-{queue}.log")
+            supervisor.start()
+            typer.echo(f"workers started (restarted if they die); logs in {log_dir}", err=True)
+        app = create_app(settings)
+        app.state.supervisor = supervisor
+        # Open event streams must not hold a shutdown up: the workers are stopped right after.
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
     finally:
-        for process in started:
-            _stop(process)
+        supervisor.stop()
+        os.close(lock)

@@ -60,8 +60,15 @@ def worker_command(
     ),
     loglevel: str = typer.Option("INFO", help="Celery log level."),
     name: str | None = typer.Option(None, help="Worker node name (default celery@<host>)."),
+    die_with_parent: bool = typer.Option(
+        False, "--die-with-parent", help="Exit when the process that started this worker dies (used by serve)."
+    ),
 ) -> None:
     """Run a worker that evaluates submissions from the broker (Redis, or the embedded SQLite broker)."""
+    if die_with_parent:
+        from worker.process_tree import die_with_parent as arm
+
+        arm()
     adopt_standard_environment()
     from app.settings import get_settings
     from worker.celery_app import LimitsError, app, check_limits, limits_of

@@ -2,14 +2,14 @@
 process runs `serve`, the health verdict, and the rule that a phase may accept model or container
 submissions only while a worker that can run them is up. Never commits. Must not import FastAPI.
 
-A worker is alive when it has not stopped and was heard of within `worker_stale_after_s`; a row silent for
-a day (a host that is gone) no longer counts against health.
+A worker is alive when it has not stopped and was heard of within `worker_stale_after_s` (for a worker that
+`serve` supervises: and its current process is the one that reported); a row silent for a day (a host
+that is gone) no longer counts against health.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -24,18 +24,27 @@ FORGET_AFTER = timedelta(days=1)
 PARTICIPANT_CODE_KINDS = ("model", "container")
 
 
-@dataclass(frozen=True)
-class SupervisedWorker:
-    """A worker process that this server started and restarts when it dies."""
+class SupervisedWorker(Protocol):
+    """A worker process that this server started and restarts when it dies (app.cli.supervisor)."""
 
-    name: str
-    queues: list[str]
-    running: bool
-    restarts: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def queues(self) -> list[str]: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+    @property
+    def pid(self) -> int | None: ...
 
 
 class Supervisor(Protocol):
-    def workers(self) -> list[SupervisedWorker]: ...
+    def workers(self) -> Sequence[SupervisedWorker]: ...
 
 
 def is_alive(row: WorkerNode, *, stale_after_s: float, now: datetime) -> bool:
@@ -64,7 +73,8 @@ def health(
         alive = is_alive(row, stale_after_s=stale_after_s, now=now)
         local = by_name.pop(row.name, None)
         if local is not None:
-            alive = alive and local.running
+            # Up only once the process running now has reported in (a restarted worker is still starting).
+            alive = alive and local.running and local.pid == row.pid
         elif not alive and row.last_seen_at < now - FORGET_AFTER:
             continue  # a host that is gone for good
         degraded = degraded or not alive

@@ -107,9 +107,75 @@ def test_demo_serves_a_leaderboard_of_baselines(tmp_path: Path) -> None:
         _screenshot(url, ARTIFACTS / "demo-leaderboard.png", tmp_path / "profile")
     finally:
         demo.send_signal(signal.SIGINT)  # Ctrl-C
+        stopped = time.monotonic()
         code = demo.wait(timeout=60)
     assert code == 0
-    deadline = time.monotonic() + 20
-    while _processes_using(data_dir) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while _processes_using(data_dir) and time.monotonic() - stopped < 10:
+        time.sleep(0.2)
     assert _processes_using(data_dir) == []
+
+
+def fingerprint(root: Path, sample: int = 300) -> tuple[int, str]:
+    """(file count, digest of the first `sample` files' paths and contents): a sentinel over a mounted tree."""
+    import hashlib
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    digest = hashlib.sha256()
+    for path in files[:sample]:
+        digest.update(str(path).encode())
+        digest.update(path.read_bytes())
+    return len(files), digest.hexdigest()
+
+
+def _mount_sources(data_dir: Path) -> list[Path]:
+    """Every host directory a model run of the demo mounts: the interpreter's installation, the virtual
+    environment, the worker package and the test set's images."""
+    from worker.sandbox.runtime import python_runtime
+
+    mounts, _ = python_runtime(("worker",))
+    images = sorted((data_dir / "test-sets").glob("*/images"))
+    return [m.source for m in mounts] + images
+
+
+@pytest.mark.slow
+def test_sigterm_of_the_demo_mid_model_run_leaves_no_process_no_mount_and_host_data_intact(tmp_path: Path) -> None:
+    """The unlucky organiser's case: the demo is stopped while the gpu worker runs a model archive in bwrap."""
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (CI installs it)")
+    import tempfile
+
+    from tests.live_server import descendants, wait_gone
+    from tests.sandbox.images import uid_processes
+    from worker.safe_delete import remove_tree
+
+    data_dir = tmp_path / "demo"
+    # The demo's sandbox runtime directory lands in TMPDIR, which the sandbox's uid must be able to traverse.
+    runtime_parent = Path(tempfile.mkdtemp(prefix="midog-demo-test-"))
+    runtime_parent.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    env["TMPDIR"] = str(runtime_parent)
+    argv = [sys.executable, "-c", "from app.cli import main; main()", "demo", "--data-dir", str(data_dir)]
+    argv += ["--port", str(_free_port()), "--cases", "2", "--size", "512x384"]
+    demo = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        # A model run is under way once the sandbox's uid has processes.
+        while not uid_processes(10001) and time.monotonic() < deadline and demo.poll() is None:
+            time.sleep(0.1)
+        assert uid_processes(10001), "no model run started"
+        sentinels = {source: fingerprint(source) for source in _mount_sources(data_dir)}
+        tree = descendants(demo.pid)
+        demo.send_signal(signal.SIGTERM)
+        assert wait_gone(tree, 10) == [], "processes outlived the demo"
+        demo.wait(timeout=10)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    listed = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True).stdout
+    assert [m for m in listed.splitlines() if str(runtime_parent) in m or str(tmp_path) in m] == []
+    assert list(runtime_parent.glob("midog-demo-sandbox-*")) == []
+    remove_tree(runtime_parent)
+    for source, before in sentinels.items():
+        assert fingerprint(source) == before, f"{source} changed"

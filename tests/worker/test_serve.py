@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live_server import REPO_ROOT, Server, running_server
+from tests.live_server import REPO_ROOT, Server, descendants, running_server, wait_gone
 
 FAST_RECONCILER = {"MIDOG_REQUEUE_AFTER_S": "1", "MIDOG_RECONCILE_INTERVAL_S": "1"}
 
@@ -165,21 +165,9 @@ with session_scope() as s:
     assert status == "succeeded", (server.data_dir / "logs" / "worker-cpu.log").read_text()[-3000:]
 
 
-def _alive(pid: int) -> bool:
-    """Whether the process exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 def test_sigterm_to_serve_stops_its_workers(tmp_path: Path) -> None:
     with running_server(tmp_path) as running:
-        children = [int(c) for c in Path(f"/proc/{running.pid}/task/{running.pid}/children").read_text().split()]
-        assert children, "serve started no worker"
+        tree = descendants(running.pid)
+        assert len(tree) >= 2, "serve started no worker"  # the cpu worker, its pool child, beat
         os.kill(running.pid, signal.SIGTERM)  # to serve alone, as a service manager sends it
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in [running.pid, *children]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(_alive(pid) for pid in children), "workers outlived serve"
+        assert wait_gone(tree, 10) == [], "workers outlived serve"

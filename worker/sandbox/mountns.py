@@ -19,23 +19,22 @@ Steps, as root, in order:
 A run without a report did not finish. This process dies with the worker (PR_SET_PDEATHSIG) and bwrap
 dies with this process (--die-with-parent).
 
-Imports the stdlib and worker.sandbox.output only; must not import Celery, SQLAlchemy, FastAPI or torch.
+Imports the stdlib, worker.process_tree and worker.sandbox.output only; must not import Celery, SQLAlchemy,
+FastAPI or torch.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from worker.process_tree import die_with_parent
 from worker.sandbox.output import OutputArea
 
-_PR_SET_PDEATHSIG = 1
 # Run from the worker with -I (no environment, no user site): the package's parent is put on sys.path.
 _ENTRY = "import sys; sys.path.insert(0, sys.argv[1]); from worker.sandbox.mountns import main; main(sys.argv[2])"
 
@@ -95,15 +94,6 @@ def read_report(path: Path) -> dict[str, Any] | None:
     return loaded if isinstance(loaded, dict) else None
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:
-        # The worker died before the signal was armed: nobody waits for this run.
-        raise SystemExit(1)
-
-
 def _shared_mounts() -> list[str]:
     """Mount points of this namespace that still propagate to a peer group ("shared:N")."""
     shared = []
@@ -139,7 +129,8 @@ def _write_report(path: Path, report: dict[str, Any]) -> None:
 
 def main(plan_path: str) -> None:
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
-    _die_with_parent(int(plan["parent_pid"]))
+    # The worker may have died before the signal was armed: then nobody waits for this run.
+    die_with_parent(int(plan["parent_pid"]))
     report_path = Path(plan["report"])
     area: OutputArea | None = None
     try:
