@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 from app.auth.service import create_token
 from app.db import make_engine
 from app.models import Challenge, Participant, Phase, Team, TestSet, TokenScope, utcnow
+from worker.safe_delete import discard_tree
 
 GiB = 1024**3
 MiB = 1024**2
@@ -128,7 +128,7 @@ def live_server(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        discard_tree(data_dir)
 
 
 def _rss(pid: int) -> int:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from worker.safe_delete import discard_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_CNN = REPO_ROOT / "worker" / "reference" / "archives" / "cnn"
@@ -56,7 +57,7 @@ def sandbox_runtime_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="midog-model-tests-"))
     path.chmod(0o755)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    discard_tree(path)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ In CI (CI=true) a missing chromium or playwright is a failure, never a skip (.ci
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import itertools
 
 from seed import SCANNERS, Seeded, seed
+
+from worker.safe_delete import discard_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -138,7 +139,7 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             yield context
         finally:
             context.close()
-    shutil.rmtree(profile, ignore_errors=True)
+    discard_tree(profile)
 
 
 def _rows(page: Any) -> list[dict[str, Any]]:

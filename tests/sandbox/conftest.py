@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.sandbox.images import busybox_rootfs, import_rootfs, require_backend
+from worker.safe_delete import discard_tree
 from worker.sandbox import Backend, BwrapBackend, Mount, PodmanBackend, SandboxSpec
 
 PROBES = Path(__file__).resolve().parents[1] / "probes"
@@ -25,7 +25,7 @@ def runtime_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="midog-sandbox-tests-"))
     path.chmod(0o755)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    discard_tree(path)
 
 
 @pytest.fixture(scope="session")

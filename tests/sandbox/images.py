@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from worker.safe_delete import remove_tree
 from worker.sandbox import SandboxError, get_backend
 
 BUSYBOX = Path("/usr/bin/busybox")
@@ -107,7 +107,7 @@ def build_image(reference: str, containerfile: str, files: dict[str, bytes], wor
     """`podman build` FROM scratch over the busybox rootfs; returns the tagged reference."""
     context = workdir / f"context-{hashlib.sha256(containerfile.encode()).hexdigest()[:8]}"
     if context.exists():
-        shutil.rmtree(context)
+        remove_tree(context)
     context.mkdir(parents=True)
     (context / "rootfs.tar").write_bytes(busybox_rootfs(files))
     (context / "Containerfile").write_text("FROM scratch\nADD rootfs.tar /\n" + containerfile)

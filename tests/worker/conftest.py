@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -494,53 +493,23 @@ def free_port() -> int:
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """A redis-server of this test's own on a free port (the shared one is never flushed or restarted)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    port = free_port()
-    processes: list[subprocess.Popen[bytes]] = []
+    """A redis-server of this test's own on a free port (the shared one is never flushed or restarted):
+    call it to start it (returns the URL); `.stop` stops it."""
+    from tests.services import own_redis as redis_server
 
-    def start() -> str:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(process)
-        url = f"redis://127.0.0.1:{port}/0"
-        import redis
+    with redis_server(tmp_path) as server:
 
-        def up() -> bool:
-            try:
-                return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-            except Exception:
-                return False
+        def start() -> str:
+            return server.start()
 
-        assert wait_until(up, 10), "own redis-server did not start"
-        return url
+        start.stop = server.stop  # type: ignore[attr-defined]
+        yield start
 
-    def stop() -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
 
-    start.stop = stop  # type: ignore[attr-defined]
-    yield start
-    stop()
+@pytest.fixture
+def own_postgres() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster on a free port that this test may stop and start at will."""
+    from tests.services import own_postgres as cluster
+
+    with cluster() as running:
+        yield running

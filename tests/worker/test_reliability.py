@@ -10,9 +10,7 @@ R4 (misordered limits) is in test_celery_app.py.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -181,57 +179,6 @@ def test_R7_a_row_committed_but_never_enqueued_is_picked_up_by_the_reconciler(
     assert worker_env.wait_for(ids, TERMINAL, 30) == {ids[0]: "succeeded"}, worker.log()[-3000:]
     assert worker_env.result_count(ids) == 1
     assert "reconcile: expired [], re-sent [" in worker.log()
-
-
-def _initdb() -> str | None:
-    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
-    return found
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[Any]:
-    """A throwaway PostgreSQL cluster on a free port that this test may stop and start at will."""
-    initdb = _initdb()
-    if initdb is None:
-        message = "initdb is not installed"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(message)
-        pytest.skip(message)
-    bindir = Path(initdb).parent
-    data = Path(f"/tmp/midog-pg-{uuid.uuid4().hex[:8]}")
-    port = _free_port()
-    as_postgres = os.geteuid() == 0  # PostgreSQL refuses to run as root
-
-    def run(*argv: str) -> None:
-        command = list(argv)
-        if as_postgres:
-            command = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(command)]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
-
-    data.mkdir()
-    if as_postgres:
-        shutil.chown(data, "postgres", "postgres")
-    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"'-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off'"
-
-    class Cluster:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-
-        @staticmethod
-        def start() -> None:
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(data / "log"), "start")
-
-        @staticmethod
-        def stop() -> None:
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-
-    Cluster.start()
-    try:
-        yield Cluster
-    finally:
-        with contextlib.suppress(Exception):
-            Cluster.stop()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def test_R8_postgresql_restarted_mid_job_the_result_write_retries_and_the_api_answers_503(
