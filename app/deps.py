@@ -46,15 +46,25 @@ _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+def _authenticated(db: Session, token: str | None) -> Principal:
+    principal = authenticate(db, token=token)
+    # End the lookup's transaction here, in the dependency's own thread call: on SQLite a writing request's
+    # transaction holds the write lock, and holding it until the endpoint gets a thread of the (bounded)
+    # pool would let requests that wait for the lock starve the one that holds it. The loaded rows stay
+    # usable (sessions do not expire them on commit).
+    db.commit()
+    return principal
+
+
 def get_principal(db: DbSession, credentials: BearerCredentials) -> Principal:
-    return authenticate(db, token=credentials.credentials if credentials else None)
+    return _authenticated(db, credentials.credentials if credentials else None)
 
 
 def get_optional_principal(db: DbSession, credentials: BearerCredentials) -> Principal | None:
     """Anonymous when no token is sent; a token that is sent must be valid."""
     if credentials is None:
         return None
-    return authenticate(db, token=credentials.credentials)
+    return _authenticated(db, credentials.credentials)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
