@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import Path as PathParam
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -68,6 +69,16 @@ OptionalId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 )
 def list_workers(db: DbSession, settings: AppSettings) -> list[WorkerAdminRead]:
     return [workers.admin_view(row, stale_after_s=settings.worker_stale_after_s) for row in workers.worker_rows(db)]
+
+
+@router.delete(
+    "/workers/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Forget a worker that is gone for good (a host taken away); health stops counting it as down",
+    responses=errors(404),
+)
+def forget_worker(db: DbSession, name: Annotated[str, PathParam(max_length=200)]) -> None:
+    workers.forget_worker(db, name=name)
 
 
 # challenges and phases

@@ -16,7 +16,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, NotFound
 from app.models import WorkerNode, utcnow
 from app.workers.schemas import Health, WorkerAdminRead, WorkerHealth
 
@@ -96,6 +96,14 @@ def health(
         database="unavailable" if rows is None else "ok",
         workers=sorted(listed, key=lambda w: w.name),
     )
+
+
+def forget_worker(session: Session, *, name: str) -> None:
+    row = session.scalars(select(WorkerNode).where(WorkerNode.name == name)).one_or_none()
+    if row is None:
+        raise NotFound(f"no worker {name!r}")
+    session.delete(row)
+    session.flush()
 
 
 def admin_view(row: WorkerNode, *, stale_after_s: float, now: datetime | None = None) -> WorkerAdminRead:

@@ -246,3 +246,12 @@ def test_scoring_options_are_validated_stored_and_read_back(world: World) -> Non
         r = world.client.patch(url, headers=world.admin(), json={"scoring_options": bad})
         assert r.status_code == 422, bad
         assert r.json()["error"]
+
+
+def test_a_worker_gone_for_good_can_be_forgotten(world: World) -> None:
+    add_worker(world, "gpu@gone", kinds=["model"], seen_s_ago=600)
+    assert world.client.get("/api/v1/health").json()["status"] == "degraded"
+    r = world.client.delete("/api/v1/admin/workers/gpu@gone", headers=world.admin())
+    assert r.status_code == 204, r.text
+    assert world.client.get("/api/v1/health").json()["status"] == "ok"
+    assert world.client.delete("/api/v1/admin/workers/gpu@gone", headers=world.admin()).status_code == 404
