@@ -28,6 +28,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def organiser_headers(env: dict[str, str]) -> dict[str, str]:
+    """Headers with a fresh organiser token for the server configured by `env`, made the way
+    `midog-eval admin create-token` makes one."""
+    code = (
+        "from app.cli.worker import adopt_standard_environment\n"
+        "adopt_standard_environment()\n"
+        "from app.db import session_scope\n"
+        "from app.auth.service import create_token\n"
+        "from app.models import TokenScope\n"
+        "with session_scope() as s:\n"
+        "    print(create_token(s, scope=TokenScope.ORGANISER, name='tests').token)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
+
+
 @dataclass
 class Server:
     """A running `serve`: its base URL, environment, data directory and process id."""
@@ -38,20 +56,7 @@ class Server:
     pid: int
 
     def organiser(self) -> dict[str, str]:
-        """Headers with a fresh organiser token, made the way `midog-eval admin create-token` makes one."""
-        code = (
-            "from app.cli.worker import adopt_standard_environment\n"
-            "adopt_standard_environment()\n"
-            "from app.db import session_scope\n"
-            "from app.auth.service import create_token\n"
-            "from app.models import TokenScope\n"
-            "with session_scope() as s:\n"
-            "    print(create_token(s, scope=TokenScope.ORGANISER, name='tests').token)\n"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        )
-        return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
+        return organiser_headers(self.env)
 
     def logs(self) -> str:
         """The tails of the workers' logs, for assertion messages."""
@@ -148,3 +153,18 @@ def wait_gone(processes: dict[int, str], timeout_s: float) -> list[int]:
     while (left := still_running(processes)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
+
+
+def worker_pids(serve_pid: int, queue: str) -> list[int]:
+    """Worker main processes of `queue` that serve started itself (its direct children)."""
+    found = []
+    for pid in descendants(serve_pid):
+        fields = _stat(pid)
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ours = fields is not None and int(fields[1]) == serve_pid and b"--queues" in argv
+        if ours and argv[argv.index(b"--queues") + 1] == queue.encode():
+            found.append(pid)
+    return found

@@ -26,7 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live_server import REPO_ROOT, descendants, free_port, wait_gone, wait_healthy
+from tests.host_checks import host_mounts_under, sentinels
+from tests.live_server import REPO_ROOT, descendants, free_port, organiser_headers, wait_gone, wait_healthy, worker_pids
 from tests.sandbox.images import uid_processes
 from tests.services import own_postgres, own_redis
 
@@ -91,16 +92,7 @@ class ChaosServer:
 
     def admin(self) -> dict[str, str]:
         if self._admin is None:
-            code = (
-                "from app.cli.worker import adopt_standard_environment\nadopt_standard_environment()\n"
-                "from app.db import session_scope\nfrom app.auth.service import create_token\n"
-                "from app.models import TokenScope\nwith session_scope() as s:\n"
-                "    print(create_token(s, scope=TokenScope.ORGANISER, name='chaos').token)\n"
-            )
-            out = subprocess.run(
-                [sys.executable, "-c", code], env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, check=True
-            )
-            self._admin = {"Authorization": f"Bearer {out.stdout.split()[-1]}"}
+            self._admin = organiser_headers(self.env)
         return self._admin
 
     def logs(self) -> str:
@@ -112,21 +104,10 @@ class ChaosServer:
         return "\n".join(parts)
 
     def worker_pid(self, queue: str) -> int:
-        """The worker main process of `queue` that serve started (its direct child)."""
+        """The worker main process of `queue` that serve started."""
         assert self.process is not None
-        for pid in descendants(self.process.pid):
-            try:
-                parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if (
-                parent == self.process.pid
-                and b"--queues" in argv
-                and argv[argv.index(b"--queues") + 1] == queue.encode()
-            ):
-                return pid
-        raise AssertionError(f"no {queue} worker under serve")
+        [pid] = worker_pids(self.process.pid, queue)
+        return pid
 
 
 def children(pid: int) -> list[int]:
@@ -134,32 +115,6 @@ def children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(p) for p in (task / "children").read_text().split()]
     return found
-
-
-def host_mounts_under(*directories: Path) -> list[str]:
-    listed = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True).stdout
-    tops = [str(d.resolve()) for d in directories]
-    return [m for m in listed.splitlines() if any(m == t or m.startswith(t + "/") for t in tops)]
-
-
-def fingerprint(root: Path, sample: int = 300) -> tuple[int, str]:
-    """(file count, digest of the first `sample` files' paths and contents)."""
-    import hashlib
-
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-    digest = hashlib.sha256()
-    for path in files[:sample]:
-        digest.update(str(path).encode())
-        digest.update(path.read_bytes())
-    return len(files), digest.hexdigest()
-
-
-def sentinels(*extra: Path) -> dict[Path, tuple[int, str]]:
-    """Fingerprints of every host directory a model run mounts, and of `extra`."""
-    from worker.sandbox.runtime import python_runtime
-
-    mounts, _ = python_runtime(("worker",))
-    return {source: fingerprint(source) for source in [*(m.source for m in mounts), *extra]}
 
 
 # --- the organiser's and the participant's side ---------------------------------------------------------
@@ -249,6 +204,21 @@ def model_server(tmp_path: Path, runtime_dir: Path) -> Iterator[ChaosServer]:
     yield server.start()
     if server.process is not None:
         server.stop()
+
+
+def start_model_run(
+    server: ChaosServer, model_set: Path, archive: bytes
+) -> tuple[int, int, float, dict[Path, tuple[int, str]]]:
+    """A model phase, a team, the sentinels, and the archive submitted and running in the sandbox:
+    (phase id, submission id, time of the submission, sentinels)."""
+    phase_id = open_phase(server, model_set, kinds=["model"])
+    team = register(server)
+    before = sentinels(model_set / "images")
+    started = time.monotonic()
+    submission_id = submit(server, phase_id, team, "model", "cnn.zip", archive)
+    wait_model_running(server, submission_id)
+    assert host_mounts_under(server.data_dir, server.runtime_dir or server.data_dir) == []
+    return phase_id, submission_id, started, before
 
 
 def finish_model_scenario(
@@ -360,13 +330,7 @@ def test_gpu_worker_killed_mid_model_run(
     model_server: ChaosServer, model_set: Path, reference_cnn_zip: bytes, victim: str
 ) -> None:
     """R10: no mount in the host's namespace during the run nor after the SIGKILL; the run ends succeeded."""
-    phase_id = open_phase(model_server, model_set, kinds=["model"])
-    team = register(model_server)
-    before = sentinels(model_set / "images")
-    started = time.monotonic()
-    submission_id = submit(model_server, phase_id, team, "model", "cnn.zip", reference_cnn_zip)
-    wait_model_running(model_server, submission_id)
-    assert host_mounts_under(model_server.data_dir, model_server.runtime_dir or model_server.data_dir) == []
+    phase_id, submission_id, started, before = start_model_run(model_server, model_set, reference_cnn_zip)
     main = model_server.worker_pid("gpu")
     pool = [pid for pid in children(main) if b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(pool) == 1, pool
@@ -384,12 +348,7 @@ def test_gpu_worker_killed_mid_model_run(
 def test_serve_killed_mid_model_run_and_restarted(
     model_server: ChaosServer, model_set: Path, reference_cnn_zip: bytes
 ) -> None:
-    phase_id = open_phase(model_server, model_set, kinds=["model"])
-    team = register(model_server)
-    before = sentinels(model_set / "images")
-    started = time.monotonic()
-    submission_id = submit(model_server, phase_id, team, "model", "cnn.zip", reference_cnn_zip)
-    wait_model_running(model_server, submission_id)
+    phase_id, submission_id, started, before = start_model_run(model_server, model_set, reference_cnn_zip)
     model_server.kill()  # checks that nothing of its tree is left after 10 s
     assert uid_processes(SANDBOX_UID) == []
     assert host_mounts_under(model_server.data_dir, model_server.runtime_dir or model_server.data_dir) == []

@@ -115,28 +115,6 @@ def test_demo_serves_a_leaderboard_of_baselines(tmp_path: Path) -> None:
     assert _processes_using(data_dir) == []
 
 
-def fingerprint(root: Path, sample: int = 300) -> tuple[int, str]:
-    """(file count, digest of the first `sample` files' paths and contents): a sentinel over a mounted tree."""
-    import hashlib
-
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-    digest = hashlib.sha256()
-    for path in files[:sample]:
-        digest.update(str(path).encode())
-        digest.update(path.read_bytes())
-    return len(files), digest.hexdigest()
-
-
-def _mount_sources(data_dir: Path) -> list[Path]:
-    """Every host directory a model run of the demo mounts: the interpreter's installation, the virtual
-    environment, the worker package and the test set's images."""
-    from worker.sandbox.runtime import python_runtime
-
-    mounts, _ = python_runtime(("worker",))
-    images = sorted((data_dir / "test-sets").glob("*/images"))
-    return [m.source for m in mounts] + images
-
-
 @pytest.mark.slow
 def test_sigterm_of_the_demo_mid_model_run_leaves_no_process_no_mount_and_host_data_intact(tmp_path: Path) -> None:
     """The unlucky organiser's case: the demo is stopped while the gpu worker runs a model archive in bwrap."""
@@ -146,6 +124,7 @@ def test_sigterm_of_the_demo_mid_model_run_leaves_no_process_no_mount_and_host_d
         pytest.skip("bubblewrap is not installed (CI installs it)")
     import tempfile
 
+    from tests.host_checks import host_mounts_under, sentinels
     from tests.live_server import descendants, wait_gone
     from tests.sandbox.images import uid_processes
     from worker.safe_delete import remove_tree
@@ -165,7 +144,8 @@ def test_sigterm_of_the_demo_mid_model_run_leaves_no_process_no_mount_and_host_d
         while not uid_processes(10001) and time.monotonic() < deadline and demo.poll() is None:
             time.sleep(0.1)
         assert uid_processes(10001), "no model run started"
-        sentinels = {source: fingerprint(source) for source in _mount_sources(data_dir)}
+        images = sorted((data_dir / "test-sets").glob("*/images"))
+        before = sentinels(*images)
         tree = descendants(demo.pid)
         demo.send_signal(signal.SIGTERM)
         assert wait_gone(tree, 10) == [], "processes outlived the demo"
@@ -173,9 +153,7 @@ def test_sigterm_of_the_demo_mid_model_run_leaves_no_process_no_mount_and_host_d
     finally:
         if demo.poll() is None:
             demo.kill()
-    listed = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True).stdout
-    assert [m for m in listed.splitlines() if str(runtime_parent) in m or str(tmp_path) in m] == []
+    assert host_mounts_under(runtime_parent, tmp_path) == []
     assert list(runtime_parent.glob("midog-demo-sandbox-*")) == []
     remove_tree(runtime_parent)
-    for source, before in sentinels.items():
-        assert fingerprint(source) == before, f"{source} changed"
+    assert sentinels(*images) == before, "a mounted source changed"

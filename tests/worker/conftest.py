@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, create_engine, func, select
 
+from tests.services import in_ci, wait_until
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SHARED_REDIS_URL = os.environ.get("MIDOG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -45,10 +47,6 @@ TEST_LIMITS = {
 }
 SPACING_MM = 0.00025
 SCANNERS = ("Scanner A", "Scanner B", "Scanner C")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def require_redis(url: str) -> None:
@@ -403,15 +401,6 @@ class WorkerProcess:
             self.kill()
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()
-
-
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
@@ -481,14 +470,6 @@ def predictions_for() -> Callable[[SmallSet, int], dict[str, Any]]:
 def migrate_url() -> Callable[[str], None]:
     """`migrate` as a fixture: `alembic upgrade head` on a URL."""
     return migrate
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

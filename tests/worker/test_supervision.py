@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live_server import REPO_ROOT, descendants, running_server, wait_gone, wait_healthy
+from tests.live_server import REPO_ROOT, descendants, running_server, wait_gone, wait_healthy, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -27,26 +27,12 @@ def _health(base: str) -> dict[str, Any]:
     return dict(httpx.get(f"{base}/api/v1/health", timeout=5).json())
 
 
-def _worker_pids(serve_pid: int, queue: str) -> list[int]:
-    """Worker main processes of this queue that serve itself started (its direct children)."""
-    found = []
-    for pid in descendants(serve_pid):
-        try:
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if parent == serve_pid and b"--queues" in cmdline and cmdline[cmdline.index(b"--queues") + 1] == queue.encode():
-            found.append(pid)
-    return found
-
-
 def test_R11_a_killed_worker_is_restarted_and_health_is_degraded_meanwhile(tmp_path: Path) -> None:
     with running_server(tmp_path, gpu_worker=True) as server:
         health = _health(server.base)
         assert health["status"] == "ok"
         assert sorted(w["name"].split("@")[0] for w in health["workers"]) == ["cpu", "gpu"]
-        [victim] = _worker_pids(server.pid, "gpu")
+        [victim] = worker_pids(server.pid, "gpu")
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         seen_degraded = False
@@ -65,7 +51,7 @@ def test_R11_a_killed_worker_is_restarted_and_health_is_degraded_meanwhile(tmp_p
         assert restarted_after is not None, server.logs()
         assert restarted_after < 10, f"the worker was back only after {restarted_after:.1f} s"
         assert gpu["restarts"] == 1
-        assert _worker_pids(server.pid, "gpu") not in ([], [victim])
+        assert worker_pids(server.pid, "gpu") not in ([], [victim])
         assert "restarting worker gpu@" in (tmp_path / "serve.log").read_text()
 
 
@@ -109,7 +95,7 @@ def test_R12_kill_9_of_serve_leaves_nothing_and_a_restart_finds_no_duplicate(tmp
         health = wait_healthy(f"http://127.0.0.1:{port}", restarted, tmp_path / "serve.log")
         assert sorted(w["name"].split("@")[0] for w in health["workers"]) == ["cpu", "gpu"]
         for queue in ("cpu", "gpu"):
-            assert len(_worker_pids(restarted.pid, queue)) == 1
+            assert len(worker_pids(restarted.pid, queue)) == 1
     finally:
         tree = descendants(restarted.pid)
         restarted.send_signal(signal.SIGTERM)
