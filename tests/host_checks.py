@@ -18,8 +18,15 @@ def host_mounts_under(*directories: Path) -> list[str]:
 
 
 def fingerprint(root: Path, sample: int = 300) -> tuple[int, str]:
-    """(file count, digest of the first `sample` files' paths and contents): a sentinel over a mounted tree."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    """(file count, digest of the first `sample` files' paths and contents): a sentinel over a mounted tree.
+
+    Bytecode caches are left out: the host's own Python processes write them as they first import a module.
+    """
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
     digest = hashlib.sha256()
     for path in files[:sample]:
         digest.update(str(path).encode())

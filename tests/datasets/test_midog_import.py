@@ -23,9 +23,9 @@ from worker.datasets.midog import (
     resolve_scanners,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "midogpp"
-MIDOGPP_JSON = SHARED / "MIDOG++.json"
-MIDOGPP_CSV = SHARED / "datasets_xvalidation.csv"
+MIDOGPP = Path(__file__).resolve().parents[1] / "data" / "midogpp"  # shipped: tests/data/midogpp/README.md
+MIDOGPP_JSON = MIDOGPP / "MIDOG++.json"
+MIDOGPP_CSV = MIDOGPP / "datasets_xvalidation.csv"
 
 # three tiny "regions", one per MIDOG 2021 scanner range, each with its own spacing (um/px)
 TIFFS = {"001.tiff": (0.2273, 60, 40), "051.tiff": (0.2304, 64, 48), "101.tiff": (0.2527, 50, 50)}
@@ -213,7 +213,6 @@ def test_scanner_maps_presets_csv_and_midogpp_csv(tmp_path: Path) -> None:
         load_scanner_map(str(tmp_path / "nope.csv"))
 
 
-@pytest.mark.skipif(not MIDOGPP_JSON.exists(), reason="shared MIDOG++ data not present")
 def test_the_real_midogpp_json_parses_and_tumour_types_become_groups(tmp_path: Path) -> None:
     parsed = load_midog_json(MIDOGPP_JSON)
     assert len(parsed.images) == 553

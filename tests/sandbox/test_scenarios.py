@@ -130,7 +130,7 @@ def test_S2_filesystem_confined(
     hidden = [
         str(labels),
         str(test_set / "ground-truth"),
-        "/work/shared/data/midogpp",
+        str(Path(__file__).resolve().parents[1] / "data"),
         str(Path.cwd()),
         "/etc/shadow",
         "/root",
