@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal, authenticate, require_organiser
 from app.errors import Forbidden
+from app.models import TokenScope
 from app.settings import Settings
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -77,8 +78,12 @@ def get_participant(principal: CurrentPrincipal) -> Principal:
     return principal
 
 
-def get_admin(principal: CurrentPrincipal) -> Principal:
-    return require_organiser(principal)
+def get_admin(request: Request, principal: CurrentPrincipal) -> Principal:
+    """Organiser tokens; only those of scope `organiser` may write, `organiser_read` ones read."""
+    require_organiser(principal)
+    if request.method not in READ_ONLY_METHODS and principal.token.scope is not TokenScope.ORGANISER:
+        raise Forbidden("this organiser token may only read (scope organiser_read)")
+    return principal
 
 
 CurrentParticipant = Annotated[Principal, Depends(get_participant)]

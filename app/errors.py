@@ -73,6 +73,16 @@ class InvalidInput(AppError):
     code = "invalid_input"
 
 
+class TooManyRequests(AppError):
+    """Throttled (login, registration, a busy resource): Retry-After says when to try again."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
 class QuotaExceeded(AppError):
     status_code = 429
     code = "quota_exceeded"

@@ -18,14 +18,19 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.admin.router import router as admin_router
 from app.auth.router import router as auth_router
+from app.auth.throttle import Throttle
+from app.body_limits import BodyLimitMiddleware
 from app.challenges.router import router as challenges_router
 from app.db import make_engine, make_session_factory
-from app.errors import AppError, ErrorBody
+from app.docs import install_docs
+from app.errors import AppError, ErrorBody, PayloadTooLarge
 from app.leaderboard.router import router as leaderboard_router
 from app.pages.router import install_pages
+from app.security_headers import SecurityHeadersMiddleware
 from app.settings import Settings, get_settings
 from app.submissions.router import router as submissions_router
 from app.workers.router import router as health_router
@@ -52,6 +57,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        code = {413: PayloadTooLarge.code}.get(exc.status_code, code)
         return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(OperationalError)
@@ -101,8 +107,23 @@ def create_app(settings: Settings | None = None, *, session_factory: sessionmake
         summary="Evaluation server for MIDOG-style mitotic-figure detection challenges",
         lifespan=lifespan,
         responses={500: {"model": ErrorBody, "description": "Internal error"}},
+        docs_url=None,  # app.docs serves it from the installed package
+        redoc_url=None,
     )
+    app.add_middleware(
+        BodyLimitMiddleware, auth_bytes=settings.max_auth_body_bytes, json_bytes=settings.max_json_body_bytes
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.trusted_hosts != ["*"]:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
     app.state.settings = settings
+    app.state.throttle = Throttle(
+        storage_url=settings.throttle_storage_url or "memory://",
+        login_per_address=settings.login_rate_per_address,
+        login_failures_per_account=settings.login_failures_per_account,
+        register_per_address=settings.registration_rate_per_address,
+        max_concurrent_hashes=settings.max_concurrent_password_hashes,
+    )
     app.state.session_factory = session_factory
     app.state.write_session_factory = write_session_factory
     install_error_handlers(app)
@@ -116,5 +137,6 @@ def create_app(settings: Settings | None = None, *, session_factory: sessionmake
         admin_router,
     ):
         app.include_router(router)
+    install_docs(app)  # before the pages: its /static/docs mount must come before their /static
     install_pages(app)
     return app

@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     )
     storage_dir: Path | None = Field(default=None, description="Uploaded files; default <data_dir>/storage.")
 
+    # Host names the server answers to (others get 400); pages never build links from the Host header anyway.
+    trusted_hosts: list[str] = Field(default=["*"])
+
+    # Request bodies, refused (413) before authentication and before they are read: login and registration
+    # (anyone can reach them), and every other JSON body. File uploads have the limits below.
+    max_auth_body_bytes: int = Field(default=16 * 1024, gt=0)
+    max_json_body_bytes: int = Field(default=1 * MiB, gt=0)
+
     # Uploads: enforced while streaming (413), before anything is parsed.
     max_predictions_bytes: int = Field(default=64 * MiB, gt=0)
     max_model_bytes: int = Field(default=2048 * MiB, gt=0)
@@ -43,12 +51,25 @@ class Settings(BaseSettings):
     max_points_per_case: int = Field(default=100_000, gt=0)
     max_total_points: int = Field(default=2_000_000, gt=0)
 
-    # Tokens issued by /auth/login; organiser tokens from the CLI never expire unless revoked.
+    # Tokens issued by /auth/login, and organiser tokens (CLI and admin API) unless given another expiry.
     login_token_ttl_hours: int = Field(default=24 * 30, gt=0)
+    organiser_token_ttl_days: int = Field(default=30, gt=0)
+
+    # Throttling of login and registration (moving windows, `limits` notation: "20/minute", "10/15minutes"),
+    # counted in memory, or in the store `throttle_storage_url` names (e.g. the Redis URL) when several API
+    # processes must share the counts. At most `max_concurrent_password_hashes` argon2 hashes (64 MiB each) run
+    # at once.
+    throttle_storage_url: str = ""
+    login_rate_per_address: str = "20/minute"
+    login_failures_per_account: str = "10/15minutes"
+    registration_rate_per_address: str = "30/hour"
+    max_concurrent_password_hashes: int = Field(default=2, gt=0)
 
     # Server-sent events: how often the stream polls the database and how long one stream lives.
     sse_poll_interval_s: float = Field(default=1.0, gt=0)
     sse_max_duration_s: float = Field(default=3600.0, gt=0)
+    # A stream ends within this long of its token being revoked or expiring.
+    sse_token_recheck_s: float = Field(default=30.0, gt=0)
 
     # Ranking robustness (bootstrap over cases, shared across entries).
     robustness_resamples: int = Field(default=1000, ge=10)

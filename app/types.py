@@ -17,7 +17,8 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 LongText = Annotated[str, StringConstraints(max_length=20_000, pattern=NO_NUL)]
 ShortText = Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)]
 Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s\x00]{1,64}@[^@\s\x00]{1,189}$")]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=200, pattern=NO_NUL)]
+# The policy itself (app.auth.policy) is checked by the service, with messages that say what to do.
+Password = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 Url = Annotated[str, StringConstraints(max_length=500, pattern=r"^(https?://[^\s\x00]+)?$")]
 GroupLabel = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 ServerPath = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=r"^/[^\x00]*$")]

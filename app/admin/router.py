@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +15,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.admin import service
+from app.admin.audit import record_admin_writes
 from app.admin.schemas import (
+    AuditEventRead,
     ReevaluateRead,
     SubmissionAdminRead,
     SubmissionUpdate,
@@ -37,9 +41,9 @@ from app.challenges.schemas import (
     PhaseRead,
     PhaseUpdate,
 )
-from app.deps import AppSettings, DbSession, get_admin
+from app.deps import AdminUser, AppSettings, DbSession, get_admin
 from app.errors import InvalidInput, NotFound
-from app.models import ApiToken, Participant, Phase, Team, TestSet, TokenScope
+from app.models import ApiToken, AuditEvent, Participant, Phase, Team, TestSet, TokenScope, utcnow
 from app.openapi import errors
 from app.settings import Settings
 from app.submissions.upload import receive_upload
@@ -48,10 +52,15 @@ from app.workers import service as workers
 from app.workers.schemas import WorkerAdminRead
 from worker.safe_delete import discard_tree
 
+
+def _audit(request: Request, db: DbSession, principal: AdminUser) -> Iterator[None]:
+    yield from record_admin_writes(request, db, principal)
+
+
 router = APIRouter(
     prefix="/api/v1/admin",
     tags=["admin"],
-    dependencies=[Depends(get_admin)],
+    dependencies=[Depends(get_admin), Depends(_audit, scope="function")],
     responses=errors(401, 403, 422, 503),
 )
 
@@ -282,9 +291,23 @@ def list_tokens(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[T
     "/tokens",
     status_code=status.HTTP_201_CREATED,
     summary="Create a token (shown once in this response)",
+    description=(
+        "Scopes: `participant` (one participant's), `organiser` (reads and administers), `organiser_read` (reads "
+        "the organiser API only). Without `expires_at` a token expires after `organiser_token_ttl_days` "
+        "(organiser scopes) or `login_token_ttl_hours` (participants); a time in the past is refused."
+    ),
     responses=errors(404),
 )
-def create_api_token(db: DbSession, body: TokenCreate) -> TokenIssued:
+def create_api_token(db: DbSession, settings: AppSettings, body: TokenCreate) -> TokenIssued:
+    now = utcnow()
+    expires_at = body.expires_at
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput("expires_at: lies in the past; give a future time or leave it out")
+    if expires_at is None:
+        if body.scope.is_organiser:
+            expires_at = now + timedelta(days=settings.organiser_token_ttl_days)
+        else:
+            expires_at = now + timedelta(hours=settings.login_token_ttl_hours)
     participant = None
     if body.scope is TokenScope.PARTICIPANT:
         if body.participant_id is None:
@@ -294,8 +317,14 @@ def create_api_token(db: DbSession, body: TokenCreate) -> TokenIssued:
             raise NotFound(f"no participant {body.participant_id}")
     elif body.participant_id is not None:
         raise InvalidInput("organiser tokens belong to no participant")
-    issued = create_token(db, scope=body.scope, participant=participant, name=body.name, expires_at=body.expires_at)
+    issued = create_token(db, scope=body.scope, participant=participant, name=body.name, expires_at=expires_at)
     return token_issued(issued)
+
+
+@router.get("/audit", summary="The audit log: every write through this API (who, what, when), newest first")
+def list_audit_events(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[AuditEventRead]:
+    rows = db.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit).offset(offset))
+    return [AuditEventRead.model_validate(row) for row in rows]
 
 
 @router.delete(

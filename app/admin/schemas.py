@@ -75,6 +75,19 @@ class TokenRead(BaseModel):
     revoked_at: datetime | None
 
 
+class AuditEventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    token_id: int | None
+    actor: str = Field(description="The token's prefix and name.")
+    action: str = Field(description="The operation, e.g. update_phase.")
+    target: str = Field(description="Method and path of the request.")
+    target_id: int | None
+    details: dict[str, Any] = Field(description="The fields given (secrets replaced by ***).")
+
+
 class EvaluationAdminRead(BaseModel):
     id: int
     version: int

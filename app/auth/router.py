@@ -1,15 +1,23 @@
-"""Team self-registration, login/logout, the current principal, adding team members (HTTP only)."""
+"""Team self-registration, login/logout, the current principal, invitations to join a team (HTTP only).
+
+Login and registration are throttled before any database work (app.auth.throttle), and the slow password
+hash never runs inside a database transaction: on SQLite a writing transaction holds the write lock.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
+from sqlalchemy import select
 
 from app.auth import service
 from app.auth.schemas import (
+    InvitationCreate,
+    InvitationIssued,
+    InvitationRead,
+    JoinRequest,
     LoginRequest,
-    MemberCreate,
     MeRead,
     ParticipantRead,
     RegisterResult,
@@ -17,8 +25,12 @@ from app.auth.schemas import (
     TeamRegister,
     TokenIssued,
 )
+from app.auth.throttle import Throttle
 from app.deps import AppSettings, CurrentParticipant, CurrentPrincipal, DbSession
+from app.errors import NotAuthenticated, NotFound
+from app.models import Participant, TeamInvitation, utcnow
 from app.openapi import errors
+from app.types import IdPath
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
@@ -27,23 +39,17 @@ def token_issued(issued: service.IssuedToken) -> TokenIssued:
     return TokenIssued(token=issued.token, id=issued.row.id, scope=issued.row.scope, expires_at=issued.row.expires_at)
 
 
-@router.post(
-    "/auth/register",
-    status_code=status.HTTP_201_CREATED,
-    summary="Register a team with its first participant; returns a login token",
-    responses=errors(409, 422, 503),
-)
-def register(db: DbSession, settings: AppSettings, body: TeamRegister) -> RegisterResult:
-    participant = service.register_team(
-        db,
-        team_name=body.team_name,
-        email=body.email,
-        password=body.password,
-        display_name=body.display_name or body.team_name,
-    )
-    issued = service.login(
-        db, email=body.email, password=body.password, ttl=timedelta(hours=settings.login_token_ttl_hours)
-    )
+def client_address(request: Request) -> str:
+    """The client's address as the server sees it (behind a proxy: as uvicorn's --proxy-headers set it)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _throttle(request: Request) -> Throttle:
+    throttle: Throttle = request.app.state.throttle
+    return throttle
+
+
+def _account_result(participant: Participant, issued: service.IssuedToken) -> RegisterResult:
     return RegisterResult(
         team=TeamRead.model_validate(participant.team),
         participant=ParticipantRead.model_validate(participant),
@@ -51,10 +57,63 @@ def register(db: DbSession, settings: AppSettings, body: TeamRegister) -> Regist
     )
 
 
-@router.post("/auth/login", summary="Exchange e-mail and password for a bearer token", responses=errors(401, 422, 503))
-def login(db: DbSession, settings: AppSettings, body: LoginRequest) -> TokenIssued:
-    ttl = timedelta(hours=settings.login_token_ttl_hours)
-    return token_issued(service.login(db, email=body.email, password=body.password, ttl=ttl))
+@router.post(
+    "/auth/register",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a team with its first participant; returns a login token",
+    description=(
+        "Passwords: at least 10 characters, not a common password, not containing the e-mail address. Team "
+        "names may not hide characters (control, invisible or direction characters) nor look like an existing "
+        "team's name (Unicode confusables). Registrations are throttled per client address (429)."
+    ),
+    responses=errors(409, 422, 429, 503),
+)
+def register(request: Request, db: DbSession, settings: AppSettings, body: TeamRegister) -> RegisterResult:
+    throttle = _throttle(request)
+    throttle.registration(address=client_address(request))
+    account = service.check_new_account(
+        email=body.email, password=body.password, display_name=body.display_name or "", team_name=body.team_name
+    )
+    password_hash = throttle.hashed(lambda: service.hash_password(body.password))
+    participant = service.register_team(db, account=account, password_hash=password_hash)
+    issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
+    return _account_result(participant, issued)
+
+
+@router.post(
+    "/auth/login",
+    summary="Exchange e-mail and password for a bearer token",
+    description="Throttled per client address and, after failed attempts, per account (429 with Retry-After).",
+    responses=errors(401, 422, 429, 503),
+)
+def login(request: Request, db: DbSession, settings: AppSettings, body: LoginRequest) -> TokenIssued:
+    throttle = _throttle(request)
+    email = body.email.strip().lower()
+    throttle.login_attempt(address=client_address(request), email=email)
+    participant = service.find_login(db, email=email)
+    db.commit()  # the read ends here: the password check below must not hold a transaction open
+    if not throttle.hashed(lambda: service.password_matches(participant, body.password)) or participant is None:
+        throttle.login_failed(email=email)
+        raise NotAuthenticated("wrong e-mail or password")
+    issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
+    return token_issued(issued)
+
+
+@router.post(
+    "/auth/join",
+    status_code=status.HTTP_201_CREATED,
+    summary="Join a team with an invitation: your own account, with your own password",
+    responses=errors(404, 409, 422, 429, 503),
+)
+def join(request: Request, db: DbSession, settings: AppSettings, body: JoinRequest) -> RegisterResult:
+    throttle = _throttle(request)
+    throttle.registration(address=client_address(request))
+    account = service.check_new_account(email=body.email, password=body.password, display_name=body.display_name or "")
+    password_hash = throttle.hashed(lambda: service.hash_password(body.password))
+    participant = service.redeem_invitation(db, token=body.invitation, account=account, password_hash=password_hash)
+    issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
+    db.refresh(participant, ["team"])
+    return _account_result(participant, issued)
 
 
 @router.post(
@@ -78,18 +137,38 @@ def me(principal: CurrentPrincipal) -> MeRead:
 
 
 @router.post(
-    "/teams/me/members",
+    "/teams/me/invitations",
     status_code=status.HTTP_201_CREATED,
-    summary="Add a participant to the caller's team (members share the team's quota)",
+    summary="Invite someone to the caller's team (they redeem it at /auth/join; members share the quota)",
     responses=errors(401, 403, 409, 422, 503),
 )
-def add_member(db: DbSession, principal: CurrentParticipant, body: MemberCreate) -> ParticipantRead:
+def create_invitation(db: DbSession, principal: CurrentParticipant, body: InvitationCreate) -> InvitationIssued:
     assert principal.team is not None
-    participant = service.add_member(
-        db,
-        team=principal.team,
-        email=body.email,
-        password=body.password,
-        display_name=body.display_name or body.email.split("@")[0],
+    assert principal.participant is not None
+    row, token = service.invite(db, team=principal.team, email=body.email, invited_by=principal.participant)
+    return InvitationIssued(**InvitationRead.model_validate(row).model_dump(), token=token)
+
+
+@router.get("/teams/me/invitations", summary="The caller's team's invitations", responses=errors(401, 403, 503))
+def list_invitations(db: DbSession, principal: CurrentParticipant) -> list[InvitationRead]:
+    assert principal.team is not None
+    rows = db.scalars(
+        select(TeamInvitation).where(TeamInvitation.team_id == principal.team.id).order_by(TeamInvitation.id)
     )
-    return ParticipantRead.model_validate(participant)
+    return [InvitationRead.model_validate(row) for row in rows]
+
+
+@router.delete(
+    "/teams/me/invitations/{invitation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke an invitation of the caller's team",
+    responses=errors(401, 403, 404, 422, 503),
+)
+def revoke_invitation(db: DbSession, principal: CurrentParticipant, invitation_id: IdPath) -> Response:
+    assert principal.team is not None
+    row = db.get(TeamInvitation, invitation_id)
+    if row is None or row.team_id != principal.team.id:
+        raise NotFound(f"no invitation {invitation_id} of your team")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.models import TokenScope
 from app.types import Email, Name, Password
@@ -36,7 +37,28 @@ class TeamRegister(BaseModel):
     display_name: Name | None = None
 
 
-class MemberCreate(BaseModel):
+class InvitationCreate(BaseModel):
+    email: Email = Field(description="The address of the person invited; only they can redeem it.")
+
+
+class InvitationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    team_id: int
+    email: str
+    created_at: datetime
+    expires_at: datetime
+    redeemed_at: datetime | None
+    revoked_at: datetime | None
+
+
+class InvitationIssued(InvitationRead):
+    token: str = Field(description="Give this to the person invited; it is shown once, here.")
+
+
+class JoinRequest(BaseModel):
+    invitation: Annotated[str, StringConstraints(min_length=8, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
     email: Email
     password: Password
     display_name: Name | None = None
@@ -58,6 +80,8 @@ class TokenIssued(BaseModel):
 
 
 class RegisterResult(BaseModel):
+    """Registration and joining a team by invitation: the account, its team, and a login token."""
+
     team: TeamRead
     participant: ParticipantRead
     token: TokenIssued

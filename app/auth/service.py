@@ -1,4 +1,5 @@
-"""Passwords (argon2), API tokens (random, stored as sha256, scoped, revocable), team registration and login.
+"""Passwords (argon2), API tokens (random, stored as sha256, scoped, revocable), team registration, login and
+invitations to join a team (the invitee makes their own account; nobody creates one for somebody else).
 
 Never commits; raises AppError subclasses. Must not import FastAPI.
 """
@@ -16,8 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, Forbidden, NotAuthenticated
-from app.models import ApiToken, Participant, Team, TokenScope, utcnow
+from app.auth.policy import check_password, normalise_email
+from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from app.models import ApiToken, Participant, Team, TeamInvitation, TokenScope, utcnow
+from app.names import InvalidNameError, clean_name, skeleton
 
 TOKEN_PREFIX = "mdg_"
 _hasher = PasswordHasher()
@@ -90,7 +93,7 @@ class Principal:
 
     @property
     def is_organiser(self) -> bool:
-        return self.token.scope is TokenScope.ORGANISER
+        return self.token.scope.is_organiser
 
 
 def authenticate(session: Session, *, token: str | None) -> Principal:
@@ -126,21 +129,47 @@ def revoke_token(session: Session, *, token: ApiToken) -> None:
         session.flush()
 
 
-def register_team(
-    session: Session, *, team_name: str, email: str, password: str, display_name: str = ""
-) -> Participant:
-    """A new team with its first participant (the contact). Unapproved until an organiser approves it;
-    challenges that do not require approval accept it at once."""
-    email = email.strip().lower()
-    taken = session.scalar(
-        select(func.count()).select_from(Team).where(func.lower(Team.name) == team_name.strip().lower())
-    )
-    if taken:
-        raise Conflict(f"team name {team_name!r} is taken")
+@dataclass(frozen=True)
+class NewAccount:
+    """Registration or invitation fields as they will be stored: names cleaned, e-mail normalised."""
+
+    email: str
+    display_name: str
+    team_name: str = ""
+
+
+def check_new_account(*, email: str, password: str, display_name: str, team_name: str | None = None) -> NewAccount:
+    """Every rule a new account must pass before anything is hashed or stored; InvalidInput naming the field."""
+    address = normalise_email(email)
+    check_password(password, email=address)
+    try:
+        shown = clean_name(display_name, field="display_name") if display_name else ""
+        team = clean_name(team_name, field="team_name") if team_name is not None else ""
+    except InvalidNameError as exc:
+        raise InvalidInput(str(exc)) from None
+    return NewAccount(email=address, display_name=shown, team_name=team)
+
+
+def _email_free(session: Session, email: str) -> None:
     if session.scalar(select(func.count()).select_from(Participant).where(Participant.email == email)):
         raise Conflict("this e-mail is already registered")
-    team = Team(name=team_name.strip(), contact_email=email)
-    participant = Participant(team=team, email=email, display_name=display_name, password_hash=hash_password(password))
+
+
+def register_team(session: Session, *, account: NewAccount, password_hash: str) -> Participant:
+    """A new team with its first participant (the contact). Unapproved until an organiser approves it;
+    challenges that do not require approval accept it at once. The name must not look like an existing one."""
+    look = skeleton(account.team_name)
+    clash = session.scalar(select(Team.name).where(Team.name_skeleton == look))
+    if clash is not None:
+        raise Conflict(f"team name {account.team_name!r} looks like the existing team {clash!r}; choose another")
+    _email_free(session, account.email)
+    team = Team(name=account.team_name, contact_email=account.email)
+    participant = Participant(
+        team=team,
+        email=account.email,
+        display_name=account.display_name or account.team_name,
+        password_hash=password_hash,
+    )
     session.add(participant)
     try:
         with session.begin_nested():
@@ -150,12 +179,46 @@ def register_team(
     return participant
 
 
-def add_member(session: Session, *, team: Team, email: str, password: str, display_name: str = "") -> Participant:
-    email = email.strip().lower()
-    if session.scalar(select(func.count()).select_from(Participant).where(Participant.email == email)):
-        raise Conflict("this e-mail is already registered")
-    participant = Participant(team=team, email=email, display_name=display_name, password_hash=hash_password(password))
+INVITATION_TTL = timedelta(days=7)
+INVITATION_PREFIX = "inv_"
+
+
+def invite(session: Session, *, team: Team, email: str, invited_by: Participant) -> tuple[TeamInvitation, str]:
+    """An invitation for `email` to join `team`; returns the row and its token (shown once)."""
+    address = normalise_email(email)
+    _email_free(session, address)
+    token = INVITATION_PREFIX + secrets.token_urlsafe(24)
+    row = TeamInvitation(
+        team_id=team.id,
+        email=address,
+        token_hash=hash_token(token),
+        invited_by_id=invited_by.id,
+        expires_at=utcnow() + INVITATION_TTL,
+    )
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def redeem_invitation(session: Session, *, token: str, account: NewAccount, password_hash: str) -> Participant:
+    """The invitee's own account in the inviting team; 404 for an unknown, used, revoked or expired invitation,
+    409 when the e-mail is not the one invited or is registered already."""
+    row = session.scalars(
+        select(TeamInvitation).where(TeamInvitation.token_hash == hash_token(token)).with_for_update()
+    ).one_or_none()
+    if row is None or row.redeemed_at is not None or row.revoked_at is not None or row.expires_at <= utcnow():
+        raise NotFound("no such invitation, or it was used, revoked or has expired; ask your team for a new one")
+    if row.email != account.email:
+        raise Conflict("this invitation is for another e-mail address")
+    _email_free(session, account.email)
+    participant = Participant(
+        team_id=row.team_id,
+        email=account.email,
+        display_name=account.display_name or account.email.split("@")[0],
+        password_hash=password_hash,
+    )
     session.add(participant)
+    row.redeemed_at = utcnow()
     try:
         with session.begin_nested():
             session.flush()
@@ -164,13 +227,19 @@ def add_member(session: Session, *, team: Team, email: str, password: str, displ
     return participant
 
 
-def login(session: Session, *, email: str, password: str, ttl: timedelta) -> IssuedToken:
-    participant = session.scalars(select(Participant).where(Participant.email == email.strip().lower())).one_or_none()
+def find_login(session: Session, *, email: str) -> Participant | None:
+    return session.scalars(select(Participant).where(Participant.email == email.strip().lower())).one_or_none()
+
+
+def password_matches(participant: Participant | None, password: str) -> bool:
+    """The slow check (argon2); takes as long for an unknown account as for a known one."""
     if participant is None:
         verify_password(_DUMMY_HASH, password)
-        raise NotAuthenticated("wrong e-mail or password")
-    if not verify_password(participant.password_hash, password) or not participant.is_active:
-        raise NotAuthenticated("wrong e-mail or password")
+        return False
+    return verify_password(participant.password_hash, password) and participant.is_active
+
+
+def login_token(session: Session, *, participant: Participant, ttl: timedelta) -> IssuedToken:
     return create_token(
         session, scope=TokenScope.PARTICIPANT, participant=participant, name="login", expires_at=utcnow() + ttl
     )

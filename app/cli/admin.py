@@ -17,7 +17,13 @@ admin_app = typer.Typer(name="admin", help="Organiser bootstrap: tokens on the s
 @admin_app.command("create-token")
 def create_token_command(
     name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "admin",
-    expires_days: Annotated[int | None, typer.Option(help="Expire after this many days (default: never).")] = None,
+    expires_days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Expire after this many days (default: MIDOG_ORGANISER_TOKEN_TTL_DAYS, 30)."),
+    ] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Scope organiser_read: may read the organiser API, change nothing.")
+    ] = False,
     database_url: Annotated[
         str | None, typer.Option(help="SQLAlchemy URL (default: MIDOG_DATABASE_URL / settings).")
     ] = None,
@@ -28,12 +34,13 @@ def create_token_command(
     from app.models import TokenScope, utcnow
     from app.settings import get_settings
 
-    url = database_url or get_settings().database_url
-    engine = make_engine(url)
+    settings = get_settings()
+    engine = make_engine(database_url or settings.database_url)
     try:
         with session_scope(make_session_factory(engine, write=True)) as session:
-            expires = utcnow() + timedelta(days=expires_days) if expires_days else None
-            issued = create_token(session, scope=TokenScope.ORGANISER, name=name, expires_at=expires)
+            expires = utcnow() + timedelta(days=expires_days or settings.organiser_token_ttl_days)
+            scope = TokenScope.ORGANISER_READ if read_only else TokenScope.ORGANISER
+            issued = create_token(session, scope=scope, name=name, expires_at=expires)
             token_id = issued.row.id
     except Exception as exc:  # a missing table or a dead server: one line, exit 1
         typer.echo(f"error: could not create the token: {exc.__class__.__name__}: {str(exc).splitlines()[0]}", err=True)
@@ -41,7 +48,11 @@ def create_token_command(
     finally:
         engine.dispose()
     typer.echo(issued.token)
-    typer.echo(f"organiser token {token_id} ({name!r}) created; it is shown only this once.", err=True)
+    typer.echo(
+        f"organiser token {token_id} ({name!r}, {scope.value}) created, expires {expires:%Y-%m-%d %H:%M} UTC; "
+        "it is shown only this once.",
+        err=True,
+    )
 
 
 @admin_app.command("revoke-token")

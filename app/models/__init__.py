@@ -3,6 +3,7 @@
 Importing this package must not import FastAPI, Celery, torch or worker.tasks.
 """
 
+from app.models.audit import AuditEvent
 from app.models.base import Base, UTCDateTime, utcnow
 from app.models.challenge import (
     Challenge,
@@ -22,7 +23,7 @@ from app.models.submission import (
     Result,
     Submission,
 )
-from app.models.team import ApiToken, Participant, Team, TokenScope
+from app.models.team import ApiToken, Participant, Team, TeamInvitation, TokenScope
 from app.models.test_set import TestSet
 from app.models.worker import WorkerNode
 
@@ -30,6 +31,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
     "ApiToken",
+    "AuditEvent",
     "Base",
     "Challenge",
     "EntryPolicy",
@@ -45,6 +47,7 @@ __all__ = [
     "Submission",
     "SubmissionKind",
     "Team",
+    "TeamInvitation",
     "TestSet",
     "TokenScope",
     "UTCDateTime",

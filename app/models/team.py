@@ -1,19 +1,35 @@
-"""Teams, their participants and API tokens (stored as sha256; scope participant or organiser)."""
+"""Teams, their participants, invitations to join a team, and API tokens (stored as sha256, scoped)."""
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, String
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column
+from app.names import skeleton
 
 
 class TokenScope(enum.StrEnum):
+    """participant: one team's member; organiser: reads and administers challenges; organiser_read: reads the
+    organiser API (submissions across teams, workers, audit log) and changes nothing."""
+
     PARTICIPANT = "participant"
     ORGANISER = "organiser"
+    ORGANISER_READ = "organiser_read"
+
+    @property
+    def is_organiser(self) -> bool:
+        return self in (TokenScope.ORGANISER, TokenScope.ORGANISER_READ)
+
+
+def _name_skeleton(context: Any) -> str:
+    """The column default of inserts: computed from the row's name, whoever writes it (renames through the ORM
+    keep it current with the validator below)."""
+    return skeleton(context.get_current_parameters()["name"])
 
 
 class Team(TimestampMixin, Base):
@@ -21,12 +37,19 @@ class Team(TimestampMixin, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # app.names.skeleton(name): two teams whose names look alike (Unicode TS #39) cannot both exist
+    name_skeleton: Mapped[str] = mapped_column(String(400), unique=True, default=_name_skeleton)
     contact_email: Mapped[str] = mapped_column(String(254))
     # challenges with requires_approval accept submissions only from approved teams
     is_approved: Mapped[bool] = mapped_column(Boolean, default=False)
     is_disqualified: Mapped[bool] = mapped_column(Boolean, default=False)
 
     participants: Mapped[list[Participant]] = relationship(back_populates="team", order_by="Participant.id")
+
+    @validates("name")
+    def _keep_skeleton(self, _key: str, name: str) -> str:
+        self.name_skeleton = skeleton(name)
+        return name
 
 
 class Participant(TimestampMixin, Base):
@@ -57,3 +80,21 @@ class ApiToken(TimestampMixin, Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     participant: Mapped[Participant | None] = relationship()
+
+
+class TeamInvitation(TimestampMixin, Base):
+    """An invitation to join a team: its token (shown once to the member who made it, stored as sha256) lets
+    the person with `email` create their own account in the team, with their own password."""
+
+    __tablename__ = "team_invitation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("participant.id", ondelete="SET NULL"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    team: Mapped[Team] = relationship()

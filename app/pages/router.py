@@ -24,7 +24,15 @@ from app.pages.views import entry_views, f1_chart, fmt, fmt_date, sort_value
 from app.types import IdPath, Slug
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
-templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
+
+
+def _root(request: Request) -> dict[str, Any]:
+    """`root`: the path the app is mounted at behind a proxy (uvicorn's root_path). Links are built from it and
+    never from the Host header, which the client chooses."""
+    return {"root": str(request.scope.get("root_path", "")).rstrip("/")}
+
+
+templates = Jinja2Templates(directory=PACKAGE_DIR / "templates", context_processors=[_root])
 templates.env.filters["fmt"] = fmt
 templates.env.filters["fmt_date"] = fmt_date
 templates.env.filters["sort_value"] = sort_value

@@ -11,7 +11,8 @@ from typing import Any
 
 from app.leaderboard.schemas import LeaderboardEntry, LeaderboardRead
 
-# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies. The same eight, in this order,
+# are the classes .c0 to .c7 of static/style.css (pages carry no inline style: the CSP allows none).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C6D1F")
 
 
@@ -30,7 +31,11 @@ class EntryView:
     group_f1: dict[str, float | None]
     worst_f1: float | None
     worst_group: str | None
-    colour: str
+    colour_index: int
+
+    @property
+    def colour(self) -> str:
+        return PALETTE[self.colour_index]
 
     @property
     def label(self) -> str:
@@ -53,7 +58,7 @@ def entry_views(board: LeaderboardRead) -> list[EntryView]:
                 group_f1=group_f1,
                 worst_f1=present[worst_group] if worst_group is not None else None,
                 worst_group=worst_group,
-                colour=PALETTE[i % len(PALETTE)],
+                colour_index=i % len(PALETTE),
             )
         )
     return views

@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from app.challenges.service import get_phase
 from app.deps import AppSettings, CurrentParticipant, DbSession
 from app.errors import InvalidInput
-from app.models import TERMINAL_STATUSES, SubmissionKind
+from app.models import TERMINAL_STATUSES, ApiToken, SubmissionKind, utcnow
+from app.names import InvalidNameError, clean_name
 from app.openapi import errors
 from app.settings import Settings
 from app.submissions import service
@@ -69,7 +70,12 @@ def _form(fields: dict[str, str]) -> service.SubmissionFields:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    return service.SubmissionFields(form.method_name, form.description, form.paper_url)
+    try:
+        # The method name is shown on the leaderboard beside the team's: it may not hide characters either.
+        method = clean_name(form.method_name, field="method_name") if form.method_name.strip() else ""
+    except InvalidNameError as exc:
+        raise InvalidInput(str(exc)) from None
+    return service.SubmissionFields(method, form.description, form.paper_url)
 
 
 @router.post(
@@ -199,7 +205,7 @@ def submission_events(
     service.get_team_submission(db, submission_id=submission_id, team_id=principal.team.id)
     factory: sessionmaker[Session] = request.app.state.session_factory
     return StreamingResponse(
-        _event_stream(request, factory, submission_id, settings),
+        _event_stream(request, factory, submission_id, settings, token_id=principal.token.id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -210,13 +216,29 @@ def _snapshot(factory: sessionmaker[Session], submission_id: int) -> dict[str, A
         return service.status_event(session, submission_id=submission_id).model_dump(mode="json")
 
 
+def _token_valid(factory: sessionmaker[Session], token_id: int) -> bool:
+    with factory() as session:
+        token = session.get(ApiToken, token_id)
+        if token is None or token.revoked_at is not None:
+            return False
+        return token.expires_at is None or token.expires_at > utcnow()
+
+
 async def _event_stream(
-    request: Request, factory: sessionmaker[Session], submission_id: int, settings: Settings
+    request: Request, factory: sessionmaker[Session], submission_id: int, settings: Settings, *, token_id: int
 ) -> AsyncIterator[str]:
+    """Status events until the evaluation ends, the client leaves, the stream's time is up, or its token is
+    revoked or expires (checked every `sse_token_recheck_s`)."""
     deadline = time.monotonic() + settings.sse_max_duration_s
     last: dict[str, Any] | None = None
     last_sent = time.monotonic()
+    checked = time.monotonic()
     while True:
+        if time.monotonic() - checked >= settings.sse_token_recheck_s:
+            checked = time.monotonic()
+            if not await run_in_threadpool(_token_valid, factory, token_id):
+                yield 'event: end\ndata: {"reason": "token revoked or expired"}\n\n'
+                return
         snapshot = await run_in_threadpool(_snapshot, factory, submission_id)
         if snapshot != last:
             last = snapshot

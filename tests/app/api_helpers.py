@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,9 @@ def predictions(points: dict[str, list[Any]] | None = None) -> bytes:
     ).encode()
 
 
+PASSWORD = "midog-test-passphrase"
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -79,7 +83,23 @@ class World:
     def register(self, name: str) -> dict[str, Any]:
         r = self.client.post(
             "/api/v1/auth/register",
-            json={"team_name": name, "email": f"{name.lower().replace(' ', '')}@example.org", "password": "pw-123456"},
+            json={
+                "team_name": name,
+                "email": f"{re.sub(r'[^a-z0-9]', '', name.lower()) or 'team'}@example.org",
+                "password": PASSWORD,
+            },
+        )
+        assert r.status_code == 201, r.text
+        body: dict[str, Any] = r.json()
+        body["headers"] = bearer(body["token"]["token"])
+        return body
+
+    def join(self, team: dict[str, Any], email: str) -> dict[str, Any]:
+        """A second member: invited by `team`, joining with their own password; returns the join result."""
+        invited = self.client.post("/api/v1/teams/me/invitations", headers=team["headers"], json={"email": email})
+        assert invited.status_code == 201, invited.text
+        r = self.client.post(
+            "/api/v1/auth/join", json={"invitation": invited.json()["token"], "email": email, "password": PASSWORD}
         )
         assert r.status_code == 201, r.text
         body: dict[str, Any] = r.json()

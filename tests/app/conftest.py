@@ -50,6 +50,9 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         sse_poll_interval_s=0.02,
         sse_max_duration_s=2.0,
         robustness_resamples=200,
+        # Every test client comes from one address; throttling has tests of its own (test_throttle.py).
+        login_rate_per_address="10000/minute",
+        registration_rate_per_address="10000/minute",
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from api_helpers import World, bearer
+from api_helpers import PASSWORD, World, bearer
 from sqlalchemy import select
 
 from app.auth.service import create_token, hash_token
@@ -16,7 +16,7 @@ def test_register_login_me(world: World) -> None:
     me = world.client.get("/api/v1/me", headers=team["headers"])
     assert me.status_code == 200
     assert me.json()["team"]["name"] == "Team Alpha"
-    login = world.client.post("/api/v1/auth/login", json={"email": "teamalpha@example.org", "password": "pw-123456"})
+    login = world.client.post("/api/v1/auth/login", json={"email": "teamalpha@example.org", "password": PASSWORD})
     assert login.status_code == 200
     token = login.json()["token"]
     assert world.client.get("/api/v1/me", headers=bearer(token)).json()["participant"]["email"] == (
@@ -36,7 +36,7 @@ def test_wrong_password_and_duplicate_registration(world: World) -> None:
     assert r.json()["error"] == "not_authenticated"
     r = world.client.post(
         "/api/v1/auth/register",
-        json={"team_name": "team alpha", "email": "other@example.org", "password": "pw-123456"},
+        json={"team_name": "team alpha", "email": "other@example.org", "password": PASSWORD},
     )
     assert r.status_code == 409
     assert set(r.json()) == {"error", "detail"}
@@ -80,12 +80,43 @@ def test_admin_can_revoke_a_token(world: World) -> None:
     assert all("token_hash" not in t for t in listed)
 
 
-def test_team_members_share_a_team(world: World) -> None:
+def test_team_members_join_by_invitation_with_their_own_password(world: World) -> None:
+    """U13: nobody creates an account for somebody else; the invitee redeems a token with their own password."""
     team = world.register("Team Alpha")
-    r = world.client.post(
-        "/api/v1/teams/me/members",
-        headers=team["headers"],
-        json={"email": "second@example.org", "password": "pw-654321"},
+    # The old way in is gone: a member cannot create another person's account.
+    squat = world.client.post(
+        "/api/v1/teams/me/members", headers=team["headers"], json={"email": "x@example.org", "password": PASSWORD}
     )
-    assert r.status_code == 201
-    assert r.json()["team_id"] == team["team"]["id"]
+    assert squat.status_code in (404, 405)
+    invited = world.client.post(
+        "/api/v1/teams/me/invitations", headers=team["headers"], json={"email": "Second@Example.org"}
+    )
+    assert invited.status_code == 201, invited.text
+    invitation = invited.json()
+    assert invitation["email"] == "second@example.org"
+    token = invitation["token"]
+    listed = world.client.get("/api/v1/teams/me/invitations", headers=team["headers"]).json()
+    assert [i["id"] for i in listed] == [invitation["id"]]
+    assert "token" not in listed[0]
+    # Only the invited address may use it, only with a password of its own that passes the policy.
+    join = {"invitation": token, "email": "other@example.org", "password": PASSWORD}
+    assert world.client.post("/api/v1/auth/join", json=join).status_code == 409
+    weak = world.client.post("/api/v1/auth/join", json={**join, "email": "second@example.org", "password": "password1"})
+    assert weak.status_code == 422
+    r = world.client.post("/api/v1/auth/join", json={**join, "email": "second@example.org"})
+    assert r.status_code == 201, r.text
+    assert r.json()["team"]["id"] == team["team"]["id"]
+    member = bearer(r.json()["token"]["token"])
+    assert world.client.get("/api/v1/me", headers=member).json()["participant"]["email"] == "second@example.org"
+    # Used once only; a revoked invitation is refused too.
+    assert world.client.post("/api/v1/auth/join", json={**join, "email": "second@example.org"}).status_code == 404
+    other = world.client.post("/api/v1/teams/me/invitations", headers=team["headers"], json={"email": "t@example.org"})
+    revoke = world.client.delete(f"/api/v1/teams/me/invitations/{other.json()['id']}", headers=team["headers"])
+    assert revoke.status_code == 204
+    late = {"invitation": other.json()["token"], "email": "t@example.org", "password": PASSWORD}
+    assert world.client.post("/api/v1/auth/join", json=late).status_code == 404
+    # An address that has an account cannot be invited again.
+    again = world.client.post(
+        "/api/v1/teams/me/invitations", headers=team["headers"], json={"email": "second@example.org"}
+    )
+    assert again.status_code == 409

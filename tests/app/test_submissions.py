@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import CASES, World, predictions
+from api_helpers import CASES, World, bearer, predictions
 from sqlalchemy import select
 
-from app.models import Evaluation, EvaluationStatus, Submission, utcnow
+from app.models import Evaluation, EvaluationStatus, Submission, TokenScope, utcnow
 from app.queue import task_sender
 from app.settings import Settings
 
@@ -121,12 +121,7 @@ def test_daily_quota_is_shared_by_team_members_and_429_names_the_reset(world: Wo
     world.phase.max_active_per_team = 10
     world.db.commit()
     team = world.register("Alpha")
-    member = world.client.post(
-        "/api/v1/teams/me/members", headers=team["headers"], json={"email": "m@example.org", "password": "pw-123456"}
-    )
-    assert member.status_code == 201
-    login = world.client.post("/api/v1/auth/login", json={"email": "m@example.org", "password": "pw-123456"})
-    member_headers = {"Authorization": f"Bearer {login.json()['token']}"}
+    member_headers = world.join(team, "m@example.org")["headers"]
     assert world.submit(team["headers"]).status_code == 201
     assert world.submit(member_headers).status_code == 201
     r = world.submit(member_headers)
@@ -360,6 +355,30 @@ def test_sse_of_a_queued_submission_ends_at_the_time_limit(world: World, setting
         text = "".join(r.iter_text())
     assert '"status": "queued"' in text
     assert "event: end" not in text
+
+
+def test_sse_ends_soon_after_its_token_stops_being_valid(world: World, settings: Settings) -> None:
+    """A stream opened with a token that expires (or is revoked) ends at the next recheck, not after an hour."""
+    import time
+
+    from app.auth.service import create_token
+    from app.models import Participant
+
+    settings.sse_max_duration_s = 30.0
+    settings.sse_token_recheck_s = 0.1
+    team = world.register("Alpha")
+    sub = world.submit(team["headers"]).json()
+    participant = world.db.get(Participant, team["participant"]["id"])
+    short = create_token(
+        world.db, scope=TokenScope.PARTICIPANT, participant=participant, expires_at=utcnow() + timedelta(seconds=1)
+    )
+    world.db.commit()
+    started = time.monotonic()
+    with world.client.stream("GET", f"/api/v1/submissions/{sub['id']}/events", headers=bearer(short.token)) as r:
+        text = "".join(r.iter_text())
+    assert '"status": "queued"' in text
+    assert "token revoked or expired" in text
+    assert time.monotonic() - started < 10
 
 
 def test_stored_files_never_use_client_names(world: World, settings: Settings, tmp_path: Path) -> None:
