@@ -32,6 +32,7 @@ from app.leaderboard.router import router as leaderboard_router
 from app.pages.router import install_pages
 from app.security_headers import SecurityHeadersMiddleware
 from app.settings import Settings, get_settings
+from app.submissions.checker import Checker
 from app.submissions.router import router as submissions_router
 from app.workers.router import router as health_router
 
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, *, session_factory: sessionmake
     if settings.trusted_hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
     app.state.settings = settings
+    app.state.checker = Checker(settings)
     app.state.throttle = Throttle(
         storage_url=settings.throttle_storage_url or "memory://",
         login_per_address=settings.login_rate_per_address,

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     max_points_per_case: int = Field(default=100_000, gt=0)
     max_total_points: int = Field(default=2_000_000, gt=0)
 
+    # Checks of uploaded files (app.submissions.checker): predictions files up to `inline_check_bytes` are
+    # checked in the API; larger ones and archives in at most `check_processes` child processes at once, each
+    # with `check_memory_bytes` of address space and `check_cpu_seconds` of CPU.
+    inline_check_bytes: int = Field(default=1 * MiB, ge=0)
+    check_processes: int = Field(default=2, gt=0)
+    check_memory_bytes: int = Field(default=2048 * MiB, gt=64 * MiB)
+    check_cpu_seconds: int = Field(default=60, gt=0)
+
     # Tokens issued by /auth/login, and organiser tokens (CLI and admin API) unless given another expiry.
     login_token_ttl_hours: int = Field(default=24 * 30, gt=0)
     organiser_token_ttl_days: int = Field(default=30, gt=0)

@@ -59,6 +59,7 @@ def register_uploaded_test_set(
     """
     from worker.archives.manifest import ArchiveError
     from worker.datasets.archive import UnpackLimits, unpack_archive
+    from worker.datasets.manifest import share_images
 
     _check_name_free(session, name)
     sets_dir = storage_dir / TEST_SETS_DIR
@@ -77,6 +78,7 @@ def register_uploaded_test_set(
             raise InvalidInput(exc.message.replace(f"{root}/", "archive: ").replace(str(root), "archive")) from None
         slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)[:60].strip(".-") or "set"
         final = sets_dir / f"{slug}-{secrets.token_hex(4)}"
+        share_images(root)  # extracted under the server's private umask; the sandbox must read the images
         root.rename(final)  # same file system: atomic
         return _add_test_set(session, name=name, description=description, root=final, cases=cases)
     except BaseException:

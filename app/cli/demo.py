@@ -430,8 +430,10 @@ def demo_command(
     os.environ.update({"MIDOG_DATA_DIR": str(data_dir)})
     for name in ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL"):
         os.environ.pop(name, None)
+    from app.cli.worker import private_files
     from app.settings import Settings
 
+    private_files()
     settings = Settings(data_dir=data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     say(f"generating the synthetic test set ({scanners} scanners x {cases} cases of {size})")
@@ -442,8 +444,9 @@ def demo_command(
         size=_size(size),
         seed=seed,
     )
-    from worker.datasets.manifest import TestSet
+    from worker.datasets.manifest import TestSet, share_images
 
+    share_images(test_set)  # the sandbox's uid reads the images the reference archives run on
     preview = TestSet.open(test_set).preview_path
     if preview.is_file():
         say(f"one tile per scanner: {preview}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from app.cli.worker import adopt_standard_environment
+from app.cli.worker import adopt_standard_environment, private_files
 
 _WORKER_ENTRY = "from app.cli import main; main()"
 
@@ -105,8 +105,10 @@ def serve_command(
     from app.settings import get_settings
 
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.storage_path.mkdir(parents=True, exist_ok=True)
+    private_files()
+    for directory in (settings.data_dir, settings.storage_path):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
     lock = hold_data_dir_lock(settings.data_dir)
     if migrate:
         migrate_database(settings.database_url)

@@ -14,6 +14,13 @@ from pathlib import Path
 import typer
 
 
+def private_files() -> None:
+    """Files this process creates are its user's only (0600, directories 0700): the database, uploads, logs,
+    work files. What the sandbox must read (test-set images, unpacked archives, its run directories) is
+    opened up explicitly where it is written."""
+    os.umask(0o077)
+
+
 def adopt_standard_environment() -> None:
     """Honour the conventional DATABASE_URL and REDIS_URL when the MIDOG_ variables are not set."""
     database_url = os.environ.get("DATABASE_URL")
@@ -79,6 +86,7 @@ def worker_command(
         typer.echo(f"midog-eval worker refuses to start: {exc}", err=True)
         raise typer.Exit(2) from exc
     settings = get_settings()
+    private_files()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     argv = celery_worker_argv(
         queues=queues,

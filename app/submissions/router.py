@@ -22,15 +22,11 @@ from app.names import InvalidNameError, clean_name
 from app.openapi import errors
 from app.settings import Settings
 from app.submissions import service
+from app.submissions.checker import Checker
+from app.submissions.checks import CheckFailedError, case_extents
 from app.submissions.schemas import QuotaRead, SubmissionRead
 from app.submissions.upload import ReceivedUpload, receive_upload
-from app.submissions.validation import (
-    case_extents,
-    check_magic,
-    predictions_suffix,
-    validate_predictions,
-    validate_submission_archive,
-)
+from app.submissions.validation import ArchiveInvalid, PredictionsInvalid, check_magic, predictions_suffix
 from app.types import MAX_ID, IdPath, LongText, ShortText, Url
 
 router = APIRouter(prefix="/api/v1", tags=["submissions"])
@@ -117,18 +113,24 @@ async def submit(
     try:
         check_magic(kind, upload.head)
         fields = _form(upload.fields)
+        checker: Checker = request.app.state.checker
         if kind is SubmissionKind.PREDICTIONS:
             upload.path = upload.path.rename(upload.path.with_suffix(predictions_suffix(upload.head)))
-            await run_in_threadpool(
-                validate_predictions,
-                upload.path,
-                cases=case_extents(cases),
-                max_points_per_case=settings.max_points_per_case,
-                max_total_points=settings.max_total_points,
-                display_name=upload.filename or "predictions",
-            )
+            try:
+                await checker.predictions(
+                    upload.path,
+                    cases=case_extents(cases),
+                    max_points_per_case=settings.max_points_per_case,
+                    max_total_points=settings.max_total_points,
+                    display_name=upload.filename or "predictions",
+                )
+            except CheckFailedError as exc:
+                raise PredictionsInvalid(str(exc)) from None
         else:
-            await run_in_threadpool(validate_submission_archive, kind, upload.path)
+            try:
+                await checker.archive(kind.value, upload.path)
+            except CheckFailedError as exc:
+                raise ArchiveInvalid(str(exc)) from None
         return await run_in_threadpool(_create, db, settings, principal, phase_id, kind, upload, fields)
     finally:
         upload.discard()  # a no-op once the file has been moved into storage

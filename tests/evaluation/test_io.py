@@ -180,3 +180,20 @@ def test_check_cases_against_a_test_set() -> None:
         check_cases({**good, "003": CasePredictions.empty()}, extents=extents)
     with pytest.raises(FormatError, match="missing predictions for 1 image\\(s\\): '002.tiff'"):
         check_cases({"001": good["001"]}, extents=extents)
+
+
+def test_a_key_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    """json.loads would keep the last of two entries silently: the scoring core refuses them."""
+    path = tmp_path / "p.json"
+    one = '{"type": "Multiple points", "points": []}'
+    path.write_text(f'{{"001.tiff": {one}, "002.tiff": {one}, "001.tiff": {one}}}')
+    with pytest.raises(FormatError, match="key '001.tiff' is given twice"):
+        read_predictions(path)
+
+
+def test_a_csv_field_over_the_csv_limit_is_a_format_error(tmp_path: Path) -> None:
+    """U14: the csv module's field limit ends in a one-line refusal, never a traceback."""
+    path = tmp_path / "p.csv"
+    path.write_text("image,x,y,unit\n" + "001.tiff," + "1" * 200_000 + ",1,mm\n")
+    with pytest.raises(FormatError, match="malformed CSV: field larger than field limit"):
+        read_predictions(path)

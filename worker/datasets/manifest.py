@@ -348,3 +348,18 @@ def _hard_negative_counts(path: Path) -> dict[str, int] | None:
             if name is not None:
                 counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def share_images(root: Path) -> None:
+    """Let the sandbox's uid read a test set's images and manifest (dirs 0755, files 0644) and traverse its
+    root (0711), whatever umask wrote them; the ground truth keeps the modes it was written with."""
+    root.chmod(0o711)
+    manifest = root / MANIFEST_NAME
+    if manifest.is_file():
+        manifest.chmod(0o644)
+    images = root / "images"
+    if images.is_dir():
+        images.chmod(0o755)
+        for path in images.rglob("*"):
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() else 0o644)

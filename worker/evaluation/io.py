@@ -1,7 +1,8 @@
 """Readers and validators for ground-truth and prediction files. Standard library and numpy only.
 
 Rules every reader enforces, with a one-line FormatError naming file, case, point and rule:
-- strict JSON: NaN, Infinity and -Infinity are rejected, and so is nesting deeper than Python can parse;
+- strict JSON: NaN, Infinity and -Infinity are rejected, a key given twice in one object too (a case's
+  predictions twice: json would silently keep the last), and nesting deeper than Python can parse;
 - a point is exactly 3 finite numbers (booleans and strings are not numbers);
 - a probability, when present and not null, is a finite number in [0, 1];
 - a name, when present, is "mitotic figure" or "non-mitotic figure".
@@ -49,12 +50,24 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed (numbers must be finite)")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook: a key given twice in one object is an error (json would keep the last silently)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"key {key!r} is given twice in one object")
+            seen.add(key)
+    return found
+
+
 def read_json(path: Path | str, *, text: str | bytes | None = None) -> Any:
     """Parses strict JSON from a file (or the given text) with errors naming the file and the position."""
     source = str(path)
     try:
         raw = Path(path).read_bytes() if text is None else text
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise FormatError("file not found", source=source) from None
     except IsADirectoryError:
@@ -65,7 +78,7 @@ def read_json(path: Path | str, *, text: str | bytes | None = None) -> Any:
         raise FormatError("JSON nested too deeply", source=source) from None
     except UnicodeDecodeError:
         raise FormatError("not UTF-8 text", source=source) from None
-    except ValueError as exc:  # raised by _reject_constant
+    except ValueError as exc:  # raised by _reject_constant and _unique_keys
         raise FormatError(str(exc), source=source) from None
 
 
@@ -236,61 +249,75 @@ def _read_csv(path: Path, *, units: str | None, spacing_mm: SpacingArg) -> dict[
     if units not in (None, "mm", "px"):
         raise FormatError(f"units must be mm or px, got {units!r}", source=source)
     rows: dict[str, tuple[list[list[float]], list[float], list[bool]]] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        missing = [c for c in ("image", "x", "y") if c not in header]
-        if missing:
-            raise FormatError(f"CSV header lacks column(s) {', '.join(missing)}", source=source)
-        unit_column = "unit" if "unit" in header else "units" if "units" in header else None
-        if units is None and unit_column is None:
-            raise FormatError("CSV units unknown: add a 'unit' column (mm or px) or pass --csv-units", source=source)
-        for row_no, row in enumerate(reader, start=2):
-            case = (row.get("image") or "").strip()
-            if not case:
-                raise FormatError("empty image name", source=source, index=row_no, field="image")
-            xyz = [
-                _csv_number(
-                    row.get(c) or "0" if c == "z" else row.get(c) or "",
-                    source=source,
-                    case=case,
-                    row=row_no,
-                    field=c,
-                )
-                for c in ("x", "y", "z")
-            ]
-            unit = (row.get(unit_column) or "").strip() if unit_column else units
-            if unit_column and not unit:
-                unit = units
-            if unit == "px":
-                spacing = _spacing_for(spacing_mm, case, source=source, row=row_no)
-                xyz = [xyz[0] * spacing, xyz[1] * spacing, xyz[2]]
-            elif unit != "mm":
-                raise FormatError(
-                    f"unit must be mm or px, got {unit!r}",
-                    source=source,
-                    case=case,
-                    index=row_no,
-                    field="unit",
-                )
-            prob_text = (row.get("probability") or "").strip()
-            prob = (
-                _probability(
-                    _csv_number(prob_text, source=source, case=case, row=row_no, field="probability"),
-                    source=source,
-                    case=case,
-                    index=row_no,
-                )
-                if prob_text
-                else math.nan
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return _csv_rows(csv.DictReader(handle), rows, source=source, units=units, spacing_mm=spacing_mm)
+    except csv.Error as exc:
+        # e.g. a field over the csv module's limit (131,072 characters): a refusal, never a crash
+        raise FormatError(f"malformed CSV: {exc}", source=source) from None
+
+
+def _csv_rows(
+    reader: csv.DictReader[str],  # the rows, as csv reads them; a malformed one raises csv.Error
+    rows: dict[str, tuple[list[list[float]], list[float], list[bool]]],
+    *,
+    source: str,
+    units: str | None,
+    spacing_mm: SpacingArg,
+) -> dict[str, CasePredictions]:
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    missing = [c for c in ("image", "x", "y") if c not in header]
+    if missing:
+        raise FormatError(f"CSV header lacks column(s) {', '.join(missing)}", source=source)
+    unit_column = "unit" if "unit" in header else "units" if "units" in header else None
+    if units is None and unit_column is None:
+        raise FormatError("CSV units unknown: add a 'unit' column (mm or px) or pass --csv-units", source=source)
+    for row_no, row in enumerate(reader, start=2):
+        case = (row.get("image") or "").strip()
+        if not case:
+            raise FormatError("empty image name", source=source, index=row_no, field="image")
+        xyz = [
+            _csv_number(
+                row.get(c) or "0" if c == "z" else row.get(c) or "",
+                source=source,
+                case=case,
+                row=row_no,
+                field=c,
             )
-            name_text = (row.get("name") or "").strip()
-            mitotic = _name(name_text or None, source=source, case=case, index=row_no)
-            points, probs, flags = rows.setdefault(case, ([], [], []))
-            points.append(xyz)
-            probs.append(prob)
-            flags.append(mitotic)
+            for c in ("x", "y", "z")
+        ]
+        unit = (row.get(unit_column) or "").strip() if unit_column else units
+        if unit_column and not unit:
+            unit = units
+        if unit == "px":
+            spacing = _spacing_for(spacing_mm, case, source=source, row=row_no)
+            xyz = [xyz[0] * spacing, xyz[1] * spacing, xyz[2]]
+        elif unit != "mm":
+            raise FormatError(
+                f"unit must be mm or px, got {unit!r}",
+                source=source,
+                case=case,
+                index=row_no,
+                field="unit",
+            )
+        prob_text = (row.get("probability") or "").strip()
+        prob = (
+            _probability(
+                _csv_number(prob_text, source=source, case=case, row=row_no, field="probability"),
+                source=source,
+                case=case,
+                index=row_no,
+            )
+            if prob_text
+            else math.nan
+        )
+        name_text = (row.get("name") or "").strip()
+        mitotic = _name(name_text or None, source=source, case=case, index=row_no)
+        points, probs, flags = rows.setdefault(case, ([], [], []))
+        points.append(xyz)
+        probs.append(prob)
+        flags.append(mitotic)
     return {case: CasePredictions.from_points(p, pr, m) for case, (p, pr, m) in rows.items()}
 
 

@@ -176,9 +176,13 @@ class RunDirectory:
     def __init__(self, runtime_dir: Path, backend: str, label: str) -> None:
         self.run_id = uuid.uuid4().hex[:12]
         self.path = runtime_dir / backend / label / self.run_id
-        # Search-only for others: the sandbox's uid must reach its own output area and staged mounts below.
-        self.path.mkdir(parents=True, mode=0o711)
-        os.chmod(self.path, 0o711)
+        # Search-only for others, from the runtime directory down (whatever the worker's umask): the sandbox's
+        # uid must reach its own output area and staged mounts below.
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (runtime_dir, runtime_dir / backend, runtime_dir / backend / label, self.path):
+            directory.mkdir(exist_ok=directory != self.path, mode=0o711)
+            if directory.stat().st_uid == os.geteuid():
+                directory.chmod(directory.stat().st_mode | 0o111)
 
     def write_state(self, state: dict[str, Any]) -> None:
         temporary = self.path / "state.json.tmp"

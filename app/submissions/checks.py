@@ -1,0 +1,214 @@
+"""The checks an uploaded file must pass before it is accepted, and their child-process entry point.
+
+- Predictions (JSON or CSV) are parsed by the scoring core's own rules (worker.evaluation.io) against the
+  phase's test-set cases: strict JSON, exactly 3 finite numbers per point, probabilities in [0, 1], known
+  names, every case present and no other, points inside their image, bounded points per case and in all.
+  A JSON file is read as a stream (ijson), one case at a time: memory is the largest case's objects plus
+  compact arrays of the points already read, never the whole document as Python objects; a case given twice
+  is refused by name; a top-level entry that is not a "Multiple points" object stops the read at once.
+- Model archives and container images: the worker's validators (members, sizes, manifest, image config),
+  without loading anything.
+Errors are CheckFailedError with one line that names the case and the point.
+
+`python -m app.submissions.checks` runs one check in a child process of the API (app.submissions.checker):
+it reads a JSON request on stdin, first lowers its own limits (address space, CPU seconds), then prints one
+JSON line: {"ok": true, "summary": {...}} or {"ok": false, "error": "..."}. Imports the standard library,
+ijson and the worker's validators only: no database and no web framework, so the child starts quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MEMORY_MESSAGE = "needs more memory to check than the server allows ({mib} MiB); split or simplify the file"
+
+
+class CheckFailedError(Exception):
+    """The file is refused; the message is one line for the participant."""
+
+
+@dataclass(frozen=True)
+class CaseExtent:
+    """One test-set case: image extent in mm (None when the spacing is unknown) and its spacing."""
+
+    width_mm: float | None
+    height_mm: float | None
+    spacing_mm: float | None = None
+
+
+def case_extents(cases: Mapping[str, Any]) -> dict[str, CaseExtent]:
+    """From a TestSet.cases mapping (name -> {"width", "height", "spacing_mm", ...})."""
+    out: dict[str, CaseExtent] = {}
+    for name, info in cases.items():
+        spacing = info.get("spacing_mm")
+        if spacing:
+            out[name] = CaseExtent(float(info["width"]) * spacing, float(info["height"]) * spacing, float(spacing))
+        else:
+            out[name] = CaseExtent(None, None)
+    return out
+
+
+MAX_DEPTH = 16  # a predictions file nests 5 deep ({case: {"points": [{"point": [...]}]}})
+
+
+def _check_depth(path: Path, *, display_name: str) -> None:
+    """Refuse deep nesting before anything is built from it (the events are flat; the first too deep stops)."""
+    import ijson
+
+    depth = 0
+    with path.open("rb") as handle:
+        for event, _ in ijson.basic_parse(handle):
+            if event in ("start_map", "start_array"):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise CheckFailedError(f"{display_name}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+
+
+def _json_cases(path: Path, *, display_name: str, case_count: int) -> dict[str, Any]:
+    """{key: CasePredictions} read one top-level entry at a time; duplicates and surplus keys stop the read."""
+    import ijson
+
+    from worker.evaluation.io import FormatError, parse_multiple_points
+
+    parsed: dict[str, Any] = {}
+    try:
+        _check_depth(path, display_name=display_name)
+        with path.open("rb") as handle:
+            for key, obj in ijson.kvitems(handle, "", use_float=True):
+                if key in parsed:
+                    raise CheckFailedError(f"{display_name}: case {key!r} is given twice")
+                if len(parsed) >= case_count + 1:
+                    raise CheckFailedError(f"{display_name}: more entries than the test set's {case_count} cases")
+                parsed[key] = parse_multiple_points(obj, source=display_name, case=key)
+    except ijson.JSONError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        near = f" near {lines[1][:80]!r}" if len(lines) > 1 else ""  # yajl quotes the text around the error
+        raise CheckFailedError(f"{display_name}: invalid JSON: {lines[0] if lines else exc}{near}") from None
+    except FormatError as exc:
+        raise CheckFailedError(str(exc)) from None
+    return parsed
+
+
+def check_predictions(
+    path: Path,
+    *,
+    cases: Mapping[str, CaseExtent],
+    max_points_per_case: int,
+    max_total_points: int,
+    display_name: str = "predictions",
+    stream: bool = True,
+) -> dict[str, int]:
+    """Check `path` (suffix .json or .csv) against the test set's cases; {"cases", "points"} or CheckFailedError.
+
+    `stream`: read a JSON file one case at a time (large files); otherwise parse it whole with the scoring
+    core's reader, which is quicker for a small file.
+    """
+    from worker.evaluation.io import FormatError, check_cases, read_predictions
+
+    marker = b"[" if path.suffix == ".json" else b"\n"
+    count = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            count += chunk.count(marker)
+    # Every JSON point needs a '[' and every CSV point a line: too many points is known before any parsing.
+    if count > max_total_points + 2 * len(cases) + 16:
+        raise CheckFailedError(f"{display_name}: more than {max_total_points} points in total")
+    spacing = {name: c.spacing_mm for name, c in cases.items() if c.spacing_mm is not None}
+    extents = {
+        name: (math.inf if c.width_mm is None else c.width_mm, math.inf if c.height_mm is None else c.height_mm)
+        for name, c in cases.items()
+    }
+    try:
+        if path.suffix == ".json" and stream:
+            parsed = _json_cases(path, display_name=display_name, case_count=len(cases))
+        else:
+            parsed = read_predictions(path, csv_units="mm", spacing_mm=spacing)
+        resolved = check_cases(parsed, extents=extents, missing="error", source=display_name)
+    except FormatError as exc:
+        named = FormatError(exc.rule, source=display_name, case=exc.case, index=exc.index, field=exc.field)
+        raise CheckFailedError(str(named)) from None
+    except RecursionError:
+        raise CheckFailedError(f"{display_name}: JSON nested too deeply") from None
+    except UnicodeDecodeError:
+        raise CheckFailedError(f"{display_name}: not UTF-8 text") from None
+    total = 0
+    for case, preds in resolved.items():
+        if len(preds) > max_points_per_case:
+            raise CheckFailedError(
+                f"{display_name}: case {case!r}: {len(preds)} points exceed the limit of {max_points_per_case}"
+            )
+        total += len(preds)
+    if total > max_total_points:
+        raise CheckFailedError(f"{display_name}: more than {max_total_points} points in total")
+    return {"cases": len(resolved), "points": total}
+
+
+def check_archive(kind: str, path: Path) -> None:
+    """Model archives and container images, checked without loading anything; CheckFailedError with their line."""
+    if kind == "model":
+        from worker.archives import ArchiveError, validate_archive
+
+        try:
+            validate_archive(path)
+        except ArchiveError as exc:
+            raise CheckFailedError(str(exc)) from None
+    elif kind == "container":
+        from worker.containers.archive import ImageArchiveError, validate_image_archive
+
+        try:
+            validate_image_archive(path)
+        except ImageArchiveError as exc:
+            raise CheckFailedError(str(exc)) from None
+    else:
+        raise CheckFailedError(f"no check for {kind!r} files")
+
+
+def run(request: Mapping[str, Any]) -> dict[str, Any]:
+    """One check described by `request` (what the child receives); the reply it prints."""
+    path = Path(str(request["path"]))
+    try:
+        if request["kind"] == "predictions":
+            extents = {name: CaseExtent(*values) for name, values in request["cases"].items()}
+            summary = check_predictions(
+                path,
+                cases=extents,
+                max_points_per_case=int(request["max_points_per_case"]),
+                max_total_points=int(request["max_total_points"]),
+                display_name=str(request.get("display_name") or "predictions"),
+            )
+            return {"ok": True, "summary": summary}
+        check_archive(str(request["kind"]), path)
+        return {"ok": True, "summary": {}}
+    except CheckFailedError as exc:
+        return {"ok": False, "error": str(exc)}
+
+
+def _limit_self(memory_bytes: int, cpu_seconds: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # The soft limit sends SIGXCPU (the process ends); the hard one a second later is the backstop.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def main() -> None:
+    request = json.loads(sys.stdin.buffer.read())
+    _limit_self(int(request["memory_bytes"]), int(request["cpu_seconds"]))
+    try:
+        reply = run(request)
+    except MemoryError:
+        reply = {"ok": False, "error": MEMORY_MESSAGE.format(mib=int(request["memory_bytes"]) // 2**20)}
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
