@@ -1,8 +1,9 @@
-"""Container health checks of docker-compose.yml: `python docker/healthcheck.py api|worker NAME|beat`.
+"""Container health checks of docker-compose.yml: `python docker/healthcheck.py api|worker NAME|beat|sandbox`.
 
 api: GET /api/v1/health answers 200 (MIDOG_HEALTHCHECK_URL overrides the URL).
 worker: the Celery node NAME answers a ping through the broker.
 beat: the beat schedule file was written recently (beat rewrites it while it runs its schedule).
+sandbox: the sandbox runner's socket accepts a connection (MIDOG_SANDBOX_RUNNER_SOCKET overrides the path).
 Exit status 0 means healthy. Standard library plus what the image already has.
 """
 
@@ -35,6 +36,14 @@ def beat(schedule: Path, max_age_s: float = 600.0) -> bool:
     return bool(files) and time.time() - max(f.stat().st_mtime for f in files) < max_age_s
 
 
+def sandbox(path: str = "/run/midog-runner/runner.sock") -> bool:
+    path = os.environ.get("MIDOG_SANDBOX_RUNNER_SOCKET", path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5)
+        conn.connect(path)
+    return True
+
+
 def main(argv: list[str]) -> int:
     kind = argv[1] if len(argv) > 1 else ""
     try:
@@ -42,6 +51,8 @@ def main(argv: list[str]) -> int:
             ok = api()
         elif kind == "worker" and len(argv) > 2:
             ok = worker(argv[2])
+        elif kind == "sandbox":
+            ok = sandbox()
         elif kind == "beat":
             ok = beat(Path(os.environ.get("MIDOG_DATA_DIR", "/data")) / "celerybeat-schedule")
         else:

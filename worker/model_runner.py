@@ -20,7 +20,9 @@ Settings (environment, so that `load_runner` can build it without arguments): MI
 else MIDOG_SANDBOX_BACKEND (bwrap | podman | docker; default bwrap), MIDOG_SANDBOX_RUNTIME_DIR,
 MIDOG_SANDBOX_HOST_PATHS, MIDOG_MODEL_IMAGE (podman/docker: an image holding the worker's Python stack at
 the worker's paths, e.g. the worker's own image), MIDOG_MODEL_MEMORY_BYTES, MIDOG_MODEL_CPUS,
-MIDOG_MODEL_PIDS, MIDOG_MODEL_GPU (auto | none | <index>), MIDOG_DECODED_CACHE_DIR. `reap_leftovers()` is
+MIDOG_MODEL_PIDS, MIDOG_MODEL_GPU (auto | none | <index>), MIDOG_DECODED_CACHE_DIR, MIDOG_SANDBOX_UID (the uid
+and gid of the participant's code, 10001), MIDOG_SANDBOX_RUNNER_SOCKET (run through the sandbox runner
+service: an unprivileged worker). `reap_leftovers()` is
 the GPU worker's start-up sweep.
 
 Imports the stdlib, worker.errors, worker.archives and worker.sandbox only; must not import torch, Celery,
@@ -86,6 +88,8 @@ class ModelSettings:
     gpu: str = "auto"
     cache_dir: Path | None = None
     host_paths: Mapping[str, str] = field(default_factory=dict)
+    # The uid and gid participant code runs as: never the worker's own (the runner service refuses it).
+    uid: int = 10001
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelSettings:
@@ -108,6 +112,7 @@ class ModelSettings:
             gpu=env.get("MIDOG_MODEL_GPU") or "auto",
             cache_dir=Path(cache) if cache else None,
             host_paths=parse_host_paths(env.get("MIDOG_SANDBOX_HOST_PATHS", "")),
+            uid=int(env.get("MIDOG_SANDBOX_UID") or cls.uid),
         )
 
     def gpu_index(self) -> int | None:
@@ -243,6 +248,8 @@ class ModelArchiveRunner:
             output_files=len(request.cases) + 64,
             gpu=gpu,
             env=env,
+            uid=settings.uid,
+            gid=settings.uid,
             # In an image, its own ENV (PATH to its virtual environment) stays in force.
             base_env=settings.backend == "bwrap",
         )

@@ -6,7 +6,7 @@ starts without loading the web service or the worker.
 
 import typer
 
-from app.cli import admin, archive, client, dataset, demo, score, serve, worker
+from app.cli import admin, archive, client, dataset, demo, runner, score, serve, worker
 
 cli = typer.Typer(
     name="midog-eval",
@@ -26,6 +26,7 @@ cli.command("score")(score.score_command)
 cli.add_typer(dataset.dataset_app, name="dataset")
 cli.command("serve")(serve.serve_command)
 cli.command("worker")(worker.worker_command)
+cli.command("sandbox-runner")(runner.sandbox_runner_command)
 cli.add_typer(client.app)  # login, challenges, submit, status, leaderboard
 cli.add_typer(demo.app)  # demo
 cli.add_typer(admin.admin_app, name="admin")  # create-token, revoke-token

@@ -1,5 +1,6 @@
 """docker-compose.yml validated by Debian's docker-compose (`config` needs no engine): the services, their
-health checks, Redis durability, migration ordering, the GPU reservation and the sandbox backend."""
+health checks, Redis durability, migration ordering, the GPU reservation, the sandbox service, and least
+privilege (D1): no service that handles uploads runs as root, none mounts a container-engine socket."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from compose_helpers import REPO_ROOT, compose_config, project_copy
 
-LONG_RUNNING = ("postgres", "redis", "api", "worker-cpu", "worker-gpu", "beat")
+LONG_RUNNING = ("postgres", "redis", "api", "worker-cpu", "worker-gpu", "sandbox", "beat")
 APP_SERVICES = ("migrate", "api", "worker-cpu", "worker-gpu", "beat")
 
 
@@ -82,24 +83,51 @@ def test_application_services_share_storage_and_database(resolved: dict[str, Any
     assert beat[beat.index("--schedule") + 1].startswith("/srv/midog/data/")
 
 
-def test_gpu_worker_reserves_an_nvidia_gpu_and_runs_participant_code_in_the_sandbox(resolved: dict[str, Any]) -> None:
-    gpu = resolved["services"]["worker-gpu"]
-    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["driver"] == "nvidia"
-    assert devices[0]["capabilities"] == ["gpu"]
+def test_participant_code_runs_in_the_sandbox_service_with_the_gpu(resolved: dict[str, Any]) -> None:
+    gpu, sandbox = resolved["services"]["worker-gpu"], resolved["services"]["sandbox"]
     env = gpu["environment"]
     assert env["MIDOG_MODEL_SANDBOX_BACKEND"] == "bwrap"
-    assert env["MIDOG_SANDBOX_BACKEND"] in {"docker", "podman"}
-    volumes = {v["target"]: v for v in _volumes(gpu)}
-    # the host's engine resolves the paths the worker names: runtime dir at the same path, test sets mapped
-    runtime = env["MIDOG_SANDBOX_RUNTIME_DIR"]
-    assert volumes[runtime]["source"] == runtime
-    assert env["MIDOG_SANDBOX_HOST_PATHS"] == f"/test-sets={volumes['/test-sets']['source']}"
-    assert volumes["/var/run/docker.sock"]["source"] == "/var/run/docker.sock"
+    assert env["MIDOG_SANDBOX_BACKEND"] == "podman"
+    socket = env["MIDOG_SANDBOX_RUNNER_SOCKET"]
+    assert sandbox["command"][sandbox["command"].index("--socket") + 1] == socket
+    shared = {v["target"]: v["source"] for v in _volumes(gpu)}
+    assert {v["target"]: v["source"] for v in _volumes(sandbox)}[str(Path(socket).parent)] == shared[
+        str(Path(socket).parent)
+    ]
+    # The worker's uid is the one the service serves; participant code gets another.
+    assert sandbox["command"][sandbox["command"].index("--worker-uid") + 1] == gpu["user"].split(":")[0]
+    assert env["MIDOG_SANDBOX_UID"] != gpu["user"].split(":")[0]
+    devices = sandbox["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia"
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert "deploy" not in gpu
     assert gpu["build"]["dockerfile"] == "docker/Dockerfile.gpu"
     assert gpu["command"][gpu["command"].index("--queues") + 1] == "gpu"
-    assert "deploy" not in resolved["services"]["worker-cpu"]
-    assert "/var/run/docker.sock" not in {v["target"] for v in _volumes(resolved["services"]["worker-cpu"])}
+
+
+def _runs_as_root(service: dict[str, Any]) -> bool:
+    user = str(service.get("user", "")).split(":")[0]
+    if user:
+        return user in {"0", "root"}
+    dockerfile = REPO_ROOT / service["build"]["dockerfile"] if "build" in service else None
+    # Without `user:`, the image's last USER decides; images built from this repository set one.
+    return dockerfile is None or not re.search(r"^USER (?!root\b)\S+", dockerfile.read_text(), re.MULTILINE)
+
+
+def test_D1_no_service_that_handles_uploads_runs_as_root_or_mounts_an_engine_socket(resolved: dict[str, Any]) -> None:
+    handle_uploads = ("api", "worker-cpu", "worker-gpu", "migrate", "beat")
+    for name in handle_uploads:
+        service = resolved["services"][name]
+        assert not _runs_as_root(service), name
+        assert not service.get("cap_add"), name
+        assert not service.get("security_opt"), name
+    for name, service in resolved["services"].items():
+        sockets = [v for v in _volumes(service) if str(v.get("source", "")).endswith((".sock", "docker.sock"))]
+        assert sockets == [], name
+        assert "/var/run/docker.sock" not in {v["target"] for v in _volumes(service)}, name
+    # The one privileged service is the sandbox runner, which parses no upload itself.
+    assert _runs_as_root(resolved["services"]["sandbox"])
+    assert resolved["services"]["sandbox"]["command"][:2] == ["midog-eval", "sandbox-runner"]
 
 
 def test_dockerfiles_exist(resolved: dict[str, Any]) -> None:

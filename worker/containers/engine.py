@@ -48,6 +48,12 @@ def load_image(path: Path, archive: ImageArchive, *, executable: str = "podman")
     if executable == "podman":
         for tag in archive.repo_tags:
             _engine(executable, "untag", archive.image_id, tag)
+    else:
+        # Docker has no untag: hold the image by a tag of ours, drop the archive's names, and `remove_image`
+        # (by id, forced) removes the image with ours after the run.
+        _engine(executable, "tag", archive.image_id, f"midog-submission:{archive.image_id[:32]}")
+        for tag in archive.repo_tags:
+            _engine(executable, "rmi", tag)
     return archive.image_id
 
 

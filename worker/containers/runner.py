@@ -27,16 +27,14 @@ from typing import Any, cast
 
 from worker.containers.archive import ImageLimits, validate_image_archive
 from worker.containers.contract import Layout, run_case
-from worker.containers.engine import load_image, remove_image
 from worker.errors import SubmissionError
 from worker.evaluation.io import read_json
 from worker.safe_delete import scratch_directory
 from worker.sandbox import (
     TIME_LIMIT,
-    DockerBackend,
-    PodmanBackend,
     SandboxError,
     SandboxSpec,
+    get_backend,
     gpu_present,
     parse_host_paths,
 )
@@ -111,20 +109,19 @@ class ContainerRunner:
     def __init__(self, settings: ContainerSettings | None = None, *, limits: ImageLimits | None = None) -> None:
         self.settings = settings or ContainerSettings.from_env()
         self.limits = limits
-        if self.settings.backend == "podman":
-            self.backend: PodmanBackend = PodmanBackend(
-                runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths
-            )
-        elif self.settings.backend == "docker":
-            self.backend = DockerBackend(runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths)
-        else:
+        if self.settings.backend not in ("podman", "docker"):
             raise SandboxError(
                 f"container submissions need the podman or docker backend, not {self.settings.backend!r}"
             )
+        # The local engine, or the runner service's (an unprivileged worker with MIDOG_SANDBOX_RUNNER_SOCKET).
+        self.backend: Any = get_backend(
+            self.settings.backend, runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths
+        )
 
     def problem(self) -> str | None:
         """Why containers cannot run on this worker (engine missing or not answering), or None."""
-        return self.backend.problem()
+        problem: str | None = self.backend.problem()
+        return problem
 
     def run(self, request: Any) -> Path:
         """`request` is a worker.runners.RunRequest.
@@ -141,10 +138,9 @@ class ContainerRunner:
         user = archive.numeric_user
         uid, gid = (user[0], user[1] or user[0]) if user else (DEFAULT_UID, DEFAULT_UID)
         label = f"eval-{request.evaluation_id}"
-        executable = self.backend.executable
         # A previous attempt of this evaluation may have died mid-run: start from a clean slate.
         self.backend.reap(label)
-        image_id = load_image(Path(request.artifact), archive, executable=executable)
+        image_id = self.backend.load_image(Path(request.artifact), archive)
         predictions: dict[str, Any] = {}
         try:
             with scratch_directory(prefix="midog-container-") as work:
@@ -186,7 +182,7 @@ class ContainerRunner:
                     predictions[case] = read_json(outcome.predictions)
         finally:
             self.backend.reap(label)
-            remove_image(image_id, executable=executable)
+            self.backend.remove_image(image_id)
         output_dir = Path(request.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         output = output_dir / "predictions.json"

@@ -9,6 +9,7 @@ not import Celery, SQLAlchemy, FastAPI or torch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -53,8 +54,25 @@ def parse_host_paths(text: str) -> dict[str, str]:
     return pairs
 
 
-def get_backend(name: str, *, runtime_dir: Path | None = None, host_paths: Mapping[str, str] | None = None) -> Backend:
-    """The backend named by the worker setting; `host_paths` only concerns podman/docker (see PodmanBackend)."""
+def get_backend(
+    name: str,
+    *,
+    runtime_dir: Path | None = None,
+    host_paths: Mapping[str, str] | None = None,
+    remote: bool | None = None,
+) -> Backend:
+    """The backend named by the worker setting; `host_paths` only concerns podman/docker (see PodmanBackend).
+
+    `remote`: run through the sandbox runner service (worker.sandbox.remote) at MIDOG_SANDBOX_RUNNER_SOCKET;
+    None: whenever that setting is given (an unprivileged worker), False: here, in this process.
+    """
+    socket_path = os.environ.get("MIDOG_SANDBOX_RUNNER_SOCKET", "")
+    if remote is not False and socket_path:
+        from worker.sandbox.remote import RemoteBackend
+
+        if name not in BACKENDS:
+            raise SandboxError(f"unknown sandbox backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        return RemoteBackend(name, Path(socket_path))
     if name == "bwrap":
         return BwrapBackend(runtime_dir=runtime_dir)
     if name == "podman":

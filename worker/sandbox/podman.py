@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from worker.sandbox.bwrap import default_runtime_dir
 from worker.sandbox.output import OutputArea, RunDirectory, remove_run_directory, run_directories
@@ -113,6 +114,17 @@ class PodmanBackend:
     def check(self) -> None:
         if shutil.which(self.executable) is None:
             raise SandboxError(f"the {self.name} sandbox backend needs {self.executable} on the worker host")
+
+    def load_image(self, path: Path, archive: Any) -> str:
+        """Load a validated image archive into this engine; its image id (worker.containers.engine)."""
+        from worker.containers.engine import load_image
+
+        return load_image(path, archive, executable=self.executable)
+
+    def remove_image(self, image_id: str) -> None:
+        from worker.containers.engine import remove_image
+
+        remove_image(image_id, executable=self.executable)
 
     def problem(self) -> str | None:
         """Why containers cannot run here (engine missing or not answering), or None."""
@@ -302,10 +314,6 @@ class DockerBackend(PodmanBackend):
         host_paths: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(executable="docker", runtime=None, runtime_dir=runtime_dir, host_paths=host_paths)
-
-    def _seccomp_arguments(self) -> list[str]:
-        # Docker's built-in default profile already refuses new namespaces without CAP_SYS_ADMIN.
-        return []
 
     def _volume_options(self, mode: str) -> str:
         # Docker's -v accepts no mount flags; its bind mounts are nosuid/nodev-free, --cap-drop covers suid.
