@@ -53,7 +53,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(422, "invalid_input", f"{where}: {first.get('msg', 'invalid')}".strip(": "))
+        message = str(first.get("msg", "invalid"))
+        if first.get("type") == "extra_forbidden":
+            message = "unknown field; check its spelling against the API documentation (/docs)"
+        return _error(422, "invalid_input", f"{where}: {message}".strip(": "))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

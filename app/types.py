@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 MAX_ID = 2_147_483_647
 NO_NUL = r"^[^\x00]*$"
@@ -23,3 +23,9 @@ Url = Annotated[str, StringConstraints(max_length=500, pattern=r"^(https?://[^\s
 GroupLabel = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 ServerPath = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=r"^/[^\x00]*$")]
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+class StrictInput(BaseModel):
+    """A request body: a field it does not know is an error (422 naming it), never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")

@@ -9,16 +9,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.models import EvaluationStatus, TokenScope
 from app.submissions.schemas import SubmissionRead
-from app.types import MAX_ID, LongText, Name, ServerPath
+from app.types import MAX_ID, LongText, Name, ServerPath, StrictInput
 
 
-class TestSetCreate(BaseModel):
+class TestSetCreate(StrictInput):
     name: Name
     path: ServerPath = Field(description="Server directory holding manifest.json, images/ and ground-truth/.")
     description: LongText = ""
 
 
-class TestSetUploadForm(BaseModel):
+class TestSetUploadForm(StrictInput):
     """The text fields of a test-set archive upload (multipart, beside the `file` part)."""
 
     __test__ = False
@@ -50,12 +50,12 @@ class TeamAdminRead(BaseModel):
     created_at: datetime
 
 
-class TeamUpdate(BaseModel):
+class TeamUpdate(StrictInput):
     is_approved: bool | None = None
     is_disqualified: bool | None = None
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(StrictInput):
     scope: TokenScope
     name: Name = "admin"
     participant_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="Required for participant scope.")
@@ -113,7 +113,7 @@ class SubmissionAdminRead(SubmissionRead):
     evaluations: list[EvaluationAdminRead]
 
 
-class SubmissionUpdate(BaseModel):
+class SubmissionUpdate(StrictInput):
     is_hidden: bool | None = None
     is_disqualified: bool | None = None
     is_baseline: bool | None = None

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.models import TokenScope
-from app.types import Email, Name, Password
+from app.types import Email, Name, Password, StrictInput
 
 
 class TeamRead(BaseModel):
@@ -30,14 +30,14 @@ class ParticipantRead(BaseModel):
     display_name: str
 
 
-class TeamRegister(BaseModel):
+class TeamRegister(StrictInput):
     team_name: Name
     email: Email
     password: Password
     display_name: Name | None = None
 
 
-class InvitationCreate(BaseModel):
+class InvitationCreate(StrictInput):
     email: Email = Field(description="The address of the person invited; only they can redeem it.")
 
 
@@ -57,14 +57,14 @@ class InvitationIssued(InvitationRead):
     token: str = Field(description="Give this to the person invited; it is shown once, here.")
 
 
-class JoinRequest(BaseModel):
+class JoinRequest(StrictInput):
     invitation: Annotated[str, StringConstraints(min_length=8, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
     email: Email
     password: Password
     display_name: Name | None = None
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(StrictInput):
     email: Email
     password: Password
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.models import EntryPolicy, LeaderboardVisibility, PhaseKind, RankingMetric, SubmissionKind
-from app.types import MAX_ID, GroupLabel, LongText, Slug, Title
+from app.types import MAX_ID, GroupLabel, LongText, Slug, StrictInput, Title
 
 Quota = Annotated[int, Field(ge=0, le=100_000)]
 
@@ -80,7 +80,7 @@ class ChallengeRead(BaseModel):
     phases: list[PhaseRead]
 
 
-class ChallengeCreate(BaseModel):
+class ChallengeCreate(StrictInput):
     slug: Slug
     title: Title
     description: LongText = ""
@@ -88,18 +88,20 @@ class ChallengeCreate(BaseModel):
     is_published: bool = True
 
 
-class ChallengeUpdate(BaseModel):
+class ChallengeUpdate(StrictInput):
     title: Title | None = None
     description: LongText | None = None
     requires_approval: bool | None = None
     is_published: bool | None = None
 
 
-class _PhaseFields(BaseModel):
+class _PhaseFields(StrictInput):
     kind: PhaseKind = PhaseKind.PRELIMINARY
     opens_at: AwareDatetime | None = None
     closes_at: AwareDatetime | None = None
-    allowed_kinds: Annotated[list[SubmissionKind], Field(min_length=1, max_length=3)] = [SubmissionKind.PREDICTIONS]
+    allowed_kinds: Annotated[
+        list[SubmissionKind], Field(min_length=1, max_length=3, default_factory=lambda: [SubmissionKind.PREDICTIONS])
+    ]
     test_set_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
     daily_quota: Quota | None = 5
     phase_quota: Quota | None = None
@@ -120,7 +122,7 @@ class PhaseCreate(_PhaseFields):
     title: Title
 
 
-class PhaseUpdate(BaseModel):
+class PhaseUpdate(StrictInput):
     """Only the fields given are changed; send null to clear a nullable field."""
 
     title: Title | None = None

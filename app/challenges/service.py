@@ -161,6 +161,15 @@ def _check_phase(session: Session, phase: Phase) -> None:
             raise InvalidInput("parent_phase_id: no such phase in this challenge")
         if phase.id is not None and parent.id == phase.id:
             raise InvalidInput("parent_phase_id: a phase cannot gate itself")
+        # Gating must end somewhere: two phases that require each other would be locked for everyone.
+        seen = {phase.id, parent.id}
+        ancestor = parent.parent_phase_id
+        while ancestor is not None:
+            if ancestor in seen:
+                raise InvalidInput(f"parent_phase_id: phase {parent.id} is gated (through its parents) by this phase")
+            seen.add(ancestor)
+            found = session.get(Phase, ancestor)
+            ancestor = found.parent_phase_id if found is not None else None
 
 
 def _flush_or_conflict(session: Session, message: str) -> None:

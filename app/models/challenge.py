@@ -76,7 +76,9 @@ class Phase(TimestampMixin, Base):
     # list of SubmissionKind values
     allowed_kinds: Mapped[list[str]] = mapped_column(JSON, default=lambda: [SubmissionKind.PREDICTIONS.value])
     test_set_id: Mapped[int | None] = mapped_column(ForeignKey("test_set.id", ondelete="RESTRICT"), index=True)
-    daily_quota: Mapped[int | None] = mapped_column(Integer, default=5)
+    # NULL: unlimited. No default here: the ORM would put a default in place of an explicit None (the API's
+    # PhaseCreate defaults to 5 instead).
+    daily_quota: Mapped[int | None] = mapped_column(Integer)
     phase_quota: Mapped[int | None] = mapped_column(Integer)
     failed_count_towards_quota: Mapped[bool] = mapped_column(Boolean, default=True)
     max_active_per_team: Mapped[int] = mapped_column(Integer, default=1)

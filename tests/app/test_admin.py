@@ -9,7 +9,7 @@ from typing import Any
 
 from api_helpers import World, bearer, write_test_set
 
-from app.models import Evaluation, EvaluationStatus, Result, WorkerNode, utcnow
+from app.models import Evaluation, EvaluationStatus, Phase, Result, WorkerNode, utcnow
 
 
 def test_create_challenge_phase_and_test_set(world: World, tmp_path: Path) -> None:
@@ -255,3 +255,30 @@ def test_a_worker_gone_for_good_can_be_forgotten(world: World) -> None:
     assert r.status_code == 204, r.text
     assert world.client.get("/api/v1/health").json()["status"] == "ok"
     assert world.client.delete("/api/v1/admin/workers/gpu@gone", headers=world.admin()).status_code == 404
+
+
+def test_the_organiser_api_is_strict(world: World) -> None:
+    """Unknown fields, gating cycles are 422; null quotas mean unlimited on create and update alike."""
+    url = f"/api/v1/admin/phases/{world.phase.id}"
+    r = world.client.patch(url, headers=world.admin(), json={"dailyquota": 3})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("body.dailyquota: unknown field")
+    r = world.client.post(
+        f"/api/v1/admin/challenges/{world.challenge.id}/phases",
+        headers=world.admin(),
+        json={"slug": "final", "title": "Final", "daily_quota": None, "phase_quota": None},
+    )
+    assert r.status_code == 201, r.text
+    final = r.json()
+    assert (final["daily_quota"], final["phase_quota"]) == (None, None)
+    world.db.expire_all()
+    assert world.db.get(Phase, final["id"]).daily_quota is None
+    assert world.client.patch(url, headers=world.admin(), json={"daily_quota": None}).json()["daily_quota"] is None
+    # A gates final, final gates A: both would be locked for everyone.
+    r = world.client.patch(
+        f"/api/v1/admin/phases/{final['id']}", headers=world.admin(), json={"parent_phase_id": world.phase.id}
+    )
+    assert r.status_code == 200
+    r = world.client.patch(url, headers=world.admin(), json={"parent_phase_id": final["id"]})
+    assert r.status_code == 422
+    assert "gated" in r.json()["detail"]
