@@ -6,7 +6,7 @@
   which gives exactly the result of one run because detections are per case and scoring sees the union.
 
 Errors: a fault of the submission raises SubmissionError (its one line is shown to the participant);
-anything else propagates for the task to map (architecture.md section 4).
+anything else propagates for the task to map (worker.tasks).
 
 Imports worker.evaluation, worker.datasets, worker.runners and worker.errors only; must not import Celery,
 SQLAlchemy, FastAPI or torch.
@@ -189,7 +189,7 @@ def score(
         precision=float(overall.precision),
         recall=float(overall.recall),
         f1=float(overall.f1),
-        ap=_optional_float(overall.ap),
+        ap=_stored_ap(overall.ap),
         f1_ci_low=_optional_float(low),
         f1_ci_high=_optional_float(high),
         groups=groups,
@@ -204,6 +204,13 @@ def _optional_float(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
+def _stored_ap(value: Any) -> float | None:
+    """The scoring core reports AP -1 where it is undefined (no ground truth), as COCO and the official code
+    do; results store null instead, shown as "–" and sorted last."""
+    number = _optional_float(value)
+    return None if number is None or number < 0 else number
+
+
 def _scores_row(scores: Any) -> dict[str, Any]:
     low, high = scores.ci95 if scores.ci95 is not None else (None, None)
     return {
@@ -213,7 +220,7 @@ def _scores_row(scores: Any) -> dict[str, Any]:
         "precision": float(scores.precision),
         "recall": float(scores.recall),
         "f1": float(scores.f1),
-        "ap": _optional_float(scores.ap),
+        "ap": _stored_ap(scores.ap),
         "f1_ci_low": _optional_float(low),
         "f1_ci_high": _optional_float(high),
     }

@@ -35,7 +35,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
-from app.db import session_scope
+from app.db import get_engine, session_scope
+from app.leaderboard.standings import rebuild_stale
 from app.models import Evaluation, Phase, Submission
 from app.models import TestSet as TestSetRow
 from app.models.base import utcnow
@@ -440,7 +441,8 @@ def _embedded_messages(url: str) -> list[Any]:
 
 @_task(name=RECONCILE)
 def reconcile() -> dict[str, list[int]]:
-    """Expire stale leases; re-send evaluations that wait with no message in the broker. Idempotent."""
+    """Expire stale leases; re-send evaluations that wait with no message in the broker; rebuild leaderboards
+    whose rebuild after commit never ran. Idempotent."""
     limits = limits_of(app)
 
     def expire(session: Session) -> list[int]:
@@ -467,6 +469,7 @@ def reconcile() -> dict[str, list[int]]:
         enqueue(item.evaluation_id, item.kind)
         sent.append(item.evaluation_id)
     with_db_retry(lambda session: transitions.mark_requeued(session, evaluation_ids=sent))
-    if expired or sent:
-        logger.info("reconcile: expired %s, re-sent %s", expired, sent)
-    return {"expired": expired, "requeued": sent}
+    rebuilt = rebuild_stale(get_engine())
+    if expired or sent or rebuilt:
+        logger.info("reconcile: expired %s, re-sent %s, leaderboards rebuilt %s", expired, sent, rebuilt)
+    return {"expired": expired, "requeued": sent, "rebuilt": rebuilt}

@@ -1,26 +1,35 @@
-"""Standings: each phase's leaderboard, rendered into `leaderboard_snapshot` in the same transaction as
-whatever changed it, so that the public board is served by one single-row SQL statement as stored.
+"""Standings: each phase's leaderboard, rendered into `leaderboard_snapshot` after whatever changed it has
+committed, so that the public board is served by one single-row SQL statement as stored.
 
-What rebuilds a phase's standings (Session event hooks, installed on import of app.db):
+What makes a phase's board stale (Session event hooks, installed on import of app.db):
 - a Result inserted, updated or deleted, through the ORM or an `insert(Result)` statement (the worker);
 - a Submission whose is_hidden / is_disqualified / is_baseline changed; a Team whose is_disqualified changed;
-- a Phase whose entry_policy / ranking_metric / evaluation_version / shown_groups changed.
-The rebuild runs in `before_commit` and stores the rendered board (leaderboard_snapshot): entries are chosen
-by the phase's policy (best or latest per team, baselines apart), ranked by its metric (ties share a rank,
-"1, 1, 3"), and the ranking robustness of every ranked entry is recomputed with the scoring core's
-bootstrap (resamples of cases shared across entries).
+- a Phase whose entry_policy / ranking_metric / evaluation_version / shown_groups / scoring options changed.
+Inside the changing transaction the hooks only bump the snapshot's `generation` (one small row write: landing
+a result costs the same on a board of ten or ten thousand). After that transaction has committed, the same
+process rebuilds the board outside it: the entries are read and the ranking robustness computed without a
+write lock, then stored in a short write transaction, and only if no newer rebuild stored a later generation
+meanwhile. A rebuild that fails is logged and never touches the committed change; the reconciler rebuilds
+whatever is left stale (`stale_phases`).
 
-Must not import FastAPI. `refresh_standings(session, phase_id=...)` can also be called directly.
+The rebuild: entries chosen by the phase's policy (best or latest per team, baselines apart), ranked by its
+metric (ties share a rank, "1, 1, 3"), and the ranking robustness of every ranked entry recomputed with the
+scoring core's bootstrap for that metric under the phase's rules (resamples of cases shared across entries;
+none for AP, which counts cannot reproduce).
+
+Must not import FastAPI. `refresh_standings(session, phase_id=...)` rebuilds within the caller's transaction.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, case, event, func, insert, inspect, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from app.models import (
@@ -97,104 +106,233 @@ def ranked_entries(phase_id: int) -> Any:
     )
 
 
-def refresh_standings(session: Session, *, phase_id: int, resamples: int | None = None, seed: int | None = None) -> int:
-    """Rebuild the phase's leaderboard snapshot and the robustness of its ranked results (flush only);
-    returns the number of entries. Serialised per phase by a row lock on PostgreSQL (SQLite: one writer)."""
+@dataclass
+class Standings:
+    """A phase's board as rendered from the data of one snapshot generation."""
+
+    phase_id: int
+    generation: int
+    entries_json: str
+    group_labels: list[str]
+    entry_count: int
+    robustness: dict[int, float | None] = field(default_factory=dict)
+
+
+def compute_standings(
+    session: Session, *, phase_id: int, resamples: int | None = None, seed: int | None = None
+) -> Standings | None:
+    """Render the phase's board from the database as it is now (reads only); None for a missing phase."""
     from app.leaderboard.schemas import LeaderboardEntry
     from app.settings import get_settings
     from app.submissions.service import filter_groups
-    from worker.evaluation.bootstrap import rank_robustness
 
     settings = get_settings()
     resamples = settings.robustness_resamples if resamples is None else resamples
     seed = settings.robustness_seed if seed is None else seed
+    phase = session.execute(
+        select(Phase.shown_groups, Phase.ranking_metric, Phase.scoring_options).where(Phase.id == phase_id)
+    ).first()
+    if phase is None:
+        return None
+    generation = session.scalar(select(LeaderboardSnapshot.generation).where(LeaderboardSnapshot.phase_id == phase_id))
+    ranked = session.execute(ranked_entries(phase_id)).all()
+    ids = [r.result_id for r in ranked]
+    details = (
+        {
+            row.Result.id: row
+            for row in session.execute(
+                select(
+                    Result,
+                    Submission.created_at,
+                    Submission.team_id,
+                    Submission.method_name,
+                    Submission.paper_url,
+                    Team.name,
+                )
+                .join(Submission, Submission.id == Result.submission_id)
+                .join(Team, Team.id == Submission.team_id)
+                .where(Result.id.in_(ids))
+            )
+        }
+        if ids
+        else {}
+    )
+    robustness = _robustness(
+        [r for r in ranked if r.rank is not None],
+        details,
+        metric=str(phase.ranking_metric.value if hasattr(phase.ranking_metric, "value") else phase.ranking_metric),
+        rules=str((phase.scoring_options or {}).get("rules", "midog2022")),
+        resamples=resamples,
+        seed=seed,
+    )
+    entries: list[str] = []
+    labels: dict[str, None] = {}
+    for r in ranked:
+        d = details[r.result_id]
+        res = d.Result
+        groups = filter_groups(res.groups or {}, phase.shown_groups)
+        labels.update(dict.fromkeys(groups))
+        entry = LeaderboardEntry(
+            rank=r.rank,
+            rank_robustness=robustness.get(res.id, res.rank_robustness) if r.rank is not None else None,
+            team_id=d.team_id,
+            team_name=d.name,
+            submission_id=res.submission_id,
+            method_name=d.method_name,
+            paper_url=d.paper_url,
+            is_baseline=r.is_baseline,
+            submitted_at=d.created_at,
+            score=r.score,
+            tp=res.tp,
+            fp=res.fp,
+            fn=res.fn,
+            precision=res.precision,
+            recall=res.recall,
+            f1=res.f1,
+            ap=res.ap,
+            f1_ci_low=res.f1_ci_low,
+            f1_ci_high=res.f1_ci_high,
+            groups=groups,
+        )
+        entries.append(entry.model_dump_json())
+    shown_groups = phase.shown_groups
+    group_labels = sorted(labels) if shown_groups is None else [g for g in shown_groups if g in labels]
+    return Standings(
+        phase_id=phase_id,
+        generation=int(generation or 0),
+        entries_json="[" + ",".join(entries) + "]",
+        group_labels=group_labels,
+        entry_count=len(entries),
+        robustness=robustness,
+    )
+
+
+def _robustness(
+    ranked: list[Any], details: dict[int, Any], *, metric: str, rules: str, resamples: int, seed: int
+) -> dict[int, float | None]:
+    """The share of bootstrap resamples in which each ranked entry keeps its rank (None under AP)."""
+    from worker.evaluation.bootstrap import COUNT_METRICS, rank_robustness
+    from worker.evaluation.types import Rules
+
+    usable = [r.result_id for r in ranked if details[r.result_id].Result.cases]
+    if not usable:
+        return {}
+    if metric not in COUNT_METRICS:
+        return dict.fromkeys(usable)
+    per_case = {rid: details[rid].Result.cases or {} for rid in usable}
+    names = sorted({name for cases in per_case.values() for name in cases})
+    index = {name: i for i, name in enumerate(names)}
+    counts = np.zeros((len(usable), len(names), 3), dtype=np.int64)
+    for e, rid in enumerate(usable):
+        for name, c in per_case[rid].items():
+            counts[e, index[name]] = (c.get("tp", 0), c.get("fp", 0), c.get("fn", 0))
+    kept = rank_robustness(counts, resamples=resamples, seed=seed, rules=Rules(rules), metric=metric)
+    return {rid: float(k) for rid, k in zip(usable, kept, strict=True)}
+
+
+def store_standings(session: Session, standings: Standings) -> bool:
+    """Store the rendered board unless a rebuild of a later generation got there first; True if stored."""
     session.info[_REFRESHING] = True
     try:
-        shown = session.execute(select(Phase.shown_groups).where(Phase.id == phase_id).with_for_update()).first()
-        if shown is None:
-            return 0
-        ranked = session.execute(ranked_entries(phase_id)).all()
-        ids = [r.result_id for r in ranked]
-        details = (
-            {
-                row.Result.id: row
-                for row in session.execute(
-                    select(
-                        Result,
-                        Submission.created_at,
-                        Submission.team_id,
-                        Submission.method_name,
-                        Submission.paper_url,
-                        Team.name,
-                    )
-                    .join(Submission, Submission.id == Result.submission_id)
-                    .join(Team, Team.id == Submission.team_id)
-                    .where(Result.id.in_(ids))
-                )
-            }
-            if ids
-            else {}
-        )
-        robustness: dict[int, float] = {}
-        # robustness needs per-case counts; results without them keep what they had
-        ranked_ids = [r.result_id for r in ranked if r.rank is not None and details[r.result_id].Result.cases]
-        if ranked_ids:
-            per_case = {rid: details[rid].Result.cases or {} for rid in ranked_ids}
-            names = sorted({name for cases in per_case.values() for name in cases})
-            index = {name: i for i, name in enumerate(names)}
-            counts = np.zeros((len(ranked_ids), len(names), 3), dtype=np.int64)
-            for e, rid in enumerate(ranked_ids):
-                for name, c in per_case[rid].items():
-                    counts[e, index[name]] = (c.get("tp", 0), c.get("fp", 0), c.get("fn", 0))
-            kept = rank_robustness(counts, resamples=resamples, seed=seed)
-            robustness = {rid: float(k) for rid, k in zip(ranked_ids, kept, strict=True)}
-            session.execute(update(Result), [{"id": rid, "rank_robustness": k} for rid, k in robustness.items()])
-        entries: list[str] = []
-        labels: dict[str, None] = {}
-        for r in ranked:
-            d = details[r.result_id]
-            res = d.Result
-            groups = filter_groups(res.groups or {}, shown.shown_groups)
-            labels.update(dict.fromkeys(groups))
-            entry = LeaderboardEntry(
-                rank=r.rank,
-                rank_robustness=robustness.get(res.id, res.rank_robustness),
-                team_id=d.team_id,
-                team_name=d.name,
-                submission_id=res.submission_id,
-                method_name=d.method_name,
-                paper_url=d.paper_url,
-                is_baseline=r.is_baseline,
-                submitted_at=d.created_at,
-                score=r.score,
-                tp=res.tp,
-                fp=res.fp,
-                fn=res.fn,
-                precision=res.precision,
-                recall=res.recall,
-                f1=res.f1,
-                ap=res.ap,
-                f1_ci_low=res.f1_ci_low,
-                f1_ci_high=res.f1_ci_high,
-                groups=groups,
-            )
-            entries.append(entry.model_dump_json())
-        shown_groups = shown.shown_groups
-        group_labels = sorted(labels) if shown_groups is None else [g for g in shown_groups if g in labels]
         values = {
-            "entries_json": "[" + ",".join(entries) + "]",
-            "group_labels": group_labels,
-            "entry_count": len(entries),
+            "entries_json": standings.entries_json,
+            "group_labels": standings.group_labels,
+            "entry_count": standings.entry_count,
+            "built_generation": standings.generation,
             "updated_at": utcnow(),
         }
-        updated = session.execute(
-            update(LeaderboardSnapshot).where(LeaderboardSnapshot.phase_id == phase_id).values(**values)
+        stored = session.execute(
+            update(LeaderboardSnapshot)
+            .where(
+                LeaderboardSnapshot.phase_id == standings.phase_id,
+                LeaderboardSnapshot.built_generation <= standings.generation,
+            )
+            .values(**values)
         )
-        if getattr(updated, "rowcount", 0) == 0:
-            session.execute(insert(LeaderboardSnapshot).values(phase_id=phase_id, **values))
-        return len(entries)
+        if getattr(stored, "rowcount", 0) == 0:
+            exists = session.scalar(
+                select(LeaderboardSnapshot.phase_id).where(LeaderboardSnapshot.phase_id == standings.phase_id)
+            )
+            if exists is not None:
+                return False
+            first = {"phase_id": standings.phase_id, "generation": standings.generation}
+            session.execute(insert(LeaderboardSnapshot).values(**first, **values))
+        if standings.robustness:
+            session.execute(
+                update(Result), [{"id": rid, "rank_robustness": k} for rid, k in standings.robustness.items()]
+            )
+        return True
     finally:
         session.info.pop(_REFRESHING, None)
+
+
+def refresh_standings(session: Session, *, phase_id: int, resamples: int | None = None, seed: int | None = None) -> int:
+    """Rebuild the phase's board within the caller's transaction (the CLI, tests); the number of entries."""
+    standings = compute_standings(session, phase_id=phase_id, resamples=resamples, seed=seed)
+    if standings is None:
+        return 0
+    store_standings(session, standings)
+    return standings.entry_count
+
+
+def rebuild(bind: Any, phase_ids: Iterable[int]) -> None:
+    """After a commit: render each board in a reading transaction, store it in a short writing one."""
+    from sqlalchemy import Connection
+
+    from app.db import WRITE_INTENT
+
+    shared = isinstance(bind, Connection)  # tests: one connection, its transaction shared through savepoints
+    mode: Any = {"join_transaction_mode": "create_savepoint"} if shared else {}
+    for phase_id in sorted(set(phase_ids)):
+        try:
+            reader = bind if shared else bind.execution_options(**{WRITE_INTENT: False})
+            with Session(bind=reader, **mode) as session:
+                session.info[_REFRESHING] = True
+                standings = compute_standings(session, phase_id=phase_id)
+                session.rollback()
+            if standings is None:
+                continue
+            writer = bind if shared else bind.execution_options(**{WRITE_INTENT: True})
+            with Session(bind=writer, **mode) as session:
+                store_standings(session, standings)
+                session.commit()
+        except Exception:  # the change is committed; the reconciler rebuilds a board left stale
+            log.exception("standings of phase %s not rebuilt; left to the reconciler", phase_id)
+
+
+def rebuild_stale(bind: Any) -> list[int]:
+    """The reconciler's backstop: rebuild every board whose rebuild after commit never ran."""
+    with Session(bind=bind) as session:
+        phases = stale_phases(session)
+    rebuild(bind, phases)
+    return phases
+
+
+def stale_phases(session: Session) -> list[int]:
+    """Phases whose stored board is older than their data (a rebuild that never ran)."""
+    stale = LeaderboardSnapshot.built_generation < LeaderboardSnapshot.generation
+    return list(session.scalars(select(LeaderboardSnapshot.phase_id).where(stale)))
+
+
+def mark_stale(session: Session, phase_ids: Iterable[int]) -> None:
+    """Within the changing transaction: one more generation of data for each phase's board."""
+    dialect = session.get_bind().dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for phase_id in sorted(set(phase_ids)):
+        statement = insert_fn(LeaderboardSnapshot).values(
+            phase_id=phase_id,
+            entries_json="[]",
+            group_labels=[],
+            entry_count=0,
+            generation=1,
+            built_generation=0,
+            updated_at=utcnow(),
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["phase_id"], set_={"generation": LeaderboardSnapshot.generation + 1}
+            )
+        )
 
 
 def mark_phase_dirty(session: Session, phase_id: int) -> None:
@@ -221,7 +359,7 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
         elif isinstance(obj, Team) and _changed(obj, "is_disqualified"):
             session.info.setdefault(_DIRTY_TEAMS, set()).add(obj.id)
         elif isinstance(obj, Phase) and _changed(
-            obj, "entry_policy", "ranking_metric", "evaluation_version", "shown_groups"
+            obj, "entry_policy", "ranking_metric", "evaluation_version", "shown_groups", "scoring_options"
         ):
             mark_phase_dirty(session, obj.id)
 
@@ -256,6 +394,9 @@ def _flatten(parameters: Any) -> Iterable[Any]:
     return [parameters] if parameters else []
 
 
+_TO_REBUILD = "midog_standings_to_rebuild"
+
+
 def _before_commit(session: Session) -> None:
     if session.info.get(_REFRESHING):
         return
@@ -264,10 +405,8 @@ def _before_commit(session: Session) -> None:
     submissions: set[int] = session.info.pop(_DIRTY_SUBMISSIONS, set())
     teams: set[int] = session.info.pop(_DIRTY_TEAMS, set())
     if session.info.pop("midog_standings_all", False):
-        # a Result statement whose submission could not be read: rebuild every phase with results
+        # a Result statement whose submission could not be read: every phase with results is stale
         phases.update(session.scalars(select(Submission.phase_id).join(Result).distinct()).all())
-    if not (phases or submissions or teams):
-        return
     if submissions:
         phases.update(
             session.scalars(select(Submission.phase_id).where(Submission.id.in_(submissions)).distinct()).all()
@@ -276,12 +415,26 @@ def _before_commit(session: Session) -> None:
         phases.update(
             session.scalars(select(Submission.phase_id).where(Submission.team_id.in_(teams)).distinct()).all()
         )
-    for phase_id in sorted(phases):
-        refresh_standings(session, phase_id=phase_id)
+    if not phases:
+        return
+    session.info[_REFRESHING] = True
+    try:
+        mark_stale(session, phases)
+    finally:
+        session.info.pop(_REFRESHING, None)
+    session.info.setdefault(_TO_REBUILD, set()).update(phases)
+
+
+def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
+    phases = session.info.pop(_TO_REBUILD, set())
+    if phases:
+        rebuild(session.get_bind(), phases)
 
 
 def _after_rollback(session: Session) -> None:
-    for key in (_DIRTY_PHASES, _DIRTY_SUBMISSIONS, _DIRTY_TEAMS, "midog_standings_all"):
+    for key in (_DIRTY_PHASES, _DIRTY_SUBMISSIONS, _DIRTY_TEAMS, "midog_standings_all", _TO_REBUILD):
         session.info.pop(key, None)
 
 
@@ -296,5 +449,6 @@ def install_hooks() -> None:
     event.listen(Session, "after_flush", _after_flush)
     event.listen(Session, "do_orm_execute", _do_orm_execute)
     event.listen(Session, "before_commit", _before_commit)
+    event.listen(Session, "after_commit", _after_commit)
     event.listen(Session, "after_rollback", _after_rollback)
     _installed = True

@@ -1,5 +1,6 @@
-"""Standings: each phase's leaderboard, rendered when a result lands or anything that decides the board
-changes (app.leaderboard.standings), so that serving it is one single-row query and no re-serialisation."""
+"""Standings: each phase's leaderboard, rendered after a result lands or anything that decides the board
+changes (app.leaderboard.standings), so that serving it is one single-row query and no re-serialisation.
+`generation` counts the changes to the board's data, `built_generation` the one the stored board shows."""
 
 from __future__ import annotations
 
@@ -20,3 +21,5 @@ class LeaderboardSnapshot(Base):
     group_labels: Mapped[list[str]] = mapped_column(JSON)
     entry_count: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    built_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -12,7 +12,7 @@ from api_helpers import CASES, World
 from sqlalchemy import event
 
 from app.leaderboard.service import csv_safe
-from app.models import EntryPolicy, EvaluationStatus, Result
+from app.models import EntryPolicy, EvaluationStatus, RankingMetric, Result
 
 
 def _scored(world: World, headers: dict[str, str], f1: float, **kw: Any) -> int:
@@ -223,3 +223,43 @@ def test_a_result_written_by_statement_as_the_worker_does_updates_the_board(worl
     world.db.commit()
     entries = _board(world)["entries"]
     assert [(e["team_name"], e["f1"], e["rank"], e["rank_robustness"]) for e in entries] == [("Alpha", 0.8, 1, 1.0)]
+
+
+def test_robustness_follows_the_ranking_metric(world: World) -> None:
+    """Ranked by recall, a team with perfect recall on every case keeps its rank in every resample; under AP,
+    which counts cannot reproduce, no robustness is claimed."""
+    sure = {c["name"]: {"tp": 10, "fp": 10, "fn": 0} for c in CASES}  # F1 0.67, recall 1.0
+    precise = {c["name"]: {"tp": 5, "fp": 0, "fn": 5} for c in CASES}  # F1 0.67, recall 0.5
+    world.phase.ranking_metric = RankingMetric.RECALL
+    world.db.commit()
+    alpha, beta = (world.register(n) for n in ("Alpha", "Beta"))
+    _scored(world, alpha["headers"], 0.67, cases=sure)
+    _scored(world, beta["headers"], 0.67, cases=precise)
+    entries = {e["team_name"]: e for e in _board(world)["entries"]}
+    assert entries["Alpha"]["rank"] == 1
+    assert entries["Alpha"]["rank_robustness"] == 1.0
+    world.phase.ranking_metric = RankingMetric.AP
+    world.db.commit()
+    assert all(e["rank_robustness"] is None for e in _board(world)["entries"])
+
+
+def test_a_result_never_waits_for_the_board_and_a_board_left_stale_is_rebuilt(world: World) -> None:
+    """Landing a result only bumps the board's generation; the rebuild after the commit shows it. A rebuild that
+    never ran (the process died) leaves the board stale until the reconciler's backstop rebuilds it."""
+    from app.leaderboard.standings import _REFRESHING, mark_stale, rebuild_stale, stale_phases
+    from app.models import LeaderboardSnapshot
+
+    team = world.register("Alpha")
+    _scored(world, team["headers"], 0.5)
+    snapshot = world.db.get(LeaderboardSnapshot, world.phase.id)
+    world.db.refresh(snapshot)
+    assert snapshot.built_generation == snapshot.generation >= 1
+    world.db.info[_REFRESHING] = True  # change the data behind the hooks' back, as a crash after commit would
+    mark_stale(world.db, [world.phase.id])
+    world.db.commit()
+    world.db.info.pop(_REFRESHING)
+    assert stale_phases(world.db) == [world.phase.id]
+    assert rebuild_stale(world.db.get_bind()) == [world.phase.id]
+    world.db.expire_all()
+    assert stale_phases(world.db) == []
+    assert [e["f1"] for e in _board(world)["entries"]] == [0.5]

@@ -217,3 +217,30 @@ def test_run_bounded_reports_a_sigkilled_job_as_a_memory_limit() -> None:
         run_bounded([sys.executable, "-c", "import os,signal; os.kill(os.getpid(), signal.SIGKILL)"], timeout_s=10)
     done = run_bounded([sys.executable, "-c", "raise SystemExit(3)"], timeout_s=10)
     assert done.returncode == 3
+
+
+def test_an_undefined_ap_is_stored_as_null(tmp_path: Path) -> None:
+    """A group without any ground truth has no AP (the scoring core says -1, as COCO does): the result says
+    null, never -1 (which would be shown and sorted as a score)."""
+    from worker.datasets.manifest import Case, Manifest, write_test_set
+
+    cases = [
+        Case(name=f"{i}.tiff", image=None, scanner=s, width=400, height=400, spacing_mm=0.00025, sha256=None,
+             groups={"scanner": s})
+        for i, s in enumerate(["A", "B"])
+    ]  # fmt: skip
+    root = tmp_path / "set"
+    write_test_set(
+        root, Manifest(name="t", cases=tuple(cases)), ground_truth={"0.tiff": [[0.05, 0.05, 0.0]], "1.tiff": []}
+    )
+    artifact = tmp_path / "p.json"
+    points = {"type": "Multiple points", "points": [{"point": [0.05, 0.05, 0], "probability": 0.9}]}
+    artifact.write_text(json.dumps({"0.tiff": points, "1.tiff": points}))
+    outcome = run_pipeline(
+        PipelineInput(
+            evaluation_id=1, kind="predictions", artifact=artifact, test_set_dir=root, work_dir=tmp_path, timeout_s=10
+        )
+    )
+    assert outcome.groups["B"]["ap"] is None
+    assert outcome.groups["A"]["ap"] == pytest.approx(1.0)
+    assert outcome.ap is not None

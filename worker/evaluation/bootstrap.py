@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from worker.evaluation.formulas import f1_score
+from worker.evaluation.formulas import f1_score, prf
 from worker.evaluation.types import Rules
 
 FloatArray = npt.NDArray[np.float64]
@@ -48,23 +48,40 @@ def competition_ranks(scores: FloatArray) -> IntArray:
     return 1 + higher
 
 
+COUNT_METRICS = ("f1", "precision", "recall")
+
+
+def _metric(sums: FloatArray, metric: str, rules: Rules) -> FloatArray:
+    precision, recall, f1 = prf(sums[..., 0], sums[..., 1], sums[..., 2], rules)
+    return {"f1": f1, "precision": precision, "recall": recall}[metric]
+
+
 def rank_robustness(
-    counts: IntArray, *, resamples: int = 1000, seed: int = 0, rules: Rules = Rules.MIDOG2022
+    counts: IntArray,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    rules: Rules = Rules.MIDOG2022,
+    metric: str = "f1",
 ) -> FloatArray:
-    """Share of bootstrap resamples in which each entry keeps its rank by F1.
+    """Share of bootstrap resamples in which each entry keeps its rank by `metric` (f1, precision or recall,
+    recomputed from the summed counts under `rules`, as the leaderboard ranks them).
 
     counts: (n_entries, n_cases, 3) [TP, FP, FN] of every entry on the same cases. The resamples of cases are
-    shared across entries, so entries are compared on the same drawn test sets.
+    shared across entries, so entries are compared on the same drawn test sets. AP cannot be recomputed from
+    counts; callers do not ask for it.
     """
+    if metric not in COUNT_METRICS:
+        raise ValueError(f"rank robustness is computed from counts: f1, precision or recall, not {metric!r}")
     n_entries, n_cases, _ = counts.shape
     if n_entries == 0:
         return np.zeros(0)
     full = counts.sum(axis=1).astype(np.float64)
-    base = competition_ranks(f1_score(full[:, 0], full[:, 1], full[:, 2], rules))
+    base = competition_ranks(_metric(full, metric, rules))
     if n_cases == 0 or resamples <= 0:
         return np.ones(n_entries)
     weights = resample_weights(n_cases, resamples, np.random.default_rng(seed))
     sums = np.einsum("bc,eck->bek", weights, counts.astype(np.float64))
-    ranks = competition_ranks(f1_score(sums[..., 0], sums[..., 1], sums[..., 2], rules))
+    ranks = competition_ranks(_metric(sums, metric, rules))
     kept: FloatArray = (ranks == base[None, :]).mean(axis=0)
     return kept
