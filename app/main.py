@@ -1,7 +1,7 @@
 """create_app(): settings, session factory, routers (health included), the uniform error handlers.
 
 Errors always answer {"error": code, "detail": message}; a database that is down answers 503, never a
-traceback. Templates and static pages are added by the pages module (issue 7).
+traceback. Templates and static pages are added by the pages module.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The image is H&E-like content from the synthetic generator (a 2048 x 1536 render
 as the generator writes TIFFs (uncompressed), as a deflate TIFF and as a PNG. For each file: the median time to
 decode it to an H x W x 3 uint8 array, and the median time to load it from the cache (a) opened as the
 read-only memory map workers use, and (b) fully read into memory (every pixel copied: the fair comparison with
-a decode). Target (issue 3): cached load >= 5x faster than decoding the TIFF. Files stay in the page cache for
-both sides. Run: `.venv/bin/python bench/cache.py [--repeats N]` (prints a table; not a test).
+a decode). Target (docs/performance.md): cached load >= 5x faster than decoding the TIFF. Files stay in the
+page cache for both sides. Run: `.venv/bin/python bench/cache.py [--repeats N]` (prints a table; not a test).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """End to end on the embedded default: `midog-eval serve` (SQLite, server-less broker, no services), one
 predictions file for a MIDOG-sized synthetic set submitted through the API, timed until it is on the
-leaderboard JSON. Target (performance.md section 3): under 2 s from accepted to on the leaderboard.
+leaderboard JSON. Target (docs/performance.md, Service): under 2 s from accepted to on the leaderboard.
 
 The same predictions are also scored in this process with the scoring core, so the table shows how much
 of the end-to-end time is scoring and how much is the service around it (measured in the same run).

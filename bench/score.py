@@ -1,7 +1,7 @@
 """Scoring-core benchmark: the complete metrics of a MIDOG++-size set and a 1M-prediction set, on one core.
 
 Baseline, measured in the same run: pycocotools' COCOeval (the engine behind the official AP numbers) computing
-the overall AP of the same MIDOG++-size set. Targets (performance.md section 1): the complete metrics (F1, AP,
+the overall AP of the same MIDOG++-size set. Targets (docs/performance.md, Scoring core): the complete metrics (F1, AP,
 every group, 1,000-resample bootstrap CIs) of the MIDOG++-size set in under 0.5 s; 1M predictions over 1,000
 images in under 10 s. Run: `.venv/bin/python bench/score.py` (prints a table; not a test).
 """

@@ -55,9 +55,11 @@ def land(
     factory: Any, engine: Any, evaluation_id: int, *, rebuild_inside: bool, phase_id: int, cases: dict[str, Any]
 ) -> tuple[float, float]:
     """(seconds of the landing's write transaction, seconds of the whole landing including the rebuild)."""
+    from api import BENCH_DIGEST, PROVENANCE
     from sqlalchemy import event
 
     from app.leaderboard.standings import _REFRESHING, refresh_standings
+    from app.scoring import fingerprint
     from worker import transitions
 
     marks: dict[str, float] = {}
@@ -76,7 +78,12 @@ def land(
         try:
             if rebuild_inside:
                 session.info[_REFRESHING] = True  # no after-commit rebuild: it happens below, inside
-            scores = {**SCORES, "cases": cases}
+            scores = {
+                **SCORES,
+                "cases": cases,
+                "scoring_fingerprint": fingerprint({}, BENCH_DIGEST),
+                "provenance": PROVENANCE,
+            }
             assert transitions.succeed(session, evaluation_id=evaluation_id, owner="bench:1", attempt=1, scores=scores)
             if rebuild_inside:
                 refresh_standings(session, phase_id=phase_id)

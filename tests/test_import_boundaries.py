@@ -1,4 +1,4 @@
-"""The dependency rules of architecture.md section 3, checked in fresh interpreters via sys.modules."""
+"""The dependency rules of docs/architecture.md (Dependency rules), checked in fresh interpreters via sys.modules."""
 
 import json
 import subprocess
@@ -44,6 +44,9 @@ RULES: dict[str, tuple[str, ...]] = {
     "app.main": ("worker.tasks", "worker.inference", "worker.celery_app", "torch"),
     "app.queue": ("worker.tasks", "worker.inference", "torch"),
     "app.cli": ("torch", "fastapi", "sqlalchemy", "celery"),
+    # The API and the workers compute scoring fingerprints with the same code.
+    "app.scoring": ("fastapi", "sqlalchemy", "celery", "torch", "numpy"),
+    "worker.provenance": ("fastapi", "sqlalchemy", "celery", "torch"),
 }
 
 

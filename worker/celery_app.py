@@ -4,7 +4,7 @@ Queues: `cpu` scores predictions files, `gpu` runs participant models and contai
 Messages carry ids only (JSON). PostgreSQL is the truth; Redis only carries wake-ups, so every setting here
 favours "run again, idempotently" over "lose silently": late acks, reject on worker lost, prefetch 1.
 
-The limits must nest (reliability-security.md): sandbox timeout < soft limit < hard limit < broker
+The limits must nest (docs/reliability-security.md, Time limits): sandbox timeout < soft limit < hard limit < broker
 visibility timeout < stale-lease expiry. A live task therefore never holds an expired lease and is never
 redelivered while it runs; a misordered configuration makes the worker refuse to start (`check_limits`).
 
@@ -151,7 +151,7 @@ def _use_embedded_transport() -> None:
 def configure(app: Celery, *, broker_url: str, limits: Limits, sweep_interval_s: float = 600.0) -> None:
     """Apply every reliability setting; shared by the API-side client and the worker."""
     is_redis = broker_url.startswith(("redis://", "rediss://"))
-    # The visibility timeout goes to both option sets (reliability-security.md): Celery reads the result
+    # Both option sets get the visibility timeout (docs/reliability-security.md, Time limits): Celery reads the result
     # backend's copy for chords and for results of acks-late tasks.
     broker_options: dict[str, Any] = {"visibility_timeout": limits.visibility_timeout_s}
     result_options: dict[str, Any] = {"visibility_timeout": limits.visibility_timeout_s}

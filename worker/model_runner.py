@@ -208,6 +208,7 @@ class ModelArchiveRunner:
 
     def __init__(self, settings: ModelSettings | None = None) -> None:
         self.settings = settings or ModelSettings.from_env()
+        self.run_info: dict[str, Any] = {}
         self.backend: Backend = get_backend(
             self.settings.backend, runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths
         )
@@ -322,6 +323,7 @@ class ModelArchiveRunner:
             raise SubmissionError(line)
         stats = run_stats(output_dir / STATS_FILE)
         device = str(stats.get("device", "unknown"))
+        self.run_info = {"backend": settings.backend, "device": device[:100], "sandbox_seconds": result.wall_seconds}
         logger.info(
             "evaluation %s: model archive ran %d cases in %.1f s on %s (%s tiles/s)",
             request.evaluation_id,

@@ -105,11 +105,13 @@ def predict(
     runner_for: RunnerFactory = load_runner,
     progress: ProgressCallback = _ignore_progress,
     run_name: str = "all",
+    run_info: dict[str, Any] | None = None,
 ) -> dict[str, CasePredictions]:
     """The submission's detections for `cases`, keyed by case name and validated against the set.
 
     A predictions file is read whole (its cases are checked at scoring); a runner is run on `cases` only
     and its output may name no other image. `run_name` names the run's output directory (one per shard).
+    `run_info`, when given, receives what the runner tells of its run (runner, backend, device, image).
     """
     wanted = tuple(cases)
     if inp.kind == PREDICTIONS_KIND:
@@ -131,6 +133,8 @@ def predict(
             memory_bytes=inp.memory_bytes,
         )
     )
+    if run_info is not None:
+        run_info.update({"runner": type(runner).__name__, **dict(getattr(runner, "run_info", None) or {})})
     progress(0.75, "reading the detections")
     extents = _extents(test_set)
     try:

@@ -55,7 +55,9 @@ class Runner(Protocol):
     """Executes a submission; returns a predictions path (`read_predictions` format) under output_dir.
 
     Raises SubmissionError for faults of the submission (shown to the participant, one line) and
-    RetryableError for infrastructure faults. Must return or raise within `request.timeout_s`.
+    RetryableError for infrastructure faults. Must return or raise within `request.timeout_s`. A runner may
+    set a `run_info` mapping of JSON values (backend, device, image digest) after a run: it goes into the
+    result's provenance.
     """
 
     def run(self, request: RunRequest) -> Path: ...

@@ -40,6 +40,7 @@ from app.leaderboard.standings import rebuild_stale
 from app.models import Evaluation, Phase, Submission
 from app.models import TestSet as TestSetRow
 from app.models.base import utcnow
+from app.scoring import canonical_options
 from app.settings import get_settings
 from worker import transitions
 from worker.celery_app import CPU_QUEUE, GPU_QUEUE, app, key_prefix, limits_of, worker_identity
@@ -56,6 +57,7 @@ from worker.pipeline import (
     score,
     shard_plan,
 )
+from worker.provenance import ScoringBasis, check_test_set, provenance
 from worker.runners import TIME_LIMIT_MESSAGE, RunnerNotConfiguredError
 
 logger = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ def with_db_retry(step: Callable[[Session], T], *, budget_s: float = PERSIST_RET
             delay = min(delay * 2, 5.0)
 
 
-def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, dict[str, Any]]:
+def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, dict[str, Any], ScoringBasis]:
     evaluation, submission, phase = session.execute(
         select(Evaluation, Submission, Phase)
         .join(Submission, Submission.id == Evaluation.submission_id)
@@ -122,7 +124,7 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
     test_set = session.get(TestSetRow, phase.test_set_id)
     assert test_set is not None
     settings = get_settings()
-    options = dict(phase.scoring_options or {})
+    options = canonical_options(phase.scoring_options)
     limits = limits_of(app)
     inp = PipelineInput(
         evaluation_id=evaluation.id,
@@ -131,17 +133,26 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
         test_set_dir=Path(test_set.manifest_path).parent,
         work_dir=settings.data_dir / "work" / f"evaluation-{evaluation.id}",
         timeout_s=min(float(phase.time_limit_s), limits.sandbox_timeout_s),
-        rules=str(options.get("rules", "midog2022")),
-        bootstrap=int(options.get("bootstrap", 1000)),
-        seed=int(options.get("seed", 0)),
-        group_key=str(options.get("group_key", "scanner")),
-        radius_mm=float(options.get("radius_mm", 0.0075)),
-        # Phases are hidden unless the organiser says otherwise; the container layout is per phase.
-        hidden=bool(options.get("hidden", True)),
-        input_layout=str(options["input_layout"]) if options.get("input_layout") else None,
+        rules=str(options["rules"]),
+        bootstrap=int(options["bootstrap"]),
+        seed=int(options["seed"]),
+        group_key=str(options["group_key"]),
+        radius_mm=float(options["radius_mm"]),
+        hidden=bool(options["hidden"]),
+        input_layout=str(options["input_layout"]) if options["input_layout"] else None,
         memory_bytes=int(phase.memory_limit_mb) * 1024**2,
     )
-    return inp, options
+    basis = ScoringBasis(
+        options=options,
+        test_set_id=test_set.id,
+        test_set_name=test_set.name,
+        test_set_digest=test_set.scoring_digest,
+        phase_fingerprint=phase.scoring_fingerprint,
+        submission_kind=str(submission.kind),
+        submission_sha256=submission.sha256,
+        submission_bytes=int(submission.size_bytes),
+    )
+    return inp, options, basis
 
 
 class LeaseLostError(Exception):
@@ -177,8 +188,20 @@ class _Run:
         if not held:
             raise LeaseLostError(f"evaluation {self.evaluation_id} attempt {self.attempt} no longer holds its lease")
 
-    def succeed(self, outcome: Outcome, gpu_seconds: float) -> bool:
-        scores = asdict(outcome)
+    def succeed(self, outcome: Outcome, gpu_seconds: float, basis: ScoringBasis, runtime: dict[str, Any]) -> bool:
+        if basis.fingerprint != basis.phase_fingerprint:
+            # Stored all the same (the participant sees it), but never ranked beside the phase's other results.
+            logger.warning(
+                "evaluation %s scored under fingerprint %s, its phase ranks %s: re-evaluate the phase to adopt it",
+                self.evaluation_id,
+                basis.fingerprint[:12],
+                (basis.phase_fingerprint or "none")[:12],
+            )
+        scores = {
+            **asdict(outcome),
+            "scoring_fingerprint": basis.fingerprint,
+            "provenance": provenance(basis, runtime={"worker": self.owner, **runtime}),
+        }
         return with_db_retry(
             lambda session: transitions.succeed(
                 session,
@@ -279,7 +302,8 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
     run = _Run(evaluation_id, claimed.attempt, claimed.owner)
     # From here on every failure, reading the inputs included, ends in a recorded state (never a loop).
     with _outcomes(run, self):
-        inp, options = with_db_retry(lambda session: _load_input(session, evaluation_id))
+        inp, options, basis = with_db_retry(lambda session: _load_input(session, evaluation_id))
+        check_test_set(inp.test_set_dir, basis)
         test_set = open_test_set(inp.test_set_dir)
         shard_by = options.get("shard_by")
         if inp.kind != PREDICTIONS_KIND and shard_by:
@@ -287,11 +311,20 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
             if len(shards) > 1:
                 _start_shards(run, shards)
                 return "sharded"
-        started = time.monotonic()
-        predictions = predict(inp, test_set, [c.name for c in test_set.cases], progress=run.progress)
-        gpu_seconds = 0.0 if inp.kind == PREDICTIONS_KIND else time.monotonic() - started
+        started_at, started = utcnow(), time.monotonic()
+        run_info: dict[str, Any] = {}
+        cases = [c.name for c in test_set.cases]
+        predictions = predict(inp, test_set, cases, progress=run.progress, run_info=run_info)
+        predicted = time.monotonic()
+        gpu_seconds = 0.0 if inp.kind == PREDICTIONS_KIND else predicted - started
         outcome = score(inp, test_set, predictions, progress=run.progress)
-        if not run.succeed(outcome, gpu_seconds):
+        runtime = {
+            **run_info,
+            "started_at": started_at.isoformat(),
+            "run_seconds": round(predicted - started, 3),
+            "scoring_seconds": round(time.monotonic() - predicted, 3),
+        }
+        if not run.succeed(outcome, gpu_seconds, basis, runtime):
             logger.warning("evaluation %s: lease lost before the result was written", evaluation_id)
             return "lease lost"
         return "succeeded"
@@ -332,10 +365,10 @@ def _shard_path(inp: PipelineInput, attempt: int, index: int) -> Path:
     return inp.work_dir / f"attempt-{attempt}" / "shards" / f"{index}.json"
 
 
-def _load_held(evaluation_id: int, owner: str, attempt: int) -> PipelineInput | None:
+def _load_held(evaluation_id: int, owner: str, attempt: int) -> tuple[PipelineInput, ScoringBasis] | None:
     lease_s = limits_of(app).lease_expiry_s
 
-    def step(session: Session) -> PipelineInput | None:
+    def step(session: Session) -> tuple[PipelineInput, ScoringBasis] | None:
         if not transitions.renew_lease(
             session,
             evaluation_id=evaluation_id,
@@ -345,7 +378,8 @@ def _load_held(evaluation_id: int, owner: str, attempt: int) -> PipelineInput | 
             lease_s=lease_s,
         ):
             return None
-        return _load_input(session, evaluation_id)[0]
+        inp, _options, basis = _load_input(session, evaluation_id)
+        return inp, basis
 
     return with_db_retry(step)
 
@@ -353,17 +387,23 @@ def _load_held(evaluation_id: int, owner: str, attempt: int) -> PipelineInput | 
 @_task(name=RUN_SHARD, bind=True, ignore_result=False)
 def run_shard(self: Task, *, evaluation_id: int, attempt: int, owner: str, index: int, cases: list[str]) -> str | None:
     """Run the submission on one shard's cases; writes the shard's predictions and returns the file path."""
-    inp = _load_held(evaluation_id, owner, attempt)
-    if inp is None:
+    held = _load_held(evaluation_id, owner, attempt)
+    if held is None:
         return None
+    inp, basis = held
     run = _Run(evaluation_id, attempt, owner)
     path = _shard_path(inp, attempt, index)
     with _outcomes(run, self):
+        check_test_set(inp.test_set_dir, basis)
         test_set = open_test_set(inp.test_set_dir)
-        predictions = predict(inp, test_set, cases, run_name=f"attempt-{attempt}-shard-{index}")
+        started = time.monotonic()
+        run_info: dict[str, Any] = {"worker": worker_identity(), "cases": len(cases)}
+        predictions = predict(inp, test_set, cases, run_name=f"attempt-{attempt}-shard-{index}", run_info=run_info)
+        run_info["run_seconds"] = round(time.monotonic() - started, 3)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".tmp")
         partial.write_text(json.dumps(predictions_to_json(predictions)), encoding="utf-8")
+        path.with_suffix(".run.json").write_text(json.dumps(run_info), encoding="utf-8")
         partial.replace(path)
         return str(path)
     return None
@@ -372,17 +412,32 @@ def run_shard(self: Task, *, evaluation_id: int, attempt: int, owner: str, index
 @_task(name=MERGE, bind=True)
 def merge_shards_task(self: Task, shard_paths: Any = None, *, evaluation_id: int, attempt: int, owner: str) -> str:
     """Merge the shards of one run and score them exactly as a single run would have been scored."""
-    inp = _load_held(evaluation_id, owner, attempt)
-    if inp is None:
+    held = _load_held(evaluation_id, owner, attempt)
+    if held is None:
         return "lease lost"
+    inp, basis = held
     run = _Run(evaluation_id, attempt, owner)
     with _outcomes(run, self):
+        check_test_set(inp.test_set_dir, basis)
         test_set = open_test_set(inp.test_set_dir)
-        files = sorted((inp.work_dir / f"attempt-{attempt}" / "shards").glob("*.json"), key=lambda p: int(p.stem))
+        directory = inp.work_dir / f"attempt-{attempt}" / "shards"
+        files = sorted((p for p in directory.glob("*.json") if p.stem.isdigit()), key=lambda p: int(p.stem))
         shards = [predictions_from_json(json.loads(p.read_text(encoding="utf-8"))) for p in files]
+        runs = [_shard_run_info(p.with_suffix(".run.json")) for p in files]
+        started = time.monotonic()
         outcome = score(inp, test_set, merge_shards(shards), progress=run.progress)
-        return "succeeded" if run.succeed(outcome, 0.0) else "lease lost"
+        runtime = {"shards": runs, "scoring_seconds": round(time.monotonic() - started, 3)}
+        gpu_seconds = sum(float(r.get("run_seconds", 0.0)) for r in runs)
+        return "succeeded" if run.succeed(outcome, gpu_seconds, basis, runtime) else "lease lost"
     return "failed"
+
+
+def _shard_run_info(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _live_evaluation_ids() -> set[int] | None:

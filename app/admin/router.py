@@ -18,6 +18,7 @@ from app.admin import service
 from app.admin.audit import record_admin_writes
 from app.admin.schemas import (
     AuditEventRead,
+    PhaseProgressRead,
     ReevaluateRead,
     SubmissionAdminRead,
     SubmissionUpdate,
@@ -130,26 +131,58 @@ def create_phase(db: DbSession, settings: AppSettings, challenge_id: IdPath, bod
 @router.patch(
     "/phases/{phase_id}",
     summary="Update a phase",
-    description="Adding `model` or `container` to allowed_kinds needs a running worker that can run them (422).",
-    responses=errors(404),
+    description=(
+        "Adding `model` or `container` to allowed_kinds needs a running worker that can run them (422). "
+        "Changing the scoring (a scored option of `scoring_options`, or `test_set_id`) of a phase whose "
+        "submissions are scored or being scored is refused (409, naming what changed) unless `reevaluate=true`: "
+        "then every submission is re-evaluated under the new scoring in a new evaluation version, the board "
+        "shows only results of the new scoring, and `GET /admin/phases/{phase_id}/progress` follows the work."
+    ),
+    responses=errors(404, 409),
 )
-def update_phase(db: DbSession, settings: AppSettings, phase_id: IdPath, body: PhaseUpdate) -> PhaseRead:
+def update_phase(
+    db: DbSession,
+    settings: AppSettings,
+    phase_id: IdPath,
+    body: PhaseUpdate,
+    reevaluate: Annotated[
+        bool, Query(description="Confirm re-evaluating every submission on a scoring change.")
+    ] = False,
+) -> PhaseRead:
     phase = challenges.get_phase(db, phase_id=phase_id, include_unpublished=True)
     if body.allowed_kinds is not None:
         added = [k.value for k in body.allowed_kinds if k.value not in phase.allowed_kinds]
         workers.require_capable_workers(db, kinds=added, stale_after_s=settings.worker_stale_after_s)
-    return challenges.phase_read(challenges.update_phase(db, phase=phase, data=body))
+    if challenges.update_phase(db, phase=phase, data=body, reevaluate=reevaluate):
+        service.reevaluate_phase(db, phase=phase)
+    return challenges.phase_read(phase)
 
 
 @router.post(
     "/phases/{phase_id}/reevaluate",
     summary="Re-evaluate every submission of a phase under a new evaluation version (old results kept)",
+    description="Also adopts the server's current scorer version into the phase's scoring fingerprint.",
     responses=errors(404),
 )
 def reevaluate_phase(db: DbSession, phase_id: IdPath) -> ReevaluateRead:
     phase = challenges.get_phase(db, phase_id=phase_id, include_unpublished=True)
     queued = service.reevaluate_phase(db, phase=phase)
-    return ReevaluateRead(phase_id=phase.id, evaluation_version=phase.evaluation_version, queued=queued)
+    return ReevaluateRead(
+        phase_id=phase.id,
+        evaluation_version=phase.evaluation_version,
+        scoring_fingerprint=phase.scoring_fingerprint,
+        queued=queued,
+    )
+
+
+@router.get(
+    "/phases/{phase_id}/progress",
+    summary="How far the phase's current evaluation version has got (e.g. after a re-evaluation)",
+    responses=errors(404),
+)
+def phase_progress(db: DbSession, phase_id: IdPath) -> PhaseProgressRead:
+    phase = challenges.get_phase(db, phase_id=phase_id, include_unpublished=True)
+    return service.phase_progress(db, phase=phase)
 
 
 @router.get(

@@ -35,6 +35,7 @@ class TestSetRead(BaseModel):
     description: str
     manifest_path: str
     manifest_sha256: str
+    scoring_digest: str = Field(description="sha256 over manifest.json and the ground truth, checked before each run.")
     case_count: int
     created_at: datetime
 
@@ -122,4 +123,21 @@ class SubmissionUpdate(StrictInput):
 class ReevaluateRead(BaseModel):
     phase_id: int
     evaluation_version: int
+    scoring_fingerprint: str | None
     queued: int
+
+
+class PhaseProgressRead(BaseModel):
+    """Where the phase's current evaluation version stands."""
+
+    phase_id: int
+    evaluation_version: int
+    scoring_fingerprint: str | None
+    scoring_current: bool = Field(
+        description="False when this server's scorer or the test set's content differs from the phase's "
+        "fingerprint: new results would not be ranked until the phase is re-evaluated."
+    )
+    submissions: int = Field(description="Submissions of the phase that are not disqualified.")
+    by_status: dict[str, int] = Field(description="Evaluations of the current version, by status.")
+    ranked: int = Field(description="Results of the current version under the phase's fingerprint.")
+    not_started: int = Field(description="Submissions with no evaluation of the current version.")

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.admin.schemas import EvaluationAdminRead, SubmissionAdminRead, TestSetCreate
+from app.admin.schemas import EvaluationAdminRead, PhaseProgressRead, SubmissionAdminRead, TestSetCreate
+from app.challenges.service import scoring_fingerprint_of
 from app.errors import Conflict, InvalidInput, NotFound
-from app.leaderboard.service import to_csv
+from app.leaderboard.service import provenance_columns, to_csv
 from app.models import (
     ACTIVE_STATUSES,
     Evaluation,
@@ -131,7 +132,7 @@ def _validated_cases(root: Path) -> dict[str, dict[str, Any]]:
 def _add_test_set(
     session: Session, *, name: str, description: str, root: Path, cases: dict[str, dict[str, Any]]
 ) -> TestSet:
-    from worker.datasets.manifest import sha256_file
+    from worker.datasets.manifest import scoring_digest, sha256_file
 
     manifest_path = root / "manifest.json"
     test_set = TestSet(
@@ -139,6 +140,7 @@ def _add_test_set(
         description=description,
         manifest_path=str(manifest_path.resolve()),
         manifest_sha256=sha256_file(manifest_path),
+        scoring_digest=scoring_digest(root),
         case_count=len(cases),
         cases=cases,
     )
@@ -207,6 +209,8 @@ def _result_dict(result: Result | None) -> dict[str, Any] | None:
         "cases",
         "rank_robustness",
         "evaluation_version",
+        "scoring_fingerprint",
+        "provenance",
     )
     return {k: getattr(result, k) for k in keys}
 
@@ -218,7 +222,7 @@ def admin_view(submission: Submission) -> SubmissionAdminRead:
     if ev is not None and ev.result is not None:
         from app.submissions.service import result_read
 
-        base["result"] = result_read(ev.result, shown_groups=None).model_dump()
+        base["result"] = result_read(ev.result, phase=submission.phase, organiser=True).model_dump()
         base["scores_hidden"] = False
     return SubmissionAdminRead(
         **base,
@@ -313,7 +317,9 @@ def cancel_submission(session: Session, *, submission: Submission) -> Evaluation
 
 
 def reevaluate_phase(session: Session, *, phase: Phase) -> int:
-    """A new evaluation version for every submission of the phase; old results are kept."""
+    """A new evaluation version for every submission of the phase under its scoring as of now (this
+    server's scorer, the phase's options and test set); old results are kept, off the board."""
+    phase.scoring_fingerprint = scoring_fingerprint_of(session, phase)
     phase.evaluation_version += 1
     submissions = session.scalars(
         select(Submission).where(Submission.phase_id == phase.id, Submission.is_disqualified.is_(False))
@@ -324,6 +330,55 @@ def reevaluate_phase(session: Session, *, phase: Phase) -> int:
     for submission, ev in zip(submissions, evaluations, strict=True):
         enqueue_after_commit(session, TASK_RUN, queue=queue_for(submission.kind), evaluation_id=ev.id)
     return len(evaluations)
+
+
+def phase_progress(session: Session, *, phase: Phase) -> PhaseProgressRead:
+    """Counts of the phase's current evaluation version (what a re-evaluation has done so far)."""
+    version = phase.evaluation_version
+    in_phase = Submission.phase_id == phase.id
+    by_status = {
+        str(status.value if hasattr(status, "value") else status): int(count)
+        for status, count in session.execute(
+            select(Evaluation.status, func.count())
+            .join(Submission, Submission.id == Evaluation.submission_id)
+            .where(in_phase, Evaluation.version == version)
+            .group_by(Evaluation.status)
+        )
+    }
+    submissions = int(
+        session.scalar(
+            select(func.count()).select_from(Submission).where(in_phase, Submission.is_disqualified.is_(False))
+        )
+        or 0
+    )
+    ranked = int(
+        session.scalar(
+            select(func.count())
+            .select_from(Result)
+            .join(Submission, Submission.id == Result.submission_id)
+            .where(
+                in_phase,
+                Result.evaluation_version == version,
+                Result.scoring_fingerprint == phase.scoring_fingerprint,
+            )
+        )
+        or 0
+    )
+    started = session.scalar(
+        select(func.count(func.distinct(Evaluation.submission_id)))
+        .join(Submission, Submission.id == Evaluation.submission_id)
+        .where(in_phase, Submission.is_disqualified.is_(False), Evaluation.version == version)
+    )
+    return PhaseProgressRead(
+        phase_id=phase.id,
+        evaluation_version=version,
+        scoring_fingerprint=phase.scoring_fingerprint,
+        scoring_current=scoring_fingerprint_of(session, phase) == phase.scoring_fingerprint,
+        submissions=submissions,
+        by_status=by_status,
+        ranked=ranked,
+        not_started=max(submissions - int(started or 0), 0),
+    )
 
 
 def results_csv(session: Session, *, phase_id: int) -> str:
@@ -351,6 +406,8 @@ def results_csv(session: Session, *, phase_id: int) -> str:
             Result.f1_ci_low,
             Result.f1_ci_high,
             Result.rank_robustness,
+            Result.scoring_fingerprint,
+            Result.provenance,
         )
         .join(Team, Team.id == Submission.team_id)
         .join(Result, Result.submission_id == Submission.id)
@@ -379,5 +436,15 @@ def results_csv(session: Session, *, phase_id: int) -> str:
         "f1_ci_low",
         "f1_ci_high",
         "rank_robustness",
+        "scoring_fingerprint",
+        "scorer_version",
+        "test_set_digest",
+        "submission_sha256",
     ]
-    return to_csv(header, [[v.value if hasattr(v, "value") else v for v in row] for row in rows])
+    return to_csv(
+        header,
+        [
+            [v.value if hasattr(v, "value") else v for v in row[:-1]] + provenance_columns(row.provenance)
+            for row in rows
+        ],
+    )

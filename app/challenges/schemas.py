@@ -3,43 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.models import EntryPolicy, LeaderboardVisibility, PhaseKind, RankingMetric, SubmissionKind
+from app.scoring import ScoringOptions
 from app.types import MAX_ID, GroupLabel, LongText, Slug, StrictInput, Title
 
 Quota = Annotated[int, Field(ge=0, le=100_000)]
-
-
-class ScoringOptions(BaseModel):
-    """How the workers run and score this phase's submissions (read by worker.tasks)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    rules: Annotated[
-        Literal["midog2022", "midog2021"],
-        Field(description="Official evaluation reproduced: midog2022 (also 2025, with AP) or midog2021."),
-    ] = "midog2022"
-    bootstrap: Annotated[
-        int, Field(ge=0, le=10_000, description="Bootstrap resamples over cases for the 95% F1 intervals (0: none).")
-    ] = 1000
-    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
-    group_key: Annotated[GroupLabel, Field(description="Test-set label whose values are the leaderboard groups.")] = (
-        "scanner"
-    )
-    radius_mm: Annotated[float, Field(gt=0, le=1.0, description="Hit radius in mm (inclusive).")] = 0.0075
-    shard_by: Annotated[
-        GroupLabel | None, Field(description="Split model/container runs into parallel shards by this label.")
-    ] = None
-    hidden: Annotated[
-        bool, Field(description="Hidden test data: participants see a one-line reason on failure, never logs.")
-    ] = True
-    input_layout: Annotated[
-        Literal["2022", "2021"] | None,
-        Field(description="Container input layout: 2022/2025 (/input/images/histopathology-roi-cropout/) or 2021."),
-    ] = None
 
 
 class PhaseRead(BaseModel):
@@ -68,6 +40,10 @@ class PhaseRead(BaseModel):
     evaluation_version: int
     test_set_id: int | None
     scoring_options: ScoringOptions
+    scoring_fingerprint: str | None = Field(
+        description="sha256 of the scorer version, scored options and test set; only results with this "
+        "fingerprint (and this evaluation version) are ranked."
+    )
 
 
 class ChallengeRead(BaseModel):
@@ -142,4 +118,7 @@ class PhaseUpdate(StrictInput):
     parent_phase_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
     time_limit_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
     memory_limit_mb: Annotated[int, Field(gt=0, le=4_000_000)] | None = None
-    scoring_options: ScoringOptions | None = None
+    scoring_options: Annotated[
+        ScoringOptions | None,
+        Field(description="Only the options given change; a scoring change may need ?reevaluate=true (409)."),
+    ] = None

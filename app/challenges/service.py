@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -19,7 +19,18 @@ from app.challenges.schemas import (
     PhaseUpdate,
 )
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import Challenge, LeaderboardVisibility, Phase, TestSet, utcnow
+from app.models import (
+    ACTIVE_STATUSES,
+    Challenge,
+    Evaluation,
+    EvaluationStatus,
+    LeaderboardVisibility,
+    Phase,
+    Submission,
+    TestSet,
+    utcnow,
+)
+from app.scoring import canonical_options, changed_scored_options, fingerprint
 
 
 def phase_is_open(phase: Phase, now: datetime | None = None) -> bool:
@@ -120,13 +131,21 @@ def create_phase(session: Session, *, challenge: Challenge, data: PhaseCreate) -
     phase = Phase(challenge=challenge, **fields)
     with session.no_autoflush:  # the half-built phase must not be flushed by the checks' queries
         _check_phase(session, phase)
+        phase.scoring_fingerprint = scoring_fingerprint_of(session, phase)
     session.add(phase)
     _flush_or_conflict(session, f"phase {data.slug!r} exists in this challenge")
     return phase
 
 
-def update_phase(session: Session, *, phase: Phase, data: PhaseUpdate) -> Phase:
+def update_phase(session: Session, *, phase: Phase, data: PhaseUpdate, reevaluate: bool = False) -> bool:
+    """Apply the given fields; True when the phase's submissions must now be re-evaluated (the caller does it).
+
+    A change of scoring (scored options, test set, or the scorer itself since the phase was last scored) on a
+    phase with submissions scored or being scored is refused (Conflict, saying why and what to do) unless
+    `reevaluate`: results produced differently must never be ranked side by side.
+    """
     changes: dict[str, Any] = data.model_dump(exclude_unset=True)
+    scoring_before = (dict(phase.scoring_options or {}), phase.test_set_id, phase.scoring_fingerprint)
     not_nullable = {
         "title",
         "kind",
@@ -138,16 +157,77 @@ def update_phase(session: Session, *, phase: Phase, data: PhaseUpdate) -> Phase:
         "ranking_metric",
         "time_limit_s",
         "memory_limit_mb",
+        "scoring_options",
     }
     for key, value in changes.items():
         if value is None and key in not_nullable:
             raise InvalidInput(f"{key} cannot be null")
         if key == "allowed_kinds":
             value = [k.value if hasattr(k, "value") else k for k in value]
+        if key == "scoring_options":  # the options given change, the others keep their value
+            value = canonical_options({**(phase.scoring_options or {}), **value})
         setattr(phase, key, value)
     _check_phase(session, phase)
+    rescore = False
+    if "scoring_options" in changes or "test_set_id" in changes:
+        rescore = _rescore_needed(session, phase, *scoring_before, confirmed=reevaluate)
     session.flush()
-    return phase
+    return rescore
+
+
+def scoring_fingerprint_of(session: Session, phase: Phase) -> str | None:
+    """The fingerprint this phase's results get when scored now: current scorer, options and test set."""
+    test_set = session.get(TestSet, phase.test_set_id) if phase.test_set_id is not None else None
+    return None if test_set is None else fingerprint(phase.scoring_options, test_set.scoring_digest)
+
+
+def scored_submissions(session: Session, phase: Phase) -> int:
+    """Submissions of the phase's current evaluation version that are scored or being scored."""
+    counted = {EvaluationStatus.SUCCEEDED, *ACTIVE_STATUSES}
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Evaluation)
+            .join(Submission, Submission.id == Evaluation.submission_id)
+            .where(
+                Submission.phase_id == phase.id,
+                Evaluation.version == phase.evaluation_version,
+                Evaluation.status.in_(counted),
+            )
+        )
+        or 0
+    )
+
+
+def _rescore_needed(
+    session: Session,
+    phase: Phase,
+    old_options: dict[str, Any],
+    old_test_set_id: int | None,
+    old_fingerprint: str | None,
+    *,
+    confirmed: bool,
+) -> bool:
+    new_fingerprint = scoring_fingerprint_of(session, phase)
+    if new_fingerprint == old_fingerprint:
+        return False
+    scored = scored_submissions(session, phase)
+    if scored and not confirmed:
+        reasons = [f"scoring_options.{name}" for name in changed_scored_options(old_options, phase.scoring_options)]
+        old_set = session.get(TestSet, old_test_set_id) if old_test_set_id is not None else None
+        new_set = session.get(TestSet, phase.test_set_id) if phase.test_set_id is not None else None
+        if old_set is None or new_set is None or old_set.scoring_digest != new_set.scoring_digest:
+            reasons.append("test_set_id")
+        if old_set is not None and fingerprint(old_options, old_set.scoring_digest) != old_fingerprint:
+            reasons.append("the scorer version (this server scores differently from when the phase was scored)")
+        raise Conflict(
+            f"phase {phase.id} has {scored} submission(s) scored or being scored under its current scoring; "
+            f"changing {', '.join(reasons) or 'the scoring'} would rank results produced differently side by "
+            "side. Send the same change with ?reevaluate=true to re-evaluate every submission under the new "
+            "scoring (a new evaluation version; current results stay stored, off the board), or leave it unchanged."
+        )
+    phase.scoring_fingerprint = new_fingerprint
+    return scored > 0
 
 
 def _check_phase(session: Session, phase: Phase) -> None:

@@ -201,6 +201,7 @@ def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, boot
     from app.cli.serve import migrate_database
     from app.db import make_engine, make_session_factory, session_scope
     from app.models import Challenge, Participant, Phase, SubmissionKind, Team, TokenScope, utcnow
+    from app.scoring import ScoringOptions
 
     migrate_database(database_url)
     engine = make_engine(database_url)
@@ -238,9 +239,9 @@ def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, boot
                         max_active_per_team=5,
                         allowed_kinds=[SubmissionKind.PREDICTIONS, SubmissionKind.MODEL],
                         time_limit_s=900,
+                        scoring_options=ScoringOptions(bootstrap=bootstrap, seed=0),
                     ),
                 )
-                phase.scoring_options = {"bootstrap": bootstrap, "seed": 0}
             else:
                 phase = db.scalars(
                     select(Phase).where(Phase.challenge_id == challenge.id, Phase.slug == PHASE_SLUG)

@@ -33,6 +33,11 @@ class LeaderboardEntry(BaseModel):
     f1_ci_low: float | None
     f1_ci_high: float | None
     groups: dict[str, dict[str, Any]] = Field(description="Per scanner/group metrics (the phase's shown groups).")
+    scoring_fingerprint: str = Field(description="How this result was scored (equal to the board's).")
+    provenance: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Scorer version, scoring options, test-set digest, submission digest, runtime.",
+    )
 
 
 class LeaderboardRead(BaseModel):
@@ -45,5 +50,8 @@ class LeaderboardRead(BaseModel):
     entry_policy: EntryPolicy
     ranking_metric: RankingMetric
     evaluation_version: int
+    scoring_fingerprint: str | None = Field(
+        description="sha256 of the scorer version, scored options and test set every ranked result shares."
+    )
     group_labels: list[str]
     entries: list[LeaderboardEntry]

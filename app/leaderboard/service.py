@@ -32,6 +32,7 @@ def leaderboard_statement(phase_id: int) -> Any:
             Phase.entry_policy,
             Phase.ranking_metric,
             Phase.evaluation_version,
+            Phase.scoring_fingerprint,
             Challenge.slug.label("challenge_slug"),
             Challenge.is_published,
             LeaderboardSnapshot.entries_json,
@@ -60,6 +61,7 @@ def get_leaderboard_json(session: Session, *, phase_id: int, as_organiser: bool 
         "entry_policy": row.entry_policy.value,
         "ranking_metric": row.ranking_metric.value,
         "evaluation_version": row.evaluation_version,
+        "scoring_fingerprint": row.scoring_fingerprint,
         "group_labels": (row.group_labels or []) if visible else [],
     }
     entries = (row.entries_json or "[]") if visible else "[]"
@@ -112,6 +114,10 @@ def leaderboard_csv(board: LeaderboardRead) -> str:
         "tp",
         "fp",
         "fn",
+        "scoring_fingerprint",
+        "scorer_version",
+        "test_set_digest",
+        "submission_sha256",
     ] + [f"f1[{label}]" for label in board.group_labels]
     rows = []
     for e in board.entries:
@@ -134,7 +140,19 @@ def leaderboard_csv(board: LeaderboardRead) -> str:
                 e.tp,
                 e.fp,
                 e.fn,
+                e.scoring_fingerprint,
+                *provenance_columns(e.provenance),
             ]
             + [e.groups.get(label, {}).get("f1") for label in board.group_labels]
         )
     return to_csv(header, rows)
+
+
+def provenance_columns(provenance: dict[str, Any] | None) -> list[object]:
+    """scorer_version, test_set_digest, submission_sha256 of a result's provenance (empty where unrecorded)."""
+    p = provenance or {}
+    return [
+        p.get("scorer_version"),
+        (p.get("test_set") or {}).get("scoring_digest"),
+        (p.get("submission") or {}).get("sha256"),
+    ]

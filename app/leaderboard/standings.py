@@ -43,6 +43,7 @@ from app.models import (
     Team,
     utcnow,
 )
+from app.scoring import public_provenance
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ def ranked_entries(phase_id: int) -> Any:
         .where(
             Submission.phase_id == phase_id,
             Result.evaluation_version == Phase.evaluation_version,
+            # results scored differently (options, test set, scorer) are never ranked beside each other
+            Result.scoring_fingerprint == Phase.scoring_fingerprint,
             Submission.is_hidden.is_(False),
             Submission.is_disqualified.is_(False),
             Team.is_disqualified.is_(False),
@@ -193,6 +196,8 @@ def compute_standings(
             f1_ci_low=res.f1_ci_low,
             f1_ci_high=res.f1_ci_high,
             groups=groups,
+            scoring_fingerprint=res.scoring_fingerprint,
+            provenance=public_provenance(res.provenance),
         )
         entries.append(entry.model_dump_json())
     shown_groups = phase.shown_groups
@@ -359,7 +364,13 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
         elif isinstance(obj, Team) and _changed(obj, "is_disqualified"):
             session.info.setdefault(_DIRTY_TEAMS, set()).add(obj.id)
         elif isinstance(obj, Phase) and _changed(
-            obj, "entry_policy", "ranking_metric", "evaluation_version", "shown_groups", "scoring_options"
+            obj,
+            "entry_policy",
+            "ranking_metric",
+            "evaluation_version",
+            "shown_groups",
+            "scoring_options",
+            "scoring_fingerprint",
         ):
             mark_phase_dirty(session, obj.id)
 

@@ -96,6 +96,9 @@ class Phase(TimestampMixin, Base):
     # bumped by "re-evaluate phase"; the leaderboard shows results of this version only
     evaluation_version: Mapped[int] = mapped_column(Integer, default=1)
     scoring_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # app.scoring.fingerprint of the scorer version, scored options and test set results must match to be
+    # ranked; None while the phase has no test set
+    scoring_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
     challenge: Mapped[Challenge] = relationship(back_populates="phases")
     test_set: Mapped[TestSet | None] = relationship()

@@ -131,6 +131,10 @@ class Result(Base):
     cases: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # share of bootstrap resamples in which this entry keeps its leaderboard rank (None until computed)
     rank_robustness: Mapped[float | None] = mapped_column(Float)
+    # app.scoring.fingerprint of how this result was scored; ranked only while it equals the phase's
+    scoring_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    # how it was produced: scorer version, scoring options, test-set digest, submission digest, runtime
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     evaluation: Mapped[Evaluation] = relationship(back_populates="result")

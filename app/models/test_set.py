@@ -20,6 +20,9 @@ class TestSet(TimestampMixin, Base):
     # server path of manifest.json (the ground truth lies beside it, never where participant code can see)
     manifest_path: Mapped[str] = mapped_column(String(1024))
     manifest_sha256: Mapped[str] = mapped_column(String(64))
+    # worker.datasets.manifest.scoring_digest at registration (manifest and ground truth); workers check it
+    # before scoring, so a set edited on disk since is never scored under the registered name
+    scoring_digest: Mapped[str] = mapped_column(String(64))
     case_count: Mapped[int] = mapped_column(Integer)
     # case name -> {"width": px, "height": px, "spacing_mm": mm/px, "groups": {key: label}}
     cases: Mapped[dict[str, Any]] = mapped_column(JSON)

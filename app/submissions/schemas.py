@@ -26,6 +26,15 @@ class ResultRead(MetricsRead):
     evaluation_version: int
     groups: dict[str, dict[str, Any]] = Field(description="Group label (e.g. scanner) -> the same metrics.")
     rank_robustness: float | None
+    scoring_fingerprint: str = Field(description="sha256 of the scorer version, scored options and test set.")
+    ranked: bool = Field(
+        description="Whether the result can stand on the board: scored under the phase's current fingerprint "
+        "and evaluation version (hidden, disqualified and superseded submissions aside)."
+    )
+    provenance: dict[str, Any] = Field(
+        description="How it was produced: scorer version, scoring options, test-set digest, submission digest, "
+        "runtime (runner, backend, device, image, durations)."
+    )
 
 
 class EvaluationRead(BaseModel):

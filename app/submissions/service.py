@@ -29,6 +29,7 @@ from app.models import (
     utcnow,
 )
 from app.queue import enqueue_after_commit
+from app.scoring import public_provenance
 from app.storage import move_into_storage
 from app.submissions.schemas import (
     EvaluationRead,
@@ -257,7 +258,9 @@ def filter_groups(groups: dict[str, Any], shown: list[str] | None) -> dict[str, 
     }
 
 
-def result_read(result: Result, *, shown_groups: list[str] | None) -> ResultRead:
+def result_read(result: Result, *, phase: Phase, organiser: bool = False) -> ResultRead:
+    """A result as its team (the phase's shown groups, public provenance) or organisers (all) see it."""
+    shown_groups = None if organiser else phase.shown_groups
     return ResultRead(
         evaluation_version=result.evaluation_version,
         tp=result.tp,
@@ -271,6 +274,10 @@ def result_read(result: Result, *, shown_groups: list[str] | None) -> ResultRead
         f1_ci_high=result.f1_ci_high,
         groups=filter_groups(result.groups or {}, shown_groups),
         rank_robustness=result.rank_robustness,
+        scoring_fingerprint=result.scoring_fingerprint,
+        ranked=result.scoring_fingerprint == phase.scoring_fingerprint
+        and result.evaluation_version == phase.evaluation_version,
+        provenance=dict(result.provenance or {}) if organiser else public_provenance(result.provenance),
     )
 
 
@@ -298,7 +305,7 @@ def participant_view(submission: Submission, *, now: datetime | None = None) -> 
         )
         # a result stays valid while its submission is re-run (requeue), until the new one replaces it
         if not hidden and ev.result is not None:
-            result = result_read(ev.result, shown_groups=phase.shown_groups)
+            result = result_read(ev.result, phase=phase)
     return SubmissionRead(
         id=submission.id,
         phase_id=submission.phase_id,

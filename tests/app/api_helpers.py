@@ -12,9 +12,20 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.challenges.service import scoring_fingerprint_of
 from app.models import Challenge, Evaluation, EvaluationStatus, Phase, Result, TestSet, utcnow
 
 # Three small cases on two scanners; 1000 x 800 px at 0.00025 mm/px -> 0.25 x 0.2 mm.
+# What a worker records (worker.provenance), as a test playing the worker writes it.
+PLAYED_PROVENANCE: dict[str, Any] = {
+    "recorded": True,
+    "scorer_version": "1",
+    "scoring_options": {"rules": "midog2022", "radius_mm": 0.0075, "group_key": "scanner"},
+    "test_set": {"id": 1, "name": "synthetic", "scoring_digest": "d" * 64},
+    "submission": {"kind": "predictions", "sha256": "5" * 64, "size_bytes": 10},
+    "runtime": {"worker": "test-host:1", "scoring_seconds": 0.1},
+}
+
 CASES = [
     {"name": "001.tiff", "scanner": "A", "width": 1000, "height": 800, "spacing_mm": 0.00025},
     {"name": "002.tiff", "scanner": "A", "width": 1000, "height": 800, "spacing_mm": 0.00025},
@@ -127,6 +138,8 @@ class World:
     def add_phase(self, slug: str, **fields: Any) -> Phase:
         phase = Phase(challenge=self.challenge, slug=slug, title=slug, test_set_id=self.test_set.id, **fields)
         self.db.add(phase)
+        self.db.flush()
+        phase.scoring_fingerprint = scoring_fingerprint_of(self.db, phase)
         self.db.commit()
         return phase
 
@@ -173,6 +186,8 @@ class World:
                         "B": {"tp": 4, "fp": 1, "fn": 1, "f1": f1 - 0.05},
                     },
                     cases=cases if cases is not None else {c["name"]: {"tp": 3, "fp": 1, "fn": 1} for c in CASES},
+                    scoring_fingerprint=ev.submission.phase.scoring_fingerprint,
+                    provenance=PLAYED_PROVENANCE,
                 )
             )
         self.db.commit()

@@ -20,10 +20,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.service import create_token, set_password_hasher
+from app.challenges.service import scoring_fingerprint_of
 from app.main import create_app
 from app.models import Challenge, Phase, TestSet, TokenScope, utcnow
 from app.queue import task_sender
 from app.settings import Settings
+from worker.datasets.manifest import scoring_digest
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -75,6 +77,7 @@ def make_world(db_session: Session, client: TestClient, tmp_path: Path) -> Calla
             name="synthetic",
             manifest_path=str(root / "manifest.json"),
             manifest_sha256="0" * 64,
+            scoring_digest=scoring_digest(root),
             case_count=len(CASES),
             cases={
                 c["name"]: {
@@ -92,6 +95,7 @@ def make_world(db_session: Session, client: TestClient, tmp_path: Path) -> Calla
         phase = Phase(challenge=challenge, slug="prelim", title="Preliminary", test_set=test_set, **fields)
         db_session.add_all([test_set, challenge, phase])
         db_session.flush()
+        phase.scoring_fingerprint = scoring_fingerprint_of(db_session, phase)
         issued = create_token(db_session, scope=TokenScope.ORGANISER, name="tests")
         db_session.commit()
         return World(db_session, client, issued.token, challenge, phase, test_set)

@@ -169,7 +169,12 @@ def test_cancel_requeue_and_reevaluate_enqueue_after_commit(world: World, sent_t
     world.finish(sub["id"])
     sent_tasks.clear()
     r = world.client.post(f"/api/v1/admin/phases/{world.phase.id}/reevaluate", headers=world.admin())
-    assert r.json() == {"phase_id": world.phase.id, "evaluation_version": 2, "queued": 1}
+    assert r.json() == {
+        "phase_id": world.phase.id,
+        "evaluation_version": 2,
+        "scoring_fingerprint": world.phase.scoring_fingerprint,
+        "queued": 1,
+    }
     world.db.expire_all()
     new = world.db.query(Evaluation).filter_by(submission_id=sub["id"], version=2).one()
     assert new.status is EvaluationStatus.QUEUED

@@ -217,6 +217,8 @@ def test_a_result_written_by_statement_as_the_worker_does_updates_the_board(worl
         "f1_ci_high": 0.9,
         "groups": {},
         "cases": {c["name"]: {"tp": 1, "fp": 0, "fn": 0} for c in CASES},
+        "scoring_fingerprint": world.phase.scoring_fingerprint,
+        "provenance": {},
     }
     insert_fn = postgresql.insert if world.db.get_bind().dialect.name == "postgresql" else sqlite.insert
     world.db.execute(insert_fn(Result).values(values).on_conflict_do_nothing())

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from api_helpers import write_test_set
+from sqlalchemy import create_engine, inspect, text
 
 from app.models import Base
+from app.scoring import fingerprint
+from worker.datasets.manifest import scoring_digest
 
 
 @pytest.mark.parametrize("backend_name", ["postgresql", "sqlite"])
@@ -31,3 +37,85 @@ def test_upgrade_downgrade_upgrade_leaves_no_autogenerate_difference(
         diff = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+@pytest.mark.parametrize("backend_name", ["postgresql", "sqlite"])
+def test_results_from_before_provenance_keep_their_place_on_the_board(
+    backend_name: str, create_database: Callable[[str], str], alembic_cfg: Callable[[str], Config], tmp_path: Path
+) -> None:
+    """0005 computes the fingerprints the application computes, marks old provenance as unrecorded, and
+    leaves results of older evaluation versions unranked."""
+    root = write_test_set(tmp_path / "set")
+    url = create_database(backend_name)
+    cfg = alembic_cfg(url)
+    command.upgrade(cfg, "0004")
+    engine = create_engine(url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO test_set (id, name, description, manifest_path, manifest_sha256, case_count, cases, "
+                "created_at, updated_at) VALUES (1, 's', '', :m, :h, 1, '{}', :t, :t)"
+            ),
+            {"m": str(root / "manifest.json"), "h": "0" * 64, "t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO challenge (id, slug, title, description, is_published, requires_approval, created_at, "
+                "updated_at) VALUES (1, 'c', 'C', '', true, false, :t, :t)"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO phase (id, challenge_id, slug, title, kind, allowed_kinds, test_set_id, "
+                "failed_count_towards_quota, max_active_per_team, leaderboard_visibility, entry_policy, "
+                "ranking_metric, time_limit_s, memory_limit_mb, evaluation_version, scoring_options, created_at, "
+                "updated_at) VALUES (1, 1, 'p', 'P', 'preliminary', '[\"predictions\"]', 1, true, 1, 'public', "
+                "'best', 'f1', 60, 1024, 2, :o, :t, :t)"
+            ),
+            {"o": '{"rules": "midog2021"}', "t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO team (id, name, name_skeleton, contact_email, is_approved, is_disqualified, created_at, "
+                "updated_at) VALUES (1, 't', 't', 't@example.org', true, false, :t, :t)"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO submission (id, phase_id, team_id, kind, file_path, original_filename, sha256, "
+                "size_bytes, method_name, description, paper_url, is_baseline, is_hidden, is_disqualified, "
+                "created_at, updated_at) VALUES (1, 1, 1, 'predictions', 'x', '', :h, 1, '', '', '', false, false, "
+                "false, :t, :t)"
+            ),
+            {"h": "0" * 64, "t": now},
+        )
+        for version in (1, 2):
+            conn.execute(
+                text(
+                    "INSERT INTO evaluation (id, submission_id, version, status, attempt, queued_at, progress, "
+                    "progress_message, error_message, error_detail, gpu_seconds, created_at, updated_at) VALUES "
+                    "(:v, 1, :v, 'succeeded', 1, :t, 1, '', '', '', 0, :t, :t)"
+                ),
+                {"v": version, "t": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO result (id, evaluation_id, submission_id, evaluation_version, tp, fp, fn, precision, "
+                    "recall, f1, groups, cases, created_at) VALUES (:v, :v, 1, :v, 1, 0, 0, 1, 1, 1, '{}', '{}', :t)"
+                ),
+                {"v": version, "t": now},
+            )
+    command.upgrade(cfg, "head")
+    expected = fingerprint({"rules": "midog2021"}, scoring_digest(root))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT scoring_digest FROM test_set")).scalar_one() == scoring_digest(root)
+        assert conn.execute(text("SELECT scoring_fingerprint FROM phase")).scalar_one() == expected
+        rows = conn.execute(text("SELECT evaluation_version, scoring_fingerprint, provenance FROM result")).all()
+    engine.dispose()
+    by_version = {version: (value, json.loads(p) if isinstance(p, str) else p) for version, value, p in rows}
+    assert by_version[2][0] == expected  # the current version keeps its place
+    assert by_version[1][0] == ""  # an older version stays off the board
+    assert all(p["recorded"] is False for _, p in by_version.values())

@@ -63,7 +63,7 @@ def test_one_result_per_submission_and_evaluation_version(db_session: Session) -
     ev2 = Evaluation(submission_id=sub.id, version=2, status=EvaluationStatus.SUCCEEDED)
     db_session.add_all([ev1, ev2])
     db_session.flush()
-    metrics = {"tp": 1, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    metrics = {"tp": 1, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0, "f1": 1.0, "scoring_fingerprint": "f" * 64}
     db_session.add(Result(evaluation_id=ev1.id, submission_id=sub.id, evaluation_version=1, **metrics))
     db_session.flush()
     db_session.add(Result(evaluation_id=ev2.id, submission_id=sub.id, evaluation_version=1, **metrics))

@@ -53,6 +53,7 @@ def _seed(url: str) -> tuple[str, int]:
             name="t",
             manifest_path="/nonexistent/manifest.json",
             manifest_sha256="0" * 64,
+            scoring_digest="0" * 64,
             case_count=1,
             cases={"001.tiff": {"width": 10, "height": 10, "spacing_mm": 0.00025, "groups": {}}},
         )

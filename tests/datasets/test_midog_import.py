@@ -85,7 +85,7 @@ def test_midog_json_with_three_tiffs_round_trips(midog_dir: Path, tmp_path: Path
         assert case.spacing_mm == pytest.approx(um / 1000, rel=1e-9)  # from the TIFF resolution tags
         assert (test_set.root / case.image).read_bytes() == (midog_dir / "images" / case.name).read_bytes()
     sp = [c.spacing_mm for c in test_set.cases]
-    # spec section 1: mm = spacing * (x1 + x2) / 2, origin 0; category 2 excluded; file order kept
+    # docs/scoring.md, Units and coordinates: mm = spacing * (x1 + x2) / 2, origin 0; category 2 excluded; file order kept
     assert gt == {
         "001.tiff": [[sp[0] * (10 + 60) / 2, sp[0] * (5 + 55) / 2, 0], [sp[0] * (-20 + 30) / 2, sp[0] * 26.5, 0]],
         "051.tiff": [],

@@ -64,10 +64,10 @@ def test_layout_manifest_and_ground_truth(small_set: TestSet) -> None:
         assert (info.width, info.height) == (case.width, case.height) == SIZE
         assert info.spacing_mm == pytest.approx(case.spacing_mm, rel=1e-9)
         assert hashlib.sha256(image.read_bytes()).hexdigest() == case.sha256
-        # official GT = category-1 box centres of MIDOG.json times the spacing (spec section 1)
+        # official GT = category-1 box centres of MIDOG.json times the spacing (docs/scoring.md, Units and coordinates)
         boxes = [a["bbox"] for a in midog["annotations"] if by_id[a["image_id"]] == case.name and a["category_id"] == 1]
         expected = [[case.spacing_mm * (b[0] + b[2]) / 2, case.spacing_mm * (b[1] + b[3]) / 2, 0] for b in boxes]
-        assert gt[case.name] == expected  # exactly the spec conversion
+        assert gt[case.name] == expected  # exactly the documented conversion
         for b in boxes:
             assert b[2] - b[0] == b[3] - b[1] == 2 * BOX_HALF_PX
             assert b[0] >= 0

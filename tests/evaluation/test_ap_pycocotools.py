@@ -1,4 +1,4 @@
-"""AP agrees with pycocotools' COCOeval driven the way torchmetrics drives it (evaluation-spec section 5).
+"""AP agrees with pycocotools' COCOeval driven the way torchmetrics drives it (docs/scoring.md, Average precision).
 
 The reference driver and the random sets live in tests/evaluation/coco_reference.py.
 """

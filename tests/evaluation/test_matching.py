@@ -1,4 +1,4 @@
-"""Hand-computed cases for every matching rule of evaluation-spec section 2 (each line says what it moves)."""
+"""Hand-computed cases for every matching rule of docs/scoring.md, Matching (each line says what it moves)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Which points count, aggregation and missing cases (evaluation-spec sections 3 and 4), hand-computed."""
+"""Hand-computed cases for docs/scoring.md: Which points count, Aggregation, Missing and unknown cases."""
 
 import numpy as np
 import pytest

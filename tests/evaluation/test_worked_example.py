@@ -1,4 +1,4 @@
-"""The worked example of evaluation-spec section 7, through the files and the command a user runs."""
+"""The worked example of docs/scoring.md (Worked example), through the files and the command a user runs."""
 
 import json
 from pathlib import Path

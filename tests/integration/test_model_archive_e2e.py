@@ -1,4 +1,4 @@
-"""Acceptance of issue 6: a model archive of the reference CNN, submitted through the API of `midog-eval serve`
+"""A model archive of the reference CNN, submitted through the API of `midog-eval serve`
 on the embedded default (SQLite, server-less broker, its own cpu and gpu workers), is run by the gpu worker in
 the bwrap sandbox and ends on the leaderboard with the same per-scanner F1 as scoring its detections directly:
 the same archive run by `python -m worker.inference.run` outside the server, scored by

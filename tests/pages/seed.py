@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from app.challenges.service import scoring_fingerprint_of
 from app.models import (
     Challenge,
     Evaluation,
@@ -84,6 +85,15 @@ def _result(evaluation: Evaluation, submission: Submission, f1s: tuple[float, ..
         groups=groups,
         cases={},
         rank_robustness=0.5 + 0.1 * len(submission.method_name) / 10,
+        scoring_fingerprint=submission.phase.scoring_fingerprint,
+        provenance={
+            "recorded": True,
+            "scorer_version": "1",
+            "scoring_options": {"rules": "midog2022", "radius_mm": 0.0075, "group_key": "scanner"},
+            "test_set": {"id": 1, "name": "synthetic-pages", "scoring_digest": "0" * 64},
+            "submission": {"kind": "predictions", "sha256": submission.sha256, "size_bytes": submission.size_bytes},
+            "runtime": {"worker": "seed-host:1", "scoring_seconds": 0.2},
+        },
     )
 
 
@@ -93,6 +103,7 @@ def seed(session: Session) -> Seeded:
         name="synthetic-pages",
         manifest_path="/nonexistent/manifest.json",
         manifest_sha256="0" * 64,
+        scoring_digest="0" * 64,
         case_count=4,
         cases={f"00{i + 1}.tiff": {"groups": {"scanner": s}} for i, s in enumerate(SCANNERS)},
     )
@@ -116,6 +127,8 @@ def seed(session: Session) -> Seeded:
     )
     session.add_all([test_set, challenge, public, hidden])
     session.flush()
+    for phase in (public, hidden):
+        phase.scoring_fingerprint = scoring_fingerprint_of(session, phase)
     ids: dict[str, int] = {}
     hidden_id = 0
     for n, (team_name, (method, f1s, baseline)) in enumerate(ENTRIES.items()):

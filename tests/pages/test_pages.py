@@ -97,7 +97,9 @@ def test_leaderboard_page_matches_json(client: TestClient, seeded: Seeded) -> No
         worst = min(entry["groups"][g]["f1"] for g in SCANNERS)
         assert cells["worst"]["text"] == f"{worst:.3f}"
         assert cells["ap"]["text"] == f"{entry['ap']:.3f}"
-        assert cells["robustness"]["text"] == f"{entry['rank_robustness'] * 100:.0f}%"
+        robustness = entry["rank_robustness"]  # none for baselines, which hold no rank to keep
+        assert (entry["rank"] is None) == (robustness is None)
+        assert cells["robustness"]["text"] == ("–" if robustness is None else f"{robustness * 100:.0f}%")
     # one chart point per entry and scanner, carrying the same F1
     assert len(parsed.circles) == len(ENTRIES) * len(SCANNERS)
     chart = {(c["data-group"], c["data-f1"]) for c in parsed.circles}

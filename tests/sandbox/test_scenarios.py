@@ -1,4 +1,5 @@
-"""S1-S7 of reliability-security.md against every sandbox backend, each with a real hostile probe program.
+"""S1-S7 (docs/reliability-security.md, Sandbox scenarios) against every sandbox backend, each with a real hostile
+probe program.
 
 Where a probe could pass vacuously (a port nobody listens on, a canary path nobody writes), the test also
 shows that the same probe detects the thing outside the sandbox.

@@ -195,6 +195,8 @@ class WorkerEnv:
 
         from app.models import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team
         from app.models import TestSet as TestSetRow
+        from app.scoring import fingerprint
+        from worker.datasets.manifest import scoring_digest
 
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:8]
@@ -203,6 +205,7 @@ class WorkerEnv:
                 name=f"small-{tag}",
                 manifest_path=str(self.small.root / "manifest.json"),
                 manifest_sha256="0" * 64,
+                scoring_digest=scoring_digest(self.small.root),
                 case_count=len(self.small.ground_truth),
                 cases={},
             )
@@ -214,6 +217,7 @@ class WorkerEnv:
                 allowed_kinds=[kind],
                 time_limit_s=time_limit_s,
                 scoring_options=scoring_options or {},
+                scoring_fingerprint=fingerprint(scoring_options or {}, scoring_digest(self.small.root)),
             )
             team = Team(name=f"team-{tag}", contact_email="t@example.org")
             evaluations = []

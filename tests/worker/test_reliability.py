@@ -1,4 +1,4 @@
-"""Reliability scenarios R1-R3 and R5-R9 (reliability-security.md) against real services and workers.
+"""Reliability scenarios R1-R3 and R5-R9 of docs/reliability-security.md against real services and workers.
 
 Each test runs real `celery worker` subprocesses on the shared Redis (a key prefix of their own) or on a
 Redis/PostgreSQL the test starts itself when it must restart them, with a fresh migrated PostgreSQL

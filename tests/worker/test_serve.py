@@ -129,16 +129,21 @@ def test_serve_reconciles_an_evaluation_that_was_never_enqueued(
 ) -> None:
     """R7 on the embedded broker: the row is committed directly, no message is ever sent."""
     code = f"""
+from pathlib import Path
 from app.db import session_scope
 from app.models import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team, TestSet
 from app.settings import get_settings
+from app.scoring import fingerprint
+from worker.datasets.manifest import scoring_digest
 storage = get_settings().storage_path
 (storage / "direct").mkdir(parents=True, exist_ok=True)
 (storage / "direct" / "p.json").write_text({json.dumps(predictions_for(small_set, 9))!r})
 with session_scope() as s:
+    digest = scoring_digest(Path({str(small_set.root)!r}))
     ts = TestSet(name="direct", manifest_path={str(small_set.root / "manifest.json")!r}, manifest_sha256="0" * 64,
-                 case_count=6, cases={{}})
-    phase = Phase(challenge=Challenge(slug="d", title="D"), slug="p", title="P", test_set=ts)
+                 scoring_digest=digest, case_count=6, cases={{}})
+    phase = Phase(challenge=Challenge(slug="d", title="D"), slug="p", title="P", test_set=ts,
+                  scoring_fingerprint=fingerprint({{}}, digest))
     sub = Submission(phase=phase, team=Team(name="direct", contact_email="d@example.org"),
                      kind=SubmissionKind.PREDICTIONS, file_path="direct/p.json", sha256="0" * 64, size_bytes=1)
     ev = Evaluation(submission=sub, version=1)

@@ -55,6 +55,12 @@ def test_sharded_and_single_runs_of_the_same_submission_give_identical_results(
     results = worker_env.results([single, sharded])
     for name in RESULT_FIELDS:
         assert getattr(results[sharded], name) == getattr(results[single], name), name
+    # sharding never changes a score, so both are ranked under the same fingerprint; the provenance tells apart
+    assert results[sharded].scoring_fingerprint == results[single].scoring_fingerprint
+    shards = results[sharded].provenance["runtime"]["shards"]
+    assert sorted(s["cases"] for s in shards) == [2, 2, 2]
+    assert all(s["runner"] == "ScriptedRunner" for s in shards)
+    assert results[single].provenance["runtime"]["runner"] == "ScriptedRunner"
     assert results[single].f1_ci_low is not None
     # The sharded run really ran in three parts (one per scanner), each on its own cases.
     runs = [line.split() for line in worker_env.runner_log.read_text().splitlines()]

@@ -109,6 +109,7 @@ class ContainerRunner:
     def __init__(self, settings: ContainerSettings | None = None, *, limits: ImageLimits | None = None) -> None:
         self.settings = settings or ContainerSettings.from_env()
         self.limits = limits
+        self.run_info: dict[str, Any] = {}
         if self.settings.backend not in ("podman", "docker"):
             raise SandboxError(
                 f"container submissions need the podman or docker backend, not {self.settings.backend!r}"
@@ -155,7 +156,8 @@ class ContainerRunner:
                         wall_seconds=remaining,
                         uid=uid,
                         gid=gid,
-                        memory_bytes=settings.memory_bytes,
+                        # the phase's memory limit when the request carries one, else this worker's
+                        memory_bytes=int(getattr(request, "memory_bytes", None) or settings.memory_bytes),
                         cpus=settings.cpus,
                         pids=settings.pids,
                         shm_bytes=settings.shm_bytes,
@@ -187,4 +189,10 @@ class ContainerRunner:
         output_dir.mkdir(parents=True, exist_ok=True)
         output = output_dir / "predictions.json"
         output.write_text(json.dumps(predictions), encoding="utf-8")
+        gpu = settings.gpu_index()
+        self.run_info = {
+            "backend": settings.backend,
+            "image_id": f"sha256:{archive.image_id}",
+            "device": "cpu" if gpu is None else f"gpu {gpu}",
+        }
         return output

@@ -240,6 +240,19 @@ def read_official_ground_truth(path: Path) -> dict[str, list[list[float]]]:
     return out
 
 
+def scoring_digest(root: Path) -> str:
+    """The digest of what scores a submission on this set: its manifest.json and its ground truth.
+
+    Images are checked against the manifest's per-image sha256 at registration; hashing them here on every run
+    would cost minutes per evaluation.
+    """
+    parts = {
+        "manifest": sha256_file(root / MANIFEST_NAME),
+        "ground_truth": sha256_file(root / GROUND_TRUTH_DIR / GROUND_TRUTH_NAME),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("ascii")).hexdigest()
+
+
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -1,7 +1,7 @@
 """Import of real MIDOG data: MIDOG.json / MIDOG++.json or the official evaluation ground truth, plus TIFFs and
 a case -> scanner map, into a test set (layout: worker.datasets.manifest).
 
-Conversion (evaluation spec section 1): a box [x1, y1, x2, y2] in pixels has its centre at ((x1+x2)/2,
+Conversion (docs/scoring.md, Units and coordinates): a box [x1, y1, x2, y2] in pixels has its centre at ((x1+x2)/2,
 (y1+y2)/2); mm = spacing_mm_per_px * pixel index, origin 0. Category "not mitotic figure" (2) is kept in the
 copied MIDOG.json and never enters the official ground truth. Errors are one line naming the file and field,
 e.g. ``MIDOG.json: annotations[17].bbox: expected 4 numbers``.
@@ -60,7 +60,7 @@ class MidogImage:
         return [((x1 + x2) / 2, (y1 + y2) / 2) for x1, y1, x2, y2 in self.mitotic_figures]
 
     def points_mm(self, spacing_mm: float) -> list[list[float]]:
-        """Official ground-truth points [x_mm, y_mm, 0] (spec section 1, origin 0)."""
+        """Official ground-truth points [x_mm, y_mm, 0] (docs/scoring.md, Units and coordinates; origin 0)."""
         return [[spacing_mm * x, spacing_mm * y, 0] for x, y in self.centres_px()]
 
 

@@ -787,7 +787,8 @@ def generate_test_set(
                 groups={"scanner": job.profile.name},
             )
         )
-        # spec section 1: mm = spacing * pixel index (origin 0); the box centre is the rendered centre
+        # docs/scoring.md, Units and coordinates: mm = spacing * pixel index (origin 0); the box centre is the
+        # rendered centre
         gt[job.name] = [[float(sp * x), float(sp * y), 0] for x, y in result.mitoses]
         images.append({"id": i + 1, "file_name": job.name, "width": job.size[0], "height": job.size[1]})
         for category, pts in ((1, result.mitoses), (2, result.imposters)):

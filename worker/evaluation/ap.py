@@ -1,7 +1,7 @@
 """Average precision at IoU 0.5 exactly as the official MIDOG 2022/2025 evaluation computes it. numpy + scipy.
 
 The official code feeds square boxes around points to torchmetrics' MeanAveragePrecision (pycocotools backend)
-and reports `map_50`. This module reproduces those numerics without torch (evaluation-spec section 5):
+and reports `map_50`. This module reproduces those numerics without torch (docs/scoring.md, Average precision):
 - every point becomes a box of half-size 0.01125 mm: corners computed in float64, stored as float32;
   x, y, w, h are formed in float32 (w = x2 - x1 in float32);
 - IoU in float64 from those float32 values: iw = min(dx+dw, gx+gw) - max(dx, gx), ih likewise,

@@ -1,6 +1,6 @@
 """Matching of predicted points to ground-truth points within a radius. Imports numpy and scipy only.
 
-The default is the official greedy rule (evaluation-spec section 2):
+The default is the official greedy rule (docs/scoring.md, Matching):
 - each ground-truth point, in file order, takes the nearest still-unused prediction within the radius;
 - "within" is inclusive and compares squared Euclidean distances over all three coordinates,
   (dx*dx + dy*dy) + dz*dz <= r*r, as the official implementation does;

@@ -1,6 +1,6 @@
 """Scoring of a prediction set against a ground truth: counts per case, per group and overall. numpy only.
 
-Rules (evaluation-spec sections 3-4):
+Rules (docs/scoring.md: Which points count, Aggregation, Missing and unknown cases):
 - midog2022 (default): only points named "mitotic figure" or unnamed count for F1, with z set to 0; every point
   counts for AP (missing probability = 0.5). midog2021: every point counts for F1; no AP.
 - TP, FP and FN are summed over cases (micro) and the metrics computed once from the sums, overall and within

@@ -1,8 +1,8 @@
 """Writes detections as grand-challenge "Multiple points" JSON, one file per image. No torch here.
 
 Points are [x_mm, y_mm, 0] with x = column, y = row, mm = spacing_mm * continuous pixel index (pixel centres
-at integer indices, evaluation-spec section 1). Each point is named "mitotic figure" when its probability is
-at or above the archive's threshold, else "non-mitotic figure" (kept for AP, not counted for F1).
+at integer indices; docs/scoring.md, Units and coordinates). Each point is named "mitotic figure" when its
+probability is at or above the archive's threshold, else "non-mitotic figure" (kept for AP, not counted for F1).
 """
 
 from __future__ import annotations
