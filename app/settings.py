@@ -1,30 +1,47 @@
-"""One pydantic-settings `Settings` for the service, the worker and the CLI (env prefix `MIDOG_`).
+"""The one place configuration is read: `Settings` for the service, the workers, beat, the sandbox runner and
+the organiser CLI; `ClientSettings` for the participant client. Both read `MIDOG_<FIELD>` environment
+variables and a `.env` file in the working directory, once per process (`get_settings()`), and are passed
+down from there; no other module reads the environment. Child processes get theirs through
+`child_environment()`, so settings reach them as `MIDOG_` variables.
 
 Must not import FastAPI, Celery, torch or worker.tasks: the worker and the CLI read settings too.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
+# On the server-less broker of one machine a lost wake-up is re-sent within seconds rather than minutes.
+EMBEDDED_RECONCILE_INTERVAL_S = 5.0
+EMBEDDED_REQUEUE_AFTER_S = 10.0
 
 
 class Settings(BaseSettings):
     """Validated at start-up; every field can be set as `MIDOG_<FIELD>` (e.g. `MIDOG_DATABASE_URL`)."""
 
-    model_config = SettingsConfigDict(env_prefix="MIDOG_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MIDOG_", env_file=".env", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(default=Path("var"), description="Root of everything the server writes.")
     database_url: str = Field(
         default="",
+        # the conventional DATABASE_URL is honoured when MIDOG_DATABASE_URL is not set
+        validation_alias=AliasChoices("MIDOG_DATABASE_URL", "DATABASE_URL"),
         description="SQLAlchemy URL; empty: SQLite at <data_dir>/midog-eval.sqlite3 (embedded default).",
     )
-    redis_url: str | None = Field(default=None, description="Redis URL (production broker), if any.")
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MIDOG_REDIS_URL", "REDIS_URL"),
+        description="Redis URL (production broker), if any.",
+    )
     redis_key_prefix: str = Field(
         default="", description="Prefix of every Redis key of the broker, so deployments can share one Redis."
     )
@@ -92,6 +109,57 @@ class Settings(BaseSettings):
     sweep_after_s: float = Field(default=6 * 3600.0, gt=0)
     sweep_interval_s: float = Field(default=600.0, gt=0)
 
+    # Worker time limits in seconds. They must nest (the worker refuses to start otherwise): sandbox timeout <
+    # Celery soft limit < hard limit < broker visibility timeout < stale-lease expiry.
+    sandbox_timeout_s: float = 1800.0
+    soft_time_limit_s: float = 1900.0
+    time_limit_s: float = 2000.0
+    visibility_timeout_s: float = 2400.0
+    lease_expiry_s: float = 3000.0
+    # A job that crashed its worker this many times ends `failed` (a poison job must not loop forever).
+    max_attempts: int = 3
+    # The reconciler: how often it runs, and how long a queued row may wait with no message seen for it
+    # (defaults: 60 s and 120 s; 5 s and 10 s on the server-less broker).
+    reconcile_interval_s: float | None = None
+    requeue_after_s: float | None = None
+    # The health check of docker-compose.yml (docker/healthcheck.py api).
+    healthcheck_url: str = "http://127.0.0.1:8000/api/v1/health"
+
+    # Which runner executes each kind of submission (`package.module:Class`); empty: the sandboxed default.
+    runner_model: str = ""
+    runner_container: str = ""
+
+    # Sandboxes (docs/sandbox.md). Model archives use model_sandbox_backend, else sandbox_backend, else bwrap;
+    # containers use sandbox_backend, else podman.
+    sandbox_backend: Literal["", "bwrap", "podman", "docker"] = ""
+    model_sandbox_backend: Literal["", "bwrap", "podman", "docker"] = ""
+    sandbox_runtime_dir: Path | None = None
+    # `worker path=host path` pairs, comma-separated: where a worker in a container finds its paths on the host
+    sandbox_host_paths: str = ""
+    # The uid and gid of participant code: never the worker's own (the runner service refuses it).
+    sandbox_uid: int = Field(default=10001, gt=0)
+    # An unprivileged gpu worker hands its runs to the sandbox runner service listening here.
+    sandbox_runner_socket: str = ""
+    # Isolation controls a deployment explicitly runs without (memory, pids, seccomp; comma-separated).
+    sandbox_allow_missing_controls: str = ""
+    # A gpu worker reaps sandbox runs left by a dead predecessor when it starts.
+    sandbox_reap_on_start: bool = True
+    decoded_cache_dir: Path | None = None
+    # Model archives: the image holding the worker's Python stack (podman/docker backends), its interpreter,
+    # and the limits of one run (the phase's memory limit takes precedence).
+    model_image: str = ""
+    model_python: str = "python"
+    model_memory_bytes: int = Field(default=16 * GiB, gt=0)
+    model_cpus: float = Field(default=4.0, gt=0)
+    model_pids: int = Field(default=512, gt=0)
+    model_gpu: str = Field(default="auto", pattern=r"^(auto|none|[0-9]+)$")
+    # Containers: input layout, seconds per case, and the limits of one run (the phase's memory limit first).
+    container_layout: Literal["2022", "2021"] = "2022"
+    container_case_seconds: float = Field(default=600.0, gt=0)
+    container_memory_bytes: int = Field(default=16 * GiB, gt=0)
+    container_cpus: float = Field(default=4.0, gt=0)
+    container_gpu: str = Field(default="auto", pattern=r"^(auto|none|[0-9]+)$")
+
     # Short database timeouts so that a dead database answers 503 quickly instead of hanging requests.
     db_connect_timeout_s: int = Field(default=5, gt=0)
     db_pool_size: int = Field(default=5, gt=0)
@@ -99,6 +167,15 @@ class Settings(BaseSettings):
         default=48, gt=0, description="Pool ceiling per process; keep it above the API's 40 worker threads."
     )
     sql_echo: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg3(cls, url: str) -> str:
+        # SQLAlchemy's bare postgresql:// means psycopg2; this project ships psycopg 3.
+        for bare in ("postgresql://", "postgres://"):
+            if url.startswith(bare):
+                return "postgresql+psycopg://" + url.removeprefix(bare)
+        return url
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
@@ -113,6 +190,11 @@ class Settings(BaseSettings):
             self.storage_dir = self.data_dir / "storage"
         if not self.broker_url:
             self.broker_url = self.redis_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite3').resolve()}"
+        embedded = self.broker_url.startswith("sqla+")
+        if self.reconcile_interval_s is None:
+            self.reconcile_interval_s = EMBEDDED_RECONCILE_INTERVAL_S if embedded else 60.0
+        if self.requeue_after_s is None:
+            self.requeue_after_s = EMBEDDED_REQUEUE_AFTER_S if embedded else 120.0
         return self
 
     @property
@@ -130,7 +212,40 @@ class Settings(BaseSettings):
         }[kind]
 
 
+class ClientSettings(BaseSettings):
+    """The participant client's settings: `MIDOG_SERVER` and `MIDOG_TOKEN` override its config file."""
+
+    model_config = SettingsConfigDict(env_prefix="MIDOG_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    server: str = ""
+    token: str = ""
+    password: SecretStr = SecretStr("")  # `midog-eval login` without a prompt (scripts)
+    # The width of tables written to a pipe or a file (a terminal gives its own).
+    columns: int = Field(default=160, gt=20, validation_alias=AliasChoices("COLUMNS", "MIDOG_COLUMNS"))
+
+
+_chosen: Settings | None = None
+
+
+def use_settings(settings: Settings) -> None:
+    """Make `settings` this process's settings (a command that builds them from its own options: the demo)."""
+    global _chosen
+    _chosen = settings
+    get_settings.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; tests call `get_settings.cache_clear()` after changing the environment."""
-    return Settings()
+    """The process's settings, read once; tests call `get_settings.cache_clear()` after changing the environment."""
+    return _chosen if _chosen is not None else Settings()
+
+
+def child_environment(
+    *, keep: Iterable[str] | None = None, drop: Iterable[str] = (), **overrides: str
+) -> dict[str, str]:
+    """The environment of a child process: this process's (only the names in `keep`, when given) without the
+    names in `drop`, plus `overrides`. Settings reach child processes this way, as MIDOG_ variables."""
+    environment = dict(os.environ) if keep is None else {n: os.environ[n] for n in keep if n in os.environ}
+    for name in drop:
+        environment.pop(name, None)
+    return {**environment, **overrides}

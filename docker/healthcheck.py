@@ -1,15 +1,14 @@
 """Container health checks of docker-compose.yml: `python docker/healthcheck.py api|worker NAME|beat|sandbox`.
 
-api: GET /api/v1/health answers 200 (MIDOG_HEALTHCHECK_URL overrides the URL).
+api: GET /api/v1/health answers 200 (the setting MIDOG_HEALTHCHECK_URL names the URL).
 worker: the Celery node NAME answers a ping through the broker.
 beat: the beat schedule file was written recently (beat rewrites it while it runs its schedule).
-sandbox: the sandbox runner's socket accepts a connection (MIDOG_SANDBOX_RUNNER_SOCKET overrides the path).
-Exit status 0 means healthy. Standard library plus what the image already has.
+sandbox: the sandbox runner's socket accepts a connection (MIDOG_SANDBOX_RUNNER_SOCKET, else the default path).
+Exit status 0 means healthy. Settings come from app.settings, as everywhere; nothing beyond the image.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import time
@@ -17,8 +16,7 @@ import urllib.request
 from pathlib import Path
 
 
-def api(url: str = "http://127.0.0.1:8000/api/v1/health") -> bool:
-    url = os.environ.get("MIDOG_HEALTHCHECK_URL", url)
+def api(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as response:
         return bool(response.status == 200)
 
@@ -36,8 +34,7 @@ def beat(schedule: Path, max_age_s: float = 600.0) -> bool:
     return bool(files) and time.time() - max(f.stat().st_mtime for f in files) < max_age_s
 
 
-def sandbox(path: str = "/run/midog-runner/runner.sock") -> bool:
-    path = os.environ.get("MIDOG_SANDBOX_RUNNER_SOCKET", path)
+def sandbox(path: str) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(5)
         conn.connect(path)
@@ -45,16 +42,20 @@ def sandbox(path: str = "/run/midog-runner/runner.sock") -> bool:
 
 
 def main(argv: list[str]) -> int:
+    from app.cli.runner import DEFAULT_SOCKET
+    from app.settings import get_settings
+
+    settings = get_settings()
     kind = argv[1] if len(argv) > 1 else ""
     try:
         if kind == "api":
-            ok = api()
+            ok = api(settings.healthcheck_url)
         elif kind == "worker" and len(argv) > 2:
             ok = worker(argv[2])
         elif kind == "sandbox":
-            ok = sandbox()
+            ok = sandbox(settings.sandbox_runner_socket or DEFAULT_SOCKET)
         elif kind == "beat":
-            ok = beat(Path(os.environ.get("MIDOG_DATA_DIR", "/data")) / "celerybeat-schedule")
+            ok = beat(settings.data_dir / "celerybeat-schedule")
         else:
             print(__doc__, file=sys.stderr)
             return 2

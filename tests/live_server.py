@@ -32,8 +32,6 @@ def organiser_headers(env: dict[str, str]) -> dict[str, str]:
     """Headers with a fresh organiser token for the server configured by `env`, made the way
     `midog-eval admin create-token` makes one."""
     code = (
-        "from app.cli.worker import adopt_standard_environment\n"
-        "adopt_standard_environment()\n"
         "from app.db import session_scope\n"
         "from app.auth.service import create_token\n"
         "from app.models import TokenScope\n"

@@ -18,7 +18,6 @@ import itertools
 import logging
 import os
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
@@ -42,7 +41,7 @@ class LimitsError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Seconds. Read from `MIDOG_<FIELD>` environment variables; the defaults suit a MIDOG-sized GPU run."""
+    """Seconds; the defaults suit a MIDOG-sized GPU run. Built from the process's settings (`from_settings`)."""
 
     sandbox_timeout_s: float = 1800.0
     soft_time_limit_s: float = 1900.0
@@ -56,18 +55,9 @@ class Limits:
     requeue_after_s: float = 120.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = env.get(f"MIDOG_{field.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            try:
-                values[field.name] = int(raw) if field.type in ("int", int) else float(raw)
-            except ValueError as exc:
-                raise LimitsError(f"MIDOG_{field.name.upper()}={raw!r} is not a number") from exc
-        return cls(**values)
+    def from_settings(cls, settings: Any) -> Limits:
+        """The limits of an app.settings.Settings (every field of this class is one of its fields)."""
+        return cls(**{field.name: getattr(settings, field.name) for field in fields(cls)})
 
 
 _ORDER = (
@@ -99,18 +89,14 @@ def check_limits(limits: Limits) -> None:
 
 def key_prefix() -> str:
     """`MIDOG_REDIS_KEY_PREFIX`: prepended to every Redis key of the broker and the result backend."""
-    return os.environ.get("MIDOG_REDIS_KEY_PREFIX", "")
+    from app.settings import get_settings
+
+    return get_settings().redis_key_prefix
 
 
 def worker_identity() -> str:
     """`host:pid`, written into the lease so that a lease held by a dead process on this host can be seen."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _broker_url() -> str:
-    from app.settings import get_settings
-
-    return get_settings().broker_url
 
 
 def _result_backend(broker_url: str) -> str:
@@ -148,8 +134,17 @@ def _use_embedded_transport() -> None:
     TRANSPORT_ALIASES["sqla"] = f"{__name__}:EmbeddedTransport"
 
 
-def configure(app: Celery, *, broker_url: str, limits: Limits, sweep_interval_s: float = 600.0) -> None:
-    """Apply every reliability setting; shared by the API-side client and the worker."""
+def configure(
+    app: Celery,
+    *,
+    broker_url: str,
+    limits: Limits,
+    sweep_interval_s: float = 600.0,
+    redis_key_prefix: str | None = None,
+) -> None:
+    """Apply every reliability setting; shared by the API-side client and the worker. The Redis key prefix is
+    the settings' unless given."""
+    prefix = key_prefix() if redis_key_prefix is None else redis_key_prefix
     is_redis = broker_url.startswith(("redis://", "rediss://"))
     # Both option sets get the visibility timeout (docs/reliability-security.md, Time limits): Celery reads the result
     # backend's copy for chords and for results of acks-late tasks.
@@ -172,10 +167,10 @@ def configure(app: Celery, *, broker_url: str, limits: Limits, sweep_interval_s:
             unacked_restore_throttle=1,
         )
         result_options["retry_policy"] = {"timeout": 5.0, "max_retries": 5}
-        if key_prefix():
+        if prefix:
             # Several deployments (or test sessions) can share one Redis without seeing each other's keys.
-            broker_options["global_keyprefix"] = key_prefix()
-            result_options["global_keyprefix"] = key_prefix()
+            broker_options["global_keyprefix"] = prefix
+            result_options["global_keyprefix"] = prefix
     app.conf.update(
         broker_url=broker_url,
         result_backend=_result_backend(broker_url),
@@ -230,12 +225,13 @@ def create_app(*, broker_url: str | None = None, limits: Limits | None = None) -
     """A configured Celery app; tasks are imported lazily from TASK_MODULES."""
     from app.settings import get_settings
 
+    settings = get_settings()
     celery = Celery("midog_eval", include=list(TASK_MODULES))
     configure(
         celery,
-        broker_url=broker_url or _broker_url(),
-        limits=limits if limits is not None else Limits.from_env(),
-        sweep_interval_s=get_settings().sweep_interval_s,
+        broker_url=broker_url or settings.broker_url,
+        limits=limits if limits is not None else Limits.from_settings(settings),
+        sweep_interval_s=settings.sweep_interval_s,
     )
     return celery
 
@@ -281,10 +277,11 @@ def _reap_leftover_sandboxes(*, options: dict[str, Any] | None = None, **_: Any)
         queues = queues.split(",")
     if GPU_QUEUE not in queues:
         return
+    from app.settings import get_settings
     from worker.model_runner import reap_leftovers
 
     try:
-        reap_leftovers()
+        reap_leftovers(get_settings())
     except Exception:
         # A sweep that fails must not keep the worker from starting; each run reaps its own label again.
         logger.exception("the start-up sweep of leftover sandbox runs failed")

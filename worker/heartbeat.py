@@ -36,13 +36,14 @@ _stop = threading.Event()
 
 def capabilities(queues: list[str]) -> dict[str, Any]:
     """What a worker consuming `queues` can run here, and why it cannot run the rest."""
+    settings = get_settings()
     kinds: list[str] = []
     problems: dict[str, str] = {}
     if CPU_QUEUE in queues:
         kinds.append("predictions")
     if GPU_QUEUE in queues:
         for kind in PARTICIPANT_CODE_KINDS:
-            problem = runner_problem(kind)
+            problem = runner_problem(kind, settings)
             if problem is None:
                 kinds.append(kind)
             else:
@@ -50,7 +51,9 @@ def capabilities(queues: list[str]) -> dict[str, Any]:
     report: dict[str, Any] = {"kinds": kinds, "problems": problems}
     if GPU_QUEUE in queues:
         try:
-            report["allowed_missing_controls"] = sorted(isolation.allowed_missing())
+            report["allowed_missing_controls"] = sorted(
+                isolation.allowed_missing(settings.sandbox_allow_missing_controls)
+            )
         except isolation.IsolationError as exc:
             report["allowed_missing_controls"] = []
             problems["isolation"] = str(exc)

@@ -16,14 +16,14 @@ archive's code chooses its exit status and its output. Organisers get the detail
 tails in the worker's log (logger `worker.model_runner`). Faults of the sandbox itself raise SandboxError
 (a RetryableError).
 
-Settings (environment, so that `load_runner` can build it without arguments): MIDOG_MODEL_SANDBOX_BACKEND,
+Settings (`ModelSettings.from_settings`, from the process's app.settings.Settings): MIDOG_MODEL_SANDBOX_BACKEND,
 else MIDOG_SANDBOX_BACKEND (bwrap | podman | docker; default bwrap), MIDOG_SANDBOX_RUNTIME_DIR,
 MIDOG_SANDBOX_HOST_PATHS, MIDOG_MODEL_IMAGE (podman/docker: an image holding the worker's Python stack at
 the worker's paths, e.g. the worker's own image), MIDOG_MODEL_MEMORY_BYTES, MIDOG_MODEL_CPUS,
 MIDOG_MODEL_PIDS, MIDOG_MODEL_GPU (auto | none | <index>), MIDOG_DECODED_CACHE_DIR, MIDOG_SANDBOX_UID (the uid
 and gid of the participant's code, 10001), MIDOG_SANDBOX_RUNNER_SOCKET (run through the sandbox runner
-service: an unprivileged worker). `reap_leftovers()` is
-the GPU worker's start-up sweep.
+service: an unprivileged worker), MIDOG_SANDBOX_ALLOW_MISSING_CONTROLS. `reap_leftovers(settings)` is the GPU
+worker's start-up sweep.
 
 Imports the stdlib, worker.errors, worker.archives and worker.sandbox only; must not import torch, Celery,
 SQLAlchemy or FastAPI.
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -54,6 +53,7 @@ from worker.sandbox import (
     SandboxSpec,
     get_backend,
     gpu_present,
+    isolation,
     parse_host_paths,
 )
 from worker.sandbox.runtime import python_runtime
@@ -72,7 +72,7 @@ RUNTIME_INPUT_ERROR = 2
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """Limits and wiring of sandboxed model runs; `from_env` reads the MIDOG_* settings."""
+    """Limits and wiring of sandboxed model runs (`from_settings`: the MIDOG_* settings)."""
 
     backend: str = "bwrap"
     runtime_dir: Path | None = None
@@ -91,28 +91,42 @@ class ModelSettings:
     # The uid and gid participant code runs as: never the worker's own (the runner service refuses it).
     uid: int = 10001
 
+    # Through the sandbox runner service listening here (an unprivileged worker); None: in this process.
+    runner_socket: Path | None = None
+    # Isolation controls bwrap may run without (the deployment's explicit opt-out; none by default).
+    allowed_missing: frozenset[str] = frozenset()
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelSettings:
-        env = os.environ if environ is None else environ
-        runtime = env.get("MIDOG_SANDBOX_RUNTIME_DIR")
-        cache = env.get("MIDOG_DECODED_CACHE_DIR")
+    def from_settings(cls, settings: Any) -> ModelSettings:
+        """From an app.settings.Settings (read by attribute: this module does not import the service)."""
         # Model archives may use another backend than containers (bwrap here, docker for containers).
-        variable = "MIDOG_MODEL_SANDBOX_BACKEND" if env.get("MIDOG_MODEL_SANDBOX_BACKEND") else "MIDOG_SANDBOX_BACKEND"
-        backend = env.get(variable) or "bwrap"
+        backend = settings.model_sandbox_backend or settings.sandbox_backend or "bwrap"
         if backend not in BACKENDS:
-            raise SandboxError(f"{variable} must be one of {', '.join(BACKENDS)}, not {backend!r}")
+            raise SandboxError(f"MIDOG_MODEL_SANDBOX_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
         return cls(
             backend=backend,
-            runtime_dir=Path(runtime) if runtime else None,
-            image=env.get("MIDOG_MODEL_IMAGE") or None,
-            python=env.get("MIDOG_MODEL_PYTHON") or "python",
-            memory_bytes=int(env.get("MIDOG_MODEL_MEMORY_BYTES") or cls.memory_bytes),
-            cpus=float(env.get("MIDOG_MODEL_CPUS") or cls.cpus),
-            pids=int(env.get("MIDOG_MODEL_PIDS") or cls.pids),
-            gpu=env.get("MIDOG_MODEL_GPU") or "auto",
-            cache_dir=Path(cache) if cache else None,
-            host_paths=parse_host_paths(env.get("MIDOG_SANDBOX_HOST_PATHS", "")),
-            uid=int(env.get("MIDOG_SANDBOX_UID") or cls.uid),
+            runtime_dir=settings.sandbox_runtime_dir,
+            image=settings.model_image or None,
+            python=settings.model_python,
+            memory_bytes=settings.model_memory_bytes,
+            cpus=settings.model_cpus,
+            pids=settings.model_pids,
+            gpu=settings.model_gpu,
+            cache_dir=settings.decoded_cache_dir,
+            host_paths=parse_host_paths(settings.sandbox_host_paths),
+            uid=settings.sandbox_uid,
+            runner_socket=Path(settings.sandbox_runner_socket) if settings.sandbox_runner_socket else None,
+            allowed_missing=isolation.allowed_missing(settings.sandbox_allow_missing_controls),
+        )
+
+    def backend_named(self, name: str) -> Backend:
+        """The sandbox backend `name` wired as these settings say (runner service, runtime dir, host paths)."""
+        return get_backend(
+            name,
+            runtime_dir=self.runtime_dir,
+            host_paths=self.host_paths,
+            runner_socket=self.runner_socket,
+            allowed_missing=self.allowed_missing,
         )
 
     def gpu_index(self) -> int | None:
@@ -207,11 +221,14 @@ class ModelArchiveRunner:
     """Runs a model-archive submission over the requested cases; see the module docstring."""
 
     def __init__(self, settings: ModelSettings | None = None) -> None:
-        self.settings = settings or ModelSettings.from_env()
+        self.settings = settings or ModelSettings()
         self.run_info: dict[str, Any] = {}
-        self.backend: Backend = get_backend(
-            self.settings.backend, runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths
-        )
+        self.backend: Backend = self.settings.backend_named(self.settings.backend)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ModelArchiveRunner:
+        """The runner as the process's app.settings.Settings configure it (worker.runners.load_runner)."""
+        return cls(ModelSettings.from_settings(settings))
 
     def problem(self) -> str | None:
         """Why model archives cannot run on this worker, or None (the worker's capability report)."""
@@ -258,7 +275,9 @@ class ModelArchiveRunner:
     def command(self, interpreter: str, *, gpu: bool, cache: bool) -> list[str]:
         argv = [interpreter, "-m", "worker.inference.run", "--archive", ARCHIVE_DIR, "--images", INPUT_DIR]
         argv += ["--output", f"/output/{PREDICTIONS_DIR}", "--stats", f"/output/{STATS_FILE}"]
-        argv += ["--device", "cuda" if gpu else "cpu"]
+        # one image loader per CPU granted, 2 to 8 (the rule of worker.inference.run.default_loaders)
+        loaders = min(8, max(2, int(self.settings.cpus)))
+        argv += ["--device", "cuda" if gpu else "cpu", "--loaders", str(loaders)]
         return argv + (["--cache", CACHE_DIR] if cache else [])
 
     def run(self, request: Any) -> Path:
@@ -341,22 +360,22 @@ class ModelArchiveRunner:
         return predictions
 
 
-def reap_leftovers(environ: Mapping[str, str] | None = None) -> int:
+def reap_leftovers(settings: Any) -> int:
     """The GPU worker's start-up sweep: reap every sandbox run left on record by a worker that died.
 
-    Reaps the model archives' backend (see ModelSettings) and, when MIDOG_SANDBOX_BACKEND names another
-    one (the container submissions'), that one too, under MIDOG_SANDBOX_RUNTIME_DIR. Every label is
-    reaped, so GPU workers sharing a host need a runtime directory each (and, for podman/docker, an engine
-    each). MIDOG_SANDBOX_REAP_ON_START=0 turns the sweep off. Returns the number of runs reaped.
+    `settings`: the process's app.settings.Settings. Reaps the model archives' backend (see ModelSettings)
+    and, when MIDOG_SANDBOX_BACKEND names another one (the container submissions'), that one too, under
+    MIDOG_SANDBOX_RUNTIME_DIR. Every label is reaped, so GPU workers sharing a host need a runtime directory
+    each (and, for podman/docker, an engine each). MIDOG_SANDBOX_REAP_ON_START=0 turns the sweep off.
+    Returns the number of runs reaped.
     """
-    env = os.environ if environ is None else environ
-    if env.get("MIDOG_SANDBOX_REAP_ON_START", "1").lower() in {"0", "false", "no"}:
+    if not settings.sandbox_reap_on_start:
         return 0
-    settings = ModelSettings.from_env(env)
-    names = dict.fromkeys([settings.backend, env.get("MIDOG_SANDBOX_BACKEND") or settings.backend])
+    model = ModelSettings.from_settings(settings)
+    names = dict.fromkeys([model.backend, settings.sandbox_backend or model.backend])
     reaped = 0
     for name in names:
-        backend = get_backend(name, runtime_dir=settings.runtime_dir, host_paths=settings.host_paths)
+        backend = model.backend_named(name)
         try:
             backend.check()
         except SandboxError as exc:

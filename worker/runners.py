@@ -3,7 +3,7 @@
 A runner turns a model or container submission into a predictions file for a given list of cases of a
 hidden test set. Real runners (worker/sandbox, worker/containers) execute participant code inside the
 sandbox; `ReplayRunner` is the deterministic test double: it executes nothing and replays detections stored
-in the submitted file. Runners are chosen per submission kind by `MIDOG_RUNNER_<KIND>=module:attribute`.
+in the submitted file. Runners are chosen per submission kind by the setting `MIDOG_RUNNER_<KIND>=module:attribute`.
 
 `run_bounded` is the wall-clock guard every subprocess-based runner uses: it kills the whole process group
 at the sandbox timeout, so nothing outlives the job.
@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from worker.errors import SubmissionError
 
@@ -67,37 +67,45 @@ class RunnerNotConfiguredError(LookupError):
     """No runner is configured for a submission kind (an organiser's configuration error)."""
 
 
-# Used when MIDOG_RUNNER_<KIND> is not set; a kind without an entry needs the setting.
+# Used when the settings name no runner for a kind (MIDOG_RUNNER_<KIND>); a kind without an entry needs one.
 DEFAULT_RUNNERS = {
     "container": "worker.containers.runner:ContainerRunner",
     "model": "worker.model_runner:ModelArchiveRunner",
 }
 
 
-def load_runner(kind: str, environ: Mapping[str, str] | None = None) -> Runner:
-    """The runner for `kind` from `MIDOG_RUNNER_<KIND>` (`package.module:Class`, built without arguments)."""
-    env = os.environ if environ is None else environ
+def load_runner(kind: str, settings: Any = None) -> Runner:
+    """The runner for `kind`: the settings' `runner_<kind>` (`package.module:Class`), else the default.
+
+    `settings` is the process's app.settings.Settings (read by attribute; None: the process's). A runner
+    class with a `from_settings(settings)` constructor is built with it, any other without arguments.
+    """
+    if settings is None:
+        from app.settings import get_settings
+
+        settings = get_settings()
     variable = f"MIDOG_RUNNER_{kind.upper()}"
-    spec = env.get(variable, "") or DEFAULT_RUNNERS.get(kind, "")
+    spec = getattr(settings, f"runner_{kind}", "") or DEFAULT_RUNNERS.get(kind, "")
     if not spec:
         raise RunnerNotConfiguredError(f"no runner configured for {kind} submissions (set {variable})")
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise RunnerNotConfiguredError(f"{variable}={spec!r} is not of the form package.module:Class")
     factory = getattr(importlib.import_module(module_name), attribute)
-    runner = factory()
+    build = getattr(factory, "from_settings", None)
+    runner = build(settings) if callable(build) else factory()
     if not isinstance(runner, Runner):
         raise RunnerNotConfiguredError(f"{variable}={spec!r} does not provide run(request)")
     return runner
 
 
-def runner_problem(kind: str, environ: Mapping[str, str] | None = None) -> str | None:
+def runner_problem(kind: str, settings: Any = None) -> str | None:
     """Why this worker cannot run `kind` submissions (no runner, backend or isolation control), or None.
 
     Runners may offer `problem() -> str | None`; one that does not is taken to be ready.
     """
     try:
-        runner = load_runner(kind, environ)
+        runner = load_runner(kind, settings)
     except Exception as exc:  # an unusable configuration is exactly what this reports
         return f"{exc.__class__.__name__}: {exc}"
     check = getattr(runner, "problem", None)

@@ -21,9 +21,12 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from app.settings import ClientSettings
+
 app = typer.Typer(no_args_is_help=True)
 # Piped output keeps whole tables (rich would squeeze them into 80 columns).
-console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
+settings = ClientSettings()  # MIDOG_SERVER, MIDOG_TOKEN, COLUMNS (environment or .env), read once
+console = Console(width=None if sys.stdout.isatty() else settings.columns)
 err = Console(stderr=True)
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -66,11 +69,11 @@ def save_config(config: dict[str, str]) -> Path:
 
 
 def server_url(server: str | None) -> str:
-    return (server or os.environ.get("MIDOG_SERVER") or load_config().get("server") or DEFAULT_SERVER).rstrip("/")
+    return (server or settings.server or load_config().get("server") or DEFAULT_SERVER).rstrip("/")
 
 
 def token() -> str | None:
-    return os.environ.get("MIDOG_TOKEN") or load_config().get("token")
+    return settings.token or load_config().get("token")
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------
@@ -223,9 +226,11 @@ def guess_kind(path: Path) -> str:
 
 @app.command()
 def login(
-    server: Annotated[str, typer.Option("--server", help="Server URL.", envvar="MIDOG_SERVER")] = DEFAULT_SERVER,
+    server: Annotated[
+        str | None, typer.Option("--server", help=f"Server URL (else MIDOG_SERVER, else {DEFAULT_SERVER}).")
+    ] = None,
     email: Annotated[str | None, typer.Option(help="Account e-mail (prompted).")] = None,
-    password: Annotated[str | None, typer.Option(help="Password (prompted, hidden).", envvar="MIDOG_PASSWORD")] = None,
+    password: Annotated[str | None, typer.Option(help="Password (else MIDOG_PASSWORD, else prompted, hidden).")] = None,
     api_token: Annotated[
         str | None, typer.Option("--token", help="Store an API token from the organisers instead.")
     ] = None,
@@ -233,11 +238,11 @@ def login(
     """Log in and store the server URL and a token in the user's config directory."""
 
     def body() -> None:
-        base = server.rstrip("/")
+        base = (server or settings.server or DEFAULT_SERVER).rstrip("/")
         tok = api_token
         if tok is None:
             address = email or typer.prompt("E-mail")
-            secret = password or typer.prompt("Password", hide_input=True)
+            secret = password or settings.password.get_secret_value() or typer.prompt("Password", hide_input=True)
             with httpx.Client(base_url=base + "/api/v1", timeout=30) as http:
                 tok = check(http.post("/auth/login", json={"email": address, "password": secret}))["token"]
         with httpx.Client(base_url=base + "/api/v1", headers={"Authorization": f"Bearer {tok}"}, timeout=30) as http:

@@ -169,11 +169,13 @@ run_archive(Detector(archive, device=torch.device("cpu")), list_images(test_set)
 def archive_predictions(archive: Path, test_set: Path, out_dir: Path) -> Path:
     """Run a trusted reference archive with the inference runtime in a child process (torch stays out of
     this one); returns the directory of `<stem>.json` files it writes."""
+    from app.settings import child_environment
+
     out_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [sys.executable, "-c", _RUN_ARCHIVE, str(archive), str(test_set), str(out_dir)],
         check=True,
-        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
+        env={"OMP_NUM_THREADS": "2", **child_environment()},
     )
     manifest = json.loads((test_set / "manifest.json").read_text())
     names = {Path(case["name"]).stem: case["name"] for case in manifest["cases"]}
@@ -424,18 +426,16 @@ def demo_command(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     data_dir = data_dir.resolve()
-    env = {**os.environ, "MIDOG_DATA_DIR": str(data_dir)}
-    # The embedded default, whatever the shell has configured for production.
-    for name in ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL", "DATABASE_URL", "REDIS_URL"):
-        env.pop(name, None)
-    os.environ.update({"MIDOG_DATA_DIR": str(data_dir)})
-    for name in ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL"):
-        os.environ.pop(name, None)
     from app.cli.worker import private_files
-    from app.settings import Settings
+    from app.settings import Settings, child_environment, use_settings
+
+    # The embedded default, whatever the shell has configured for production: in this process and the server's.
+    production = ("MIDOG_DATABASE_URL", "MIDOG_REDIS_URL", "MIDOG_BROKER_URL", "DATABASE_URL", "REDIS_URL")
+    env = child_environment(drop=production, MIDOG_DATA_DIR=str(data_dir))
 
     private_files()
-    settings = Settings(data_dir=data_dir)
+    settings = Settings(data_dir=data_dir, database_url="", redis_url=None, broker_url="")
+    use_settings(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
     say(f"generating the synthetic test set ({scanners} scanners x {cases} cases of {size})")
     test_set = build_test_set(

@@ -10,11 +10,13 @@ from typing import Annotated
 
 import typer
 
+DEFAULT_SOCKET = "/run/midog-runner/runner.sock"
+
 
 def sandbox_runner_command(
     socket_path: Annotated[
         Path, typer.Option("--socket", help="The Unix socket the gpu workers connect to (MIDOG_SANDBOX_RUNNER_SOCKET).")
-    ] = Path("/run/midog-runner/runner.sock"),
+    ] = Path(DEFAULT_SOCKET),
     allow: Annotated[
         list[Path] | None,
         typer.Option(help="A directory runs may read or write: the data and test-set directories [/data, /test-sets]."),
@@ -29,8 +31,11 @@ def sandbox_runner_command(
 ) -> None:
     """Run sandboxes for the gpu workers that connect to SOCKET, under the rules of worker.sandbox.service."""
     from app.cli.worker import private_files
+    from app.settings import child_environment, get_settings
+    from worker.sandbox.isolation import allowed_missing
     from worker.sandbox.service import RunnerService
 
+    settings = get_settings()
     private_files()
     uids = worker_uid or [10001]
     backends = backend or ["bwrap", "podman"]
@@ -38,8 +43,10 @@ def sandbox_runner_command(
         socket_path,
         allowed_roots=allow or [Path("/data"), Path("/test-sets")],
         allowed_uids=uids,
-        runtime_dir=runtime_dir,
+        runtime_dir=runtime_dir or settings.sandbox_runtime_dir,
         backends=backends,
+        allowed_missing=allowed_missing(settings.sandbox_allow_missing_controls),
+        child_env=child_environment(keep=("PYTHONPATH", "LANG", "CUDA_VISIBLE_DEVICES")),
     )
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
     typer.echo(f"sandbox runner on {socket_path} for uids {uids}; backends {', '.join(backends)}", err=True)

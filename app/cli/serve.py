@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from app.cli.worker import adopt_standard_environment, private_files
+from app.cli.worker import private_files
 
 _WORKER_ENTRY = "from app.cli import main; main()"
 
@@ -36,9 +36,6 @@ def migrate_database(url: str) -> None:
 
 
 # Reconciler cadence of the embedded default (production defaults: every 60 s, re-send after 120 s).
-EMBEDDED_RECONCILER = {"MIDOG_RECONCILE_INTERVAL_S": "5", "MIDOG_REQUEUE_AFTER_S": "10"}
-
-
 def prepare_embedded_broker() -> None:
     """Create the SQLite broker's tables and queues before the API and the workers race to do it."""
     from worker.celery_app import app as celery
@@ -97,7 +94,6 @@ def serve_command(
         from worker.process_tree import die_with_parent as arm
 
         arm()
-    adopt_standard_environment()
     import uvicorn
 
     from app.cli.supervisor import Supervisor
@@ -113,9 +109,6 @@ def serve_command(
     if migrate:
         migrate_database(settings.database_url)
     if settings.broker_url.startswith("sqla+"):
-        # One machine, no services: a lost wake-up is re-sent within seconds rather than minutes.
-        for name, value in EMBEDDED_RECONCILER.items():
-            os.environ.setdefault(name, value)
         prepare_embedded_broker()
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(exist_ok=True)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from app.settings import child_environment
+
 logger = logging.getLogger("midog_eval.supervisor")
 if not logger.handlers:  # serve's stderr, beside uvicorn's own lines
     _handler = logging.StreamHandler()
@@ -176,7 +178,7 @@ class Supervisor:
         child.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = child.log_path.open("ab")
         self._logs.append(log)
-        env = {**os.environ, "MIDOG_SUPERVISED_BY": str(os.getpid())}
+        env = child_environment(MIDOG_SUPERVISED_BY=str(os.getpid()))
         process = subprocess.Popen(child.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         child.recent_starts.append(time.monotonic())
         with self._lock:

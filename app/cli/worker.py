@@ -21,20 +21,6 @@ def private_files() -> None:
     os.umask(0o077)
 
 
-def adopt_standard_environment() -> None:
-    """Honour the conventional DATABASE_URL and REDIS_URL when the MIDOG_ variables are not set."""
-    database_url = os.environ.get("DATABASE_URL")
-    if database_url and not os.environ.get("MIDOG_DATABASE_URL"):
-        # SQLAlchemy's bare postgresql:// means psycopg2; this project ships psycopg 3.
-        for bare in ("postgresql://", "postgres://"):
-            if database_url.startswith(bare):
-                database_url = "postgresql+psycopg://" + database_url.removeprefix(bare)
-        os.environ["MIDOG_DATABASE_URL"] = database_url
-    redis_url = os.environ.get("REDIS_URL")
-    if redis_url and not os.environ.get("MIDOG_REDIS_URL"):
-        os.environ["MIDOG_REDIS_URL"] = redis_url
-
-
 def celery_worker_argv(
     *,
     queues: str,
@@ -76,7 +62,6 @@ def worker_command(
         from worker.process_tree import die_with_parent as arm
 
         arm()
-    adopt_standard_environment()
     from app.settings import get_settings
     from worker.celery_app import LimitsError, app, check_limits, limits_of
 

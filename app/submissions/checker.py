@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from app.settings import Settings
+from app.settings import Settings, child_environment
 from app.submissions.checks import MEMORY_MESSAGE, CaseExtent, CheckFailedError, check_predictions
 
 CPU_MESSAGE = "could not be checked within the server's CPU budget of {seconds} s; simplify or recompress the file"
@@ -84,7 +84,7 @@ class Checker:
 
     async def _in_child(self, request: dict[str, Any]) -> dict[str, Any]:
         request = {**request, "memory_bytes": self.memory_bytes, "cpu_seconds": self.cpu_seconds}
-        env = {name: os.environ[name] for name in _CHILD_ENV if name in os.environ}
+        env = child_environment(keep=_CHILD_ENV)
         # One thread each for numpy's libraries: fewer threads, less address space reserved.
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         async with self._slots:

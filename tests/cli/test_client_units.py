@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from app.cli import client
+from app.settings import ClientSettings
 
 
 def test_guess_kind(tmp_path: Path) -> None:
@@ -35,8 +36,7 @@ def test_guess_kind(tmp_path: Path) -> None:
 
 def test_config_is_private_and_overridable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.delenv("MIDOG_SERVER", raising=False)
-    monkeypatch.delenv("MIDOG_TOKEN", raising=False)
+    monkeypatch.setattr(client, "settings", ClientSettings(server="", token=""))
     assert client.server_url(None) == client.DEFAULT_SERVER
     path = client.save_config({"server": "https://c.example.org/", "token": "mdg_secret"})
     assert path == tmp_path / "midog-eval" / "config.json"
@@ -44,7 +44,8 @@ def test_config_is_private_and_overridable(tmp_path: Path, monkeypatch: pytest.M
     assert json.loads(path.read_text())["token"] == "mdg_secret"
     assert client.server_url(None) == "https://c.example.org"
     assert client.token() == "mdg_secret"
-    monkeypatch.setenv("MIDOG_TOKEN", "mdg_env")
+    monkeypatch.setenv("MIDOG_TOKEN", "mdg_env")  # the environment (or .env) as a new process reads it
+    monkeypatch.setattr(client, "settings", ClientSettings())
     assert client.token() == "mdg_env"
     assert client.server_url("http://other:9000/") == "http://other:9000"
 

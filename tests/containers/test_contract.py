@@ -266,9 +266,11 @@ def test_root_image_is_refused_before_loading(podman: None, tmp_path: Path, test
 
 
 def test_the_pipeline_builds_the_container_runner_from_its_setting() -> None:
+    from app.settings import Settings
     from worker.runners import Runner, load_runner
 
-    runner = load_runner("container", {"MIDOG_RUNNER_CONTAINER": "worker.containers.runner:ContainerRunner"})
+    settings = Settings(runner_container="worker.containers.runner:ContainerRunner", sandbox_backend="podman")
+    runner = load_runner("container", settings)
     assert isinstance(runner, ContainerRunner)
     assert isinstance(runner, Runner)
     assert runner.backend.name == "podman"

@@ -54,6 +54,16 @@ def _wait_for_result(
     return dict(body["evaluation"])
 
 
+def _wait_on_board(client: httpx.Client, phase_id: int, submission_id: int) -> dict[str, Any]:
+    """The board once it shows the submission: it is rebuilt just after the result commits, not with it."""
+    deadline = time.monotonic() + 10
+    while True:
+        board: dict[str, Any] = client.get(f"/api/v1/phases/{phase_id}/leaderboard").json()
+        if any(e["submission_id"] == submission_id for e in board["entries"]) or time.monotonic() > deadline:
+            return board
+        time.sleep(0.2)
+
+
 def _direct_scores(archive: Path, test_set: Path, out: Path) -> dict[str, Any]:
     """The same archive run outside the server, its detections scored per scanner by the scoring core."""
     from worker.datasets.manifest import TestSet
@@ -117,7 +127,7 @@ def test_a_reference_cnn_archive_submitted_through_the_api_scores_as_its_direct_
             )
             assert submitted.status_code == 201, submitted.text
             _wait_for_result(client, headers, submitted.json()["id"], server)
-            board = client.get(f"/api/v1/phases/{phase_id}/leaderboard").json()
+            board = _wait_on_board(client, phase_id, submitted.json()["id"])
             # A model that does not fit its manifest fails with the hidden phase's line, and never reaches the board.
             broken = client.post(
                 f"/api/v1/phases/{phase_id}/submissions",

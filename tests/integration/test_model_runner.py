@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.settings import Settings, get_settings
 from tests.integration.conftest import REPO_ROOT, broken_archive, require_bwrap
 from tests.sandbox.images import uid_processes
 from worker.errors import SubmissionError
@@ -260,7 +261,7 @@ def test_an_invalid_archive_is_refused_before_the_sandbox(tiny_set: Path, tmp_pa
 
 
 def test_model_submissions_get_this_runner_by_default() -> None:
-    assert isinstance(load_runner("model", {}), ModelArchiveRunner)
+    assert isinstance(load_runner("model", Settings(runner_model="")), ModelArchiveRunner)
 
 
 # --- start-up sweep --------------------------------------------------------------------------------------
@@ -303,23 +304,24 @@ def test_a_gpu_worker_reaps_leftover_runs_at_start_up(
     _orphan_run(sandbox_runtime_dir, "model-41")
     monkeypatch.setenv("MIDOG_SANDBOX_RUNTIME_DIR", str(sandbox_runtime_dir))
     monkeypatch.setenv("MIDOG_SANDBOX_BACKEND", "bwrap")
+    get_settings.cache_clear()  # the worker reads its settings when it starts
     handler = celery_app._reap_leftover_sandboxes
     assert any(receiver is handler for _, receiver in celeryd_init.receivers)
     handler(options={"queues": "cpu"})  # a cpu-only worker runs no participant code and sweeps nothing
     assert (sandbox_runtime_dir / "bwrap" / "model-41").exists()
     handler(options={"queues": "gpu"})
     assert not (sandbox_runtime_dir / "bwrap" / "model-41").exists()
-    assert reap_leftovers({"MIDOG_SANDBOX_RUNTIME_DIR": str(sandbox_runtime_dir)}) == 0
+    assert reap_leftovers(Settings(sandbox_runtime_dir=sandbox_runtime_dir)) == 0
+    get_settings.cache_clear()
 
 
 @pytest.mark.slow
 def test_the_start_up_sweep_can_be_turned_off(sandbox_runtime_dir: Path) -> None:
     require_bwrap()
     _orphan_run(sandbox_runtime_dir, "model-42")
-    env = {"MIDOG_SANDBOX_RUNTIME_DIR": str(sandbox_runtime_dir), "MIDOG_SANDBOX_REAP_ON_START": "0"}
-    assert reap_leftovers(env) == 0
+    assert reap_leftovers(Settings(sandbox_runtime_dir=sandbox_runtime_dir, sandbox_reap_on_start=False)) == 0
     assert (sandbox_runtime_dir / "bwrap" / "model-42").exists()
-    assert reap_leftovers({"MIDOG_SANDBOX_RUNTIME_DIR": str(sandbox_runtime_dir)}) == 1
+    assert reap_leftovers(Settings(sandbox_runtime_dir=sandbox_runtime_dir)) == 1
 
 
 @pytest.mark.slow
@@ -354,12 +356,13 @@ def test_the_decoded_image_cache_is_read_inside_the_sandbox(
 
 
 def test_model_archives_may_use_another_backend_than_containers() -> None:
-    assert ModelSettings.from_env({}).backend == "bwrap"
-    assert ModelSettings.from_env({"MIDOG_SANDBOX_BACKEND": "podman"}).backend == "podman"
-    both = {"MIDOG_SANDBOX_BACKEND": "docker", "MIDOG_MODEL_SANDBOX_BACKEND": "bwrap"}
-    assert ModelSettings.from_env(both).backend == "bwrap"
-    with pytest.raises(SandboxError, match="MIDOG_MODEL_SANDBOX_BACKEND"):
-        ModelSettings.from_env({"MIDOG_MODEL_SANDBOX_BACKEND": "lxc"})
+    blank = {"sandbox_backend": "", "model_sandbox_backend": ""}
+    assert ModelSettings.from_settings(Settings(**blank)).backend == "bwrap"
+    assert ModelSettings.from_settings(Settings(**{**blank, "sandbox_backend": "podman"})).backend == "podman"
+    both = Settings(sandbox_backend="docker", model_sandbox_backend="bwrap")
+    assert ModelSettings.from_settings(both).backend == "bwrap"
+    with pytest.raises(ValueError, match="model_sandbox_backend"):
+        Settings(model_sandbox_backend="lxc")
 
 
 def test_a_container_backend_without_a_runtime_image_is_an_infrastructure_fault(

@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -302,15 +302,13 @@ def celery_client(env: WorkerEnv) -> Any:
     key = (env.broker_url, env.key_prefix)
     if key not in _clients:
         client = Celery("midog_eval_test_client")
-        previous = os.environ.get("MIDOG_REDIS_KEY_PREFIX")
-        os.environ["MIDOG_REDIS_KEY_PREFIX"] = env.key_prefix
-        try:
-            configure(client, broker_url=env.broker_url, limits=Limits.from_env(TEST_LIMITS))
-        finally:
-            if previous is None:
-                os.environ.pop("MIDOG_REDIS_KEY_PREFIX", None)
-            else:
-                os.environ["MIDOG_REDIS_KEY_PREFIX"] = previous
+        limits = Limits(**{name.removeprefix("MIDOG_").lower(): float(value) for name, value in TEST_LIMITS.items()})
+        configure(
+            client,
+            broker_url=env.broker_url,
+            limits=replace(limits, max_attempts=int(limits.max_attempts)),
+            redis_key_prefix=env.key_prefix,
+        )
         _clients[key] = client
     return _clients[key]
 

@@ -38,12 +38,17 @@ def test_non_positive_values_are_refused() -> None:
         check_limits(replace(Limits(), max_attempts=0))
 
 
-def test_limits_are_read_from_the_environment() -> None:
-    limits = Limits.from_env({"MIDOG_SOFT_TIME_LIMIT_S": "12.5", "MIDOG_MAX_ATTEMPTS": "5"})
+def test_limits_are_read_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import Settings
+
+    monkeypatch.setenv("MIDOG_SOFT_TIME_LIMIT_S", "12.5")
+    monkeypatch.setenv("MIDOG_MAX_ATTEMPTS", "5")
+    limits = Limits.from_settings(Settings())
     assert limits.soft_time_limit_s == 12.5
     assert limits.max_attempts == 5
-    with pytest.raises(LimitsError, match="not a number"):
-        Limits.from_env({"MIDOG_TIME_LIMIT_S": "soon"})
+    monkeypatch.setenv("MIDOG_TIME_LIMIT_S", "soon")
+    with pytest.raises(ValueError, match="time_limit_s"):
+        Settings()
 
 
 def test_reliability_settings_reach_celery_and_both_transport_option_sets() -> None:

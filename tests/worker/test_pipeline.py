@@ -186,14 +186,17 @@ def test_predictions_json_round_trip_keeps_nan_probabilities_and_exact_floats() 
 
 
 def test_load_runner_reads_the_kind_specific_setting() -> None:
-    runner = load_runner("model", {"MIDOG_RUNNER_MODEL": "worker.runners:ReplayRunner"})
+    from app.settings import Settings
+
+    runner = load_runner("model", Settings(runner_model="worker.runners:ReplayRunner"))
     assert isinstance(runner, ReplayRunner)
+    defaults = Settings(runner_model="", runner_container="")
     with pytest.raises(RunnerNotConfiguredError, match="MIDOG_RUNNER_UNKNOWN"):
-        load_runner("unknown", {})
-    assert type(load_runner("container", {})).__name__ == "ContainerRunner"
-    assert type(load_runner("model", {})).__name__ == "ModelArchiveRunner"
+        load_runner("unknown", defaults)
+    assert type(load_runner("container", defaults)).__name__ == "ContainerRunner"
+    assert type(load_runner("model", defaults)).__name__ == "ModelArchiveRunner"
     with pytest.raises(RunnerNotConfiguredError, match="form"):
-        load_runner("model", {"MIDOG_RUNNER_MODEL": "worker.runners"})
+        load_runner("model", Settings(runner_model="worker.runners"))
 
 
 def _alive(marker: str) -> list[str]:

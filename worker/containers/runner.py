@@ -4,12 +4,12 @@
 runs it once per requested case under the grand-challenge contract in the podman (or docker) sandbox, and
 writes `predictions.json` (case name -> the validated "Multiple points" object) for the scoring core.
 Any failed case fails the run with that case's one line (SubmissionError); containers and the image are
-removed whatever happens. Settings come from the environment so that `MIDOG_RUNNER_CONTAINER=
-worker.containers.runner:ContainerRunner` can build it without arguments:
+removed whatever happens. The phase's memory limit, when the request carries one, replaces the worker's.
+Settings (`ContainerSettings.from_settings`, from the process's app.settings.Settings):
 MIDOG_SANDBOX_BACKEND (podman | docker), MIDOG_SANDBOX_RUNTIME_DIR, MIDOG_CONTAINER_LAYOUT (2022 | 2021),
 MIDOG_CONTAINER_CASE_SECONDS, MIDOG_CONTAINER_MEMORY_BYTES, MIDOG_CONTAINER_CPUS, MIDOG_CONTAINER_GPU
 (auto | none | <index>), MIDOG_SANDBOX_HOST_PATHS (`/worker/path=/host/path,...` when the worker runs in
-a container and drives the host's engine through its socket).
+a container and drives the host's engine through its socket), MIDOG_SANDBOX_RUNNER_SOCKET.
 
 Imports the stdlib, worker.errors, worker.evaluation, worker.sandbox and worker.containers only.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,22 +57,22 @@ class ContainerSettings:
     gpu: str = "auto"
     host_paths: Mapping[str, str] = field(default_factory=dict)
 
+    # Through the sandbox runner service listening here (an unprivileged worker); None: this host's engine.
+    runner_socket: Path | None = None
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ContainerSettings:
-        env = os.environ if environ is None else environ
-        layout = env.get("MIDOG_CONTAINER_LAYOUT", "2022")
-        if layout not in ("2022", "2021"):
-            raise SandboxError(f"MIDOG_CONTAINER_LAYOUT must be 2022 or 2021, not {layout!r}")
-        runtime = env.get("MIDOG_SANDBOX_RUNTIME_DIR")
+    def from_settings(cls, settings: Any) -> ContainerSettings:
+        """From an app.settings.Settings (read by attribute: this module does not import the service)."""
         return cls(
-            backend=env.get("MIDOG_SANDBOX_BACKEND", "podman"),
-            runtime_dir=Path(runtime) if runtime else None,
-            layout=cast(Layout, layout),
-            case_seconds=float(env.get("MIDOG_CONTAINER_CASE_SECONDS", cls.case_seconds)),
-            memory_bytes=int(env.get("MIDOG_CONTAINER_MEMORY_BYTES", cls.memory_bytes)),
-            cpus=float(env.get("MIDOG_CONTAINER_CPUS", cls.cpus)),
-            gpu=env.get("MIDOG_CONTAINER_GPU", "auto"),
-            host_paths=parse_host_paths(env.get("MIDOG_SANDBOX_HOST_PATHS", "")),
+            backend=settings.sandbox_backend or "podman",
+            runtime_dir=settings.sandbox_runtime_dir,
+            layout=cast(Layout, settings.container_layout),
+            case_seconds=settings.container_case_seconds,
+            memory_bytes=settings.container_memory_bytes,
+            cpus=settings.container_cpus,
+            gpu=settings.container_gpu,
+            host_paths=parse_host_paths(settings.sandbox_host_paths),
+            runner_socket=Path(settings.sandbox_runner_socket) if settings.sandbox_runner_socket else None,
         )
 
     def gpu_index(self) -> int | None:
@@ -107,7 +106,7 @@ class ContainerRunner:
     """Runs a container submission over the requested cases; see the module docstring."""
 
     def __init__(self, settings: ContainerSettings | None = None, *, limits: ImageLimits | None = None) -> None:
-        self.settings = settings or ContainerSettings.from_env()
+        self.settings = settings or ContainerSettings()
         self.limits = limits
         self.run_info: dict[str, Any] = {}
         if self.settings.backend not in ("podman", "docker"):
@@ -116,8 +115,16 @@ class ContainerRunner:
             )
         # The local engine, or the runner service's (an unprivileged worker with MIDOG_SANDBOX_RUNNER_SOCKET).
         self.backend: Any = get_backend(
-            self.settings.backend, runtime_dir=self.settings.runtime_dir, host_paths=self.settings.host_paths
+            self.settings.backend,
+            runtime_dir=self.settings.runtime_dir,
+            host_paths=self.settings.host_paths,
+            runner_socket=self.settings.runner_socket,
         )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ContainerRunner:
+        """The runner as the process's app.settings.Settings configure it (worker.runners.load_runner)."""
+        return cls(ContainerSettings.from_settings(settings))
 
     def problem(self) -> str | None:
         """Why containers cannot run on this worker (engine missing or not answering), or None."""

@@ -37,12 +37,10 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def default_loaders() -> int:
-    """One loader per CPU granted (OMP_NUM_THREADS, which the sandbox sets, else the affinity mask), 2 to 8:
+def default_loaders(cpus: int | None = None) -> int:
+    """One loader per CPU granted (the sandbox's runner passes `--loaders`; else the affinity mask), 2 to 8:
     more buys nothing once decoding outpaces the device, and each holds an image in memory."""
-    granted = os.environ.get("OMP_NUM_THREADS", "")
-    cpus = int(granted) if granted.isdigit() else len(os.sched_getaffinity(0))
-    return min(8, max(2, cpus))
+    return min(8, max(2, len(os.sched_getaffinity(0)) if cpus is None else cpus))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,7 +9,6 @@ not import Celery, SQLAlchemy, FastAPI or torch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -59,22 +58,23 @@ def get_backend(
     *,
     runtime_dir: Path | None = None,
     host_paths: Mapping[str, str] | None = None,
-    remote: bool | None = None,
+    runner_socket: Path | None = None,
+    allowed_missing: frozenset[str] = frozenset(),
 ) -> Backend:
     """The backend named by the worker setting; `host_paths` only concerns podman/docker (see PodmanBackend).
 
-    `remote`: run through the sandbox runner service (worker.sandbox.remote) at MIDOG_SANDBOX_RUNNER_SOCKET;
-    None: whenever that setting is given (an unprivileged worker), False: here, in this process.
+    `runner_socket`: run through the sandbox runner service (worker.sandbox.remote) listening there (an
+    unprivileged worker, MIDOG_SANDBOX_RUNNER_SOCKET); None: here, in this process. `allowed_missing`: the
+    isolation controls bwrap may run without (worker.sandbox.isolation; none unless the deployment says so).
     """
-    socket_path = os.environ.get("MIDOG_SANDBOX_RUNNER_SOCKET", "")
-    if remote is not False and socket_path:
+    if runner_socket is not None:
         from worker.sandbox.remote import RemoteBackend
 
         if name not in BACKENDS:
             raise SandboxError(f"unknown sandbox backend {name!r}; choose one of {', '.join(BACKENDS)}")
-        return RemoteBackend(name, Path(socket_path))
+        return RemoteBackend(name, runner_socket)
     if name == "bwrap":
-        return BwrapBackend(runtime_dir=runtime_dir)
+        return BwrapBackend(runtime_dir=runtime_dir, allowed_missing=allowed_missing)
     if name == "podman":
         return PodmanBackend(runtime_dir=runtime_dir, host_paths=host_paths)
     if name == "docker":

@@ -90,7 +90,8 @@ class BwrapBackend:
         self.runtime_dir = runtime_dir or default_runtime_dir()
         # None: a size-limited tmpfs for /output when the worker is root; False: a watched plain directory.
         self.output_tmpfs = output_tmpfs
-        self.allowed_missing = isolation.allowed_missing() if allowed_missing is None else allowed_missing
+        # Fail closed: every control is required unless the deployment's settings allow one to be missing.
+        self.allowed_missing = frozenset() if allowed_missing is None else allowed_missing
 
     def check(self) -> None:
         """Raise SandboxError unless bwrap and the helpers it needs are installed."""

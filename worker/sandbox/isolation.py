@@ -11,9 +11,7 @@ Imports the stdlib and worker.sandbox only; must not import Celery, SQLAlchemy, 
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Mapping
 
 from worker.errors import InfrastructureError
 from worker.sandbox import cgroups, seccomp
@@ -31,10 +29,9 @@ class IsolationError(InfrastructureError):
     """A required isolation control cannot be applied: participant code does not run."""
 
 
-def allowed_missing(environ: Mapping[str, str] | None = None) -> frozenset[str]:
-    """The controls a deployment explicitly runs without (MIDOG_SANDBOX_ALLOW_MISSING_CONTROLS)."""
-    env = os.environ if environ is None else environ
-    named = {part.strip().lower() for part in env.get(ALLOW_MISSING_VARIABLE, "").split(",") if part.strip()}
+def allowed_missing(setting: str) -> frozenset[str]:
+    """The controls a deployment explicitly runs without: the setting MIDOG_SANDBOX_ALLOW_MISSING_CONTROLS."""
+    named = {part.strip().lower() for part in setting.split(",") if part.strip()}
     unknown = named - set(CONTROLS)
     if unknown:
         raise IsolationError(

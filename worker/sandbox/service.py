@@ -126,8 +126,14 @@ class RunnerService:
         allowed_uids: Sequence[int],
         runtime_dir: Path | None = None,
         backends: Sequence[str] = ("bwrap", "podman"),
+        allowed_missing: frozenset[str] = frozenset(),
+        child_env: Mapping[str, str] | None = None,
     ) -> None:
+        """`allowed_missing`: isolation controls bwrap may run without (the deployment's settings);
+        `child_env`: variables passed to each run's child beside PATH (PYTHONPATH, LANG, CUDA_VISIBLE_DEVICES)."""
         self.socket_path = socket_path
+        self.allowed_missing = allowed_missing
+        self.child_env = dict(child_env or {})
         own_runtime = [m.source for m in python_runtime(("worker",))[0]]
         self.allowed_roots = [Path(os.path.realpath(r)) for r in [*allowed_roots, *own_runtime, Path("/usr")]]
         self.data_roots = [Path(os.path.realpath(r)) for r in allowed_roots]
@@ -139,7 +145,7 @@ class RunnerService:
     def backend(self, name: Any) -> Backend:
         if name not in self.backend_names:
             raise RefusedError(f"backend {name!r} is not offered here (offered: {', '.join(self.backend_names)})")
-        return get_backend(str(name), runtime_dir=self.runtime_dir, remote=False)
+        return get_backend(str(name), runtime_dir=self.runtime_dir, allowed_missing=self.allowed_missing)
 
     def serve_forever(self) -> None:
         """Listen on the socket (replaced if left by a dead service) until stopped. The socket is 0660 and
@@ -222,12 +228,13 @@ class RunnerService:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **_runtime_env()},
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **self.child_env},
         )
         assert child.stdin is not None
         assert child.stdout is not None
         job = {"backend": request["backend"], "spec": spec_to_dict(spec), "argv": list(request["argv"])}
         job |= {"output_dir": str(output_dir), "runtime_dir": str(self.runtime_dir) if self.runtime_dir else None}
+        job |= {"allowed_missing": sorted(self.allowed_missing)}
         child.stdin.write(json.dumps(job).encode())
         child.stdin.close()
         # Wait for the child's reply or the worker's hang-up, whichever comes first.
@@ -272,11 +279,6 @@ class RunnerService:
             return {"error": str(exc), "kind": "submission"}
 
 
-def _runtime_env() -> dict[str, str]:
-    keep = ("PYTHONPATH", "LANG", "MIDOG_SANDBOX_ALLOW_MISSING_CONTROLS", "CUDA_VISIBLE_DEVICES")
-    return {name: os.environ[name] for name in keep if name in os.environ}
-
-
 def run_one() -> None:
     """The child of one run: execute it with the local backend and print the reply."""
     from worker.process_tree import die_with_parent
@@ -285,7 +287,8 @@ def run_one() -> None:
     job = json.loads(sys.stdin.buffer.read())
     runtime = Path(job["runtime_dir"]) if job.get("runtime_dir") else None
     try:
-        backend = get_backend(str(job["backend"]), runtime_dir=runtime, remote=False)
+        allowed = frozenset(str(c) for c in job.get("allowed_missing", []))
+        backend = get_backend(str(job["backend"]), runtime_dir=runtime, allowed_missing=allowed)
         result = backend.run(spec_from_dict(job["spec"]), job["argv"], output_dir=Path(job["output_dir"]))
         reply: dict[str, Any] = {"result": result_to_dict(result)}
     except IsolationError as exc:
