@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from worker.archives import extract_archive, validate_archive
+from worker.archives import ArchiveLimits, extract_archive, validate_archive
 from worker.errors import SubmissionError
 from worker.safe_delete import discard_tree, scratch_directory
 from worker.sandbox import (
@@ -95,6 +95,8 @@ class ModelSettings:
     runner_socket: Path | None = None
     # Isolation controls bwrap may run without (the deployment's explicit opt-out; none by default).
     allowed_missing: frozenset[str] = frozenset()
+    # The upload limit of model archives (MIDOG_MAX_MODEL_BYTES): extraction applies the upload check's limits.
+    max_archive_bytes: int = ArchiveLimits.max_archive_bytes
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModelSettings:
@@ -117,6 +119,7 @@ class ModelSettings:
             uid=settings.sandbox_uid,
             runner_socket=Path(settings.sandbox_runner_socket) if settings.sandbox_runner_socket else None,
             allowed_missing=isolation.allowed_missing(settings.sandbox_allow_missing_controls),
+            max_archive_bytes=settings.max_model_bytes,
         )
 
     def backend_named(self, name: str) -> Backend:
@@ -168,13 +171,13 @@ def select_cases(test_set_dir: Path, cases: Sequence[str], destination: Path) ->
     return destination
 
 
-def unpack_archive(artifact: Path, work_dir: Path) -> Path:
+def unpack_archive(artifact: Path, work_dir: Path, limits: ArchiveLimits | None = None) -> Path:
     """The archive's folder holding manifest.json: a zip is checked and extracted under `work_dir`, an
     unpacked directory (organisers' tools) is checked in place. Raises ArchiveError (a SubmissionError)."""
     if artifact.is_dir():
-        validate_archive(artifact)
+        validate_archive(artifact, limits=limits)
         return artifact
-    root = extract_archive(artifact, work_dir / "archive")
+    root = extract_archive(artifact, work_dir / "archive", limits=limits)
     # Readable by the sandbox's uid, whatever the worker's umask.
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -305,7 +308,7 @@ class ModelArchiveRunner:
         # Beside the output (not in /tmp): a worker driving the host's engine maps only its data paths.
         with scratch_directory(prefix=f".{output_dir.name}-input-", parent=output_dir.parent) as work:
             work.chmod(0o755)
-            archive = unpack_archive(Path(request.artifact), work)
+            archive = unpack_archive(Path(request.artifact), work, ArchiveLimits.for_upload(settings.max_archive_bytes))
             test_set_dir = Path(request.test_set_dir)
             manifest = select_cases(test_set_dir, tuple(request.cases), work / "manifest.json")
             mounts = [

@@ -80,7 +80,7 @@ class Checker:
 
     async def archive(self, kind: str, path: Path) -> None:
         """A model archive or container image (app.submissions.checks.check_archive); CheckFailedError when refused."""
-        await self._in_child({"kind": kind, "path": str(path)})
+        await self._in_child({"kind": kind, "path": str(path), "max_bytes": self.settings.max_upload_bytes(kind)})
 
     async def _in_child(self, request: dict[str, Any]) -> dict[str, Any]:
         request = {**request, "memory_bytes": self.memory_bytes, "cpu_seconds": self.cpu_seconds}

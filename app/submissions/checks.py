@@ -152,20 +152,21 @@ def check_predictions(
     return {"cases": len(resolved), "points": total}
 
 
-def check_archive(kind: str, path: Path) -> None:
-    """Model archives and container images, checked without loading anything; CheckFailedError with their line."""
+def check_archive(kind: str, path: Path, *, max_bytes: int) -> None:
+    """Model archives and container images, checked without loading anything, under the server's upload limit
+    of the kind (`max_bytes`, which the workers apply too); CheckFailedError with their line."""
     if kind == "model":
-        from worker.archives import ArchiveError, validate_archive
+        from worker.archives import ArchiveError, ArchiveLimits, validate_archive
 
         try:
-            validate_archive(path)
+            validate_archive(path, limits=ArchiveLimits.for_upload(max_bytes))
         except ArchiveError as exc:
             raise CheckFailedError(str(exc)) from None
     elif kind == "container":
-        from worker.containers.archive import ImageArchiveError, validate_image_archive
+        from worker.containers.archive import ImageArchiveError, ImageLimits, validate_image_archive
 
         try:
-            validate_image_archive(path)
+            validate_image_archive(path, limits=ImageLimits.for_upload(max_bytes))
         except ImageArchiveError as exc:
             raise CheckFailedError(str(exc)) from None
     else:
@@ -186,7 +187,7 @@ def run(request: Mapping[str, Any]) -> dict[str, Any]:
                 display_name=str(request.get("display_name") or "predictions"),
             )
             return {"ok": True, "summary": summary}
-        check_archive(str(request["kind"]), path)
+        check_archive(str(request["kind"]), path, max_bytes=int(request["max_bytes"]))
         return {"ok": True, "summary": {}}
     except CheckFailedError as exc:
         return {"ok": False, "error": str(exc)}

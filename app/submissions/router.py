@@ -42,7 +42,7 @@ UPLOAD_BODY: dict[str, Any] = {
                     "file": {
                         "type": "string",
                         "format": "binary",
-                        "description": "Predictions (JSON/CSV), a model archive (zip/tar) or an image tar.",
+                        "description": "Predictions (JSON/CSV), a model archive (zip) or a container image (tar).",
                     },
                     "method_name": {"type": "string", "maxLength": 200},
                     "description": {"type": "string", "maxLength": 20000},

@@ -104,3 +104,50 @@ def test_container_images_are_checked_before_they_are_accepted(world: World, sen
     r = world.submit(team["headers"], image_tar(), kind="container", filename="image.tar")
     assert r.status_code == 201, r.text
     assert sent_tasks[-1][2] == "gpu"
+
+
+def test_a_tar_sent_as_a_model_archive_is_refused_at_upload_saying_what_to_do(
+    world: World, sent_tasks: list[Any]
+) -> None:
+    _allow(world, "model", "container")
+    team = world.register("Alpha")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:  # the model's files, tarred instead of zipped
+        for name, data in (("manifest.json", json.dumps(MANIFEST).encode()), ("model.pt", _torchscript())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    r = world.submit(team["headers"], buffer.getvalue(), kind="model", filename="detector.tar")
+    assert r.status_code == 422, r.text
+    assert "model archives are zip files" in r.json()["detail"]
+    assert sent_tasks == []
+
+
+def test_upload_check_and_workers_apply_the_servers_upload_limits() -> None:
+    """One source of truth for archive sizes: the MIDOG_MAX_*_BYTES settings, as the upload stream, its check
+    and the workers' extraction apply them."""
+    from app.settings import Settings
+    from worker.archives import ArchiveLimits
+    from worker.containers.archive import ImageLimits
+    from worker.containers.runner import ContainerRunner, ContainerSettings
+    from worker.model_runner import ModelSettings
+
+    defaults = Settings()
+    assert ArchiveLimits().max_archive_bytes == defaults.max_model_bytes
+    assert ImageLimits().max_archive_bytes == defaults.max_container_bytes
+    small = Settings(max_model_bytes=3 * 2**20, max_container_bytes=5 * 2**20, sandbox_backend="podman")
+    assert ModelSettings.from_settings(small).max_archive_bytes == 3 * 2**20
+    runner = ContainerRunner(ContainerSettings.from_settings(small))
+    assert runner.limits == ImageLimits.for_upload(5 * 2**20)
+    assert ArchiveLimits.for_upload(3 * 2**20).max_total_bytes == 6 * 2**20
+
+
+def test_the_check_child_applies_the_limit_it_is_given(tmp_path: Any) -> None:
+    from app.submissions.checks import run
+
+    archive = tmp_path / "detector.zip"
+    archive.write_bytes(model_zip())
+    assert run({"kind": "model", "path": str(archive), "max_bytes": 1 << 20}) == {"ok": True, "summary": {}}
+    refused = run({"kind": "model", "path": str(archive), "max_bytes": 100})
+    assert refused["ok"] is False
+    assert "more than the limit of 100" in refused["error"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,14 @@ printf '{"type":"%s","points":[]}' "$leak" > /output/mitotic-figures.json
 SLEEPER = f"""#!/bin/sh
 echo "{LEAK}" >&2
 sleep 600
+"""
+
+# Succeeds (one detection) only when its memory cgroup (v2, else v1) grants exactly 96 MiB.
+MEMORY_PROBE = r"""#!/bin/sh
+limit=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)
+[ "$limit" = "100663296" ] || exit 3
+printf '{"type":"Multiple points","points":[{"point":[0.1,0.1,0],"probability":0.9}],"version":{"major":1,"minor":0}}' \
+  > /output/mitotic-figures.json
 """
 
 GROUND_TRUTH = {"001.tiff": [[0.1, 0.1, 0.0], [0.3, 0.3, 0.0]], "002.tiff": [[0.2, 0.3, 0.0]]}
@@ -253,6 +261,23 @@ def test_failing_containers_end_with_one_line(
     assert leftovers(evaluation_id) == []
     assert not image_exists(image_id)
     assert not (tmp_path / "predictions" / "predictions.json").exists()
+
+
+def test_the_phases_memory_limit_replaces_the_workers(
+    container_archive: Callable[[str, str], Path], test_set: Path, tmp_path: Path, runtime_dir: Path
+) -> None:
+    """A worker allowing 4 GiB runs a phase limited to 96 MiB under 96 MiB (the container reads its own
+    cgroup limit), and a phase without a limit under the worker's."""
+    archive = container_archive(MEMORY_PROBE, "memory-probe")
+    phase_limited = replace(request(archive, test_set, tmp_path / "phase", 9400), memory_bytes=96 * 1024**2)
+    output = runner(runtime_dir, memory_bytes=4 * 1024**3).run(phase_limited)
+    assert {name: len(case.points) for name, case in read_predictions(output).items()} == {"001.tiff": 1, "002.tiff": 1}
+    worker_limited = request(archive, test_set, tmp_path / "worker", 9401)
+    output = runner(runtime_dir, memory_bytes=96 * 1024**2).run(worker_limited)
+    assert all(len(case.points) == 1 for case in read_predictions(output).values())
+    with pytest.raises(SubmissionError, match="the program failed"):  # the probe refuses any other limit
+        runner(runtime_dir, memory_bytes=4 * 1024**3).run(request(archive, test_set, tmp_path / "none", 9402))
+    assert leftovers(9400) == leftovers(9401) == leftovers(9402) == []
 
 
 def test_root_image_is_refused_before_loading(podman: None, tmp_path: Path, test_set: Path, runtime_dir: Path) -> None:

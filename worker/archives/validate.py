@@ -33,13 +33,20 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """Bounds applied to every upload; the defaults suit ResNet50-class detectors with room to spare."""
+    """Bounds applied to every upload; the defaults suit ResNet50-class detectors with room to spare. The
+    server builds them from its upload limit (`for_upload`, MIDOG_MAX_MODEL_BYTES), so the upload, its check
+    and the worker's extraction agree."""
 
-    max_archive_bytes: int = 1 << 30
-    max_total_bytes: int = 2 << 30
+    max_archive_bytes: int = 2 << 30
+    max_total_bytes: int = 4 << 30
     max_members: int = 256
     max_ratio: float = 200.0
     ratio_floor_bytes: int = 1 << 20  # smaller members may compress as well as they like
+
+    @classmethod
+    def for_upload(cls, max_archive_bytes: int) -> ArchiveLimits:
+        """The limits of archives up to `max_archive_bytes`, unpacking to at most twice that."""
+        return cls(max_archive_bytes=max_archive_bytes, max_total_bytes=2 * max_archive_bytes)
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,8 @@ def scan_zip(path: Path, limits: ArchiveLimits) -> tuple[zipfile.ZipInfo, ...]:
     if size > limits.max_archive_bytes:
         raise _fail(f"is {size} bytes, more than the limit of {limits.max_archive_bytes}")
     if magic not in _ZIP_MAGIC:
-        raise _fail("is not a zip file")
+        # A tar here is usually a container image sent as the wrong kind.
+        raise _fail("is not a zip file: model archives are zip files (a container image tar is kind 'container')")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:

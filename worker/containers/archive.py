@@ -38,9 +38,16 @@ class ImageArchiveError(SubmissionError, ValueError):
 
 @dataclass(frozen=True)
 class ImageLimits:
+    """The server builds them from its upload limit (`for_upload`, MIDOG_MAX_CONTAINER_BYTES)."""
+
     max_archive_bytes: int = 20 * 1024**3
     max_total_bytes: int = 40 * 1024**3
     max_members: int = 10_000
+
+    @classmethod
+    def for_upload(cls, max_archive_bytes: int) -> ImageLimits:
+        """The limits of image archives up to `max_archive_bytes`, holding at most twice that."""
+        return cls(max_archive_bytes=max_archive_bytes, max_total_bytes=2 * max_archive_bytes)
 
 
 @dataclass(frozen=True)

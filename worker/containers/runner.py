@@ -59,6 +59,8 @@ class ContainerSettings:
 
     # Through the sandbox runner service listening here (an unprivileged worker); None: this host's engine.
     runner_socket: Path | None = None
+    # The upload limit of image archives (MIDOG_MAX_CONTAINER_BYTES): runs apply the upload check's limits.
+    max_image_bytes: int = ImageLimits.max_archive_bytes
 
     @classmethod
     def from_settings(cls, settings: Any) -> ContainerSettings:
@@ -73,6 +75,7 @@ class ContainerSettings:
             gpu=settings.container_gpu,
             host_paths=parse_host_paths(settings.sandbox_host_paths),
             runner_socket=Path(settings.sandbox_runner_socket) if settings.sandbox_runner_socket else None,
+            max_image_bytes=settings.max_container_bytes,
         )
 
     def gpu_index(self) -> int | None:
@@ -107,7 +110,7 @@ class ContainerRunner:
 
     def __init__(self, settings: ContainerSettings | None = None, *, limits: ImageLimits | None = None) -> None:
         self.settings = settings or ContainerSettings()
-        self.limits = limits
+        self.limits = limits or ImageLimits.for_upload(self.settings.max_image_bytes)
         self.run_info: dict[str, Any] = {}
         if self.settings.backend not in ("podman", "docker"):
             raise SandboxError(
