@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     lease_expiry_s: float = 3000.0
     # A job that crashed its worker this many times ends `failed` (a poison job must not loop forever).
     max_attempts: int = 3
+    # A run renews its lease this often while participant code runs; a cancel stops it within about as long.
+    lease_heartbeat_s: float = 2.0
     # The reconciler: how often it runs, and how long a queued row may wait with no message seen for it
     # (defaults: 60 s and 120 s; 5 s and 10 s on the server-less broker).
     reconcile_interval_s: float | None = None

@@ -50,6 +50,8 @@ class Limits:
     lease_expiry_s: float = 3000.0
     # A job that crashed its worker this many times ends `failed` (a poison job must not loop forever).
     max_attempts: int = 3
+    # A run renews its lease this often while participant code runs (worker.lease); a cancel stops it as fast.
+    lease_heartbeat_s: float = 2.0
     # The reconciler: how often it runs, and how long a `queued` row may wait with no message seen for it.
     reconcile_interval_s: float = 60.0
     requeue_after_s: float = 120.0
@@ -71,11 +73,16 @@ _ORDER = (
 
 def check_limits(limits: Limits) -> None:
     """Raise LimitsError unless sandbox timeout < soft < hard < visibility timeout < lease expiry."""
-    for name in (*_ORDER, "reconcile_interval_s", "requeue_after_s"):
+    for name in (*_ORDER, "reconcile_interval_s", "requeue_after_s", "lease_heartbeat_s"):
         if getattr(limits, name) <= 0:
             raise LimitsError(f"MIDOG_{name.upper()} must be positive, got {getattr(limits, name)}")
     if limits.max_attempts < 1:
         raise LimitsError(f"MIDOG_MAX_ATTEMPTS must be at least 1, got {limits.max_attempts}")
+    if limits.lease_heartbeat_s * 2 > limits.lease_expiry_s:
+        raise LimitsError(
+            f"MIDOG_LEASE_HEARTBEAT_S={limits.lease_heartbeat_s:g} must be at most half of "
+            f"MIDOG_LEASE_EXPIRY_S={limits.lease_expiry_s:g}, or a running job could lose its lease between renewals"
+        )
     for lower, upper in itertools.pairwise(_ORDER):
         low, high = getattr(limits, lower), getattr(limits, upper)
         if not low < high:

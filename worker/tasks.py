@@ -45,6 +45,7 @@ from app.settings import get_settings
 from worker import transitions
 from worker.celery_app import CPU_QUEUE, GPU_QUEUE, app, key_prefix, limits_of, worker_identity
 from worker.errors import InfrastructureError, RetryableError, SubmissionError
+from worker.lease import LeaseKeeper, LeaseLostError
 from worker.pipeline import (
     PREDICTIONS_KIND,
     Outcome,
@@ -155,10 +156,6 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
     return inp, options, basis
 
 
-class LeaseLostError(Exception):
-    """The row was cancelled, or its lease expired and another run took it: this run stops, writing nothing."""
-
-
 class _Run:
     """One claimed run: its identity (id, attempt, owner) and the steps that must hold the lease."""
 
@@ -187,6 +184,29 @@ class _Run:
             return
         if not held:
             raise LeaseLostError(f"evaluation {self.evaluation_id} attempt {self.attempt} no longer holds its lease")
+
+    def keep_lease(self) -> LeaseKeeper:
+        """Renew the lease while participant code runs; stop the run when it is cancelled or taken over."""
+        limits = limits_of(app)
+
+        def renew() -> bool | None:
+            try:
+                with session_scope() as session:
+                    return transitions.renew_lease(
+                        session,
+                        evaluation_id=self.evaluation_id,
+                        owner=self.owner,
+                        attempt=self.attempt,
+                        new_owner=self.owner,
+                        lease_s=limits.lease_expiry_s,
+                    )
+            except (DBAPIError, PoolTimeoutError) as exc:
+                if not is_transient(exc):
+                    raise
+                return None  # the database is away; the lease lasts long enough for it to come back
+
+        what = f"evaluation {self.evaluation_id} attempt {self.attempt}"
+        return LeaseKeeper(renew, interval_s=limits.lease_heartbeat_s, what=what)
 
     def succeed(self, outcome: Outcome, gpu_seconds: float, basis: ScoringBasis, runtime: dict[str, Any]) -> bool:
         if basis.fingerprint != basis.phase_fingerprint:
@@ -314,7 +334,8 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
         started_at, started = utcnow(), time.monotonic()
         run_info: dict[str, Any] = {}
         cases = [c.name for c in test_set.cases]
-        predictions = predict(inp, test_set, cases, progress=run.progress, run_info=run_info)
+        with run.keep_lease():
+            predictions = predict(inp, test_set, cases, progress=run.progress, run_info=run_info)
         predicted = time.monotonic()
         gpu_seconds = 0.0 if inp.kind == PREDICTIONS_KIND else predicted - started
         outcome = score(inp, test_set, predictions, progress=run.progress)
@@ -332,8 +353,9 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
 
 
 def _shard_owner(run: _Run) -> str:
-    # Not of the form host:pid, so the lease outlives the dispatching process; shards renew it.
-    return f"shards/{run.evaluation_id}/{run.attempt}"
+    # Not of the form host:pid, so the lease outlives the dispatching process; running shards renew it, and
+    # the reconciler while shards still wait in the broker.
+    return f"{transitions.SHARDED_OWNER_PREFIX}{run.evaluation_id}/{run.attempt}"
 
 
 def _start_shards(run: _Run, shards: list[tuple[str, ...]]) -> None:
@@ -398,7 +420,8 @@ def run_shard(self: Task, *, evaluation_id: int, attempt: int, owner: str, index
         test_set = open_test_set(inp.test_set_dir)
         started = time.monotonic()
         run_info: dict[str, Any] = {"worker": worker_identity(), "cases": len(cases)}
-        predictions = predict(inp, test_set, cases, run_name=f"attempt-{attempt}-shard-{index}", run_info=run_info)
+        with run.keep_lease():
+            predictions = predict(inp, test_set, cases, run_name=f"attempt-{attempt}-shard-{index}", run_info=run_info)
         run_info["run_seconds"] = round(time.monotonic() - started, 3)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".tmp")
@@ -496,15 +519,17 @@ def _embedded_messages(url: str) -> list[Any]:
 
 @_task(name=RECONCILE)
 def reconcile() -> dict[str, list[int]]:
-    """Expire stale leases; re-send evaluations that wait with no message in the broker; rebuild leaderboards
-    whose rebuild after commit never ran. Idempotent."""
+    """Renew the leases of sharded runs whose shards still wait in the broker; expire stale leases; re-send
+    evaluations that wait with no message in the broker; rebuild leaderboards whose rebuild after commit never
+    ran. Idempotent."""
     limits = limits_of(app)
+    live = _live_evaluation_ids()
 
-    def expire(session: Session) -> list[int]:
+    def renew_and_expire(session: Session) -> list[int]:
+        transitions.renew_waiting_shards(session, evaluation_ids=sorted(live or ()), lease_s=limits.lease_expiry_s)
         return transitions.expire_stale_leases(session, max_attempts=limits.max_attempts)
 
-    expired = with_db_retry(expire)
-    live = _live_evaluation_ids()
+    expired = with_db_retry(renew_and_expire)
     cutoff = utcnow() - timedelta(seconds=limits.requeue_after_s)
 
     def find(session: Session) -> list[transitions.Pending]:

@@ -305,6 +305,31 @@ class Pending:
     kind: str
 
 
+SHARDED_OWNER_PREFIX = "shards/"
+
+
+def renew_waiting_shards(
+    session: Session, *, evaluation_ids: Sequence[int], lease_s: float, now: datetime | None = None
+) -> list[int]:
+    """Extend the leases of sharded runs that still have shards waiting in the broker (`evaluation_ids`):
+    a shard renews its run's lease only while it runs, and a long GPU queue must not expire the run meanwhile.
+    Returns the ids renewed."""
+    if not evaluation_ids:
+        return []
+    now = now or utcnow()
+    renewed = session.execute(
+        update(Evaluation)
+        .where(
+            Evaluation.id.in_(list(evaluation_ids)),
+            Evaluation.status == EvaluationStatus.RUNNING,
+            Evaluation.lease_owner.startswith(SHARDED_OWNER_PREFIX),
+        )
+        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+        .returning(Evaluation.id)
+    )
+    return sorted(int(i) for i in renewed.scalars())
+
+
 def expire_stale_leases(session: Session, *, max_attempts: int, now: datetime | None = None) -> list[int]:
     """Running rows whose lease expired (or whose owner on this host died) -> retrying; failed at the cap."""
     now = now or utcnow()

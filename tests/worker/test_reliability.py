@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import require_bwrap
+from worker.safe_delete import discard_tree
 from worker.transitions import CRASH_LOOP_FAILURE
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -273,6 +276,59 @@ def test_a_run_cancelled_meanwhile_stops_and_writes_nothing(
     assert _wait(lambda: "no longer holds its lease; stopped" in worker.log(), 15), worker.log()[-2000:]
     assert worker_env.statuses(ids) == {ids[0]: "cancelled"}
     assert worker_env.result_count(ids) == 0
+
+
+# Limits long enough that only the cancel can end the sandboxed run.
+PATIENT_LIMITS = {
+    "MIDOG_SANDBOX_TIMEOUT_S": "120",
+    "MIDOG_SOFT_TIME_LIMIT_S": "130",
+    "MIDOG_TIME_LIMIT_S": "140",
+    "MIDOG_VISIBILITY_TIMEOUT_S": "150",
+    "MIDOG_LEASE_EXPIRY_S": "160",
+    "MIDOG_LEASE_HEARTBEAT_S": "1",
+}
+
+
+def test_cancel_stops_a_sleeping_sandbox_within_five_seconds(
+    worker_env: Any, start_worker: Any, predictions_for: Any
+) -> None:
+    """The organisers cancel while participant code sleeps in a real bubblewrap sandbox: the run's lease keeper
+    sees it at its next renewal and stops the run; no sandboxed process is left, nothing is written."""
+    require_bwrap()
+    from sqlalchemy import update
+
+    from app.models import Evaluation, EvaluationStatus, utcnow
+    from tests.sandbox.images import uid_processes
+    from worker.sandbox import SandboxSpec
+
+    runtime = Path(tempfile.mkdtemp(prefix="midog-cancel-"))
+    runtime.chmod(0o755)
+    try:
+        ids = worker_env.seed(kind="model", files=[("sandboxed--model.json", predictions_for(worker_env.small, 70))])
+        worker = start_worker(worker_env, queues="gpu", MIDOG_TEST_SANDBOX_RUNTIME=str(runtime), **PATIENT_LIMITS)
+        worker_env.send(ids[0], queue="gpu")
+        assert _wait(lambda: bool(uid_processes(SandboxSpec.uid)), 30), worker.log()[-3000:]
+        time.sleep(2)  # well into the run: the lease has been renewed meanwhile
+        assert worker_env.statuses(ids) == {ids[0]: "running"}
+
+        cancelled_at = time.monotonic()
+        with worker_env.engine.begin() as connection:  # what POST /admin/submissions/{id}/cancel does
+            connection.execute(
+                update(Evaluation)
+                .where(Evaluation.id == ids[0])
+                .values(
+                    status=EvaluationStatus.CANCELLED, lease_owner=None, lease_expires_at=None, finished_at=utcnow()
+                )
+            )
+        assert _wait(lambda: not uid_processes(SandboxSpec.uid), 5), "the sandboxed run outlived its cancel by 5 s"
+        stopped_after = time.monotonic() - cancelled_at
+        assert _wait(lambda: "no longer holds its lease" in worker.log(), 5), worker.log()[-3000:]
+        assert worker_env.statuses(ids) == {ids[0]: "cancelled"}
+        assert worker_env.result_count(ids) == 0
+        assert stopped_after < 5
+        assert not (runtime / "bwrap" / f"model-{ids[0]}-test").exists()  # reaped on the way out
+    finally:
+        discard_tree(runtime)
 
 
 def test_an_evaluation_that_cannot_be_set_up_fails_once_instead_of_looping(

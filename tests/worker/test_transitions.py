@@ -212,3 +212,32 @@ def test_waiting_rows_are_found_once_per_requeue_interval(db_session: Session) -
     transitions.mark_requeued(db_session, evaluation_ids=[old.id])
     assert transitions.waiting(db_session, queued_before=cutoff) == []
     assert recent.id not in [p.evaluation_id for p in transitions.waiting(db_session, queued_before=cutoff)]
+
+
+def test_the_reconciler_keeps_sharded_runs_with_waiting_shards_alive_and_no_other(db_session: Session) -> None:
+    now = utcnow()
+    sharded, plain, gone = (_evaluation(db_session) for _ in range(3))
+    for ev, owner in ((sharded, "shards/1/1"), (plain, "host-a:1"), (gone, "shards/3/1")):
+        claimed = _claim(db_session, ev.id, "host-a:1", now=now)
+        if owner != "host-a:1":
+            assert transitions.renew_lease(
+                db_session,
+                evaluation_id=ev.id,
+                owner=claimed.owner,
+                attempt=claimed.attempt,
+                new_owner=owner,
+                lease_s=LEASE_S,
+                now=now,
+            )
+        db_session.commit()
+    later = now + timedelta(seconds=LEASE_S - 1)
+    # shards of `sharded` and a message of `plain` wait in the broker; nothing is left of `gone`'s shards
+    renewed = transitions.renew_waiting_shards(
+        db_session, evaluation_ids=[sharded.id, plain.id], lease_s=LEASE_S, now=later
+    )
+    db_session.commit()
+    assert renewed == [sharded.id]
+    expired = transitions.expire_stale_leases(db_session, max_attempts=3, now=now + timedelta(seconds=LEASE_S + 1))
+    db_session.commit()
+    assert sorted(expired) == sorted([plain.id, gone.id])
+    assert _row(db_session, sharded.id).status is EvaluationStatus.RUNNING

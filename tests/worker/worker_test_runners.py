@@ -33,8 +33,9 @@ def _behaviour(request: RunRequest) -> str:
 
 class ScriptedRunner:
     """replay (default), slow (sleeps MIDOG_TEST_SLOW_S first), crash (SIGKILLs its own process),
-    hang (a child process that never ends), stall (the worker process itself never returns), unisolated
-    (the sandbox refuses to start: a control is missing on this host)."""
+    hang (a child process that never ends), sandboxed (a bubblewrap sandbox under MIDOG_TEST_SANDBOX_RUNTIME
+    that sleeps), stall (the worker process itself never returns), unisolated (the sandbox refuses to start:
+    a control is missing on this host)."""
 
     def run(self, request: RunRequest) -> Path:
         _log(request)
@@ -50,6 +51,18 @@ class ScriptedRunner:
                 [sys.executable, "-c", "import time\nwhile True: time.sleep(1)", marker],
                 timeout_s=request.timeout_s,
             )
+        elif behaviour == "sandboxed":
+            # Participant code in a real bubblewrap sandbox, sleeping until something stops it; the run is
+            # reaped on the way out whatever ends it, as ModelArchiveRunner does.
+            from worker.sandbox import BwrapBackend, SandboxSpec
+
+            backend = BwrapBackend(runtime_dir=Path(os.environ["MIDOG_TEST_SANDBOX_RUNTIME"]))
+            label = f"model-{request.evaluation_id}-test"
+            try:
+                spec = SandboxSpec(label=label, wall_seconds=request.timeout_s)
+                backend.run(spec, ["/bin/sh", "-c", "sleep 600"], output_dir=request.output_dir)
+            finally:
+                backend.reap(label)
         elif behaviour == "stall":
             while True:
                 time.sleep(0.1)
