@@ -24,9 +24,10 @@ import numpy as np
 
 from worker.datasets.manifest import TestSet
 from worker.errors import SubmissionError
+from worker.evaluation.bootstrap import intervals
 from worker.evaluation.io import FormatError, check_cases, load_ground_truth, read_predictions
 from worker.evaluation.metrics import evaluate
-from worker.evaluation.types import CasePredictions
+from worker.evaluation.types import CasePredictions, Rules
 from worker.runners import Runner, RunRequest, load_runner
 
 ProgressCallback = Callable[[float, str], None]
@@ -70,6 +71,8 @@ class Outcome:
     f1_ci_high: float | None
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     cases: dict[str, dict[str, int]] = field(default_factory=dict)
+    # 95% intervals of f1, precision and recall over the same resamples of cases (empty without bootstrap)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _ignore_progress(_fraction: float, _message: str) -> None:
@@ -186,7 +189,10 @@ def score(
         }
         for name, row in report.to_dict()["case"].items()
     }
+    counts = np.array([[c["tp"], c["fp"], c["fn"]] for c in cases.values()], dtype=np.int64).reshape(-1, 3)
+    spread = intervals(counts, resamples=inp.bootstrap, seed=inp.seed, rules=Rules(inp.rules))
     return Outcome(
+        intervals={metric: [low, high] for metric, (low, high) in spread.items()},
         tp=int(overall.tp),
         fp=int(overall.fp),
         fn=int(overall.fn),

@@ -208,6 +208,7 @@ def _result_dict(result: Result | None) -> dict[str, Any] | None:
         "groups",
         "cases",
         "rank_robustness",
+        "intervals",
         "evaluation_version",
         "scoring_fingerprint",
         "provenance",

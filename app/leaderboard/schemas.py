@@ -23,6 +23,10 @@ class LeaderboardEntry(BaseModel):
     is_baseline: bool
     submitted_at: datetime
     score: float | None = Field(description="The phase's ranking metric.")
+    score_ci_low: float | None = Field(
+        default=None, description="95% bootstrap interval of the ranking metric (none for AP, which has none)."
+    )
+    score_ci_high: float | None = None
     tp: int
     fp: int
     fn: int

@@ -160,10 +160,11 @@ def compute_standings(
         if ids
         else {}
     )
+    metric = str(phase.ranking_metric.value if hasattr(phase.ranking_metric, "value") else phase.ranking_metric)
     robustness = _robustness(
         [r for r in ranked if r.rank is not None],
         details,
-        metric=str(phase.ranking_metric.value if hasattr(phase.ranking_metric, "value") else phase.ranking_metric),
+        metric=metric,
         rules=str((phase.scoring_options or {}).get("rules", "midog2022")),
         resamples=resamples,
         seed=seed,
@@ -186,6 +187,7 @@ def compute_standings(
             is_baseline=r.is_baseline,
             submitted_at=d.created_at,
             score=r.score,
+            **_score_interval(res, metric),
             tp=res.tp,
             fp=res.fp,
             fn=res.fn,
@@ -210,6 +212,14 @@ def compute_standings(
         entry_count=len(entries),
         robustness=robustness,
     )
+
+
+def _score_interval(result: Result, metric: str) -> dict[str, float | None]:
+    """The 95% interval of the ranking metric: F1's columns, precision's and recall's from `intervals`."""
+    if metric == "f1":
+        return {"score_ci_low": result.f1_ci_low, "score_ci_high": result.f1_ci_high}
+    low, high = ((result.intervals or {}).get(metric) or [None, None])[:2]
+    return {"score_ci_low": low, "score_ci_high": high}
 
 
 def _robustness(

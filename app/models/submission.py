@@ -127,6 +127,8 @@ class Result(Base):
     f1_ci_high: Mapped[float | None] = mapped_column(Float)
     # group label -> {"tp", "fp", "fn", "precision", "recall", "f1", "ap", "f1_ci_low", "f1_ci_high"}
     groups: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # "f1" | "precision" | "recall" -> [low, high]: 95% bootstrap intervals from the same resamples of cases
+    intervals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     # case name -> {"tp", "fp", "fn"}; organiser only (never shown to participants)
     cases: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # share of bootstrap resamples in which this entry keeps its leaderboard rank (None until computed)

@@ -26,6 +26,9 @@ class ResultRead(MetricsRead):
     evaluation_version: int
     groups: dict[str, dict[str, Any]] = Field(description="Group label (e.g. scanner) -> the same metrics.")
     rank_robustness: float | None
+    intervals: dict[str, list[float]] = Field(
+        description="95% bootstrap intervals of f1, precision and recall (empty when the phase runs none)."
+    )
     scoring_fingerprint: str = Field(description="sha256 of the scorer version, scored options and test set.")
     ranked: bool = Field(
         description="Whether the result can stand on the board: scored under the phase's current fingerprint "

@@ -274,6 +274,7 @@ def result_read(result: Result, *, phase: Phase, organiser: bool = False) -> Res
         f1_ci_high=result.f1_ci_high,
         groups=filter_groups(result.groups or {}, shown_groups),
         rank_robustness=result.rank_robustness,
+        intervals=dict(result.intervals or {}),
         scoring_fingerprint=result.scoring_fingerprint,
         ranked=result.scoring_fingerprint == phase.scoring_fingerprint
         and result.evaluation_version == phase.evaluation_version,

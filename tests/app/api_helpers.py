@@ -186,6 +186,7 @@ class World:
                         "B": {"tp": 4, "fp": 1, "fn": 1, "f1": f1 - 0.05},
                     },
                     cases=cases if cases is not None else {c["name"]: {"tp": 3, "fp": 1, "fn": 1} for c in CASES},
+                    intervals={"f1": [f1 - 0.1, f1 + 0.1], "precision": [0.7, 0.9], "recall": [0.6, 0.8]},
                     scoring_fingerprint=ev.submission.phase.scoring_fingerprint,
                     provenance=PLAYED_PROVENANCE,
                 )

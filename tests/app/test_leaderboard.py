@@ -245,6 +245,30 @@ def test_robustness_follows_the_ranking_metric(world: World) -> None:
     assert all(e["rank_robustness"] is None for e in _board(world)["entries"])
 
 
+def test_the_interval_shown_is_the_ranking_metrics(world: World) -> None:
+    """Each board shows the 95% interval of what it ranks by: F1's, precision's or recall's; AP has none."""
+    team = world.register("Alpha")
+    _scored(world, team["headers"], 0.5)
+    expected = {
+        RankingMetric.F1: (0.4, 0.6),
+        RankingMetric.PRECISION: (0.7, 0.9),
+        RankingMetric.RECALL: (0.6, 0.8),
+        RankingMetric.AP: (None, None),
+    }
+    for metric, (low, high) in expected.items():
+        world.phase.ranking_metric = metric
+        world.db.commit()
+        (entry,) = _board(world)["entries"]
+        assert (entry["score_ci_low"], entry["score_ci_high"]) == pytest.approx((low, high)), metric
+    page = world.client.get(f"/phases/{world.phase.id}/leaderboard").text
+    assert 'data-key="score"' not in page  # ranked by AP: no interval column
+    world.phase.ranking_metric = RankingMetric.RECALL
+    world.db.commit()
+    page = world.client.get(f"/phases/{world.phase.id}/leaderboard").text
+    assert "Recall <span" in page
+    assert "[0.600, 0.800]" in page
+
+
 def test_a_result_never_waits_for_the_board_and_a_board_left_stale_is_rebuilt(world: World) -> None:
     """Landing a result only bumps the board's generation; the rebuild after the commit shows it. A rebuild that
     never ran (the process died) leaves the board stale until the reconciler's backstop rebuilds it."""

@@ -150,6 +150,11 @@ def test_sharded_runs_merge_to_the_single_run_result(
     assert sharded == single
     assert single.f1_ci_low is not None
     assert single.f1_ci_low <= single.f1 <= (single.f1_ci_high or 0)
+    # intervals of every count metric, from the same resamples as the F1 interval of the scoring core
+    assert single.intervals["f1"] == [single.f1_ci_low, single.f1_ci_high]
+    for metric in ("precision", "recall"):
+        low, high = single.intervals[metric]
+        assert low <= getattr(single, metric) <= high
 
 
 def test_a_runner_may_not_report_images_it_was_not_given(small_set: Any, tmp_path: Path) -> None:

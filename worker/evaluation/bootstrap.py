@@ -41,6 +41,22 @@ def f1_interval(
     return float(low), float(high)
 
 
+def intervals(
+    counts: IntArray, *, resamples: int, seed: int | tuple[int, ...], rules: Rules = Rules.MIDOG2022
+) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of F1, precision and recall from the same resamples (the F1 one equals
+    `f1_interval` with the same arguments); empty when there are no cases or no resamples."""
+    if resamples <= 0 or len(counts) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    sums = resample_weights(len(counts), resamples, rng) @ counts.astype(np.float64)
+    found: dict[str, tuple[float, float]] = {}
+    for metric in COUNT_METRICS:
+        low, high = np.percentile(_metric(sums, metric, rules), [2.5, 97.5])
+        found[metric] = (float(low), float(high))
+    return found
+
+
 def competition_ranks(scores: FloatArray) -> IntArray:
     """Ranks along the last axis, 1 = best (highest); ties share the best rank of their block ("1224")."""
     # rank = 1 + number of entries with a strictly higher score
