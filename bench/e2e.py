@@ -178,7 +178,7 @@ def main() -> None:
                 team = _check(
                     client.post(
                         "/api/v1/auth/register",
-                        json={"team_name": "Bench team", "email": "bench@example.org", "password": "bench-password-1"},
+                        json={"team_name": "Bench team", "email": "bench@example.org", "password": "a-long-password"},
                     ),
                     201,
                 )

@@ -39,6 +39,7 @@ SANDBOX_UID = 10001
 FAST_RECOVERY = {"MIDOG_RECONCILE_INTERVAL_S": "1", "MIDOG_REQUEUE_AFTER_S": "2"}
 MODEL_RUN_BOUND_S = 180  # the acceptance bound for a gpu worker killed mid-run, embedded default
 SCORING_BOUND_S = 90
+BOARD_BOUND_S = 5  # from the result's commit to the rebuilt board
 
 
 # --- the server, its processes, mounts and sentinels ----------------------------------------------------
@@ -184,8 +185,15 @@ def assert_one_result(server: ChaosServer, phase_id: int, submission_id: int) ->
     body = evaluation(server, submission_id)
     results = [e for e in body["evaluations"] if e["result"] is not None]
     assert len(results) == 1, body["evaluations"]
-    board = httpx.get(f"{server.base}/api/v1/phases/{phase_id}/leaderboard", timeout=30).json()
-    assert [e["submission_id"] for e in board["entries"]].count(submission_id) == 1
+    # The board is rebuilt just after the result commits (not inside that transaction): allow it a moment.
+    deadline = time.monotonic() + BOARD_BOUND_S
+    while True:
+        board = httpx.get(f"{server.base}/api/v1/phases/{phase_id}/leaderboard", timeout=30).json()
+        shown = [e["submission_id"] for e in board["entries"]].count(submission_id)
+        if shown or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert shown == 1, f"{board}\n{server.logs()}"
 
 
 def wait_model_running(server: ChaosServer, submission_id: int) -> None:

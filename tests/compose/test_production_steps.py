@@ -238,7 +238,11 @@ def test_readme_production_steps_with_local_services(tmp_path: Path, create_data
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         assert time.monotonic() - submit_started < 60  # sent at once, not left for the reconciler
         assert "succeeded" in submitted.stdout
+        deadline = time.monotonic() + 10  # the board is rebuilt just after the result commits
         page = httpx.get(f"{base}/phases/1/leaderboard", timeout=30)
+        while "Readers" not in page.text and time.monotonic() < deadline:
+            time.sleep(0.3)
+            page = httpx.get(f"{base}/phases/1/leaderboard", timeout=30)
         assert page.status_code == 200
         assert "Readers" in page.text
         assert "<strong>1.000</strong>" in page.text  # the ground truth scores F1 1 (eps formulas round to 1.000)
