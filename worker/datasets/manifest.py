@@ -2,9 +2,12 @@
 
 A test set is a directory::
 
-    manifest.json                  cases: image file, scanner and group labels, size, spacing, sha256
+    manifest.json                  the task, and the cases: image file, scanner and group labels, size, spacing,
+                                   sha256 (and, for classification, the number of patches of each stack)
     images/<case name>             the images (TIFF with resolution tags); the only part participants see
-    ground-truth/ground-truth.json official evaluation format {"001.tiff": [[x_mm, y_mm, 0], ...]}
+    ground-truth/ground-truth.json official evaluation format: detection {"001.tiff": [[x_mm, y_mm, 0], ...]}
+                                   (or the 2025 variant with "annotations", "tumor domain", "roi type");
+                                   classification [{"image", "labels": [...], "tumordomains": [...]}]
     ground-truth/MIDOG.json        training format (pixel boxes; category 2 = hard negatives), when known
     ground-truth/groups.csv        image,group (the scanner) for `midog-eval score --groups`
     ground-truth/groups-<key>.csv  one more per extra group key (e.g. tumor_type)
@@ -39,6 +42,12 @@ MIDOG_JSON_NAME = "MIDOG.json"
 GROUPS_NAME = "groups.csv"
 PREVIEW_NAME = "preview.png"
 
+# What a test set is for: detection (points per image) or classification (a label per patch of a stack; the
+# images are multi-page TIFFs of `patches` pages, each centred on one mitotic figure).
+DETECTION = "detection"
+CLASSIFICATION = "classification"
+TASKS = (DETECTION, CLASSIFICATION)
+
 MITOTIC_FIGURE = "mitotic figure"
 NOT_MITOTIC_FIGURE = "not mitotic figure"
 
@@ -55,9 +64,10 @@ class Case:
     spacing_mm: float | None  # mm per pixel (square pixels); None when unknown (annotations-only import)
     sha256: str | None
     groups: dict[str, str] = field(default_factory=dict)  # always holds "scanner"
+    patches: int | None = None  # classification: pages of the stack, one mitotic figure each
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj = {
             "name": self.name,
             "image": self.image,
             "scanner": self.scanner,
@@ -67,6 +77,7 @@ class Case:
             "spacing_mm": self.spacing_mm,
             "sha256": self.sha256,
         }
+        return obj if self.patches is None else {**obj, "patches": self.patches}
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Case:
@@ -98,7 +109,11 @@ class Case:
         ):
             raise DatasetError(f"{where}.groups: expected an object of strings")
         groups = {"scanner": scanner, **groups}
+        patches = obj.get("patches")
+        if patches is not None and (not isinstance(patches, int) or isinstance(patches, bool) or patches <= 0):
+            raise DatasetError(f"{where}.patches: expected a positive integer or null")
         return cls(
+            patches=patches,
             name=name,
             image=image,
             scanner=scanner,
@@ -122,15 +137,18 @@ class Manifest:
     name: str
     cases: tuple[Case, ...]
     source: dict[str, Any] = field(default_factory=dict)
+    task: str = DETECTION
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
             "name": self.name,
             "source": self.source,
             "cases": [case.to_json() for case in self.cases],
         }
+        # detection manifests stay as they were written before tasks existed
+        return obj if self.task == DETECTION else {**obj, "task": self.task}
 
     @classmethod
     def from_json(cls, obj: Any, where: str = MANIFEST_NAME) -> Manifest:
@@ -148,7 +166,19 @@ class Manifest:
                 raise DatasetError(f"{where}: cases[{i}].name: duplicate case {case.name!r}")
             seen.add(case.name)
         source = obj.get("source", {})
-        return cls(name=str(obj.get("name", "")), cases=cases, source=source if isinstance(source, dict) else {})
+        task = obj.get("task", DETECTION)
+        if task not in TASKS:
+            raise DatasetError(f"{where}.task: expected one of {', '.join(TASKS)}, got {task!r}")
+        if task == CLASSIFICATION:
+            for i, case in enumerate(cases):
+                if case.patches is None:
+                    raise DatasetError(f"{where}: cases[{i}].patches: a classification stack needs its patch count")
+        return cls(
+            name=str(obj.get("name", "")),
+            cases=cases,
+            source=source if isinstance(source, dict) else {},
+            task=task,
+        )
 
     @property
     def scanners(self) -> list[str]:
@@ -182,6 +212,11 @@ class TestSet:
     @property
     def cases(self) -> tuple[Case, ...]:
         return self.manifest.cases
+
+    @property
+    def task(self) -> str:
+        """detection or classification (the manifest's `task`)."""
+        return self.manifest.task
 
     @property
     def ground_truth_path(self) -> Path:
