@@ -4,11 +4,13 @@ Two results may stand on one board only if they were produced by the same scorer
 scored options, on the same test-set content. Their fingerprint is the sha256 of exactly those three things:
 - `SCORER_VERSION` of the scoring core (worker.evaluation), bumped whenever a change can move a number;
 - the options in `SCORED_OPTIONS`, with their defaults filled in (options that only change how a run is
-  carried out, such as sharding, are left out: they never change a score);
+  carried out, such as sharding, are left out: they never change a score); options added to the list later
+  (`LATER_OPTIONS`) count only when set to something other than their default, so adding one leaves every
+  existing phase's fingerprint as it was;
 - the test set's scoring digest (manifest.json and ground truth, worker.datasets.manifest.scoring_digest).
 
-Rule for maintainers: adding a name to SCORED_OPTIONS changes every phase's fingerprint; do it together with a
-migration that recomputes the stored fingerprints.
+Rule for maintainers: a new scored option goes into LATER_OPTIONS with the default that reproduces the former
+behaviour; a name added to SCORED_OPTIONS itself would change every phase's fingerprint.
 
 Imports pydantic and worker.evaluation only: the API and the workers compute fingerprints the same way.
 """
@@ -37,6 +39,8 @@ __all__ = [
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 
 SCORED_OPTIONS = ("rules", "radius_mm", "group_key", "bootstrap", "seed", "input_layout")
+# Scored options introduced after the first release: hashed only when not at their default.
+LATER_OPTIONS = ("task",)
 
 
 class ScoringOptions(BaseModel):
@@ -44,9 +48,19 @@ class ScoringOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    task: Annotated[
+        Literal["detection", "classification"],
+        Field(
+            description="detection: points per image (MIDOG 2021-2025 Track 1); classification: atypical versus "
+            "normal mitotic figures in stacks of patches (MIDOG 2025 Track 2). The test set must be of this task."
+        ),
+    ] = "detection"
     rules: Annotated[
-        Literal["midog2022", "midog2021"],
-        Field(description="Official evaluation reproduced: midog2022 (also 2025, with AP) or midog2021."),
+        Literal["midog2022", "midog2021", "midog2025"],
+        Field(
+            description="Detection: the official evaluation reproduced: midog2022 (F1, AP), midog2021, or "
+            "midog2025 (Track 1: strict validation, FROC, groups by tumour domain and ROI type)."
+        ),
     ] = "midog2022"
     bootstrap: Annotated[
         int, Field(ge=0, le=10_000, description="Bootstrap resamples over cases for the 95% F1 intervals (0: none).")
@@ -75,8 +89,11 @@ def canonical_options(stored: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def options_sha256(options: Mapping[str, Any]) -> str:
-    """The sha256 of the scored options (canonical JSON)."""
-    scored = {name: canonical_options(options)[name] for name in SCORED_OPTIONS}
+    """The sha256 of the scored options (canonical JSON; later options only when not at their default)."""
+    canonical = canonical_options(options)
+    defaults = ScoringOptions().model_dump(mode="json")
+    scored = {name: canonical[name] for name in SCORED_OPTIONS}
+    scored |= {name: canonical[name] for name in LATER_OPTIONS if canonical[name] != defaults[name]}
     return _sha256(scored)
 
 
@@ -90,7 +107,7 @@ def fingerprint(options: Mapping[str, Any] | None, test_set_digest: str, scorer_
 def changed_scored_options(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[str]:
     """The scored options whose value differs (defaults filled in on both sides)."""
     old, new = canonical_options(before), canonical_options(after)
-    return [name for name in SCORED_OPTIONS if old[name] != new[name]]
+    return [name for name in (*SCORED_OPTIONS, *LATER_OPTIONS) if old[name] != new[name]]
 
 
 def _sha256(value: Any) -> str:

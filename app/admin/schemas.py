@@ -36,6 +36,7 @@ class TestSetRead(BaseModel):
     manifest_path: str
     manifest_sha256: str
     scoring_digest: str = Field(description="sha256 over manifest.json and the ground truth, checked before each run.")
+    task: str = Field(description="detection or classification: the phases it can serve.")
     case_count: int
     created_at: datetime
 

@@ -97,10 +97,11 @@ def _check_name_free(session: Session, name: str) -> None:
 
 def _validated_cases(root: Path) -> dict[str, dict[str, Any]]:
     """The checks every registration runs: manifest, each image present inside the set and matching its
-    sha256 (when the manifest gives one), ground truth covering exactly the manifest's cases."""
+    sha256 (when the manifest gives one), ground truth covering exactly the manifest's cases; for a
+    classification set also one label per patch and the image's page count."""
     from worker.datasets.errors import DatasetError
+    from worker.datasets.manifest import CLASSIFICATION, sha256_file
     from worker.datasets.manifest import TestSet as DiskTestSet
-    from worker.datasets.manifest import sha256_file
 
     try:
         disk = DiskTestSet.open(root)
@@ -111,27 +112,50 @@ def _validated_cases(root: Path) -> dict[str, dict[str, Any]]:
                     raise InvalidInput(f"case {case.name!r}: image {case.image!r} is missing")
                 if case.sha256 is not None and sha256_file(image) != case.sha256.lower():
                     raise InvalidInput(f"case {case.name!r}: image {case.image!r} does not match its sha256")
-        truth = disk.ground_truth()
+        names = {c.name for c in disk.cases}
+        covered = _classification_truth(disk) if disk.task == CLASSIFICATION else set(disk.ground_truth())
     except DatasetError as exc:
         raise InvalidInput(str(exc)) from None
     except OSError as exc:
         raise InvalidInput(f"path: cannot read the test set ({exc.strerror or exc})") from None
-    names = {c.name for c in disk.cases}
-    if set(truth) != names:
-        extra = sorted(set(truth) - names)[:5]
-        missing = sorted(names - set(truth))[:5]
+    if covered != names:
+        extra = sorted(covered - names)[:5]
+        missing = sorted(names - covered)[:5]
         raise InvalidInput(f"ground truth and manifest disagree (only in ground truth: {extra}; missing: {missing})")
     if not names:
         raise InvalidInput("the manifest has no cases")
-    return {
-        c.name: {"width": c.width, "height": c.height, "spacing_mm": c.spacing_mm, "groups": c.groups}
-        for c in disk.cases
-    }
+    cases: dict[str, dict[str, Any]] = {}
+    for c in disk.cases:
+        cases[c.name] = {"width": c.width, "height": c.height, "spacing_mm": c.spacing_mm, "groups": c.groups}
+        if c.patches is not None:
+            cases[c.name]["patches"] = c.patches
+    return cases
+
+
+def _classification_truth(disk: Any) -> set[str]:
+    """The stacks of a classification set's ground truth, each checked against its manifest entry: one label
+    per patch, and as many pages in the image."""
+    from worker.datasets.tiff import page_count
+    from worker.evaluation.classification import read_ground_truth
+    from worker.evaluation.errors import FormatError
+
+    try:
+        truth = read_ground_truth(disk.ground_truth_path)
+    except FormatError as exc:
+        raise InvalidInput(f"ground truth: {exc}") from None
+    for case in disk.cases:
+        stack = truth.get(case.name)
+        if stack is not None and len(stack.labels) != case.patches:
+            raise InvalidInput(f"stack {case.name!r}: {len(stack.labels)} labels for {case.patches} patches")
+        if case.image is not None and page_count(disk.image_path(case)) != case.patches:
+            raise InvalidInput(f"stack {case.name!r}: the image does not have {case.patches} pages")
+    return set(truth)
 
 
 def _add_test_set(
     session: Session, *, name: str, description: str, root: Path, cases: dict[str, dict[str, Any]]
 ) -> TestSet:
+    from worker.datasets.manifest import TestSet as DiskTestSet
     from worker.datasets.manifest import scoring_digest, sha256_file
 
     manifest_path = root / "manifest.json"
@@ -141,6 +165,7 @@ def _add_test_set(
         manifest_path=str(manifest_path.resolve()),
         manifest_sha256=sha256_file(manifest_path),
         scoring_digest=scoring_digest(root),
+        task=DiskTestSet.open(root).task,
         case_count=len(cases),
         cases=cases,
     )

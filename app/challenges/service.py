@@ -26,11 +26,24 @@ from app.models import (
     EvaluationStatus,
     LeaderboardVisibility,
     Phase,
+    RankingMetric,
     Submission,
     TestSet,
     utcnow,
 )
 from app.scoring import canonical_options, changed_scored_options, fingerprint
+
+# What each task can rank by; the first is the default.
+RANKING_METRICS = {
+    "detection": (RankingMetric.F1, RankingMetric.AP, RankingMetric.PRECISION, RankingMetric.RECALL),
+    "classification": (
+        RankingMetric.BALANCED_ACCURACY,
+        RankingMetric.ROC_AUC,
+        RankingMetric.F1,
+        RankingMetric.PRECISION,
+        RankingMetric.RECALL,
+    ),
+}
 
 
 def phase_is_open(phase: Phase, now: datetime | None = None) -> bool:
@@ -128,6 +141,8 @@ def create_phase(session: Session, *, challenge: Challenge, data: PhaseCreate) -
     exists = session.scalar(select(Phase.id).where(Phase.challenge_id == challenge.id, Phase.slug == data.slug))
     if exists is not None:
         raise Conflict(f"phase {data.slug!r} exists in this challenge")
+    if "ranking_metric" not in data.model_fields_set:  # each task's own default (F1; balanced accuracy)
+        fields["ranking_metric"] = RANKING_METRICS[canonical_options(fields["scoring_options"])["task"]][0]
     phase = Phase(challenge=challenge, **fields)
     with session.no_autoflush:  # the half-built phase must not be flushed by the checks' queries
         _check_phase(session, phase)
@@ -233,8 +248,21 @@ def _rescore_needed(
 def _check_phase(session: Session, phase: Phase) -> None:
     if phase.opens_at is not None and phase.closes_at is not None and phase.closes_at <= phase.opens_at:
         raise InvalidInput("closes_at must be after opens_at")
-    if phase.test_set_id is not None and session.get(TestSet, phase.test_set_id) is None:
-        raise InvalidInput(f"test_set_id: no test set {phase.test_set_id}")
+    task = canonical_options(phase.scoring_options)["task"]
+    if phase.test_set_id is not None:
+        test_set = session.get(TestSet, phase.test_set_id)
+        if test_set is None:
+            raise InvalidInput(f"test_set_id: no test set {phase.test_set_id}")
+        if test_set.task != task:
+            raise InvalidInput(
+                f"test_set_id: test set {test_set.id} ({test_set.name}) is a {test_set.task} set, but this phase "
+                f"scores {task} (scoring_options.task)"
+            )
+    allowed = RANKING_METRICS[task]
+    if phase.ranking_metric not in allowed:
+        raise InvalidInput(
+            f"ranking_metric: {task} phases rank by {', '.join(m.value for m in allowed)}, not {phase.ranking_metric}"
+        )
     if phase.parent_phase_id is not None:
         parent = session.get(Phase, phase.parent_phase_id)
         if parent is None or parent.challenge_id != phase.challenge.id:

@@ -43,10 +43,15 @@ class EntryPolicy(enum.StrEnum):
 
 
 class RankingMetric(enum.StrEnum):
+    """What a board ranks by: detection F1 (default), AP, precision or recall; classification balanced
+    accuracy (default) or ROC AUC (F1, precision and recall of the atypical class also apply)."""
+
     F1 = "f1"
     AP = "ap"
     PRECISION = "precision"
     RECALL = "recall"
+    BALANCED_ACCURACY = "balanced_accuracy"
+    ROC_AUC = "roc_auc"
 
 
 class Challenge(TimestampMixin, Base):

@@ -123,6 +123,11 @@ class Result(Base):
     recall: Mapped[float] = mapped_column(Float)
     f1: Mapped[float] = mapped_column(Float)
     ap: Mapped[float | None] = mapped_column(Float)
+    # classification (atypical positive): the mean of sensitivity and specificity, and ROC AUC of the confidences
+    balanced_accuracy: Mapped[float | None] = mapped_column(Float)
+    roc_auc: Mapped[float | None] = mapped_column(Float)
+    # the official evaluator's aggregate keys, as its metrics.json names them (e.g. froc_auc, tumor_<k>_f1)
+    aggregates: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     f1_ci_low: Mapped[float | None] = mapped_column(Float)
     f1_ci_high: Mapped[float | None] = mapped_column(Float)
     # group label -> {"tp", "fp", "fn", "precision", "recall", "f1", "ap", "f1_ci_low", "f1_ci_high"}

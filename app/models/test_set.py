@@ -23,6 +23,8 @@ class TestSet(TimestampMixin, Base):
     # worker.datasets.manifest.scoring_digest at registration (manifest and ground truth); workers check it
     # before scoring, so a set edited on disk since is never scored under the registered name
     scoring_digest: Mapped[str] = mapped_column(String(64))
+    # detection or classification (the manifest's task); a phase scores only test sets of its own task
+    task: Mapped[str] = mapped_column(String(32), default="detection", server_default="detection")
     case_count: Mapped[int] = mapped_column(Integer)
     # case name -> {"width": px, "height": px, "spacing_mm": mm/px, "groups": {key: label}}
     cases: Mapped[dict[str, Any]] = mapped_column(JSON)

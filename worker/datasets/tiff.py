@@ -124,3 +124,14 @@ def decode_rgb(path: Path) -> npt.NDArray[np.uint8]:
     if arr.dtype != np.uint8:
         raise DatasetError(f"{path.name}: expected 8-bit samples, got {arr.dtype}")
     return np.ascontiguousarray(arr[:, :, :3])
+
+
+def page_count(path: Path) -> int:
+    """The number of pages of a (multi-page) TIFF: the patches of a classification stack."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages)
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise DatasetError(f"{path.name}: not a readable TIFF ({exc})") from None
