@@ -1,5 +1,8 @@
 """The evaluation pipeline, free of Celery and of the database: inputs -> runner -> predictions -> scores.
 
+Two tasks: detection (points per image: `predict`, `score`) and classification of the patches of stacks
+(MIDOG 2025 Track 2: `predict_stacks`, `score_stacks`), both ending in an `Outcome` shaped like a Result row.
+
 - predictions submissions: the uploaded file is read and validated by the scoring core;
 - model and container submissions: a `Runner` (worker.runners) produces the predictions for a list of
   cases; a hidden set can be split into shards (one per scanner) run separately and merged before scoring,
@@ -25,6 +28,13 @@ import numpy as np
 from worker.datasets.manifest import TestSet
 from worker.errors import SubmissionError
 from worker.evaluation.bootstrap import intervals
+from worker.evaluation.classification import (
+    ClassificationScores,
+    StackPrediction,
+    evaluate_classification,
+)
+from worker.evaluation.classification import read_ground_truth as read_stack_truth
+from worker.evaluation.classification import read_predictions as read_stack_predictions
 from worker.evaluation.io import FormatError, check_cases, load_ground_truth, read_predictions
 from worker.evaluation.metrics import evaluate
 from worker.evaluation.types import CasePredictions, Rules
@@ -34,6 +44,7 @@ ProgressCallback = Callable[[float, str], None]
 RunnerFactory = Callable[[str], Runner]
 
 PREDICTIONS_KIND = "predictions"
+DETECTION, CLASSIFICATION = "detection", "classification"
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class PipelineInput:
     hidden: bool = True
     input_layout: str | None = None
     memory_bytes: int | None = None
+    task: str = DETECTION
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,13 @@ class Outcome:
     f1_ci_high: float | None
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     cases: dict[str, dict[str, int]] = field(default_factory=dict)
-    # 95% intervals of f1, precision and recall over the same resamples of cases (empty without bootstrap)
+    # 95% intervals over the same resamples of cases (empty without bootstrap): f1, precision and recall;
+    # balanced_accuracy for classification
     intervals: dict[str, list[float]] = field(default_factory=dict)
+    balanced_accuracy: float | None = None
+    roc_auc: float | None = None
+    # the official evaluator's aggregate keys (metrics.json), non-finite numbers as null
+    aggregates: dict[str, Any] = field(default_factory=dict)
 
 
 def _ignore_progress(_fraction: float, _message: str) -> None:
@@ -134,6 +151,7 @@ def predict(
             hidden=inp.hidden,
             input_layout=inp.input_layout,
             memory_bytes=inp.memory_bytes,
+            task=inp.task,
         )
     )
     if run_info is not None:
@@ -192,6 +210,7 @@ def score(
     counts = np.array([[c["tp"], c["fp"], c["fn"]] for c in cases.values()], dtype=np.int64).reshape(-1, 3)
     spread = intervals(counts, resamples=inp.bootstrap, seed=inp.seed, rules=Rules(inp.rules))
     return Outcome(
+        aggregates=json_safe(report.to_dict()["aggregates"]),
         intervals={metric: [low, high] for metric, (low, high) in spread.items()},
         tp=int(overall.tp),
         fp=int(overall.fp),
@@ -205,6 +224,113 @@ def score(
         groups=groups,
         cases=cases,
     )
+
+
+def predict_stacks(
+    inp: PipelineInput,
+    test_set: TestSet,
+    *,
+    runner_for: RunnerFactory = load_runner,
+    progress: ProgressCallback = _ignore_progress,
+    run_info: dict[str, Any] | None = None,
+) -> dict[str, StackPrediction]:
+    """A classification submission's outputs for every stack, checked against each stack's patch count."""
+    patches = {case.name: int(case.patches or 0) for case in test_set.cases}
+    if inp.kind == PREDICTIONS_KIND:
+        progress(0.1, "reading predictions")
+        path = inp.artifact
+    else:
+        runner = runner_for(inp.kind)
+        progress(0.05, f"running the {inp.kind} on {len(patches)} stacks")
+        path = runner.run(
+            RunRequest(
+                evaluation_id=inp.evaluation_id,
+                kind=inp.kind,
+                artifact=inp.artifact,
+                test_set_dir=inp.test_set_dir,
+                cases=tuple(patches),
+                output_dir=inp.work_dir / "output" / "all",
+                timeout_s=inp.timeout_s,
+                hidden=inp.hidden,
+                input_layout=inp.input_layout,
+                memory_bytes=inp.memory_bytes,
+                task=CLASSIFICATION,
+            )
+        )
+        if run_info is not None:
+            run_info.update({"runner": type(runner).__name__, **dict(getattr(runner, "run_info", None) or {})})
+        progress(0.75, "reading the classifications")
+    try:
+        return read_stack_predictions(path, patches)
+    except FormatError as exc:
+        raise SubmissionError(str(exc)) from exc
+
+
+def score_stacks(
+    inp: PipelineInput,
+    test_set: TestSet,
+    predictions: Mapping[str, StackPrediction],
+    *,
+    progress: ProgressCallback = _ignore_progress,
+) -> Outcome:
+    """Score a classification submission: pooled and per tumour domain, the official keys in `aggregates`."""
+    progress(0.85, "scoring")
+    truth = read_stack_truth(test_set.ground_truth_path)
+    report = evaluate_classification(truth, predictions, bootstrap=inp.bootstrap, seed=inp.seed)
+    overall = report.overall
+    groups = {label: _stack_row(scores) for label, scores in report.domains.items()}
+    row = _stack_row(overall)
+    return Outcome(
+        tp=overall.tp,
+        fp=overall.fp,
+        fn=overall.fn,
+        precision=row["precision"],
+        recall=row["recall"],
+        f1=row["f1"],
+        ap=None,
+        f1_ci_low=None,
+        f1_ci_high=None,
+        groups=groups,
+        cases=report.stacks,
+        intervals={"balanced_accuracy": list(overall.ci95)} if overall.ci95 else {},
+        balanced_accuracy=overall.balanced_accuracy,
+        roc_auc=overall.roc_auc,
+        aggregates=json_safe(report.to_dict()["aggregates"]),
+    )
+
+
+def _stack_row(scores: ClassificationScores) -> dict[str, Any]:
+    """A group's row: the counts, the atypical class's precision/recall/F1 (0 where undefined, as
+    scikit-learn's zero_division), and the Track 2 metrics."""
+    tp, fp, fn = scores.tp, scores.fp, scores.fn
+    low, high = scores.ci95 if scores.ci95 is not None else (None, None)
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": scores.tn,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+        "sensitivity": scores.sensitivity,
+        "specificity": scores.specificity,
+        "balanced_accuracy": scores.balanced_accuracy,
+        "accuracy": scores.accuracy,
+        "roc_auc": scores.roc_auc,
+        "balanced_accuracy_ci_low": low,
+        "balanced_accuracy_ci_high": high,
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None (the databases store strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def _optional_float(value: Any) -> float | None:

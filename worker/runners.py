@@ -48,6 +48,8 @@ class RunRequest:
     input_layout: str | None = None
     # Memory limit of the phase; None: the runner's setting.
     memory_bytes: int | None = None
+    # detection (points per image) or classification (one class and confidence per patch of each stack)
+    task: str = "detection"
 
 
 @runtime_checkable
@@ -127,7 +129,11 @@ class ReplayRunner:
             raise SubmissionError(f"replay file {request.artifact.name} is not readable JSON") from exc
         if not isinstance(stored, dict):
             raise SubmissionError(f"replay file {request.artifact.name} must hold an object keyed by image")
-        empty = {"type": "Multiple points", "points": [], "version": {"major": 1, "minor": 0}}
+        empty: Any = (
+            []
+            if request.task == "classification"
+            else {"type": "Multiple points", "points": [], "version": {"major": 1, "minor": 0}}
+        )
         replayed = {case: stored.get(case, empty) for case in request.cases}
         request.output_dir.mkdir(parents=True, exist_ok=True)
         output = request.output_dir / "predictions.json"

@@ -47,15 +47,19 @@ from worker.celery_app import CPU_QUEUE, GPU_QUEUE, app, key_prefix, limits_of, 
 from worker.errors import InfrastructureError, RetryableError, SubmissionError
 from worker.lease import LeaseKeeper, LeaseLostError
 from worker.pipeline import (
+    CLASSIFICATION,
+    DETECTION,
     PREDICTIONS_KIND,
     Outcome,
     PipelineInput,
     merge_shards,
     open_test_set,
     predict,
+    predict_stacks,
     predictions_from_json,
     predictions_to_json,
     score,
+    score_stacks,
     shard_plan,
 )
 from worker.provenance import ScoringBasis, check_test_set, provenance
@@ -142,6 +146,7 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
         hidden=bool(options["hidden"]),
         input_layout=str(options["input_layout"]) if options["input_layout"] else None,
         memory_bytes=int(phase.memory_limit_mb) * 1024**2,
+        task=str(options["task"]),
     )
     basis = ScoringBasis(
         options=options,
@@ -326,7 +331,7 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
         check_test_set(inp.test_set_dir, basis)
         test_set = open_test_set(inp.test_set_dir)
         shard_by = options.get("shard_by")
-        if inp.kind != PREDICTIONS_KIND and shard_by:
+        if inp.kind != PREDICTIONS_KIND and shard_by and inp.task == DETECTION:
             shards = shard_plan(test_set, key=str(shard_by))
             if len(shards) > 1:
                 _start_shards(run, shards)
@@ -335,10 +340,16 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
         run_info: dict[str, Any] = {}
         cases = [c.name for c in test_set.cases]
         with run.keep_lease():
-            predictions = predict(inp, test_set, cases, progress=run.progress, run_info=run_info)
+            if inp.task == CLASSIFICATION:
+                stacks = predict_stacks(inp, test_set, progress=run.progress, run_info=run_info)
+            else:
+                predictions = predict(inp, test_set, cases, progress=run.progress, run_info=run_info)
         predicted = time.monotonic()
         gpu_seconds = 0.0 if inp.kind == PREDICTIONS_KIND else predicted - started
-        outcome = score(inp, test_set, predictions, progress=run.progress)
+        if inp.task == CLASSIFICATION:
+            outcome = score_stacks(inp, test_set, stacks, progress=run.progress)
+        else:
+            outcome = score(inp, test_set, predictions, progress=run.progress)
         runtime = {
             **run_info,
             "started_at": started_at.isoformat(),

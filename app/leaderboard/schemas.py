@@ -36,6 +36,10 @@ class LeaderboardEntry(BaseModel):
     ap: float | None
     f1_ci_low: float | None
     f1_ci_high: float | None
+    balanced_accuracy: float | None = Field(default=None, description="Classification phases (atypical positive).")
+    balanced_accuracy_ci_low: float | None = None
+    balanced_accuracy_ci_high: float | None = None
+    roc_auc: float | None = Field(default=None, description="Classification phases: ROC AUC of the confidences.")
     groups: dict[str, dict[str, Any]] = Field(description="Per scanner/group metrics (the phase's shown groups).")
     scoring_fingerprint: str = Field(description="How this result was scored (equal to the board's).")
     provenance: dict[str, Any] = Field(
@@ -54,6 +58,10 @@ class LeaderboardRead(BaseModel):
     entry_policy: EntryPolicy
     ranking_metric: RankingMetric
     evaluation_version: int
+    task: str = Field(default="detection", description="detection or classification (MIDOG 2025 Track 2).")
+    group_metric: str = Field(
+        default="f1", description="The metric of each group's column: f1 (detection) or balanced_accuracy."
+    )
     scoring_fingerprint: str | None = Field(
         description="sha256 of the scorer version, scored options and test set every ranked result shares."
     )

@@ -17,6 +17,7 @@ from app.challenges.service import scores_hidden_for
 from app.errors import NotFound
 from app.leaderboard.schemas import LeaderboardRead
 from app.models import Challenge, LeaderboardSnapshot, Phase, utcnow
+from app.scoring import canonical_options
 
 
 def leaderboard_statement(phase_id: int) -> Any:
@@ -33,6 +34,7 @@ def leaderboard_statement(phase_id: int) -> Any:
             Phase.ranking_metric,
             Phase.evaluation_version,
             Phase.scoring_fingerprint,
+            Phase.scoring_options,
             Challenge.slug.label("challenge_slug"),
             Challenge.is_published,
             LeaderboardSnapshot.entries_json,
@@ -51,6 +53,7 @@ def get_leaderboard_json(session: Session, *, phase_id: int, as_organiser: bool 
     if row is None or (not row.is_published and not as_organiser):
         raise NotFound(f"no phase {phase_id}")
     visible = as_organiser or not scores_hidden_for(row.leaderboard_visibility, row.closes_at, utcnow())
+    task = canonical_options(row.scoring_options)["task"]
     head = {
         "challenge_slug": row.challenge_slug,
         "phase_id": row.phase_id,
@@ -61,6 +64,8 @@ def get_leaderboard_json(session: Session, *, phase_id: int, as_organiser: bool 
         "entry_policy": row.entry_policy.value,
         "ranking_metric": row.ranking_metric.value,
         "evaluation_version": row.evaluation_version,
+        "task": task,
+        "group_metric": "balanced_accuracy" if task == "classification" else "f1",
         "scoring_fingerprint": row.scoring_fingerprint,
         "group_labels": (row.group_labels or []) if visible else [],
     }
@@ -120,7 +125,9 @@ def leaderboard_csv(board: LeaderboardRead) -> str:
         "scorer_version",
         "test_set_digest",
         "submission_sha256",
-    ] + [f"f1[{label}]" for label in board.group_labels]
+        "balanced_accuracy",
+        "roc_auc",
+    ] + [f"{board.group_metric}[{label}]" for label in board.group_labels]
     rows = []
     for e in board.entries:
         rows.append(
@@ -146,8 +153,10 @@ def leaderboard_csv(board: LeaderboardRead) -> str:
                 e.fn,
                 e.scoring_fingerprint,
                 *provenance_columns(e.provenance),
+                e.balanced_accuracy,
+                e.roc_auc,
             ]
-            + [e.groups.get(label, {}).get("f1") for label in board.group_labels]
+            + [e.groups.get(label, {}).get(board.group_metric) for label in board.group_labels]
         )
     return to_csv(header, rows)
 

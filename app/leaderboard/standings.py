@@ -43,7 +43,7 @@ from app.models import (
     Team,
     utcnow,
 )
-from app.scoring import public_provenance
+from app.scoring import canonical_options, public_provenance
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def ranked_entries(phase_id: int) -> Any:
         (Phase.ranking_metric == RankingMetric.AP, Result.ap),
         (Phase.ranking_metric == RankingMetric.PRECISION, Result.precision),
         (Phase.ranking_metric == RankingMetric.RECALL, Result.recall),
+        (Phase.ranking_metric == RankingMetric.BALANCED_ACCURACY, Result.balanced_accuracy),
+        (Phase.ranking_metric == RankingMetric.ROC_AUC, Result.roc_auc),
         else_=Result.f1,
     )
     partition = (Submission.team_id, Submission.is_baseline)
@@ -161,11 +163,13 @@ def compute_standings(
         else {}
     )
     metric = str(phase.ranking_metric.value if hasattr(phase.ranking_metric, "value") else phase.ranking_metric)
+    options = canonical_options(phase.scoring_options)
     robustness = _robustness(
         [r for r in ranked if r.rank is not None],
         details,
         metric=metric,
-        rules=str((phase.scoring_options or {}).get("rules", "midog2022")),
+        rules=options["rules"],
+        task=options["task"],
         resamples=resamples,
         seed=seed,
     )
@@ -197,6 +201,10 @@ def compute_standings(
             ap=res.ap,
             f1_ci_low=res.f1_ci_low,
             f1_ci_high=res.f1_ci_high,
+            balanced_accuracy=res.balanced_accuracy,
+            balanced_accuracy_ci_low=_interval(res, "balanced_accuracy")[0],
+            balanced_accuracy_ci_high=_interval(res, "balanced_accuracy")[1],
+            roc_auc=res.roc_auc,
             groups=groups,
             scoring_fingerprint=res.scoring_fingerprint,
             provenance=public_provenance(res.provenance),
@@ -215,32 +223,46 @@ def compute_standings(
 
 
 def _score_interval(result: Result, metric: str) -> dict[str, float | None]:
-    """The 95% interval of the ranking metric: F1's columns, precision's and recall's from `intervals`."""
-    if metric == "f1":
+    """The 95% interval of the ranking metric: F1's columns for detection, the others from `intervals`."""
+    if metric == "f1" and result.f1_ci_low is not None:
         return {"score_ci_low": result.f1_ci_low, "score_ci_high": result.f1_ci_high}
-    low, high = ((result.intervals or {}).get(metric) or [None, None])[:2]
+    low, high = _interval(result, metric)
     return {"score_ci_low": low, "score_ci_high": high}
 
 
+def _interval(result: Result, metric: str) -> tuple[float | None, float | None]:
+    low, high = ((result.intervals or {}).get(metric) or [None, None])[:2]
+    return low, high
+
+
 def _robustness(
-    ranked: list[Any], details: dict[int, Any], *, metric: str, rules: str, resamples: int, seed: int
+    ranked: list[Any],
+    details: dict[int, Any],
+    *,
+    metric: str,
+    rules: str,
+    task: str,
+    resamples: int,
+    seed: int,
 ) -> dict[int, float | None]:
-    """The share of bootstrap resamples in which each ranked entry keeps its rank (None under AP)."""
-    from worker.evaluation.bootstrap import COUNT_METRICS, rank_robustness
+    """The share of bootstrap resamples in which each ranked entry keeps its rank (None under AP and ROC AUC,
+    which counts cannot reproduce). Classification resamples stacks, with their TN."""
+    from worker.evaluation.bootstrap import CLASSIFICATION_COUNT_METRICS, COUNT_METRICS, rank_robustness
     from worker.evaluation.types import Rules
 
     usable = [r.result_id for r in ranked if details[r.result_id].Result.cases]
     if not usable:
         return {}
-    if metric not in COUNT_METRICS:
+    keys = ("tp", "fp", "fn", "tn") if task == "classification" else ("tp", "fp", "fn")
+    if metric not in (CLASSIFICATION_COUNT_METRICS if task == "classification" else COUNT_METRICS):
         return dict.fromkeys(usable)
     per_case = {rid: details[rid].Result.cases or {} for rid in usable}
     names = sorted({name for cases in per_case.values() for name in cases})
     index = {name: i for i, name in enumerate(names)}
-    counts = np.zeros((len(usable), len(names), 3), dtype=np.int64)
+    counts = np.zeros((len(usable), len(names), len(keys)), dtype=np.int64)
     for e, rid in enumerate(usable):
         for name, c in per_case[rid].items():
-            counts[e, index[name]] = (c.get("tp", 0), c.get("fp", 0), c.get("fn", 0))
+            counts[e, index[name]] = [c.get(key, 0) for key in keys]
     kept = rank_robustness(counts, resamples=resamples, seed=seed, rules=Rules(rules), metric=metric)
     return {rid: float(k) for rid, k in zip(usable, kept, strict=True)}
 

@@ -20,7 +20,7 @@ from app.deps import DbSession
 from app.errors import NotFound
 from app.leaderboard import service as leaderboard
 from app.models import Submission, utcnow
-from app.pages.views import entry_views, f1_chart, fmt, fmt_date, sort_value
+from app.pages.views import board_columns, entry_views, fmt, fmt_date, group_chart, sort_value
 from app.types import IdPath, Slug
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def leaderboard_page(request: Request, db: DbSession, phase_id: IdPath) -> HTMLR
     return _render(
         request,
         "leaderboard.html",
-        {"board": board, "views": views, "chart": f1_chart(board, views)},
+        {"board": board, "views": views, "columns": board_columns(board), "chart": group_chart(board, views)},
     )
 
 

@@ -1,4 +1,5 @@
-"""View models of the public pages: formatting of leaderboard entries and the per-scanner F1 chart (SVG data).
+"""View models of the public pages: formatting of leaderboard entries and the per-group chart (SVG data) of the
+board's group metric (F1 for detection, balanced accuracy for classification).
 
 Pure functions over the leaderboard schema; must not import FastAPI, the database or the worker.
 """
@@ -26,12 +27,49 @@ def fmt_date(value: datetime | None) -> str:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """What a board's metric columns show: F1 and AP for detection; balanced accuracy and ROC AUC for
+    classification. `main` and `second` name LeaderboardEntry fields and the cells' data-key."""
+
+    main: str
+    main_label: str
+    group_label: str
+    second: str
+    second_label: str
+
+
+DETECTION_COLUMNS = Columns("f1", "F1", "F1", "ap", "AP")
+CLASSIFICATION_COLUMNS = Columns("balanced_accuracy", "Balanced accuracy", "Bal. acc.", "roc_auc", "ROC AUC")
+
+
+def board_columns(board: LeaderboardRead) -> Columns:
+    return CLASSIFICATION_COLUMNS if board.task == "classification" else DETECTION_COLUMNS
+
+
+@dataclass(frozen=True)
 class EntryView:
     entry: LeaderboardEntry
-    group_f1: dict[str, float | None]
-    worst_f1: float | None
+    columns: Columns
+    group_values: dict[str, float | None]  # the board's group metric per group label
+    worst_value: float | None
     worst_group: str | None
     colour_index: int
+
+    @property
+    def main(self) -> float | None:
+        value: float | None = getattr(self.entry, self.columns.main)
+        return value
+
+    @property
+    def main_ci(self) -> tuple[float, float] | None:
+        low = getattr(self.entry, f"{self.columns.main}_ci_low")
+        high = getattr(self.entry, f"{self.columns.main}_ci_high")
+        return None if low is None or high is None else (low, high)
+
+    @property
+    def second(self) -> float | None:
+        value: float | None = getattr(self.entry, self.columns.second)
+        return value
 
     @property
     def colour(self) -> str:
@@ -45,18 +83,20 @@ class EntryView:
 
 def entry_views(board: LeaderboardRead) -> list[EntryView]:
     views: list[EntryView] = []
+    columns = board_columns(board)
     for i, entry in enumerate(board.entries):
-        group_f1: dict[str, float | None] = {}
+        group_values: dict[str, float | None] = {}
         for label in board.group_labels:
-            value = entry.groups.get(label, {}).get("f1")
-            group_f1[label] = float(value) if isinstance(value, int | float) else None
-        present = {k: v for k, v in group_f1.items() if v is not None}
+            value = entry.groups.get(label, {}).get(board.group_metric)
+            group_values[label] = float(value) if isinstance(value, int | float) else None
+        present = {k: v for k, v in group_values.items() if v is not None}
         worst_group = min(present, key=lambda k: present[k]) if present else None
         views.append(
             EntryView(
                 entry=entry,
-                group_f1=group_f1,
-                worst_f1=present[worst_group] if worst_group is not None else None,
+                columns=columns,
+                group_values=group_values,
+                worst_value=present[worst_group] if worst_group is not None else None,
                 worst_group=worst_group,
                 colour_index=i % len(PALETTE),
             )
@@ -85,7 +125,7 @@ class ChartSeries:
 
 @dataclass(frozen=True)
 class Chart:
-    """A line chart: one line per entry across the groups (scanners), F1 from 0 to 1 on the y axis."""
+    """A line chart: one line per entry across the groups (scanners), the metric from 0 to 1 on the y axis."""
 
     width: int
     height: int
@@ -98,8 +138,8 @@ class Chart:
     series: list[ChartSeries] = field(default_factory=list)
 
 
-def f1_chart(board: LeaderboardRead, views: list[EntryView], *, width: int = 720, height: int = 320) -> Chart | None:
-    """The per-scanner F1 chart; None when there is nothing to draw."""
+def group_chart(board: LeaderboardRead, views: list[EntryView], *, width: int = 720, height: int = 320) -> Chart | None:
+    """The chart of the group metric (F1, or balanced accuracy) per group; None when there is nothing to draw."""
     labels = board.group_labels
     if not labels or not views:
         return None
@@ -118,7 +158,7 @@ def f1_chart(board: LeaderboardRead, views: list[EntryView], *, width: int = 720
         points = [
             ChartPoint(x_of(i), y_of(v), label, v)
             for i, label in enumerate(labels)
-            if (v := view.group_f1.get(label)) is not None
+            if (v := view.group_values.get(label)) is not None
         ]
         series.append(ChartSeries(view, points, dashed=view.entry.is_baseline))
     return Chart(

@@ -26,7 +26,13 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from app.settings import Settings, child_environment
-from app.submissions.checks import MEMORY_MESSAGE, CaseExtent, CheckFailedError, check_predictions
+from app.submissions.checks import (
+    MEMORY_MESSAGE,
+    CaseExtent,
+    CheckFailedError,
+    check_classifications,
+    check_predictions,
+)
 
 CPU_MESSAGE = "could not be checked within the server's CPU budget of {seconds} s; simplify or recompress the file"
 _CHILD_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "TMPDIR")
@@ -75,6 +81,15 @@ class Checker:
             "max_total_points": max_total_points,
             "display_name": display_name,
         }
+        summary: dict[str, int] = (await self._in_child(request))["summary"]
+        return summary
+
+    async def classifications(self, path: Path, *, patches: Mapping[str, int], display_name: str) -> dict[str, int]:
+        """A classification predictions file (app.submissions.checks.check_classifications), in the API when
+        small, else in a child process; CheckFailedError when refused."""
+        if path.stat().st_size <= self.settings.inline_check_bytes:
+            return await run_in_threadpool(check_classifications, path, patches=patches, display_name=display_name)
+        request = {"kind": "classifications", "path": str(path), "patches": dict(patches), "display_name": display_name}
         summary: dict[str, int] = (await self._in_child(request))["summary"]
         return summary
 

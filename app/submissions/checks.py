@@ -152,6 +152,19 @@ def check_predictions(
     return {"cases": len(resolved), "points": total}
 
 
+def check_classifications(path: Path, *, patches: Mapping[str, int], display_name: str) -> dict[str, int]:
+    """A Track 2 predictions file (JSON object stack -> outputs, or CSV image,index,class,confidence), checked
+    as the scoring core reads it: every stack of the test set, one output per patch, the official field rules."""
+    from worker.evaluation.classification import read_predictions
+    from worker.evaluation.errors import FormatError
+
+    try:
+        read = read_predictions(path, patches)
+    except FormatError as exc:
+        raise CheckFailedError(f"{display_name}: {exc}") from None
+    return {"stacks": len(read), "patches": sum(len(p.classes) for p in read.values())}
+
+
 def check_archive(kind: str, path: Path, *, max_bytes: int) -> None:
     """Model archives and container images, checked without loading anything, under the server's upload limit
     of the kind (`max_bytes`, which the workers apply too); CheckFailedError with their line."""
@@ -187,6 +200,10 @@ def run(request: Mapping[str, Any]) -> dict[str, Any]:
                 display_name=str(request.get("display_name") or "predictions"),
             )
             return {"ok": True, "summary": summary}
+        if request["kind"] == "classifications":
+            patches = {str(name): int(count) for name, count in request["patches"].items()}
+            display = str(request.get("display_name") or "predictions")
+            return {"ok": True, "summary": check_classifications(path, patches=patches, display_name=display)}
         check_archive(str(request["kind"]), path, max_bytes=int(request["max_bytes"]))
         return {"ok": True, "summary": {}}
     except CheckFailedError as exc:

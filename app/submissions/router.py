@@ -98,15 +98,16 @@ async def submit(
 ) -> SubmissionRead:
     assert principal.team is not None
 
-    def precheck() -> dict[str, Any]:
+    def precheck() -> tuple[dict[str, Any], str]:
         phase = get_phase(db, phase_id=phase_id)
         service.check_can_submit(db, phase=phase, team=principal.team, kind=kind)  # type: ignore[arg-type]
         cases = phase.test_set.cases if phase.test_set is not None else {}
+        task = phase.test_set.task if phase.test_set is not None else "detection"
         # no transaction (nor pooled connection) is held while a possibly huge body streams in
         db.commit()
-        return cases
+        return cases, task
 
-    cases = await run_in_threadpool(precheck)
+    cases, task = await run_in_threadpool(precheck)
     upload = await receive_upload(
         request, tmp_dir=settings.storage_path / "tmp", max_file_bytes=settings.max_upload_bytes(kind)
     )
@@ -117,13 +118,20 @@ async def submit(
         if kind is SubmissionKind.PREDICTIONS:
             upload.path = upload.path.rename(upload.path.with_suffix(predictions_suffix(upload.head)))
             try:
-                await checker.predictions(
-                    upload.path,
-                    cases=case_extents(cases),
-                    max_points_per_case=settings.max_points_per_case,
-                    max_total_points=settings.max_total_points,
-                    display_name=upload.filename or "predictions",
-                )
+                if task == "classification":
+                    await checker.classifications(
+                        upload.path,
+                        patches={name: int(case.get("patches") or 0) for name, case in cases.items()},
+                        display_name=upload.filename or "predictions",
+                    )
+                else:
+                    await checker.predictions(
+                        upload.path,
+                        cases=case_extents(cases),
+                        max_points_per_case=settings.max_points_per_case,
+                        max_total_points=settings.max_total_points,
+                        display_name=upload.filename or "predictions",
+                    )
             except CheckFailedError as exc:
                 raise PredictionsInvalid(str(exc)) from None
         else:

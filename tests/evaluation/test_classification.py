@@ -16,6 +16,7 @@ from worker.evaluation.classification import (
     StackPrediction,
     check_stack,
     evaluate_classification,
+    patch_counts,
     read_ground_truth,
     read_predictions,
     roc_auc,
@@ -185,7 +186,7 @@ def test_json_directory_and_csv_predictions_read_the_same(tmp_path: Path) -> Non
         "image,index,class,confidence\n"
         "stack_1.tiff,1,atypical,0.9\nstack_1.tiff,0,normal,0.2\nstack_2.tiff,0,normal,0.4\n"
     )
-    read = [read_predictions(tmp_path / name, truth) for name in ("p.json", "outputs", "p.csv")]
+    read = [read_predictions(tmp_path / name, patch_counts(truth)) for name in ("p.json", "outputs", "p.csv")]
     for other in read[1:]:
         for name in truth:
             np.testing.assert_array_equal(other[name].classes, read[0][name].classes)
@@ -197,7 +198,7 @@ def test_json_directory_and_csv_predictions_read_the_same(tmp_path: Path) -> Non
     }
     (tmp_path / "partial.json").write_text(json.dumps({"stack_1.tiff": outputs["stack_1.tiff"]}))
     with pytest.raises(FormatError, match=r"no output for 1 stack\(s\): stack_2.tiff"):
-        read_predictions(tmp_path / "partial.json", truth)
+        read_predictions(tmp_path / "partial.json", patch_counts(truth))
     (tmp_path / "bad.json").write_text(json.dumps([{"image": "x", "labels": ["mitosis"], "tumordomains": [1]}]))
     with pytest.raises(FormatError, match="'labels' must be a list of 'normal' / 'atypical'"):
         read_ground_truth(tmp_path / "bad.json")

@@ -65,11 +65,29 @@ def competition_ranks(scores: FloatArray) -> IntArray:
 
 
 COUNT_METRICS = ("f1", "precision", "recall")
+# Classification counts carry TN too: [TP, FP, FN, TN], atypical positive.
+CLASSIFICATION_COUNT_METRICS = (*COUNT_METRICS, "balanced_accuracy")
 
 
 def _metric(sums: FloatArray, metric: str, rules: Rules) -> FloatArray:
+    """The metric of summed counts: detection [TP, FP, FN] under `rules`; classification [TP, FP, FN, TN] with
+    0 for a rate over no patch (scikit-learn's zero_division), as the classification scores define them."""
+    if sums.shape[-1] == 4:
+        return _classification_metric(sums, metric)
     precision, recall, f1 = prf(sums[..., 0], sums[..., 1], sums[..., 2], rules)
     return {"f1": f1, "precision": precision, "recall": recall}[metric]
+
+
+def _classification_metric(sums: FloatArray, metric: str) -> FloatArray:
+    tp, fp, fn, tn = (sums[..., i] for i in range(4))
+
+    def rate(hits: FloatArray, total: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(total > 0, hits / total, 0.0)
+
+    if metric == "balanced_accuracy":
+        return (rate(tp, tp + fn) + rate(tn, tn + fp)) / 2
+    return {"f1": rate(2 * tp, 2 * tp + fp + fn), "precision": rate(tp, tp + fp), "recall": rate(tp, tp + fn)}[metric]
 
 
 def rank_robustness(
@@ -81,14 +99,17 @@ def rank_robustness(
     metric: str = "f1",
 ) -> FloatArray:
     """Share of bootstrap resamples in which each entry keeps its rank by `metric` (f1, precision or recall,
-    recomputed from the summed counts under `rules`, as the leaderboard ranks them).
+    recomputed from the summed counts under `rules`, as the leaderboard ranks them; with classification counts
+    also balanced accuracy).
 
-    counts: (n_entries, n_cases, 3) [TP, FP, FN] of every entry on the same cases. The resamples of cases are
+    counts: (n_entries, n_cases, 3) [TP, FP, FN] of every entry on the same cases, or (n_entries, n_stacks, 4)
+    [TP, FP, FN, TN] for classification. The resamples of cases are
     shared across entries, so entries are compared on the same drawn test sets. AP cannot be recomputed from
     counts; callers do not ask for it.
     """
-    if metric not in COUNT_METRICS:
-        raise ValueError(f"rank robustness is computed from counts: f1, precision or recall, not {metric!r}")
+    known = CLASSIFICATION_COUNT_METRICS if counts.shape[-1] == 4 else COUNT_METRICS
+    if metric not in known:
+        raise ValueError(f"rank robustness is computed from counts: {', '.join(known)}, not {metric!r}")
     n_entries, n_cases, _ = counts.shape
     if n_entries == 0:
         return np.zeros(0)

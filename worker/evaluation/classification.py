@@ -150,13 +150,14 @@ def read_ground_truth(path: Path) -> dict[str, Stack]:
     return truth
 
 
-def read_predictions(path: Path, truth: Mapping[str, Stack]) -> dict[str, StackPrediction]:
+def read_predictions(path: Path, patches: Mapping[str, int]) -> dict[str, StackPrediction]:
     """Predictions as a JSON object (stack image -> list), a directory of `<stack>.json` files (the image's
-    name or its stem), or a CSV `image,index,class,confidence`; each list checked against its stack."""
+    name or its stem), or a CSV `image,index,class,confidence`; each list checked against its stack's patch
+    count (`patches`: stack -> pages; every stack must have its output)."""
     if path.is_dir():
         raw: dict[str, Any] = {}
         for file in sorted(path.glob("*.json")):
-            raw[_stack_name(file.stem, truth)] = _load_json(file)
+            raw[_stack_name(file.stem, patches)] = _load_json(file)
     elif path.suffix.lower() == ".csv":
         raw = _read_csv(path)
     else:
@@ -166,10 +167,10 @@ def read_predictions(path: Path, truth: Mapping[str, Stack]) -> dict[str, StackP
         raw = data
     predictions: dict[str, StackPrediction] = {}
     for image, items in raw.items():
-        if image not in truth:
-            raise FormatError(f"{path.name}: stack {image!r} is not in the ground truth")
-        predictions[image] = check_stack(image, items, expected=len(truth[image].labels))
-    missing = sorted(set(truth) - set(predictions))
+        if image not in patches:
+            raise FormatError(f"{path.name}: stack {image!r} is not in the test set")
+        predictions[image] = check_stack(image, items, expected=patches[image])
+    missing = sorted(set(patches) - set(predictions))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise FormatError(f"{path.name}: no output for {len(missing)} stack(s): {shown}")
@@ -227,10 +228,15 @@ def _read_csv(path: Path) -> dict[str, list[dict[str, Any]]]:
     return result
 
 
-def _stack_name(stem: str, truth: Mapping[str, Stack]) -> str:
-    if stem in truth:
+def patch_counts(truth: Mapping[str, Stack]) -> dict[str, int]:
+    """stack -> number of patches, from a ground truth."""
+    return {name: len(stack.labels) for name, stack in truth.items()}
+
+
+def _stack_name(stem: str, patches: Mapping[str, int]) -> str:
+    if stem in patches:
         return stem
-    matches = [image for image in truth if Path(image).stem == stem]
+    matches = [image for image in patches if Path(image).stem == stem]
     return matches[0] if len(matches) == 1 else stem
 
 
