@@ -395,27 +395,66 @@ def import_midog_json(
     return write_test_set(out_dir, manifest, ground_truth=gt, midog_json=midog)
 
 
+ROI_TYPES = ("hotspot", "challenging", "random")  # MIDOG 2025 Track 1
+_GT_2025_HINT = '{"annotations": [[x_mm, y_mm, z], ...], "tumor domain": <int>, "roi type": "hotspot"}'
+
+
+def _groups_2025(value: dict[str, Any], name: str, source: str) -> dict[str, str]:
+    """The groups of one case of the 2025 variant: "tumor domain" (an integer), "roi type" (hotspot,
+    challenging or random) and any other non-null scalar key, each as a string (the scoring core's labels)."""
+    groups: dict[str, str] = {}
+    for key, v in value.items():
+        if key == "annotations" or v is None:
+            continue
+        if key == "tumor domain":
+            if not _is_int(v):
+                raise DatasetError(f"{source}: {name}: tumor domain: expected an integer, got {v!r} ({_GT_2025_HINT})")
+        elif key == "roi type":
+            if v not in ROI_TYPES:
+                raise DatasetError(f"{source}: {name}: roi type: expected one of {', '.join(ROI_TYPES)}, got {v!r}")
+        elif not isinstance(v, str | int | float | bool):
+            raise DatasetError(f"{source}: {name}: {key}: expected a string or a number to group by, got {v!r}")
+        groups[key] = str(v)
+    return groups
+
+
+def _numbers_first(value: str) -> tuple[bool, int, str]:
+    """Sort key: integers in numeric order, then other strings."""
+    return (not value.isdigit(), int(value) if value.isdigit() else 0, value)
+
+
 def import_official_ground_truth(
     out_dir: Path, gt_path: Path, options: ImportOptions, *, progress: Progress | None = None
 ) -> TestSet:
     """Build a test set from the official evaluation ground truth (2022 or 2025 variant), which is in mm
-    already. The 2025 variant's `tumor domain` and `roi type` become groups."""
+    already. The 2025 variant (MIDOG 2025 Track 1: {"001.tiff": {"annotations": [...], "tumor domain": 0,
+    "roi type": "hotspot"}}) keeps its `tumor domain` and `roi type` (and any other scalar key) as groups;
+    a file mixing both variants is refused."""
     obj = read_json_file(gt_path)
     source = gt_path.name
     if not isinstance(obj, dict) or not obj:
         raise DatasetError(f"{source}: expected a non-empty object mapping image name -> points")
     gt: dict[str, Any] = {}
     extra: dict[str, dict[str, str]] = {}
+    variants: set[str] = set()
     for name, value in obj.items():
         if not _plain_file_name(name):
             raise DatasetError(f"{source}: {name!r}: expected a plain image file name")
         groups: dict[str, str] = {}
         points = value
         if isinstance(value, dict):
-            points = value.get("annotations")
-            for key in ("tumor domain", "roi type"):  # the scoring core's label names too
-                if value.get(key) is not None:
-                    groups[key] = str(value[key])
+            variants.add("2025")
+            if "annotations" not in value:
+                raise DatasetError(f'{source}: {name}: missing "annotations" (the 2025 variant is {_GT_2025_HINT})')
+            points = value["annotations"]
+            groups = _groups_2025(value, name, source)
+        else:
+            variants.add("2022")
+        if len(variants) > 1:
+            raise DatasetError(
+                f"{source}: {name}: mixes the 2022 variant (a list of points) and the 2025 variant (an object with "
+                '"annotations"); write every case the same way'
+            )
         if not isinstance(points, list):
             raise DatasetError(f"{source}: {name}: expected a list of [x, y, z] points")
         for j, p in enumerate(points):
@@ -439,11 +478,14 @@ def import_official_ground_truth(
         )
         if progress is not None:
             progress(i + 1, len(names))
-    manifest = Manifest(
-        name=options.name or out_dir.name,
-        cases=tuple(cases),
-        source=_source("official-ground-truth", gt_path, options),
-    )
+    variant = variants.pop()
+    src = _source("official-ground-truth", gt_path, options)
+    if variant == "2025":  # (2022 imports keep the source they always had)
+        src["variant"] = variant
+        for key in ("tumor domain", "roi type"):
+            values = {g[key] for g in extra.values() if key in g}
+            src[key.replace(" ", "_") + "s"] = sorted(values, key=_numbers_first)
+    manifest = Manifest(name=options.name or out_dir.name, cases=tuple(cases), source=src)
     return write_test_set(out_dir, manifest, ground_truth=gt)
 
 
