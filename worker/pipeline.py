@@ -137,15 +137,33 @@ def predict(
     if inp.kind == PREDICTIONS_KIND:
         progress(0.1, "reading predictions")
         return _read(inp.artifact)
-    runner = runner_for(inp.kind)
     progress(0.05, f"running the {inp.kind} on {len(wanted)} images")
+    produced = _run(inp, wanted, runner_for=runner_for, run_name=run_name, run_info=run_info)
+    progress(0.75, "reading the detections")
+    extents = _extents(test_set)
+    try:
+        return check_cases(_read(produced), extents={name: extents[name] for name in wanted}, missing="error")
+    except FormatError as exc:
+        raise SubmissionError(str(exc)) from exc
+
+
+def _run(
+    inp: PipelineInput,
+    cases: tuple[str, ...],
+    *,
+    runner_for: RunnerFactory,
+    run_name: str,
+    run_info: dict[str, Any] | None,
+) -> Path:
+    """Run the submission's runner on `cases`; `run_info` receives what the runner tells of its run."""
+    runner = runner_for(inp.kind)
     produced = runner.run(
         RunRequest(
             evaluation_id=inp.evaluation_id,
             kind=inp.kind,
             artifact=inp.artifact,
             test_set_dir=inp.test_set_dir,
-            cases=wanted,
+            cases=cases,
             output_dir=inp.work_dir / "output" / run_name,
             timeout_s=inp.timeout_s,
             hidden=inp.hidden,
@@ -156,12 +174,7 @@ def predict(
     )
     if run_info is not None:
         run_info.update({"runner": type(runner).__name__, **dict(getattr(runner, "run_info", None) or {})})
-    progress(0.75, "reading the detections")
-    extents = _extents(test_set)
-    try:
-        return check_cases(_read(produced), extents={name: extents[name] for name in wanted}, missing="error")
-    except FormatError as exc:
-        raise SubmissionError(str(exc)) from exc
+    return produced
 
 
 def _read(path: Path) -> dict[str, CasePredictions]:
@@ -240,25 +253,8 @@ def predict_stacks(
         progress(0.1, "reading predictions")
         path = inp.artifact
     else:
-        runner = runner_for(inp.kind)
         progress(0.05, f"running the {inp.kind} on {len(patches)} stacks")
-        path = runner.run(
-            RunRequest(
-                evaluation_id=inp.evaluation_id,
-                kind=inp.kind,
-                artifact=inp.artifact,
-                test_set_dir=inp.test_set_dir,
-                cases=tuple(patches),
-                output_dir=inp.work_dir / "output" / "all",
-                timeout_s=inp.timeout_s,
-                hidden=inp.hidden,
-                input_layout=inp.input_layout,
-                memory_bytes=inp.memory_bytes,
-                task=CLASSIFICATION,
-            )
-        )
-        if run_info is not None:
-            run_info.update({"runner": type(runner).__name__, **dict(getattr(runner, "run_info", None) or {})})
+        path = _run(inp, tuple(patches), runner_for=runner_for, run_name="all", run_info=run_info)
         progress(0.75, "reading the classifications")
     try:
         return read_stack_predictions(path, patches)
