@@ -136,13 +136,15 @@ def predict(
     wanted = tuple(cases)
     if inp.kind == PREDICTIONS_KIND:
         progress(0.1, "reading predictions")
-        return _read(inp.artifact)
+        return _read(inp.artifact, inp.rules)
     progress(0.05, f"running the {inp.kind} on {len(wanted)} images")
     produced = _run(inp, wanted, runner_for=runner_for, run_name=run_name, run_info=run_info)
     progress(0.75, "reading the detections")
     extents = _extents(test_set)
     try:
-        return check_cases(_read(produced), extents={name: extents[name] for name in wanted}, missing="error")
+        return check_cases(
+            _read(produced, inp.rules), extents={name: extents[name] for name in wanted}, missing="error"
+        )
     except FormatError as exc:
         raise SubmissionError(str(exc)) from exc
 
@@ -177,9 +179,10 @@ def _run(
     return produced
 
 
-def _read(path: Path) -> dict[str, CasePredictions]:
+def _read(path: Path, rules: str) -> dict[str, CasePredictions]:
+    """Predictions as the phase's rules read them (midog2025: the official 2025 checks)."""
     try:
-        return read_predictions(path)
+        return read_predictions(path, rules=rules)
     except FormatError as exc:
         raise SubmissionError(str(exc)) from exc
 
@@ -198,7 +201,7 @@ def score(
     except FormatError as exc:
         raise SubmissionError(str(exc)) from exc
     progress(0.85, "scoring")
-    ground_truth = load_ground_truth(test_set.ground_truth_path)
+    ground_truth = load_ground_truth(test_set.ground_truth_path, rules=inp.rules)
     labels = {case.name: case.groups.get(inp.group_key, case.scanner) for case in test_set.cases}
     report = evaluate(
         ground_truth,

@@ -245,6 +245,25 @@ def _rescore_needed(
     return scored > 0
 
 
+# MIDOG 2025 Track 1 scores every case by these ground-truth labels (groups of the registered test set).
+LABELS_2025 = ("tumor domain", "roi type")
+
+
+def _check_2025_labels(test_set: TestSet, rules: str) -> None:
+    """A midog2025 phase needs a detection set whose every case has a tumour domain and a roi type."""
+    if rules != "midog2025" or test_set.task != "detection":
+        return
+    for name, case in (test_set.cases or {}).items():
+        groups = case.get("groups") or {}
+        missing = [label for label in LABELS_2025 if label not in groups]
+        if missing:
+            raise InvalidInput(
+                f"test_set_id: case {name!r} of test set {test_set.id} ({test_set.name}) has no {missing[0]!r}: "
+                "scoring_options.rules midog2025 needs the official 2025 ground truth (import it with "
+                "`midog-eval dataset import`), or choose midog2022"
+            )
+
+
 def _check_phase(session: Session, phase: Phase) -> None:
     if phase.opens_at is not None and phase.closes_at is not None and phase.closes_at <= phase.opens_at:
         raise InvalidInput("closes_at must be after opens_at")
@@ -258,6 +277,7 @@ def _check_phase(session: Session, phase: Phase) -> None:
                 f"test_set_id: test set {test_set.id} ({test_set.name}) is a {test_set.task} set, but this phase "
                 f"scores {task} (scoring_options.task)"
             )
+        _check_2025_labels(test_set, canonical_options(phase.scoring_options)["rules"])
     allowed = RANKING_METRICS[task]
     if phase.ranking_metric not in allowed:
         raise InvalidInput(

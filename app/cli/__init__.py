@@ -1,8 +1,8 @@
 """The `midog-eval` command: one typer application; each command group lives in its own module here.
 
 Only the module of the command being run is imported (`midog-eval score` loads neither the web service,
-the worker nor the participant client's HTTP stack), and command modules import their heavy dependencies
-inside the command functions. `--help` and unknown commands load every module, to list them all.
+the worker nor the participant client's HTTP stack; nor typer itself), and command modules import their heavy
+dependencies inside the command functions. `--help` and unknown commands load every module, to list them all.
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 HELP = "Self-hostable evaluation server for MIDOG-style mitotic-figure detection challenges."
 
 # command or group name -> (module under app.cli, how it is added to the application)
-COMMANDS: dict[str, tuple[str, Callable[[typer.Typer, Any], None]]] = {
-    "score": ("score", lambda cli, m: cli.command("score")(m.score_command)),
+COMMANDS: dict[str, tuple[str, Callable[[Any, Any], None]]] = {
+    "score": ("score_command", lambda cli, m: cli.command("score", **m.SETTINGS)(m.score_command)),
     "dataset": ("dataset", lambda cli, m: cli.add_typer(m.dataset_app, name="dataset")),
     "serve": ("serve", lambda cli, m: cli.command("serve")(m.serve_command)),
     "worker": ("worker", lambda cli, m: cli.command("worker")(m.worker_command)),
@@ -35,6 +36,8 @@ for _name in CLIENT_COMMANDS:
 
 def build_cli(command: str | None = None) -> typer.Typer:
     """The application; with a known `command`, only the module that serves it is imported."""
+    import typer
+
     cli = typer.Typer(
         name="midog-eval", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False
     )
@@ -61,6 +64,10 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. `score` runs without typer (app.cli.score says why)."""
+    if sys.argv[1:2] == ["score"]:
+        from app.cli.score import main as score_main
+
+        sys.exit(score_main(sys.argv[2:]))
     command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
     build_cli(command)()

@@ -61,6 +61,7 @@ class Checker:
         max_points_per_case: int,
         max_total_points: int,
         display_name: str,
+        rules: str = "midog2022",
     ) -> dict[str, int]:
         """The predictions check (app.submissions.checks.check_predictions); CheckFailedError when refused."""
         if path.stat().st_size <= self.settings.inline_check_bytes:
@@ -72,6 +73,7 @@ class Checker:
                 max_total_points=max_total_points,
                 display_name=display_name,
                 stream=False,
+                rules=rules,
             )
         request = {
             "kind": "predictions",
@@ -80,6 +82,7 @@ class Checker:
             "max_points_per_case": max_points_per_case,
             "max_total_points": max_total_points,
             "display_name": display_name,
+            "rules": rules,
         }
         summary: dict[str, int] = (await self._in_child(request))["summary"]
         return summary
@@ -93,9 +96,11 @@ class Checker:
         summary: dict[str, int] = (await self._in_child(request))["summary"]
         return summary
 
-    async def archive(self, kind: str, path: Path) -> None:
-        """A model archive or container image (app.submissions.checks.check_archive); CheckFailedError when refused."""
-        await self._in_child({"kind": kind, "path": str(path), "max_bytes": self.settings.max_upload_bytes(kind)})
+    async def archive(self, kind: str, path: Path, *, task: str | None = None) -> None:
+        """A model archive or container image (app.submissions.checks.check_archive), for a phase of `task` when
+        given; CheckFailedError when refused."""
+        request = {"kind": kind, "path": str(path), "max_bytes": self.settings.max_upload_bytes(kind), "task": task}
+        await self._in_child(request)
 
     async def _in_child(self, request: dict[str, Any]) -> dict[str, Any]:
         request = {**request, "memory_bytes": self.memory_bytes, "cpu_seconds": self.cpu_seconds}

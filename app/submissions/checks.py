@@ -7,7 +7,8 @@
   compact arrays of the points already read, never the whole document as Python objects; a case given twice
   is refused by name; a top-level entry that is not a "Multiple points" object stops the read at once.
 - Model archives and container images: the worker's validators (members, sizes, manifest, image config),
-  without loading anything.
+  without loading anything; a model archive's manifest task must be the phase's (a detector for detection, a
+  classifier for classification).
 Errors are CheckFailedError with one line that names the case and the point.
 
 `python -m app.submissions.checks` runs one check in a child process of the API (app.submissions.checker):
@@ -73,7 +74,7 @@ def _check_depth(path: Path, *, display_name: str) -> None:
                 depth -= 1
 
 
-def _json_cases(path: Path, *, display_name: str, case_count: int) -> dict[str, Any]:
+def _json_cases(path: Path, *, display_name: str, case_count: int, rules: str) -> dict[str, Any]:
     """{key: CasePredictions} read one top-level entry at a time; duplicates and surplus keys stop the read."""
     import ijson
 
@@ -88,7 +89,7 @@ def _json_cases(path: Path, *, display_name: str, case_count: int) -> dict[str, 
                     raise CheckFailedError(f"{display_name}: case {key!r} is given twice")
                 if len(parsed) >= case_count + 1:
                     raise CheckFailedError(f"{display_name}: more entries than the test set's {case_count} cases")
-                parsed[key] = parse_multiple_points(obj, source=display_name, case=key)
+                parsed[key] = parse_multiple_points(obj, source=display_name, case=key, rules=rules)
     except ijson.JSONError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         near = f" near {lines[1][:80]!r}" if len(lines) > 1 else ""  # yajl quotes the text around the error
@@ -106,8 +107,12 @@ def check_predictions(
     max_total_points: int,
     display_name: str = "predictions",
     stream: bool = True,
+    rules: str = "midog2022",
 ) -> dict[str, int]:
     """Check `path` (suffix .json or .csv) against the test set's cases; {"cases", "points"} or CheckFailedError.
+
+    `rules`: the phase's scoring rules; under midog2025 the stricter official 2025 checks apply (every point
+    named and with a probability, coordinates within -0.0075..10 mm).
 
     `stream`: read a JSON file one case at a time (large files); otherwise parse it whole with the scoring
     core's reader, which is quicker for a small file.
@@ -129,9 +134,9 @@ def check_predictions(
     }
     try:
         if path.suffix == ".json" and stream:
-            parsed = _json_cases(path, display_name=display_name, case_count=len(cases))
+            parsed = _json_cases(path, display_name=display_name, case_count=len(cases), rules=rules)
         else:
-            parsed = read_predictions(path, csv_units="mm", spacing_mm=spacing)
+            parsed = read_predictions(path, csv_units="mm", spacing_mm=spacing, rules=rules)
         resolved = check_cases(parsed, extents=extents, missing="error", source=display_name)
     except FormatError as exc:
         named = FormatError(exc.rule, source=display_name, case=exc.case, index=exc.index, field=exc.field)
@@ -165,14 +170,17 @@ def check_classifications(path: Path, *, patches: Mapping[str, int], display_nam
     return {"stacks": len(read), "patches": sum(len(p.classes) for p in read.values())}
 
 
-def check_archive(kind: str, path: Path, *, max_bytes: int) -> None:
+def check_archive(kind: str, path: Path, *, max_bytes: int, task: str | None = None) -> None:
     """Model archives and container images, checked without loading anything, under the server's upload limit
-    of the kind (`max_bytes`, which the workers apply too); CheckFailedError with their line."""
+    of the kind (`max_bytes`, which the workers apply too); CheckFailedError with their line. `task`, the
+    phase's, when given: a model archive of another task is refused (its line names manifest.json's task)."""
     if kind == "model":
-        from worker.archives import ArchiveError, ArchiveLimits, validate_archive
+        from worker.archives import ArchiveError, ArchiveLimits, check_task, validate_archive
 
         try:
-            validate_archive(path, limits=ArchiveLimits.for_upload(max_bytes))
+            manifest = validate_archive(path, limits=ArchiveLimits.for_upload(max_bytes))
+            if task is not None:
+                check_task(manifest, task)
         except ArchiveError as exc:
             raise CheckFailedError(str(exc)) from None
     elif kind == "container":
@@ -198,13 +206,17 @@ def run(request: Mapping[str, Any]) -> dict[str, Any]:
                 max_points_per_case=int(request["max_points_per_case"]),
                 max_total_points=int(request["max_total_points"]),
                 display_name=str(request.get("display_name") or "predictions"),
+                rules=str(request.get("rules") or "midog2022"),
             )
             return {"ok": True, "summary": summary}
         if request["kind"] == "classifications":
             patches = {str(name): int(count) for name, count in request["patches"].items()}
             display = str(request.get("display_name") or "predictions")
             return {"ok": True, "summary": check_classifications(path, patches=patches, display_name=display)}
-        check_archive(str(request["kind"]), path, max_bytes=int(request["max_bytes"]))
+        task = request.get("task")
+        check_archive(
+            str(request["kind"]), path, max_bytes=int(request["max_bytes"]), task=None if task is None else str(task)
+        )
         return {"ok": True, "summary": {}}
     except CheckFailedError as exc:
         return {"ok": False, "error": str(exc)}

@@ -98,16 +98,17 @@ async def submit(
 ) -> SubmissionRead:
     assert principal.team is not None
 
-    def precheck() -> tuple[dict[str, Any], str]:
+    def precheck() -> tuple[dict[str, Any], str, str]:
         phase = get_phase(db, phase_id=phase_id)
         service.check_can_submit(db, phase=phase, team=principal.team, kind=kind)  # type: ignore[arg-type]
         cases = phase.test_set.cases if phase.test_set is not None else {}
         task = phase.test_set.task if phase.test_set is not None else "detection"
+        rules = str((phase.scoring_options or {}).get("rules") or "midog2022")
         # no transaction (nor pooled connection) is held while a possibly huge body streams in
         db.commit()
-        return cases, task
+        return cases, task, rules
 
-    cases, task = await run_in_threadpool(precheck)
+    cases, task, rules = await run_in_threadpool(precheck)
     upload = await receive_upload(
         request, tmp_dir=settings.storage_path / "tmp", max_file_bytes=settings.max_upload_bytes(kind)
     )
@@ -131,12 +132,13 @@ async def submit(
                         max_points_per_case=settings.max_points_per_case,
                         max_total_points=settings.max_total_points,
                         display_name=upload.filename or "predictions",
+                        rules=rules,
                     )
             except CheckFailedError as exc:
                 raise PredictionsInvalid(str(exc)) from None
         else:
             try:
-                await checker.archive(kind.value, upload.path)
+                await checker.archive(kind.value, upload.path, task=task)
             except CheckFailedError as exc:
                 raise ArchiveInvalid(str(exc)) from None
         return await run_in_threadpool(_create, db, settings, principal, phase_id, kind, upload, fields)

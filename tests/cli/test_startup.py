@@ -1,5 +1,5 @@
-"""`midog-eval <command>` imports only the module of that command: `score` starts without the HTTP client, the
-settings object, the web service or the worker."""
+"""`midog-eval <command>` imports only the module of that command: `score` starts without typer, pydantic, scipy,
+the HTTP client, the settings object, the web service or the worker."""
 
 from __future__ import annotations
 
@@ -25,7 +25,17 @@ def _loaded(argv: list[str]) -> set[str]:
 def test_score_loads_no_client_service_or_worker_stack() -> None:
     loaded = _loaded(["score", "--help"])
     assert "app.cli.score" in loaded
-    for heavy in ("httpx", "app.settings", "sqlalchemy", "fastapi", "celery", "app.cli.client", "app.cli.serve"):
+    for heavy in (
+        "httpx",
+        "app.settings",
+        "sqlalchemy",
+        "fastapi",
+        "celery",
+        "app.cli.client",
+        "typer",
+        "pydantic",
+        "scipy",
+    ):
         assert heavy not in loaded, heavy
 
 

@@ -1,4 +1,4 @@
-"""Average precision at IoU 0.5 exactly as the official MIDOG 2022/2025 evaluation computes it. numpy + scipy.
+"""Average precision at IoU 0.5 exactly as the official MIDOG 2022/2025 evaluation computes it. numpy only.
 
 The official code feeds square boxes around points to torchmetrics' MeanAveragePrecision (pycocotools backend)
 and reports `map_50`. This module reproduces those numerics without torch (docs/scoring.md, Average precision):
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.spatial import cKDTree
 
 from worker.evaluation.batch import stack
+from worker.evaluation.neighbours import close_pairs
 from worker.evaluation.types import MISSING_PROBABILITY, BoolArray, FloatArray
 
 IntArray = npt.NDArray[np.int64]
@@ -110,18 +110,10 @@ def _overlapping_pairs(
 ) -> tuple[IntArray, IntArray, FloatArray]:
     """(gt row, detection row, IoU) for every same-case pair with IoU >= 0.5."""
     size = float(max(g_box[:, 2:].max(), d_box[:, 2:].max()))
-    extent = float(max(np.abs(g_box[:, :2]).max(), np.abs(d_box[:, :2]).max()))
-    spacing = 2.0 * extent + 4.0 * size + 1.0
-    g_xy = g_box[:, :2].astype(np.float64)
-    d_xy = d_box[:, :2].astype(np.float64)
-    g_xy[:, 0] += g_case * spacing
-    d_xy[:, 0] += d_case * spacing
     # Boxes can only overlap when their corners are closer than a box size in both axes.
-    found = cKDTree(g_xy).sparse_distance_matrix(
-        cKDTree(d_xy), max_distance=size * (1 + 1e-6), p=np.inf, output_type="ndarray"
+    g_idx, d_idx = close_pairs(
+        g_box[:, :2].astype(np.float64), g_case, d_box[:, :2].astype(np.float64), d_case, size * (1 + 1e-6)
     )
-    g_idx = found["i"].astype(np.int64)
-    d_idx = found["j"].astype(np.int64)
     same = g_case[g_idx] == d_case[d_idx]
     g_idx, d_idx = g_idx[same], d_idx[same]
     iou = _iou(d_box[d_idx], g_box[g_idx])

@@ -34,18 +34,3 @@ def stack(arrays: Sequence[FloatArray], width: int) -> Stacked:
     points = np.concatenate([a.reshape(-1, width) for a in arrays]) if arrays else np.zeros((0, width))
     case_ids = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
     return Stacked(points.astype(np.float64, copy=False), case_ids, starts)
-
-
-def search_coordinates(a: Stacked, b: Stacked, radius: float) -> tuple[FloatArray, FloatArray]:
-    """Copies of both point sets with per-case x offsets that keep cases farther apart than `radius`."""
-    both = np.concatenate((a.points, b.points))
-    if len(both) == 0:
-        return a.points.copy(), b.points.copy()
-    extent = float(np.max(np.abs(both))) if np.isfinite(both).all() else 0.0
-    spacing = 2.0 * extent + 4.0 * radius + 1.0
-    out = []
-    for s in (a, b):
-        shifted = s.points.copy()
-        shifted[:, 0] += s.case_ids * spacing
-        out.append(shifted)
-    return out[0], out[1]

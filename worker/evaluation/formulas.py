@@ -1,6 +1,6 @@
 """Precision, recall and F1 from summed counts, vectorised over any leading axes. numpy only.
 
-midog2022 (also 2025), eps = 1e-6:
+midog2022 and midog2025, eps = 1e-6:
     precision = TP / (TP + FP + eps), recall = TP / (TP + FN + eps), F1 = (2TP + eps) / (2TP + FP + FN + eps);
     so a group with no ground truth and no detections has precision = recall = 0 and F1 = 1.
 midog2021, plain formulas: precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2TP / (2TP + FP + FN).
@@ -26,7 +26,7 @@ def prf(
     t = np.asarray(tp, dtype=np.float64)
     p = np.asarray(fp, dtype=np.float64)
     n = np.asarray(fn, dtype=np.float64)
-    if rules == Rules.MIDOG2022:
+    if rules in (Rules.MIDOG2022, Rules.MIDOG2025):
         return t / (t + p + EPS), t / (t + n + EPS), (2 * t + EPS) / (2 * t + p + n + EPS)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(t + p > 0, t / (t + p), 0.0)

@@ -6,6 +6,10 @@ Rules every reader enforces, with a one-line FormatError naming file, case, poin
 - a point is exactly 3 finite numbers (booleans and strings are not numbers);
 - a probability, when present and not null, is a finite number in [0, 1];
 - a name, when present, is "mitotic figure" or "non-mitotic figure".
+Under the midog2025 rules (`rules=`), as the official 2025 evaluator refuses: a point without "name", without
+"probability" (null included) or without "point", a name other than the two (null included), and x or y below
+-0.0075 mm or above 10 mm (pixel coordinates are the likely cause). Its ground truth must be the official 2025
+format with a "tumor domain" (an integer or a string) and a "roi type" among ROI_TYPES for every case.
 Prediction files: a JSON object mapping image name -> "Multiple points", a directory of per-image JSON files,
 or a CSV. Ground truth: the official 2022/2025 formats or MIDOG.json (auto-detected).
 """
@@ -25,13 +29,18 @@ from worker.evaluation.errors import FormatError
 from worker.evaluation.types import (
     MITOTIC_FIGURE,
     NON_MITOTIC_FIGURE,
+    ROI_TYPE,
+    ROI_TYPES,
+    TUMOR_DOMAIN,
     CasePredictions,
     GroundTruth,
+    Rules,
 )
 
 __all__ = [
     "FormatError",
     "check_cases",
+    "check_labels_2025",
     "load_ground_truth",
     "parse_multiple_points",
     "read_json",
@@ -40,6 +49,9 @@ __all__ = [
 ]
 
 MAX_POINTS_PER_CASE = 1_000_000
+# midog2025: the official evaluator refuses x or y below minus its hit distance (7.5 um) or above 10 mm.
+MIN_COORDINATE_MM_2025 = -7.5e-3
+MAX_COORDINATE_MM_2025 = 10.0
 _NAMES = {MITOTIC_FIGURE: True, NON_MITOTIC_FIGURE: False}
 _NUMBER = (int, float)
 SpacingArg = float | Mapping[str, float] | None
@@ -103,8 +115,16 @@ def _finite_point(value: Any, *, source: str, case: str, index: int, field: str 
     return coords
 
 
-def _probability(value: Any, *, source: str, case: str, index: int) -> float:
+def _probability(value: Any, *, source: str, case: str, index: int, required: bool = False) -> float:
     if value is None:
+        if required:
+            raise FormatError(
+                "required under midog2025 (a number in [0, 1]), got null",
+                source=source,
+                case=case,
+                index=index,
+                field="probability",
+            )
         return math.nan
     if type(value) not in _NUMBER:
         raise FormatError(
@@ -120,8 +140,8 @@ def _probability(value: Any, *, source: str, case: str, index: int) -> float:
     return p
 
 
-def _name(value: Any, *, source: str, case: str, index: int) -> bool:
-    if value is None:
+def _name(value: Any, *, source: str, case: str, index: int, required: bool = False) -> bool:
+    if value is None and not required:
         return True
     mitotic = _NAMES.get(value) if isinstance(value, str) else None
     if mitotic is None:
@@ -135,10 +155,40 @@ def _name(value: Any, *, source: str, case: str, index: int) -> bool:
     return mitotic
 
 
+def _check_range_2025(coords: list[float], *, source: str, case: str, index: int) -> None:
+    """The official 2025 coordinate checks, in its order: x or y below -0.0075 mm, then x or y above 10 mm."""
+    for axis, value in zip("xy", coords[:2], strict=True):
+        if value < MIN_COORDINATE_MM_2025:
+            raise FormatError(
+                f"{axis} = {value!r} mm lies below {MIN_COORDINATE_MM_2025} mm (refused under midog2025)",
+                source=source,
+                case=case,
+                index=index,
+                field="point",
+            )
+    for axis, value in zip("xy", coords[:2], strict=True):
+        if value > MAX_COORDINATE_MM_2025:
+            raise FormatError(
+                f"{axis} = {value!r} mm lies above {MAX_COORDINATE_MM_2025:g} mm (refused under midog2025): "
+                "coordinates are in millimetres, pixel coordinates are the likely cause",
+                source=source,
+                case=case,
+                index=index,
+                field="point",
+            )
+
+
 def parse_multiple_points(
-    obj: Any, *, source: str, case: str, max_points: int = MAX_POINTS_PER_CASE
+    obj: Any,
+    *,
+    source: str,
+    case: str,
+    max_points: int = MAX_POINTS_PER_CASE,
+    rules: Rules | str = Rules.MIDOG2022,
 ) -> CasePredictions:
-    """Validates one grand-challenge "Multiple points" object and returns its points (module rules)."""
+    """Validates one grand-challenge "Multiple points" object and returns its points (module rules; the
+    stricter midog2025 checks under those rules)."""
+    strict = Rules(rules) == Rules.MIDOG2025
     if not isinstance(obj, dict):
         raise FormatError(f'expected a "Multiple points" object, got {type(obj).__name__}', source=source, case=case)
     kind = obj.get("type", "Multiple points")
@@ -149,7 +199,7 @@ def parse_multiple_points(
         raise FormatError('missing list "points"', source=source, case=case, field="points")
     if len(items) > max_points:
         raise FormatError(f"{len(items)} points exceed the limit of {max_points} per image", source=source, case=case)
-    fast = _parse_points_fast(items)
+    fast = _parse_points_fast(items, strict=strict)
     if fast is not None:
         return fast
     # The slow path validates point by point and raises the first error with its index.
@@ -159,22 +209,32 @@ def parse_multiple_points(
     for index, item in enumerate(items):
         if type(item) is not dict:
             raise FormatError("each point must be an object", source=source, case=case, index=index)
+        for key in ("name", "probability") if strict else ():
+            if key not in item:
+                raise FormatError(f'missing "{key}" (required under midog2025)', source=source, case=case, index=index)
         if "point" not in item:
             raise FormatError('missing "point"', source=source, case=case, index=index)
+        # midog2025 checks the name before the point, as the official evaluator does
+        flag = _name(item["name"], source=source, case=case, index=index, required=True) if strict else None
         coords.append(_finite_point(item["point"], source=source, case=case, index=index))
-        probs.append(_probability(item.get("probability"), source=source, case=case, index=index))
-        mitotic.append(_name(item.get("name"), source=source, case=case, index=index))
+        probs.append(_probability(item.get("probability"), source=source, case=case, index=index, required=strict))
+        mitotic.append(_name(item.get("name"), source=source, case=case, index=index) if flag is None else flag)
+        if strict:
+            _check_range_2025(coords[-1], source=source, case=case, index=index)
     return CasePredictions.from_points(np.array(coords).reshape(-1, 3), probs, mitotic)
 
 
 _NUMBER_TYPES = frozenset(_NUMBER)
 _PROBABILITY_TYPES = frozenset((int, float, type(None)))
 _NAME_VALUES = frozenset((None, MITOTIC_FIGURE, NON_MITOTIC_FIGURE))
+_NAME_TYPES = frozenset((str, type(None)))  # before set(names): a list as a name is not hashable
 
 
-def _parse_points_fast(items: list[Any]) -> CasePredictions | None:
+def _parse_points_fast(items: list[Any], *, strict: bool = False) -> CasePredictions | None:
     """Validates a whole list at C speed; None when anything is off, so the slow path can name the error."""
     if not all(type(item) is dict for item in items):
+        return None
+    if strict and not all("name" in item and "probability" in item for item in items):
         return None
     points = [item.get("point") for item in items]
     if not all(type(p) is list and len(p) == 3 for p in points):
@@ -183,7 +243,9 @@ def _parse_points_fast(items: list[Any]) -> CasePredictions | None:
         return None
     probs = [item.get("probability") for item in items]
     names = [item.get("name") for item in items]
-    if not set(map(type, probs)) <= _PROBABILITY_TYPES or not set(names) <= _NAME_VALUES:
+    if not set(map(type, probs)) <= _PROBABILITY_TYPES or not set(map(type, names)) <= _NAME_TYPES:
+        return None
+    if not set(names) <= _NAME_VALUES or (strict and (None in names or None in probs)):
         return None
     try:
         coords = np.array(points, dtype=np.float64).reshape(-1, 3)
@@ -193,29 +255,43 @@ def _parse_points_fast(items: list[Any]) -> CasePredictions | None:
     in_range = np.isnan(probabilities) | ((probabilities >= 0.0) & (probabilities <= 1.0))
     if not (np.isfinite(coords).all() and in_range.all()):
         return None
+    if strict and ((coords[:, :2] < MIN_COORDINATE_MM_2025).any() or (coords[:, :2] > MAX_COORDINATE_MM_2025).any()):
+        return None
     mitotic = np.array([name != NON_MITOTIC_FIGURE for name in names], dtype=bool)
     return CasePredictions(coords, probabilities, mitotic)
 
 
 def read_predictions(
-    path: Path | str, *, csv_units: str | None = None, spacing_mm: SpacingArg = None
+    path: Path | str,
+    *,
+    csv_units: str | None = None,
+    spacing_mm: SpacingArg = None,
+    rules: Rules | str = Rules.MIDOG2022,
 ) -> dict[str, CasePredictions]:
-    """Reads predictions: a JSON mapping, a directory of <image stem>.json files, or a CSV (module rules).
+    """Reads predictions: a JSON mapping, a directory of <image stem>.json files, or a CSV (module rules;
+    the stricter midog2025 checks under those rules).
 
     Keys are the names as given (file stems for a directory); `resolve_names` maps them to case names.
     """
     path = Path(path)
+    rules = Rules(rules)
     if path.is_dir():
         files = sorted(path.glob("*.json"))
         if not files:
             raise FormatError("directory holds no .json prediction files", source=str(path))
-        return {f.name[: -len(".json")]: parse_multiple_points(read_json(f), source=str(f), case=f.stem) for f in files}
+        return {
+            f.name[: -len(".json")]: parse_multiple_points(read_json(f), source=str(f), case=f.stem, rules=rules)
+            for f in files
+        }
     if path.suffix.lower() == ".csv":
-        return _read_csv(path, units=csv_units, spacing_mm=spacing_mm)
+        return _read_csv(path, units=csv_units, spacing_mm=spacing_mm, strict=rules == Rules.MIDOG2025)
     data = read_json(path)
     if not isinstance(data, dict):
         raise FormatError("expected a JSON object mapping image names to Multiple points", source=str(path))
-    return {str(name): parse_multiple_points(obj, source=str(path), case=str(name)) for name, obj in data.items()}
+    return {
+        str(name): parse_multiple_points(obj, source=str(path), case=str(name), rules=rules)
+        for name, obj in data.items()
+    }
 
 
 def _spacing_for(spacing_mm: SpacingArg, case: str, *, source: str, row: int) -> float:
@@ -243,7 +319,9 @@ def _csv_number(text: str, *, source: str, case: str, row: int, field: str) -> f
     return value
 
 
-def _read_csv(path: Path, *, units: str | None, spacing_mm: SpacingArg) -> dict[str, CasePredictions]:
+def _read_csv(
+    path: Path, *, units: str | None, spacing_mm: SpacingArg, strict: bool = False
+) -> dict[str, CasePredictions]:
     """CSV with a header: image,x,y[,z][,probability][,name][,unit]; units from the flag or the `unit` column."""
     source = str(path)
     if units not in (None, "mm", "px"):
@@ -251,7 +329,9 @@ def _read_csv(path: Path, *, units: str | None, spacing_mm: SpacingArg) -> dict[
     rows: dict[str, tuple[list[list[float]], list[float], list[bool]]] = {}
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            return _csv_rows(csv.DictReader(handle), rows, source=source, units=units, spacing_mm=spacing_mm)
+            return _csv_rows(
+                csv.DictReader(handle), rows, source=source, units=units, spacing_mm=spacing_mm, strict=strict
+            )
     except csv.Error as exc:
         # e.g. a field over the csv module's limit (131,072 characters): a refusal, never a crash
         raise FormatError(f"malformed CSV: {exc}", source=source) from None
@@ -264,6 +344,7 @@ def _csv_rows(
     source: str,
     units: str | None,
     spacing_mm: SpacingArg,
+    strict: bool = False,
 ) -> dict[str, CasePredictions]:
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
@@ -302,6 +383,12 @@ def _csv_rows(
                 field="unit",
             )
         prob_text = (row.get("probability") or "").strip()
+        name_text = (row.get("name") or "").strip()
+        for field, text in (("name", name_text), ("probability", prob_text)) if strict else ():
+            if not text:
+                raise FormatError(
+                    "required under midog2025, found empty", source=source, case=case, index=row_no, field=field
+                )
         prob = (
             _probability(
                 _csv_number(prob_text, source=source, case=case, row=row_no, field="probability"),
@@ -312,8 +399,9 @@ def _csv_rows(
             if prob_text
             else math.nan
         )
-        name_text = (row.get("name") or "").strip()
         mitotic = _name(name_text or None, source=source, case=case, index=row_no)
+        if strict:
+            _check_range_2025(xyz, source=source, case=case, index=row_no)
         points, probs, flags = rows.setdefault(case, ([], [], []))
         points.append(xyz)
         probs.append(prob)
@@ -324,15 +412,41 @@ def _csv_rows(
 def _points_array(value: Any, *, source: str, case: str, field: str) -> np.ndarray:
     if type(value) is not list:
         raise FormatError("expected a list of points", source=source, case=case, field=field)
+    fast = _points_array_fast(value)
+    if fast is not None:
+        return fast
+    # The slow path validates point by point and raises the first error with its index.
     coords = [_finite_point(v, source=source, case=case, index=i) for i, v in enumerate(value)]
     return np.array(coords, dtype=np.float64).reshape(-1, 3)
 
 
-def load_ground_truth(path: Path | str, *, spacing_mm: SpacingArg = None) -> GroundTruth:
-    """Loads ground truth, detecting the official 2022 or 2025 format or the MIDOG.json training format."""
+def _points_array_fast(value: list[Any]) -> np.ndarray | None:
+    """A list of [x, y, z] numbers at C speed; None when anything is off, so the slow path can name the error."""
+    if not all(type(p) is list and len(p) == 3 for p in value):
+        return None
+    if not {type(c) for p in value for c in p} <= _NUMBER_TYPES:
+        return None
+    try:
+        coords = np.array(value, dtype=np.float64).reshape(-1, 3)
+    except OverflowError:
+        return None
+    return coords if np.isfinite(coords).all() else None
+
+
+def load_ground_truth(
+    path: Path | str, *, spacing_mm: SpacingArg = None, rules: Rules | str = Rules.MIDOG2022
+) -> GroundTruth:
+    """Loads ground truth, detecting the official 2022 or 2025 format or the MIDOG.json training format.
+
+    Under the midog2025 rules only the official 2025 format is accepted, each case with its "annotations", a
+    "tumor domain" and a "roi type" among ROI_TYPES (check_labels_2025).
+    """
     source = str(path)
+    strict = Rules(rules) == Rules.MIDOG2025
     data = read_json(path)
     if isinstance(data, dict) and "images" in data and "annotations" in data:
+        if strict:
+            raise FormatError("MIDOG.json holds no roi types: midog2025 needs the official 2025 format", source=source)
         return _midog_json(data, source=source, spacing_mm=spacing_mm)
     if not isinstance(data, dict):
         raise FormatError("expected a JSON object mapping case names to points", source=source)
@@ -342,11 +456,56 @@ def load_ground_truth(path: Path | str, *, spacing_mm: SpacingArg = None) -> Gro
         if isinstance(entry, dict):  # 2025: {"annotations": [...], "tumor domain": ..., "roi type": ...}
             if "annotations" not in entry:
                 raise FormatError('missing "annotations"', source=source, case=name)
+            if strict:
+                _check_entry_2025(entry, source=source, case=name)
             cases[name] = _points_array(entry["annotations"], source=source, case=name, field="annotations")
             labels[name] = {str(k): str(v) for k, v in entry.items() if k != "annotations" and v is not None}
+        elif strict:
+            raise FormatError(
+                'midog2025 needs the official 2025 format: {"annotations": [...], "tumor domain": ..., '
+                '"roi type": ...} for every case',
+                source=source,
+                case=name,
+            )
         else:
             cases[name] = _points_array(entry, source=source, case=name, field="points")
     return GroundTruth(cases=cases, labels=labels)
+
+
+def _check_entry_2025(entry: dict[str, Any], *, source: str, case: str) -> None:
+    """A 2025 case's labels as the official evaluator needs them (it refuses or fails without them)."""
+    if ROI_TYPE not in entry:
+        raise FormatError(f'missing "{ROI_TYPE}"', source=source, case=case)
+    if entry[ROI_TYPE] not in ROI_TYPES:
+        raise FormatError(
+            f"unknown roi type {entry[ROI_TYPE]!r}, expected one of {', '.join(ROI_TYPES)}",
+            source=source,
+            case=case,
+            field=ROI_TYPE,
+        )
+    if TUMOR_DOMAIN not in entry:
+        raise FormatError(f'missing "{TUMOR_DOMAIN}"', source=source, case=case)
+    if type(entry[TUMOR_DOMAIN]) not in (int, str):
+        raise FormatError(
+            f"expected an integer or a string, got {entry[TUMOR_DOMAIN]!r}",
+            source=source,
+            case=case,
+            field=TUMOR_DOMAIN,
+        )
+
+
+def check_labels_2025(gt: GroundTruth, names: Iterable[str]) -> None:
+    """Every named case carries a tumour domain and a roi type among ROI_TYPES (midog2025)."""
+    for name in names:
+        case_labels = gt.labels.get(name, {})
+        if case_labels.get(ROI_TYPE) not in ROI_TYPES:
+            raise FormatError(
+                f"midog2025 needs a roi type among {', '.join(ROI_TYPES)}, got {case_labels.get(ROI_TYPE)!r}",
+                source="ground truth",
+                case=name,
+            )
+        if TUMOR_DOMAIN not in case_labels:
+            raise FormatError("midog2025 needs a tumor domain", source="ground truth", case=name)
 
 
 def _midog_json(data: dict[str, Any], *, source: str, spacing_mm: SpacingArg) -> GroundTruth:

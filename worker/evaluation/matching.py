@@ -1,4 +1,4 @@
-"""Matching of predicted points to ground-truth points within a radius. Imports numpy and scipy only.
+"""Matching of predicted points to ground-truth points within a radius. numpy only (scipy for the optimal matching).
 
 The default is the official greedy rule (docs/scoring.md, Matching):
 - each ground-truth point, in file order, takes the nearest still-unused prediction within the radius;
@@ -17,11 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching
-from scipy.spatial import cKDTree
 
-from worker.evaluation.batch import Stacked, search_coordinates, stack
+from worker.evaluation.batch import Stacked, stack
+from worker.evaluation.neighbours import close_pairs
 from worker.evaluation.types import FloatArray
 
 IntArray = npt.NDArray[np.int64]
@@ -47,12 +45,7 @@ def _pairs(gt: Stacked, pred: Stacked, radius: float) -> tuple[IntArray, IntArra
     empty = np.zeros(0, dtype=np.int64)
     if len(gt.points) == 0 or len(pred.points) == 0:
         return empty, empty, np.zeros(0)
-    g_search, p_search = search_coordinates(gt, pred, radius)
-    found = cKDTree(g_search).sparse_distance_matrix(
-        cKDTree(p_search), max_distance=radius * _SEARCH_SLACK, output_type="ndarray"
-    )
-    g_idx = found["i"].astype(np.int64)
-    p_idx = found["j"].astype(np.int64)
+    g_idx, p_idx = close_pairs(gt.points, gt.case_ids, pred.points, pred.case_ids, radius * _SEARCH_SLACK)
     diff = pred.points[p_idx] - gt.points[g_idx]
     sq = diff * diff
     d2 = (sq[:, 0] + sq[:, 1]) + sq[:, 2]
@@ -60,6 +53,12 @@ def _pairs(gt: Stacked, pred: Stacked, radius: float) -> tuple[IntArray, IntArra
     g_idx, p_idx, d2 = g_idx[keep], p_idx[keep], d2[keep]
     order = np.lexsort((p_idx, d2, g_idx))
     return g_idx[order], p_idx[order], d2[order]
+
+
+def candidate_pairs(gt: Stacked, pred: Stacked, radius: float) -> tuple[IntArray, IntArray, FloatArray]:
+    """(gt row, prediction row, squared distance) of every same-case pair within the radius (inclusive rule of
+    the module docstring), in the order the greedy rule visits them: gt row, squared distance, prediction row."""
+    return _pairs(gt, pred, radius)
 
 
 def _greedy(g_idx: IntArray, p_idx: IntArray, n_gt: int, n_pred: int) -> npt.NDArray[np.bool_]:
@@ -79,6 +78,10 @@ def _optimal(g_idx: IntArray, p_idx: IntArray, n_gt: int, n_pred: int) -> npt.ND
     matched = np.zeros(n_gt, dtype=bool)
     if len(g_idx) == 0:
         return matched
+    # scipy only here: the optimal matching is an extra, and importing scipy costs `score` a third of a second
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+
     graph = csr_matrix((np.ones(len(g_idx)), (g_idx, p_idx)), shape=(n_gt, n_pred))
     matched[maximum_bipartite_matching(graph, perm_type="column") >= 0] = True
     return matched

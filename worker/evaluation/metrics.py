@@ -3,6 +3,9 @@
 Rules (docs/scoring.md: Which points count, Aggregation, Missing and unknown cases):
 - midog2022 (default): only points named "mitotic figure" or unnamed count for F1, with z set to 0; every point
   counts for AP (missing probability = 0.5). midog2021: every point counts for F1; no AP.
+- midog2025 (Track 1): F1 and AP as midog2022 (io.py has already refused unnamed points); every point must
+  have a probability and every case a tumour domain and a roi type; plus the FROC score (froc.py) of the whole
+  set and of every group, each over its own cases.
 - TP, FP and FN are summed over cases (micro) and the metrics computed once from the sums, overall and within
   every group; a case may belong to several groups.
 - A ground-truth case without predictions: MissingCases.ERROR rejects, FN scores it with no predictions, SKIP
@@ -20,7 +23,8 @@ from worker.evaluation.ap import rank_and_match
 from worker.evaluation.bootstrap import f1_interval
 from worker.evaluation.errors import FormatError
 from worker.evaluation.formulas import prf
-from worker.evaluation.io import resolve_names
+from worker.evaluation.froc import froc_scores
+from worker.evaluation.io import check_labels_2025, resolve_names
 from worker.evaluation.matching import Counts, match_cases
 from worker.evaluation.report import IntArray, Report, Scores
 from worker.evaluation.types import (
@@ -86,6 +90,7 @@ def _scores(
     ap: float | None,
     resamples: int,
     seed: int | tuple[int, ...],
+    froc: float | None = None,
 ) -> Scores:
     tp, fp, fn = (int(v) for v in counts.sum(axis=0))
     precision, recall, f1 = prf(tp, fp, fn, rules)
@@ -99,7 +104,18 @@ def _scores(
         ap=ap,
         ci95=f1_interval(counts, resamples=resamples, seed=seed, rules=rules),
         n_cases=len(counts),
+        froc=froc,
     )
+
+
+def _require_probabilities(names: list[str], preds: list[CasePredictions]) -> None:
+    """midog2025: the FROC score ranks every point by its probability, so none may be missing."""
+    for name, p in zip(names, preds, strict=True):
+        missing = np.flatnonzero(np.isnan(p.probabilities))
+        if len(missing):
+            raise FormatError(
+                "midog2025 needs a probability for every point", case=name, index=int(missing[0]), field="probability"
+            )
 
 
 def evaluate(
@@ -127,7 +143,11 @@ def evaluate(
     warnings: list[str] = []
     names, preds = _align(gt, predictions, missing, warnings)
     gt_points = [gt.cases[name] for name in names]
-    if rules == Rules.MIDOG2022:
+    like_2022 = rules in (Rules.MIDOG2022, Rules.MIDOG2025)
+    if rules == Rules.MIDOG2025:
+        check_labels_2025(gt, names)
+        _require_probabilities(names, preds)
+    if like_2022:
         f1_points: list[FloatArray] = []
         for p in preds:
             kept = p.points[p.mitotic].copy()
@@ -137,19 +157,30 @@ def evaluate(
         f1_points = [p.points for p in preds]
     counts = match_cases(gt_points, f1_points, radius_mm)
     ranked = (
-        rank_and_match(gt_points, [p.points for p in preds], [p.probabilities for p in preds])
-        if rules == Rules.MIDOG2022
-        else None
+        rank_and_match(gt_points, [p.points for p in preds], [p.probabilities for p in preds]) if like_2022 else None
     )
-    overall = _scores(counts, rules, ranked.average_precision() if ranked else None, bootstrap, seed)
+    members = _group_members(gt, names, groups)
+    froc: list[float | None] = [None] * (len(members) + 1)
+    if rules == Rules.MIDOG2025:  # the whole set first, then every group; one pass serves them all
+        froc = list(
+            froc_scores(
+                gt_points,
+                [p.points for p in preds],
+                [p.probabilities for p in preds],
+                [None, *members.values()],
+                radius_mm,
+            )
+        )
+    overall = _scores(counts, rules, ranked.average_precision() if ranked else None, bootstrap, seed, froc[0])
     group_scores = {}
-    for index, (label, mask) in enumerate(_group_members(gt, names, groups).items()):
+    for index, (label, mask) in enumerate(members.items()):
         group_scores[label] = _scores(
             counts[mask],
             rules,
             ranked.average_precision(mask) if ranked else None,
             bootstrap,
             (seed, index + 1),
+            froc[index + 1],
         )
     optimal_counts = None
     if optimal:

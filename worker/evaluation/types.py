@@ -16,12 +16,18 @@ NON_MITOTIC_FIGURE = "non-mitotic figure"
 DEFAULT_RADIUS_MM = 7.5e-3
 MISSING_PROBABILITY = 0.5  # what AP assumes for a point without a probability (official rule)
 
+# MIDOG 2025 Track 1 ground truth: every case carries these two labels; roi type takes one of ROI_TYPES.
+TUMOR_DOMAIN = "tumor domain"
+ROI_TYPE = "roi type"
+ROI_TYPES = ("hotspot", "challenging", "random")  # the official order, also of the output keys
+
 
 class Rules(StrEnum):
     """Which official evaluation the numbers reproduce."""
 
-    MIDOG2022 = "midog2022"  # also MIDOG 2025
+    MIDOG2022 = "midog2022"
     MIDOG2021 = "midog2021"
+    MIDOG2025 = "midog2025"  # Track 1: midog2022's F1 and AP, strict validation, FROC, official 2025 keys
 
 
 class MissingCases(StrEnum):
