@@ -1,5 +1,8 @@
 """`midog-eval demo`: a synthetic 4-scanner challenge with baseline entries, served on this machine.
 
+Two phases: detection of mitotic figures (the preliminary phase) and MIDOG 2025 Track 2, atypical versus normal
+figures on synthetic stacks of patches (app.cli.demo_track2 holds its set and baselines).
+
 Steps: generate a small synthetic multi-scanner test set (worker.datasets.synth), migrate the embedded
 database and create the challenge, its phase and one team per baseline directly in it (the organiser's
 side), start `midog-eval serve` (API + workers on SQLite and the server-less broker), then submit every
@@ -18,6 +21,7 @@ Heavy imports happen inside functions: `midog-eval --help` must not load SQLAlch
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -39,6 +43,7 @@ app = typer.Typer()
 
 CHALLENGE_SLUG = "midog-demo"
 PHASE_SLUG = "preliminary"
+TRACK2_SLUG = "atypical"
 # Where bench/train_reference.py writes the reference detectors' archives (one directory each).
 REFERENCE_ARCHIVES = Path(__file__).resolve().parents[2] / "worker" / "reference" / "archives"
 RUIFROK_HE = ((0.650, 0.704, 0.286), (0.072, 0.990, 0.105), (0.268, 0.570, 0.776))
@@ -54,15 +59,17 @@ class Baseline:
     # a predictions file, or a zipped model archive (kind "model") that the gpu worker runs in the sandbox
     path: Path
     kind: str = "predictions"
+    phase: str = PHASE_SLUG  # the slug of the phase it is submitted to
 
 
 @dataclass
 class DemoSetup:
-    phase_id: int
+    phase_id: int  # the detection phase
     organiser_token: str
     # team name -> participant token
     team_tokens: dict[str, str] = field(default_factory=dict)
     created: bool = True
+    phase_ids: dict[str, int] = field(default_factory=dict)  # every phase: slug -> id
 
 
 def say(message: str) -> None:
@@ -188,9 +195,12 @@ def archive_predictions(archive: Path, test_set: Path, out_dir: Path) -> Path:
 # --- the organiser's side: database rows ---------------------------------------------------------------
 
 
-def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, bootstrap: int = 500) -> DemoSetup:
-    """Migrate, then create (once) the test set, the challenge with one open phase, an organiser token and a
-    team with a participant token per baseline. A second run finds the challenge and issues fresh tokens."""
+def setup_challenge(
+    database_url: str, test_set: Path, teams: list[str], *, bootstrap: int = 500, stack_set: Path | None = None
+) -> DemoSetup:
+    """Migrate, then create (once) the test set, the challenge with its open detection phase (and, given a
+    `stack_set`, its Track 2 phase), an organiser token and a team with a participant token per baseline. A
+    second run finds the challenge and issues fresh tokens."""
     from datetime import timedelta
 
     from sqlalchemy import select
@@ -228,7 +238,7 @@ def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, boot
                     ),
                 )
                 now = utcnow()
-                phase = create_phase(
+                create_phase(
                     db,
                     challenge=challenge,
                     data=PhaseCreate(
@@ -244,12 +254,29 @@ def setup_challenge(database_url: str, test_set: Path, teams: list[str], *, boot
                         scoring_options=ScoringOptions(bootstrap=bootstrap, seed=0),
                     ),
                 )
-            else:
-                phase = db.scalars(
-                    select(Phase).where(Phase.challenge_id == challenge.id, Phase.slug == PHASE_SLUG)
-                ).one()
+                if stack_set is not None:
+                    stacks = register_test_set(
+                        db, data=TestSetCreate(name=f"demo-{stack_set.name}", path=str(stack_set.resolve()))
+                    )
+                    create_phase(
+                        db,
+                        challenge=challenge,
+                        data=PhaseCreate(
+                            slug=TRACK2_SLUG,
+                            title="Atypical figures (MIDOG 2025 Track 2)",
+                            opens_at=now - timedelta(minutes=5),
+                            closes_at=now + timedelta(days=30),
+                            test_set_id=stacks.id,
+                            daily_quota=None,
+                            max_active_per_team=5,
+                            allowed_kinds=[SubmissionKind.PREDICTIONS, SubmissionKind.MODEL],
+                            time_limit_s=900,
+                            scoring_options=ScoringOptions(task="classification", bootstrap=bootstrap, seed=0),
+                        ),
+                    )
+            phases = {p.slug: p.id for p in db.scalars(select(Phase).where(Phase.challenge_id == challenge.id))}
             organiser = create_token(db, scope=TokenScope.ORGANISER, name="demo organiser").token
-            setup = DemoSetup(phase_id=phase.id, organiser_token=organiser, created=created)
+            setup = DemoSetup(phase_id=phases[PHASE_SLUG], organiser_token=organiser, created=created, phase_ids=phases)
             for name in teams:
                 member = db.scalar(select(Participant).join(Team).where(Team.name == name))
                 if member is None:
@@ -318,7 +345,7 @@ def submit_baseline(api: str, setup: DemoSetup, baseline: Baseline) -> int:
     headers = {"Authorization": f"Bearer {setup.team_tokens[baseline.team]}"}
     with baseline.path.open("rb") as fh:
         r = httpx.post(
-            f"{api}/phases/{setup.phase_id}/submissions",
+            f"{api}/phases/{setup.phase_ids.get(baseline.phase, setup.phase_id)}/submissions",
             params={"kind": baseline.kind},
             headers=headers,
             data={"method_name": baseline.method, "description": baseline.description},
@@ -353,6 +380,19 @@ def wait_scored(api: str, setup: DemoSetup, ids: list[int], *, timeout_s: float 
                     say(f"submission {sid}: {latest['status']}: {latest['error_message']}")
         time.sleep(0.5)
     return final
+
+
+def wait_boards(api: str, setup: DemoSetup, phases: list[str], *, timeout_s: float = 60.0) -> None:
+    """Wait until each phase's board lists its scored baselines (`phases`: one slug per scored baseline); the
+    board is rebuilt just after each result lands, so the demo prints its URL only once it is complete."""
+    wanted = {slug: phases.count(slug) for slug in set(phases)}
+    deadline = time.monotonic() + timeout_s
+    for slug, count in wanted.items():
+        url = f"{api}/phases/{setup.phase_ids.get(slug, setup.phase_id)}/leaderboard"
+        while len(httpx.get(url, timeout=30).json().get("entries", [])) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {slug} board did not list its {count} baselines in {timeout_s:.0f} s")
+            time.sleep(0.2)
 
 
 def baselines_for(test_set: Path, work: Path, *, models: bool, progress: Callable[[str], None] = say) -> list[Baseline]:
@@ -455,7 +495,16 @@ def demo_command(
     if sandbox and not models and reference_archives():
         say("bubblewrap (bwrap) is not installed: the reference archives run here instead of in the sandbox")
     baselines = baselines_for(test_set, data_dir / "baselines", models=models)
-    setup = setup_challenge(settings.database_url, test_set, [b.team for b in baselines])
+    say(f"generating the synthetic Track 2 set (stacks of atypical and normal figures, {scanners} scanners)")
+    from app.cli import demo_track2
+
+    stack_set = demo_track2.build_stack_set(
+        data_dir / "test-sets" / f"stacks-{scanners}-seed{seed}", scanners=scanners, seed=seed
+    )
+    baselines += demo_track2.baselines(
+        stack_set, data_dir / "baselines", functools.partial(Baseline, phase=TRACK2_SLUG), say
+    )
+    setup = setup_challenge(settings.database_url, test_set, [b.team for b in baselines], stack_set=stack_set)
     base_url = f"http://{host}:{port}"
     runtime_dir = Path(tempfile.mkdtemp(prefix="midog-demo-sandbox-"))
     # The sandbox's unprivileged uid writes its output below this directory: it must be reachable.
@@ -471,6 +520,9 @@ def demo_command(
             statuses = wait_scored(api, setup, ids, timeout_s=600)
             if not any(s == "succeeded" for s in statuses.values()):
                 raise RuntimeError(f"no baseline was scored; see {data_dir / 'logs'}")
+            wait_boards(
+                api, setup, [b.phase for b, sid in zip(baselines, ids, strict=True) if statuses[sid] == "succeeded"]
+            )
         token_file = data_dir / "organiser-token"
         token_file.write_text(setup.organiser_token + "\n")
         token_file.chmod(0o600)
@@ -480,6 +532,8 @@ def demo_command(
         console.print(leaderboard_table(board))
         url = f"{base_url}/phases/{setup.phase_id}/leaderboard"
         typer.echo(f"leaderboard: {url}")
+        if TRACK2_SLUG in setup.phase_ids:
+            typer.echo(f"Track 2 leaderboard: {base_url}/phases/{setup.phase_ids[TRACK2_SLUG]}/leaderboard")
         typer.echo(f"organiser token: {token_file}")
         typer.echo(f"ready in {time.monotonic() - started:.1f} s")
         if exit_after_ready:

@@ -105,6 +105,17 @@ def test_demo_serves_a_leaderboard_of_baselines(tmp_path: Path) -> None:
         assert page.status_code == 200
         assert page.text.count('class="badge baseline"') == len(board["entries"])
         _screenshot(url, ARTIFACTS / "demo-leaderboard.png", tmp_path / "profile")
+
+        # the Track 2 phase: atypical versus normal figures, its baselines ranked apart by balanced accuracy
+        track2 = demo.stdout.readline()
+        assert track2.startswith("Track 2 leaderboard: "), track2
+        track2_id = int(track2.split(": ", 1)[1].strip().rstrip("/").split("/")[-2])
+        stacks = httpx.get(f"http://127.0.0.1:{port}/api/v1/phases/{track2_id}/leaderboard", timeout=30).json()
+        assert stacks["task"] == "classification"
+        scores = {e["team_name"]: e["balanced_accuracy"] for e in stacks["entries"]}
+        assert scores["Baseline: prior only"] == 0.5
+        assert scores["Baseline: lobe counter"] > 0.6
+        assert httpx.get(f"http://127.0.0.1:{port}/phases/{track2_id}/leaderboard", timeout=30).status_code == 200
     finally:
         demo.send_signal(signal.SIGINT)  # Ctrl-C
         stopped = time.monotonic()
