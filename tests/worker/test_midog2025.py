@@ -20,7 +20,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 GOOD = detections({"001.tiff": [(0.05, 0.05, 0.9), (0.2, 0.1, 0.3)], "002.tiff": [(0.05, 0.051, 0.6)]})
 
 
-def _seed(env: Any, files: list[dict[str, Any]]) -> list[int]:
+def _seed(env: Any, files: list[dict[str, Any]], kind: str = "predictions") -> list[int]:
     from sqlalchemy.orm import Session
 
     from app.models import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team
@@ -56,7 +56,7 @@ def _seed(env: Any, files: list[dict[str, Any]]) -> list[int]:
             submission = Submission(
                 phase=phase,
                 team=Team(name=f"team-{tag}-{index}", contact_email="t@example.org"),
-                kind=SubmissionKind.PREDICTIONS,
+                kind=SubmissionKind(kind),
                 file_path=relative,
                 sha256="0" * 64,
                 size_bytes=path.stat().st_size,
@@ -99,3 +99,19 @@ def test_a_track1_submission_gets_the_official_2025_aggregates(
     assert "'003.tiff'" in failed.error_message
     assert "pixel coordinates" in failed.error_message
     assert not failed.infrastructure_failure
+
+
+def test_a_runners_output_is_read_with_the_2025_rules(worker_env: Any, start_worker: Any) -> None:
+    """Model archives and containers reach the scoring through their runner's output: it must meet the 2025
+    rules too (here the test runner replays the stored file as a model's output)."""
+    unnamed = detections({"001.tiff": [(0.05, 0.05, 0.9)]})
+    del unnamed["001.tiff"]["points"][0]["name"]
+    ids = _seed(worker_env, [GOOD, unnamed], kind="model")
+    start_worker(worker_env, queues="gpu", MIDOG_RUNNER_MODEL="worker.runners:ReplayRunner")
+    for evaluation_id in ids:
+        worker_env.send(evaluation_id, queue="gpu")
+    assert worker_env.wait_for(ids, TERMINAL, 60) == {ids[0]: "succeeded", ids[1]: "failed"}
+    assert worker_env.results([ids[0]])[ids[0]].aggregates["froc_auc"] > 0
+    failed = worker_env.evaluation(ids[1])
+    assert '"name"' in failed.error_message
+    assert "001.tiff" in failed.error_message
