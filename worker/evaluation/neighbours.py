@@ -5,7 +5,8 @@ superset of the pairs within a Euclidean (any z) or Chebyshev distance `distance
 to the true coordinates afterwards, so a superset is all they need.
 
 How: points go into square cells of side >= distance keyed by (case, cell x, cell y); a point's partners can
-only lie in its own cell or the 8 around it, found by binary search in the other set's sorted keys.
+only lie in its own cell or the 8 around it, found by binary search in the other set's sorted keys (three
+runs of consecutive keys, one per neighbouring column of cells).
 Coordinates are first clipped to the overlap of both sets' ranges (padded by 2 cells): a point outside it is
 farther than `distance` from every point of the other set, so clipping adds candidates but never loses one,
 and bounds the key range whatever values a file holds. Cells grow when needed to keep keys within int64.
@@ -58,19 +59,18 @@ def close_pairs(
     a_keys = keys(a, a_case)
     a_rows, b_rows = [], []
     for dx in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            wanted = a_keys + (dx * n_y + dy)
-            left = np.searchsorted(b_sorted, wanted, side="left")
-            counts = np.searchsorted(b_sorted, wanted, side="right") - left
-            total = int(counts.sum())
-            if total == 0:
-                continue
-            rows = np.repeat(np.arange(len(a_keys), dtype=np.int64), counts)
-            # position k of the run of row r is left[r] + k
-            starts = np.cumsum(counts) - counts
-            offsets = np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
-            a_rows.append(rows)
-            b_rows.append(b_order[np.repeat(left, counts) + offsets])
+        # the three cells (dx, -1), (dx, 0), (dx, +1) have consecutive keys: one run of the sorted keys
+        centre = a_keys + dx * n_y
+        left = np.searchsorted(b_sorted, centre - 1, side="left")
+        counts = np.searchsorted(b_sorted, centre + 1, side="right") - left
+        total = int(counts.sum())
+        if total == 0:
+            continue
+        # position k of the run of row r is left[r] + k
+        starts = np.cumsum(counts) - counts
+        offsets = np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
+        a_rows.append(np.repeat(np.arange(len(a_keys), dtype=np.int64), counts))
+        b_rows.append(b_order[np.repeat(left, counts) + offsets])
     if not a_rows:
         return _empty()
     return np.concatenate(a_rows), np.concatenate(b_rows).astype(np.int64)
