@@ -1,4 +1,5 @@
-"""`midog-eval archive`: check a model archive the way the server checks an upload, and pack a directory.
+"""`midog-eval archive`: check a model archive (a detector or a classifier) the way the server checks an upload,
+and pack a directory.
 
 Imports worker.archives (stdlib only), typer and the standard library: never torch, because checking an
 archive must not load its model (loading TorchScript runs code). Exit codes: 0 valid, 2 invalid (one line on
@@ -13,23 +14,13 @@ from typing import Annotated
 
 import typer
 
-from worker.archives import ArchiveError, ArchiveManifest, pack_archive, validate_archive
+from worker.archives import ArchiveError, describe_manifest, pack_archive, validate_archive
 
 EXIT_INVALID = 2
 
 app = typer.Typer(
     help="Model archives: check one like an upload, or pack a directory into a zip.", no_args_is_help=True
 )
-
-
-def _summary(manifest: ArchiveManifest) -> str:
-    inp, out = manifest.input, manifest.output
-    spacing = "as given" if inp.spacing_mm is None else f"{inp.spacing_mm * 1000:.4g} um/px"
-    kind = f"heatmap, stride {out.stride}" if out.kind == "heatmap" else out.kind
-    return (
-        f"{manifest.name or '(unnamed)'}: model {manifest.model}; tiles {inp.tile_size} px, overlap {inp.overlap}, "
-        f"spacing {spacing}; output {kind}; threshold {out.threshold:g}; bf16 {'allowed' if manifest.bf16 else 'off'}"
-    )
 
 
 @app.command("check")
@@ -42,7 +33,7 @@ def check_command(
     except ArchiveError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID) from None
-    print(f"valid: {_summary(manifest)}")
+    print(f"valid: {describe_manifest(manifest)}")
 
 
 @app.command("pack")
@@ -60,4 +51,4 @@ def pack_command(
         output.unlink(missing_ok=True)
         print(f"invalid: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_INVALID) from None
-    print(f"wrote {output} ({output.stat().st_size} bytes): {_summary(manifest)}")
+    print(f"wrote {output} ({output.stat().st_size} bytes): {describe_manifest(manifest)}")

@@ -1,5 +1,8 @@
 """The model-archive manifest (manifest.json, format_version 1): schema, parsing and serialisation.
 
+Two tasks share the format: detectors (no `task` key, or `"task": "detection"`: `ArchiveManifest`, tiles in,
+heatmap/points/boxes out) and classifiers for MIDOG 2025 Track 2 (`"task": "classification"`:
+`ClassifierManifest`, patches in, a score of "atypical" per patch out). `parse_manifest` returns either.
 Stdlib only (see the package docstring). Every error is one line naming the field, e.g.
 ``manifest.json: output.threshold: must be a number in [0, 1], got 1.5``. Unknown keys are errors, so a
 misspelt optional key cannot silently fall back to its default. docs/model-archive.md documents the format.
@@ -11,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from worker.errors import SubmissionError
 
@@ -19,9 +22,18 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 64 * 1024
 
+DETECTION = "detection"
+CLASSIFICATION = "classification"
+TASKS = (DETECTION, CLASSIFICATION)
+
 OutputKind = Literal["heatmap", "points", "boxes"]
 InputRange = Literal["0-1", "0-255"]
 Activation = Literal["none", "sigmoid"]
+# Classifiers: how a patch of another size becomes patch_size x patch_size; what the model returns.
+PatchFit = Literal["crop", "resize"]
+ClassifierKind = Literal["binary", "two-class"]
+ClassifierActivation = Literal["none", "sigmoid", "softmax"]
+CLASSIFIER_ACTIVATIONS: dict[str, tuple[str, ...]] = {"binary": ("sigmoid", "none"), "two-class": ("softmax", "none")}
 
 
 class ArchiveError(SubmissionError, ValueError):
@@ -65,6 +77,8 @@ class ArchiveManifest:
     name: str | None = None
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Not a field: detection manifests are written exactly as before tasks existed (no "task" key).
+    task: ClassVar[str] = DETECTION
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object that `parse_manifest` reads back to an equal manifest."""
@@ -73,11 +87,7 @@ class ArchiveManifest:
             "overlap": self.input.overlap,
             "spacing_mm": self.input.spacing_mm,
             "input_range": self.input.input_range,
-            "normalisation": (
-                "none"
-                if self.input.mean is None or self.input.std is None
-                else {"mean": list(self.input.mean), "std": list(self.input.std)}
-            ),
+            "normalisation": _normalisation_dict(self.input.mean, self.input.std),
         }
         out: dict[str, Any] = {
             "kind": self.output.kind,
@@ -100,6 +110,117 @@ class ArchiveManifest:
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+@dataclass(frozen=True)
+class PatchInputSpec:
+    """How the patches of a stack are prepared for a classifier.
+
+    `fit` says what happens to a patch that is not patch_size x patch_size: "crop" cuts (or pads with white,
+    255) a patch_size window whose pixel patch_size // 2 is the patch's pixel size // 2 on each axis (the
+    figure stays on the centre pixel, no resampling); "resize" resamples it bilinearly to patch_size x
+    patch_size (antialiased when shrinking; a non-square patch is stretched)."""
+
+    patch_size: int
+    fit: PatchFit = "crop"
+    input_range: InputRange = "0-1"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class ClassifierOutputSpec:
+    """What a classifier returns for a batch of N patches, and how it becomes a class.
+
+    kind "binary": a tensor (N,) or (N, 1), the score of "atypical" (activation "sigmoid": logits, "none":
+    probabilities); kind "two-class": (N, 2), columns [normal, atypical] (activation "softmax": logits,
+    "none": probabilities, column 1 is P(atypical)). A patch is "atypical" when P(atypical) >= threshold."""
+
+    kind: ClassifierKind
+    activation: ClassifierActivation
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class ClassifierManifest:
+    """A parsed, validated manifest.json of a classifier (`"task": "classification"`)."""
+
+    model: str
+    input: PatchInputSpec
+    output: ClassifierOutputSpec
+    bf16: bool = False
+    batch_size: int | None = None
+    name: str | None = None
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    task: ClassVar[str] = CLASSIFICATION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object that `parse_manifest` reads back to an equal manifest."""
+        doc: dict[str, Any] = {"format_version": self.format_version, "task": CLASSIFICATION}
+        if self.name is not None:
+            doc["name"] = self.name
+        doc["model"] = self.model
+        doc["input"] = {
+            "patch_size": self.input.patch_size,
+            "fit": self.input.fit,
+            "input_range": self.input.input_range,
+            "normalisation": _normalisation_dict(self.input.mean, self.input.std),
+        }
+        doc["output"] = {
+            "kind": self.output.kind,
+            "activation": self.output.activation,
+            "threshold": self.output.threshold,
+        }
+        doc["bf16"] = self.bf16
+        if self.batch_size is not None:
+            doc["batch_size"] = self.batch_size
+        return doc
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+# What `parse_manifest` and `validate_archive` return: look at `.task` (or isinstance) to tell them apart.
+AnyManifest = ArchiveManifest | ClassifierManifest
+
+
+def describe_manifest(manifest: AnyManifest) -> str:
+    """One line summing up an archive's manifest (`midog-eval archive check`)."""
+    name = manifest.name or "(unnamed)"
+    bf16 = "allowed" if manifest.bf16 else "off"
+    if isinstance(manifest, ClassifierManifest):
+        inp, cls = manifest.input, manifest.output
+        return (
+            f"{name}: classifier, model {manifest.model}; patches {inp.patch_size} px ({inp.fit}); "
+            f"output {cls.kind} ({cls.activation}); threshold {cls.threshold:g}; bf16 {bf16}"
+        )
+    inp_d, out = manifest.input, manifest.output
+    spacing = "as given" if inp_d.spacing_mm is None else f"{inp_d.spacing_mm * 1000:.4g} um/px"
+    kind = f"heatmap, stride {out.stride}" if out.kind == "heatmap" else out.kind
+    return (
+        f"{name}: model {manifest.model}; tiles {inp_d.tile_size} px, overlap {inp_d.overlap}, "
+        f"spacing {spacing}; output {kind}; threshold {out.threshold:g}; bf16 {bf16}"
+    )
+
+
+def check_task(manifest: AnyManifest, task: str, *, source: str = MANIFEST_NAME) -> None:
+    """Refuse an archive whose task is not `task` (the phase's): ArchiveError naming manifest.json's task.
+
+    The line holds only values of the closed task vocabulary, so it is safe to show in a hidden phase."""
+    if manifest.task == task:
+        return
+    if task == CLASSIFICATION:
+        hint = 'a classification phase needs a classifier (manifest "task": "classification")'
+    else:
+        hint = f'a {task} phase needs a detector (no manifest "task", or "task": "detection")'
+    raise ArchiveError(f"{source}: task: the archive is a {manifest.task} model, but {hint}")
+
+
+def _normalisation_dict(
+    mean: tuple[float, float, float] | None, std: tuple[float, float, float] | None
+) -> str | dict[str, list[float]]:
+    return "none" if mean is None or std is None else {"mean": list(mean), "std": list(std)}
 
 
 class _Reader:
@@ -219,16 +340,22 @@ def _relative_member(reader: _Reader, key: str) -> str:
     return value
 
 
-def parse_manifest(obj: object, *, source: str = MANIFEST_NAME) -> ArchiveManifest:
-    """Validate a decoded manifest.json and return it; raises ArchiveError with a one-line message."""
+def parse_manifest(obj: object, *, source: str = MANIFEST_NAME) -> AnyManifest:
+    """Validate a decoded manifest.json and return it; raises ArchiveError with a one-line message.
+
+    A detector's manifest (no `task`, or "detection") gives an ArchiveManifest, a classifier's
+    ("classification") a ClassifierManifest."""
     top = _Reader(source, obj, "")
     version = top.raw("format_version", required=True)
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise top.error("format_version", f"must be {FORMAT_VERSION}, got {_show(version)}")
+    task = top.choice("task", TASKS, required=False, default=DETECTION)
     name = top.raw("name", required=False)
     if name is not None and (not isinstance(name, str) or len(name) > 200):
         raise top.error("name", "must be a string of at most 200 characters")
     model = _relative_member(top, "model")
+    if task == CLASSIFICATION:
+        return _parse_classifier(top, model=model, name=name)
 
     inp = top.child("input")
     tile = inp.integer("tile_size", lo=16, hi=4096)
@@ -239,14 +366,7 @@ def parse_manifest(obj: object, *, source: str = MANIFEST_NAME) -> ArchiveManife
     if inp.raw("spacing_mm", required=True) is not None:
         spacing = inp.number("spacing_mm", lo=0.0, hi=0.1, lo_open=True)
     input_range = inp.choice("input_range", ("0-1", "0-255"), required=False, default="0-1")
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    norm = inp.raw("normalisation", required=False)
-    if norm is not None and norm != "none":
-        nr = inp.child("normalisation")
-        mean = nr.triple("mean", positive=False)
-        std = nr.triple("std", positive=True)
-        nr.finish()
+    mean, std = _normalisation(inp)
     inp.finish()
 
     out = top.child("output")
@@ -271,10 +391,7 @@ def parse_manifest(obj: object, *, source: str = MANIFEST_NAME) -> ArchiveManife
         iou = out.number("iou_threshold", lo=0.0, hi=1.0, lo_open=True, required=False, default=0.5)
     out.finish()
 
-    bf16 = top.boolean("bf16", default=False)
-    batch_size: int | None = None
-    if top.has("batch_size"):
-        batch_size = top.integer("batch_size", lo=1, hi=4096)
+    bf16, batch_size = _runtime_hints(top)
     top.finish()
     return ArchiveManifest(
         model=model,
@@ -286,7 +403,60 @@ def parse_manifest(obj: object, *, source: str = MANIFEST_NAME) -> ArchiveManife
     )
 
 
-def loads_manifest(data: bytes, *, source: str = MANIFEST_NAME) -> ArchiveManifest:
+def _normalisation(inp: _Reader) -> tuple[tuple[float, float, float] | None, tuple[float, float, float] | None]:
+    """input.normalisation: "none" (the default) or {"mean": [r, g, b], "std": [r, g, b]}."""
+    norm = inp.raw("normalisation", required=False)
+    if norm is None or norm == "none":
+        return None, None
+    nr = inp.child("normalisation")
+    mean = nr.triple("mean", positive=False)
+    std = nr.triple("std", positive=True)
+    nr.finish()
+    return mean, std
+
+
+def _runtime_hints(top: _Reader) -> tuple[bool, int | None]:
+    """bf16 (default false) and batch_size (optional) at the top level."""
+    bf16 = top.boolean("bf16", default=False)
+    batch_size: int | None = None
+    if top.has("batch_size"):
+        batch_size = top.integer("batch_size", lo=1, hi=4096)
+    return bf16, batch_size
+
+
+def _parse_classifier(top: _Reader, *, model: str, name: str | None) -> ClassifierManifest:
+    inp = top.child("input")
+    patch = inp.integer("patch_size", lo=16, hi=1024)
+    fit = inp.choice("fit", ("crop", "resize"), required=False, default="crop")
+    input_range = inp.choice("input_range", ("0-1", "0-255"), required=False, default="0-1")
+    mean, std = _normalisation(inp)
+    inp.finish()
+
+    out = top.child("output")
+    kind = out.choice("kind", ("binary", "two-class"))
+    options = CLASSIFIER_ACTIVATIONS[kind]
+    activation = out.raw("activation", required=True)
+    if activation not in options:
+        raise out.error(
+            "output.activation",
+            f"must be one of {', '.join(map(repr, options))} for output.kind {kind!r}, got {_show(activation)}",
+        )
+    threshold = out.number("threshold", lo=0.0, hi=1.0, required=False, default=0.5)
+    out.finish()
+
+    bf16, batch_size = _runtime_hints(top)
+    top.finish()
+    return ClassifierManifest(
+        model=model,
+        input=PatchInputSpec(patch, fit, input_range, mean, std),  # type: ignore[arg-type]
+        output=ClassifierOutputSpec(kind, activation, threshold),  # type: ignore[arg-type]
+        bf16=bf16,
+        batch_size=batch_size,
+        name=name,
+    )
+
+
+def loads_manifest(data: bytes, *, source: str = MANIFEST_NAME) -> AnyManifest:
     """Parse manifest.json bytes (size-capped, UTF-8, strict JSON: NaN and Infinity are rejected)."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise ArchiveError(f"{source}: is larger than {MAX_MANIFEST_BYTES} bytes")

@@ -21,8 +21,8 @@ from typing import IO
 from worker.archives.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
+    AnyManifest,
     ArchiveError,
-    ArchiveManifest,
     loads_manifest,
 )
 
@@ -52,12 +52,13 @@ class ArchiveLimits:
 @dataclass(frozen=True)
 class _Scan:
     prefix: str  # "" or "top/" when everything sits in one top-level folder
-    manifest: ArchiveManifest
+    manifest: AnyManifest
     members: tuple[zipfile.ZipInfo, ...]
 
 
-def validate_archive(path: Path, *, limits: ArchiveLimits | None = None) -> ArchiveManifest:
-    """Check an uploaded archive (a .zip file or an unpacked directory) and return its manifest.
+def validate_archive(path: Path, *, limits: ArchiveLimits | None = None) -> AnyManifest:
+    """Check an uploaded archive (a .zip file or an unpacked directory) and return its manifest: an
+    ArchiveManifest for a detector, a ClassifierManifest for a classifier (`manifest.task` tells them apart).
 
     Raises ArchiveError with a one-line message for the participant. Never loads the model file.
     """
@@ -231,7 +232,7 @@ def _check_torchscript(fh: IO[bytes], name: str) -> None:
         )
 
 
-def _validate_directory(root: Path, limits: ArchiveLimits) -> ArchiveManifest:
+def _validate_directory(root: Path, limits: ArchiveLimits) -> AnyManifest:
     count = 0
     total = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -263,7 +264,7 @@ def _validate_directory(root: Path, limits: ArchiveLimits) -> ArchiveManifest:
     return manifest
 
 
-def pack_archive(directory: Path, zip_path: Path, *, limits: ArchiveLimits | None = None) -> ArchiveManifest:
+def pack_archive(directory: Path, zip_path: Path, *, limits: ArchiveLimits | None = None) -> AnyManifest:
     """Zip an archive directory (manifest.json at the top level, regular files only) and check the result
     with the same rules as an upload; returns its manifest."""
     validate_archive(directory, limits=limits)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as nnf
 
-from worker.archives import ArchiveManifest, validate_archive
+from worker.archives import MANIFEST_NAME, ArchiveError, ArchiveManifest, validate_archive
 from worker.inference.decode import MAX_CANDIDATES, batched_box_nms, heatmap_peaks, point_nms
 from worker.inference.tiling import TileGrid, core_mask, cut_tiles, make_grid
 
@@ -69,7 +69,10 @@ class Detector:
         allow_bf16: bool = True,
         manifest: ArchiveManifest | None = None,
     ) -> None:
-        self.manifest = manifest or validate_archive(archive)
+        found = manifest or validate_archive(archive)
+        if not isinstance(found, ArchiveManifest):
+            raise ArchiveError(f"{MANIFEST_NAME}: task: the archive is a {found.task} model, not a detector")
+        self.manifest: ArchiveManifest = found
         self.device = device
         m = self.manifest
         self.batch_size = batch_size or m.batch_size or (64 if device.type == "cuda" else 8)

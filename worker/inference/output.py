@@ -1,4 +1,5 @@
-"""Writes detections as grand-challenge "Multiple points" JSON, one file per image. No torch here.
+"""Writes detections as grand-challenge "Multiple points" JSON, one file per image, and a classifier's outputs
+as the MIDOG 2025 Track 2 list, one file per stack. No torch here.
 
 Points are [x_mm, y_mm, 0] with x = column, y = row, mm = spacing_mm * continuous pixel index (pixel centres
 at integer indices; docs/scoring.md, Units and coordinates). Each point is named "mitotic figure" when its
@@ -16,6 +17,8 @@ import numpy as np
 
 MITOTIC = "mitotic figure"
 NON_MITOTIC = "non-mitotic figure"
+ATYPICAL = "atypical"
+NORMAL = "normal"
 
 
 def multiple_points(xy_px: np.ndarray, scores: np.ndarray, *, spacing_mm: float, threshold: float) -> dict[str, Any]:
@@ -33,12 +36,19 @@ def multiple_points(xy_px: np.ndarray, scores: np.ndarray, *, spacing_mm: float,
     return {"type": "Multiple points", "points": points, "version": {"major": 1, "minor": 0}}
 
 
+def classification_list(confidences: np.ndarray, *, threshold: float) -> list[dict[str, Any]]:
+    """The Track 2 list of one stack, one item per patch in page order, from P(atypical) per patch:
+    `{"class": "atypical" if p >= threshold else "normal", "confidence": p}` (a JSON float, always)."""
+    probs = np.asarray(confidences, dtype=np.float64)
+    return [{"class": ATYPICAL if p >= threshold else NORMAL, "confidence": float(p)} for p in probs]
+
+
 def output_name(case: str) -> str:
     """<stem>.json for case "001.tiff" -> "001.json"."""
     return Path(case).stem + ".json"
 
 
-def write_json(path: Path, doc: dict[str, Any]) -> None:
+def write_json(path: Path, doc: Any) -> None:
     """Write atomically, so that a killed run never leaves a half-written file behind."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as fh:

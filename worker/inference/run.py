@@ -3,10 +3,14 @@
     python -m worker.inference.run --archive DIR|ZIP --images DIR|manifest.json --output DIR
         [--device auto|cuda|cpu] [--cache DIR] [--batch-size N] [--loaders N] [--no-bf16] [--stats FILE]
 
-Reads the archive and the images read-only and writes <output>/<stem>.json (grand-challenge "Multiple
-points", mm) for every case. A zip archive is extracted (with the upload checks) into a temporary folder.
-`--device cuda` on a host without a GPU falls back to the CPU with a warning. Exit status 0 on success, 2
-with one line on stderr when the archive, the images or the model output are invalid.
+Reads the archive and the images read-only and writes one <output>/<stem>.json per case. The archive's
+manifest picks the path: a detector writes grand-challenge "Multiple points" (mm) per image; a classifier
+(`"task": "classification"`) reads every page of each stack (a classification test set's manifest, only
+its listed cases, or a directory of stack TIFFs) and writes the MIDOG 2025 Track 2 list per stack
+(`--batch-size` is then patches per forward pass; `--cache` is not used). A zip archive is extracted (with
+the upload checks) into a temporary folder. `--device cuda` on a host without a GPU falls back to the CPU
+with a warning. Exit status 0 on success, 2 with one line on stderr when the archive, the inputs (e.g. a
+test set of the other task) or the model output are invalid.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from pathlib import Path
 
 import torch
 
-from worker.archives import ArchiveError, extract_archive, validate_archive
+from worker.archives import ArchiveError, ClassifierManifest, extract_archive, validate_archive
+from worker.inference.classifier import Classifier, run_classifier
 from worker.inference.detector import Detector, ModelOutputError
 from worker.inference.images import InputError, list_images
 from worker.inference.pipeline import run_archive
+from worker.inference.stacks import CLASSIFICATION, input_task, list_stacks
 
 
 def pick_device(requested: str) -> torch.device:
@@ -50,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True, help="directory for <stem>.json result files")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--cache", type=Path, default=None, help="decoded-image cache directory (read-only)")
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles (classifiers: patches) per forward pass")
     p.add_argument(
         "--loaders", type=int, default=None, help="image decoding threads (default: the CPUs granted, 2 to 8)"
     )
@@ -64,22 +70,36 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    figures: dict[str, object]
     try:
         with tempfile.TemporaryDirectory(prefix="archive-") as tmp:
             archive: Path = args.archive
             if archive.is_file():
                 archive = extract_archive(archive, Path(tmp) / "archive")
             manifest = validate_archive(archive)
-            specs = list_images(args.images)
-            detector = Detector(
-                archive, device=device, batch_size=args.batch_size, allow_bf16=not args.no_bf16, manifest=manifest
-            )
             loaders = args.loaders or default_loaders()
-            stats = run_archive(detector, specs, args.output, cache_dir=args.cache, loaders=loaders)
+            if isinstance(manifest, ClassifierManifest):
+                stacks = list_stacks(args.images)
+                classifier = Classifier(
+                    archive, device=device, batch_size=args.batch_size, allow_bf16=not args.no_bf16, manifest=manifest
+                )
+                done = run_classifier(classifier, stacks, args.output, loaders=loaders)
+                figures = {"task": CLASSIFICATION, **asdict(done), "patches_per_second": done.patches_per_second}
+            else:
+                if input_task(args.images) == CLASSIFICATION:
+                    raise InputError(
+                        "the input is a classification test set (stacks of patches), but the archive is a "
+                        'detector: a classifier\'s manifest has "task": "classification"'
+                    )
+                specs = list_images(args.images)
+                detector = Detector(
+                    archive, device=device, batch_size=args.batch_size, allow_bf16=not args.no_bf16, manifest=manifest
+                )
+                stats = run_archive(detector, specs, args.output, cache_dir=args.cache, loaders=loaders)
+                figures = {**asdict(stats), "tiles_per_second": stats.tiles_per_second}
     except (ArchiveError, InputError, ModelOutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    figures = {**asdict(stats), "tiles_per_second": stats.tiles_per_second}
     if args.stats is not None:
         args.stats.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(figures))

@@ -1,4 +1,5 @@
-"""Writing a torch module as a model archive directory (or zip): TorchScript file plus manifest.json."""
+"""Writing a torch module as a model archive directory (or zip): TorchScript file plus manifest.json, for a
+detector (ArchiveManifest) or a classifier (ClassifierManifest)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ from pathlib import Path
 
 import torch
 
-from worker.archives import MANIFEST_NAME, ArchiveManifest, pack_archive, validate_archive
+from worker.archives import MANIFEST_NAME, AnyManifest, ClassifierManifest, pack_archive, validate_archive
 
 
-def write_archive(out_dir: Path, module: torch.nn.Module, manifest: ArchiveManifest, *, trace: bool = False) -> Path:
-    """Script (or trace, for modules that do not script) `module` in eval mode, save it as manifest.model next
-    to manifest.json in `out_dir`, and validate the result with the upload checks."""
+def write_archive(out_dir: Path, module: torch.nn.Module, manifest: AnyManifest, *, trace: bool = False) -> Path:
+    """Script (or trace, for modules that do not script, on one tile or patch of the manifest's size) `module`
+    in eval mode, save it as manifest.model next to manifest.json in `out_dir`, and validate the result with
+    the upload checks."""
     out_dir.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     if trace:
-        size = manifest.input.tile_size
+        size = manifest.input.patch_size if isinstance(manifest, ClassifierManifest) else manifest.input.tile_size
         scripted = torch.jit.trace(module, torch.zeros(1, 3, size, size))  # type: ignore[no-untyped-call]
     else:
         scripted = torch.jit.script(module)
