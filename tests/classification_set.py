@@ -66,3 +66,30 @@ def outputs(flip: int = 0, stacks: dict[str, tuple[int, list[str]]] = STACKS) ->
             items.append({"class": said, "confidence": round(confidence, 2)})
         result[name] = items
     return result
+
+
+def write_toy_classifier(out_dir: Path, *, columns: int = 1) -> Path:
+    """A classifier archive whose P(atypical) is the red value of each patch's centre pixel (logit
+    6 * (red - 0.5), patch_size 32, binary); `columns` 3 makes its output the wrong shape. torch is imported
+    here only, so the service tests that import this module do not load it."""
+    import torch
+
+    from worker.archives.manifest import ClassifierManifest, ClassifierOutputSpec, PatchInputSpec
+    from worker.reference.archive import write_archive
+
+    class CentreRed(torch.nn.Module):
+        def __init__(self, columns: int) -> None:
+            super().__init__()
+            self.columns = columns
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = 6.0 * (x[:, 0, x.shape[2] // 2, x.shape[3] // 2] - 0.5)
+            return z[:, None].repeat(1, self.columns)
+
+    manifest = ClassifierManifest(
+        model="model.pt",
+        name="toy-classifier",
+        input=PatchInputSpec(patch_size=PATCH),
+        output=ClassifierOutputSpec(kind="binary", activation="sigmoid"),
+    )
+    return write_archive(out_dir, CentreRed(columns), manifest)

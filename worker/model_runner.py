@@ -7,8 +7,12 @@ interpreter, virtual environment and the `worker` package read-only (`python_run
 images/ and a manifest.json listing only the requested cases read-only at /input (never ground-truth/),
 the unpacked archive read-only at /archive, the decoded-image cache read-only at /cache when configured,
 and a size-bounded /output. No network, a non-root uid, memory/pids/CPU limits, the request's wall clock,
-and the GPU when one is present. The detections come back as a directory of per-image "Multiple points"
-files for `read_predictions`.
+and the GPU when one is present. The runtime's output comes back as a directory of one file per case:
+per image "Multiple points" for a detection phase (`worker.evaluation.io.read_predictions`), per stack
+the MIDOG 2025 Track 2 list for a classification phase (`request.task == "classification"`; the manifest
+at /input keeps the set's task and each stack's `patches`; `worker.evaluation.classification.
+read_predictions`). An archive of the other task (a detector in a classification phase or a classifier
+in a detection phase) is refused before anything runs, with `check_task`'s line, hidden phase or not.
 
 A failed run becomes one participant line (SubmissionError): the limits as the sandbox reports them, and
 in a hidden phase (`request.hidden`, default True) "the program failed" for anything else, since the
@@ -40,7 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from worker.archives import ArchiveLimits, extract_archive, validate_archive
+from worker.archives import (
+    MANIFEST_NAME,
+    AnyManifest,
+    ArchiveLimits,
+    check_task,
+    extract_archive,
+    validate_archive,
+)
+from worker.archives.manifest import loads_manifest
 from worker.errors import SubmissionError
 from worker.safe_delete import discard_tree, scratch_directory
 from worker.sandbox import (
@@ -171,17 +183,18 @@ def select_cases(test_set_dir: Path, cases: Sequence[str], destination: Path) ->
     return destination
 
 
-def unpack_archive(artifact: Path, work_dir: Path, limits: ArchiveLimits | None = None) -> Path:
-    """The archive's folder holding manifest.json: a zip is checked and extracted under `work_dir`, an
-    unpacked directory (organisers' tools) is checked in place. Raises ArchiveError (a SubmissionError)."""
+def unpack_archive(artifact: Path, work_dir: Path, limits: ArchiveLimits | None = None) -> tuple[Path, AnyManifest]:
+    """The archive's folder holding manifest.json, and its manifest: a zip is checked and extracted under
+    `work_dir`, an unpacked directory (organisers' tools) is checked in place. Raises ArchiveError (a
+    SubmissionError)."""
     if artifact.is_dir():
-        validate_archive(artifact, limits=limits)
-        return artifact
+        return artifact, validate_archive(artifact, limits=limits)
     root = extract_archive(artifact, work_dir / "archive", limits=limits)
+    manifest = loads_manifest((root / MANIFEST_NAME).read_bytes())  # checked by the extraction already
     # Readable by the sandbox's uid, whatever the worker's umask.
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    return root
+    return root, manifest
 
 
 def run_stats(path: Path) -> dict[str, Any]:
@@ -286,6 +299,7 @@ class ModelArchiveRunner:
     def run(self, request: Any) -> Path:
         """`request` is a worker.runners.RunRequest; `hidden` (default True) and `memory_bytes` are optional."""
         hidden = bool(getattr(request, "hidden", True))
+        task = str(getattr(request, "task", "detection"))
         deadline = time.monotonic() + float(request.timeout_s)
         settings = self.settings
         output_dir = Path(request.output_dir)
@@ -308,7 +322,9 @@ class ModelArchiveRunner:
         # Beside the output (not in /tmp): a worker driving the host's engine maps only its data paths.
         with scratch_directory(prefix=f".{output_dir.name}-input-", parent=output_dir.parent) as work:
             work.chmod(0o755)
-            archive = unpack_archive(Path(request.artifact), work, ArchiveLimits.for_upload(settings.max_archive_bytes))
+            limits = ArchiveLimits.for_upload(settings.max_archive_bytes)
+            archive, archive_manifest = unpack_archive(Path(request.artifact), work, limits)
+            check_task(archive_manifest, task)
             test_set_dir = Path(request.test_set_dir)
             manifest = select_cases(test_set_dir, tuple(request.cases), work / "manifest.json")
             mounts = [
@@ -330,7 +346,8 @@ class ModelArchiveRunner:
         line = participant_line(result, hidden=hidden)
         predictions = output_dir / PREDICTIONS_DIR
         if line is None and not predictions.is_dir():
-            line = "the model archive produced no detections directory"
+            produced = "classifications" if task == "classification" else "detections"
+            line = f"the model archive produced no {produced} directory"
         if line is not None:
             logger.warning(
                 "evaluation %s: model archive run failed: %s (exit %s, %.1f s)\n--- stdout (tail) ---\n%s\n"
@@ -346,13 +363,15 @@ class ModelArchiveRunner:
         stats = run_stats(output_dir / STATS_FILE)
         device = str(stats.get("device", "unknown"))
         self.run_info = {"backend": settings.backend, "device": device[:100], "sandbox_seconds": result.wall_seconds}
+        unit = "patches" if task == "classification" else "tiles"
         logger.info(
-            "evaluation %s: model archive ran %d cases in %.1f s on %s (%s tiles/s)",
+            "evaluation %s: model archive ran %d cases in %.1f s on %s (%s %s/s)",
             request.evaluation_id,
             len(request.cases),
             result.wall_seconds,
             device,
-            stats.get("tiles_per_second", "?"),
+            stats.get(f"{unit}_per_second", "?"),
+            unit,
         )
         if spec.gpu is not None and not device.startswith("cuda"):
             # The runtime falls back to the CPU when CUDA does not come up inside the sandbox (driver

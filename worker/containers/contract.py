@@ -1,10 +1,19 @@
 """The grand-challenge algorithm I/O contract: one sandboxed container run per case.
 
-Per case the container sees exactly one image, read-only, at
+Detection (MIDOG 2021/2022, 2025 Track 1): per case the container sees exactly one image, read-only, at
 - 2022/2025 layout: /input/images/histopathology-roi-cropout/<case stem>.tiff
 - 2021 layout:      /input/<case stem>.tiff
-and must write /output/mitotic-figures.json, a "Multiple points" object. The file is validated with the
-scoring core's parser (finite numbers, point count bound, names, probabilities) before it is accepted.
+and must write /output/mitotic-figures.json, a "Multiple points" object, validated with the scoring core's
+parser (finite numbers, point count bound, names, probabilities) before it is accepted.
+
+Classification (MIDOG 2025 Track 2; any layout): per case the container sees exactly one stack, a
+multi-page TIFF with one patch per page, read-only at
+/input/images/stacked-histopathology-roi-cropouts/<case stem>.tiff and must write
+/output/multiple-mitotic-figure-classification.json: a list with one {"class": "normal" | "atypical",
+"confidence": <float>} per page, in page order, validated with the Track 2 reader's rules
+(worker.evaluation.classification.check_stack: exactly one item per patch, one of the two classes, a JSON
+float confidence, finite).
+
 A case that fails yields one participant-readable line built from the sandbox's flags or the parser's
 message, never from the container's logs; in hidden phases (the default) it carries no value the
 container could choose, and the organiser's detail is kept apart.
@@ -21,22 +30,42 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from worker.evaluation.classification import check_stack
 from worker.evaluation.errors import FormatError
 from worker.evaluation.io import parse_multiple_points, read_json
 from worker.sandbox import Backend, Mount, SandboxResult, SandboxSpec
 
 Layout = Literal["2022", "2021"]
+Task = Literal["detection", "classification"]
 OUTPUT_NAME = "mitotic-figures.json"
+CLASSIFICATION_OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
+STACKS_DIR = "/input/images/stacked-histopathology-roi-cropouts"
 _MAX_OUTPUT_BYTES = 64 * 1024**2
 _CASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 
 
-def input_path(case: str, layout: Layout) -> str:
-    """Where the contract puts the image of `case` inside the container."""
+def input_path(case: str, layout: Layout, task: Task = "detection") -> str:
+    """Where the contract puts the image (classification: the stack) of `case` inside the container."""
     stem = case[: -len(".tiff")] if case.endswith(".tiff") else case.rsplit(".", 1)[0]
+    if task == "classification":
+        return f"{STACKS_DIR}/{stem}.tiff"
     if layout == "2021":
         return f"/input/{stem}.tiff"
     return f"/input/images/histopathology-roi-cropout/{stem}.tiff"
+
+
+def output_name(task: Task) -> str:
+    """The file the container must write under /output."""
+    return CLASSIFICATION_OUTPUT_NAME if task == "classification" else OUTPUT_NAME
+
+
+def _check_output(produced: Path, case: str, task: Task, patches: int | None) -> None:
+    """Validate the container's output file as the scoring core reads it; FormatError when it is refused."""
+    data = read_json(produced)
+    if task == "classification":
+        check_stack(case, data, expected=int(patches or 0))
+    else:
+        parse_multiple_points(data, source=OUTPUT_NAME, case=case)
 
 
 @dataclass(frozen=True)
@@ -67,30 +96,37 @@ def run_case(
     work_dir: Path,
     layout: Layout = "2022",
     hidden: bool = True,
+    task: Task = "detection",
+    patches: int | None = None,
 ) -> CaseOutcome:
     """Run the container once for `case` under `base` (image, limits, labels) and check its output.
 
-    In a hidden phase the participant's line carries no value the container chose (exit status, the
-    content of a rejected field, which case failed): each would be a channel out for hidden data.
+    `task` "classification" mounts `image` as a stack and expects one output item per page (`patches`, the
+    test set's count, required). In a hidden phase the participant's line carries no value the container
+    chose (exit status, the content of a rejected field or the number of items, which case failed): each
+    would be a channel out for hidden data.
     """
     if not _CASE.match(case):
         return CaseOutcome(case, None, f"case {case!r}: not a valid case name", f"case {case!r}: not a valid case name")
-    spec = replace(base, mounts=(*base.mounts, Mount(image, input_path(case, layout))))
+    if task == "classification" and not patches:
+        raise ValueError(f"case {case}: a classification case needs its patch count")  # the caller's fault
+    spec = replace(base, mounts=(*base.mounts, Mount(image, input_path(case, layout, task))))
     output_dir = work_dir / case
     result = backend.run(spec, [], output_dir=output_dir)
     if result.reason is not None:
         return _failed(case, result.reason, result.participant_reason(hidden=True) or "", hidden, result)
-    produced = output_dir / OUTPUT_NAME
+    name = output_name(task)
+    produced = output_dir / name
     if not produced.is_file():
-        line = f"no /output/{OUTPUT_NAME} was written"
+        line = f"no /output/{name} was written"
         return _failed(case, line, line, hidden, result)
     if produced.stat().st_size > _MAX_OUTPUT_BYTES:
-        line = f"/output/{OUTPUT_NAME} is too large"
+        line = f"/output/{name} is too large"
         return _failed(case, line, line, hidden, result)
     try:
-        parse_multiple_points(read_json(produced), source=OUTPUT_NAME, case=case)
+        _check_output(produced, case, task, patches)
     except FormatError as exc:
-        line = f"invalid /output/{OUTPUT_NAME}"
+        line = f"invalid /output/{name}"
         return _failed(case, f"{line}: {exc.rule}", line, hidden, result)
     return CaseOutcome(case, produced, None, None, result)
 
@@ -104,11 +140,25 @@ def run_cases(
     layout: Layout = "2022",
     hidden: bool = True,
     stop_on_failure: bool = True,
+    task: Task = "detection",
+    patches: Mapping[str, int] | None = None,
 ) -> list[CaseOutcome]:
-    """Run every case in order; by default stop at the first failure (the evaluation fails with it)."""
+    """Run every case in order; by default stop at the first failure (the evaluation fails with it).
+    Classification needs `patches` (case -> the test set's patch count)."""
     outcomes: list[CaseOutcome] = []
     for case, image in images.items():
-        outcome = run_case(backend, base, case=case, image=image, work_dir=work_dir, layout=layout, hidden=hidden)
+        count = None if patches is None else patches.get(case)
+        outcome = run_case(
+            backend,
+            base,
+            case=case,
+            image=image,
+            work_dir=work_dir,
+            layout=layout,
+            hidden=hidden,
+            task=task,
+            patches=count,
+        )
         outcomes.append(outcome)
         if outcome.reason is not None and stop_on_failure:
             break

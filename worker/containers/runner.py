@@ -1,8 +1,11 @@
 """The pipeline's Runner for OCI container submissions (worker.runners.Runner protocol).
 
 `ContainerRunner.run(request)` validates the uploaded archive again (it may have sat in storage), loads it,
-runs it once per requested case under the grand-challenge contract in the podman (or docker) sandbox, and
-writes `predictions.json` (case name -> the validated "Multiple points" object) for the scoring core.
+runs it once per requested case under the grand-challenge contract (worker.containers.contract) in the
+podman (or docker) sandbox, and writes `predictions.json` for the scoring core: case name -> the validated
+"Multiple points" object (detection), or stack name -> the validated Track 2 list, one item per patch
+(`request.task == "classification"`: the patch counts come from the test set's manifest; the input layout
+does not apply). Both are what the pipeline's readers take (`predict`, `predict_stacks`).
 Any failed case fails the run with that case's one line (SubmissionError); containers and the image are
 removed whatever happens. The phase's memory limit, when the request carries one, replaces the worker's.
 Settings (`ContainerSettings.from_settings`, from the process's app.settings.Settings):
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from worker.containers.archive import ImageLimits, validate_image_archive
-from worker.containers.contract import Layout, run_case
+from worker.containers.contract import Layout, Task, run_case
 from worker.errors import SubmissionError
 from worker.evaluation.io import read_json
 from worker.safe_delete import scratch_directory
@@ -105,6 +108,23 @@ def case_images(test_set_dir: Path, cases: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
+def case_patches(test_set_dir: Path, cases: tuple[str, ...]) -> dict[str, int]:
+    """The patch count of each classification case, from the test set's manifest.json (`patches`)."""
+    data: Any = read_json(test_set_dir / "manifest.json")
+    listed = {
+        entry["name"]: entry.get("patches")
+        for entry in (data.get("cases", []) if isinstance(data, dict) else [])
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str)
+    }
+    counts: dict[str, int] = {}
+    for case in cases:
+        count = listed.get(case)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise SandboxError(f"test set {test_set_dir}: classification case {case!r} has no patch count")
+        counts[case] = count
+    return counts
+
+
 class ContainerRunner:
     """Runs a container submission over the requested cases; see the module docstring."""
 
@@ -138,14 +158,17 @@ class ContainerRunner:
         """`request` is a worker.runners.RunRequest.
 
         Optional attributes: `input_layout` ("2022" | "2021") overrides the setting; `hidden` (default True)
-        says whether the phase is hidden, where the participant's line names no case and no exit status.
+        says whether the phase is hidden, where the participant's line names no case and no exit status;
+        `task` (default "detection") picks the contract, "classification" for MIDOG 2025 Track 2 stacks.
         """
         hidden = bool(getattr(request, "hidden", True))
         deadline = time.monotonic() + float(request.timeout_s)
         settings = self.settings
         layout = cast(Layout, getattr(request, "input_layout", None) or settings.layout)
+        task = cast(Task, getattr(request, "task", None) or "detection")
         archive = validate_image_archive(Path(request.artifact), limits=self.limits)
         images = case_images(Path(request.test_set_dir), tuple(request.cases))
+        patches = case_patches(Path(request.test_set_dir), tuple(images)) if task == "classification" else {}
         user = archive.numeric_user
         uid, gid = (user[0], user[1] or user[0]) if user else (DEFAULT_UID, DEFAULT_UID)
         label = f"eval-{request.evaluation_id}"
@@ -178,7 +201,15 @@ class ContainerRunner:
                         base_env=False,
                     )
                     outcome = run_case(
-                        self.backend, spec, case=case, image=image, work_dir=Path(work), layout=layout, hidden=hidden
+                        self.backend,
+                        spec,
+                        case=case,
+                        image=image,
+                        work_dir=Path(work),
+                        layout=layout,
+                        hidden=hidden,
+                        task=task,
+                        patches=patches.get(case),
                     )
                     if outcome.reason is not None or outcome.predictions is None:
                         # Organisers get the detail and the log tails in the worker's log; participants one line.
