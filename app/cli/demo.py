@@ -501,8 +501,14 @@ def demo_command(
     stack_set = demo_track2.build_stack_set(
         data_dir / "test-sets" / f"stacks-{scanners}-seed{seed}", scanners=scanners, seed=seed
     )
+    share_images(stack_set)
     baselines += demo_track2.baselines(
-        stack_set, data_dir / "baselines", functools.partial(Baseline, phase=TRACK2_SLUG), say
+        stack_set,
+        data_dir / "baselines",
+        functools.partial(Baseline, phase=TRACK2_SLUG),
+        say,
+        models=models,
+        zip_archive=zip_archive,
     )
     setup = setup_challenge(settings.database_url, test_set, [b.team for b in baselines], stack_set=stack_set)
     base_url = f"http://{host}:{port}"

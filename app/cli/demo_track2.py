@@ -7,8 +7,10 @@ Baselines, each a predictions file in the official Track 2 format:
   lagging chromosomes, scattered clumps) break into more lobes than normal ones. No training.
 - "prior only": every figure "normal" with the share of atypical figures of the training data (0.2) as its
   confidence: balanced accuracy 0.5 and ROC AUC 0.5, the floor every method must beat.
-- the reference classifier archive of worker.reference, when it can be built here (torch installed): submitted
-  as a model archive that a gpu-queue worker runs in the sandbox, or run here and submitted as predictions.
+- "reference CNN": the baseline classifier archive of worker.reference.classifier, trained here once (about
+  10 s, in a child process, on synthetic stacks of seeds no test set uses) and kept under the demo's data
+  directory; submitted as a model archive that a gpu-queue worker runs in the sandbox, or (no sandbox) run here
+  by the inference runtime and submitted as its predictions.
 
 Heavy imports happen inside functions (numpy, scipy, torch).
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,10 +87,56 @@ def prior_predictions(test_set: Path, out: Path) -> Path:
     return out
 
 
-def baselines(test_set: Path, work: Path, baseline: Callable[..., Any], progress: Callable[[str], None]) -> list[Any]:
-    """The Track 2 baselines as the demo's Baseline objects (`baseline(**fields)` builds one)."""
+_BUILD_CLASSIFIER = (
+    "import sys; from pathlib import Path; from worker.reference.classifier import build_classifier_archive; "
+    "build_classifier_archive(Path(sys.argv[1]), seed=0, progress=print)"
+)
+
+
+def classifier_archive(work: Path) -> Path:
+    """The baseline classifier archive, built once in a child process (torch stays out of the demo's)."""
+    from app.settings import child_environment
+
+    archive = work / "reference-classifier"
+    if not (archive / "manifest.json").is_file():
+        subprocess.run(
+            [sys.executable, "-c", _BUILD_CLASSIFIER, str(archive)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env={"OMP_NUM_THREADS": "1", **child_environment()},
+        )
+    return archive
+
+
+def classifier_predictions(archive: Path, test_set: Path, out_dir: Path) -> Path:
+    """Run the trusted baseline classifier with the inference runtime in a child process; one predictions file."""
+    from app.settings import child_environment
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "worker.inference.run", "--archive", str(archive), "--images", str(test_set)]
+    argv += ["--output", str(out_dir), "--device", "cpu"]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env={"OMP_NUM_THREADS": "2", **child_environment()})
+    manifest = json.loads((test_set / "manifest.json").read_text(encoding="utf-8"))
+    names = {Path(case["name"]).stem: case["name"] for case in manifest["cases"]}
+    merged = {names[p.stem]: json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json")) if p.stem in names}
+    target = out_dir.with_suffix(".json")
+    target.write_text(json.dumps(merged), encoding="utf-8")
+    return target
+
+
+def baselines(
+    test_set: Path,
+    work: Path,
+    baseline: Callable[..., Any],
+    progress: Callable[[str], None],
+    *,
+    models: bool,
+    zip_archive: Callable[[Path, Path], Path],
+) -> list[Any]:
+    """The Track 2 baselines as the demo's Baseline objects (`baseline(**fields)` builds one): the reference CNN
+    as a model archive when `models` (zipped by `zip_archive`), else as its predictions file."""
     progress("computing the Track 2 baselines (lobe counter, prior only)")
-    return [
+    items = [
         baseline(
             team="Baseline: lobe counter",
             method="Chromatin lobes by colour deconvolution (numpy)",
@@ -103,3 +153,18 @@ def baselines(test_set: Path, work: Path, baseline: Callable[..., Any], progress
             path=prior_predictions(test_set, work / "prior-only.json"),
         ),
     ]
+    progress("training the Track 2 reference classifier (once, about 10 s)")
+    try:
+        archive = classifier_archive(work)
+        common = {
+            "team": "Baseline: reference CNN classifier",
+            "method": "Small CNN on optical density (worker/reference)",
+            "description": "Trained on synthetic stacks of other seeds, every scanner; run by the inference runtime.",
+        }
+        if models:
+            items.append(baseline(**common, path=zip_archive(archive, work / "reference-classifier.zip"), kind="model"))
+        else:
+            items.append(baseline(**common, path=classifier_predictions(archive, test_set, work / "classifier-out")))
+    except (subprocess.CalledProcessError, OSError) as exc:
+        progress(f"skipping the reference classifier: {exc}")
+    return items

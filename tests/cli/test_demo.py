@@ -115,6 +115,7 @@ def test_demo_serves_a_leaderboard_of_baselines(tmp_path: Path) -> None:
         scores = {e["team_name"]: e["balanced_accuracy"] for e in stacks["entries"]}
         assert scores["Baseline: prior only"] == 0.5
         assert scores["Baseline: lobe counter"] > 0.6
+        assert scores["Baseline: reference CNN classifier"] > 0.6  # an archive run by the gpu worker (bwrap)
         assert httpx.get(f"http://127.0.0.1:{port}/phases/{track2_id}/leaderboard", timeout=30).status_code == 200
     finally:
         demo.send_signal(signal.SIGINT)  # Ctrl-C
