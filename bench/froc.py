@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.score import best_process_seconds
-from tests.evaluation.test_midog2025 import official_froc
+from tests.evaluation.test_midog2025 import evalutils_counts, official_froc
 from worker.evaluation.froc import froc_scores
 from worker.evaluation.matching import match_greedy
 from worker.evaluation.types import DEFAULT_RADIUS_MM, ROI_TYPES
@@ -69,26 +69,6 @@ def track1_set(seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
             "version": {"major": 1, "minor": 0},
         }
     return gt, preds
-
-
-def evalutils_counts(gt: list[list[float]], pred: list[list[float]], radius: float) -> tuple[int, int, int]:
-    """(TP, FP, FN) the way evalutils' score_detection finds them: sklearn BallTree, sorted radius query."""
-    from sklearn.neighbors import BallTree
-
-    if len(gt) == 0:
-        return 0, len(pred), 0
-    if len(pred) == 0:
-        return 0, 0, len(gt)
-    hits = BallTree(np.array(pred)).query_radius(X=gt, r=radius, return_distance=True, sort_results=True)[0]
-    used = [False] * len(pred)
-    tp = 0
-    for candidates in hits:
-        for j in candidates:
-            if not used[j]:
-                used[j] = True
-                tp += 1
-                break
-    return tp, used.count(False), len(gt) - tp
 
 
 def repository_counts(gt: list[list[float]], pred: list[list[float]], radius: float) -> tuple[int, int, int]:

@@ -238,42 +238,33 @@ def setup_challenge(
                     ),
                 )
                 now = utcnow()
-                create_phase(
-                    db,
-                    challenge=challenge,
-                    data=PhaseCreate(
-                        slug=PHASE_SLUG,
-                        title="Preliminary test phase",
-                        opens_at=now - timedelta(minutes=5),
-                        closes_at=now + timedelta(days=30),
-                        test_set_id=rows.id,
-                        daily_quota=None,
-                        max_active_per_team=5,
-                        allowed_kinds=[SubmissionKind.PREDICTIONS, SubmissionKind.MODEL],
-                        time_limit_s=900,
-                        scoring_options=ScoringOptions(bootstrap=bootstrap, seed=0),
-                    ),
-                )
-                if stack_set is not None:
-                    stacks = register_test_set(
-                        db, data=TestSetCreate(name=f"demo-{stack_set.name}", path=str(stack_set.resolve()))
-                    )
+
+                def open_phase(slug: str, title: str, test_set_id: int, options: ScoringOptions) -> None:
+                    """An open phase of 30 days taking predictions files and model archives, no daily quota."""
                     create_phase(
                         db,
                         challenge=challenge,
                         data=PhaseCreate(
-                            slug=TRACK2_SLUG,
-                            title="Atypical figures (MIDOG 2025 Track 2)",
+                            slug=slug,
+                            title=title,
                             opens_at=now - timedelta(minutes=5),
                             closes_at=now + timedelta(days=30),
-                            test_set_id=stacks.id,
+                            test_set_id=test_set_id,
                             daily_quota=None,
                             max_active_per_team=5,
                             allowed_kinds=[SubmissionKind.PREDICTIONS, SubmissionKind.MODEL],
                             time_limit_s=900,
-                            scoring_options=ScoringOptions(task="classification", bootstrap=bootstrap, seed=0),
+                            scoring_options=options,
                         ),
                     )
+
+                open_phase(PHASE_SLUG, "Preliminary test phase", rows.id, ScoringOptions(bootstrap=bootstrap, seed=0))
+                if stack_set is not None:
+                    stacks = register_test_set(
+                        db, data=TestSetCreate(name=f"demo-{stack_set.name}", path=str(stack_set.resolve()))
+                    )
+                    track2 = ScoringOptions(task="classification", bootstrap=bootstrap, seed=0)
+                    open_phase(TRACK2_SLUG, "Atypical figures (MIDOG 2025 Track 2)", stacks.id, track2)
             phases = {p.slug: p.id for p in db.scalars(select(Phase).where(Phase.challenge_id == challenge.id))}
             organiser = create_token(db, scope=TokenScope.ORGANISER, name="demo organiser").token
             setup = DemoSetup(phase_id=phases[PHASE_SLUG], organiser_token=organiser, created=created, phase_ids=phases)

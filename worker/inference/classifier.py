@@ -15,7 +15,6 @@ scored is written as `<output>/<stem>.json`: `[{"class": "normal" | "atypical", 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from worker.archives import MANIFEST_NAME, ArchiveError, ClassifierManifest, val
 from worker.inference.detector import ModelOutputError
 from worker.inference.images import InputError
 from worker.inference.output import classification_list, output_name, write_json
+from worker.inference.scripted import input_affine, load_scripted
 from worker.inference.stacks import StackSpec, read_stack
 
 PROBABILITY_SLACK = 1e-4  # activation "none": scores this far outside [0, 1] are rounding, and are clipped
@@ -96,17 +96,8 @@ class Classifier:
         self.batch_size = batch_size or m.batch_size or (256 if device.type == "cuda" else 32)
         self.bf16 = m.bf16 and allow_bf16 and device.type == "cuda"
         self.channels_last = device.type == "cuda"
-        model = torch.jit.load(str(archive / m.model), map_location=device)  # type: ignore[no-untyped-call]
-        model.eval()
-        if self.channels_last:
-            with contextlib.suppress(RuntimeError, TypeError):
-                model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        k = 1.0 / 255.0 if m.input.input_range == "0-1" else 1.0
-        mean = torch.tensor(m.input.mean or (0.0, 0.0, 0.0), dtype=torch.float32)
-        std = torch.tensor(m.input.std or (1.0, 1.0, 1.0), dtype=torch.float32)
-        self._scale = (k / std).view(1, 3, 1, 1).to(device)
-        self._shift = (-mean / std).view(1, 3, 1, 1).to(device)
+        self.model = load_scripted(archive / m.model, device, channels_last=self.channels_last)
+        self._scale, self._shift = input_affine(m.input.input_range, m.input.mean, m.input.std, device)
 
     def prepare(self, patches: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) uint8 patches of one stack -> the normalised (N, 3, P, P) float input of the model."""

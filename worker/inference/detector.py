@@ -15,7 +15,6 @@ both drop it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.nn import functional as nnf
 
 from worker.archives import MANIFEST_NAME, ArchiveError, ArchiveManifest, validate_archive
 from worker.inference.decode import MAX_CANDIDATES, batched_box_nms, heatmap_peaks, point_nms
+from worker.inference.scripted import input_affine, load_scripted
 from worker.inference.tiling import TileGrid, core_mask, cut_tiles, make_grid
 
 SPACING_TOLERANCE = 0.01  # relative; closer spacings are used as they are, without resampling
@@ -78,17 +78,8 @@ class Detector:
         self.batch_size = batch_size or m.batch_size or (64 if device.type == "cuda" else 8)
         self.bf16 = m.bf16 and allow_bf16 and device.type == "cuda"
         self.channels_last = device.type == "cuda"
-        model = torch.jit.load(str(archive / m.model), map_location=device)  # type: ignore[no-untyped-call]
-        model.eval()
-        if self.channels_last:
-            with contextlib.suppress(RuntimeError, TypeError):
-                model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        k = 1.0 / 255.0 if m.input.input_range == "0-1" else 1.0
-        mean = torch.tensor(m.input.mean or (0.0, 0.0, 0.0), dtype=torch.float32)
-        std = torch.tensor(m.input.std or (1.0, 1.0, 1.0), dtype=torch.float32)
-        self._scale = (k / std).view(1, 3, 1, 1).to(device)
-        self._shift = (-mean / std).view(1, 3, 1, 1).to(device)
+        self.model = load_scripted(archive / m.model, device, channels_last=self.channels_last)
+        self._scale, self._shift = input_affine(m.input.input_range, m.input.mean, m.input.std, device)
         self._decode_stream = torch.cuda.Stream(device) if device.type == "cuda" else None  # type: ignore[no-untyped-call]
         self._stitch_index: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
