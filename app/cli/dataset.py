@@ -1,6 +1,6 @@
 """`midog-eval dataset ...`: build and inspect test sets (synthetic, imported from MIDOG data): detection sets,
 and classification sets (MIDOG 2025 Track 2: stacks of patches of atypical and normal mitotic figures);
-docs/test-sets.md describes both.
+docs/test-sets.md describes both. `report` describes how a detection set's scanners differ (scikit-learn).
 
 Imports typer and the standard library at module level; worker.datasets (numpy, scipy, tifffile, Pillow) is
 imported inside the commands. Never imports the web service, the worker queue or torch.
@@ -641,3 +641,47 @@ def cache_command(
     typer.echo(
         f"{decoded} decoded, {len(test_set.cases) - decoded} already cached, in {time.perf_counter() - start:.1f} s"
     )
+
+
+@dataset_app.command("report")
+def report_command(
+    directory: Annotated[Path, typer.Argument(help="A detection test set (with manifest.json)")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the report into")],
+    tiles_per_image: Annotated[
+        int, typer.Option("--tiles-per-image", min=1, max=10_000, help="Most tiles drawn from each image")
+    ] = 32,
+    tile_size: Annotated[int, typer.Option("--tile-size", min=16, max=4096, help="Tile size in pixels")] = 128,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the tile draw, t-SNE and the folds")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty directory")] = False,
+) -> None:
+    """The domain report: how the scanners of a detection test set differ (Macenko stain vectors, optical
+    density, H and E concentrations, sharpness, resolution), a t-SNE of tile features coloured by scanner, and
+    the domain-gap number: a scanner classifier's cross-validated balanced accuracy beside chance. Writes
+    report.json, features.csv, per_scanner.csv, embedding.svg and index.html; progress on stderr."""
+    from worker.datasets.domain_report import build_report
+    from worker.datasets.errors import DatasetError
+    from worker.datasets.manifest import TestSet
+
+    _check_out_dir(out, overwrite)
+    start = time.perf_counter()
+    try:
+        test_set = TestSet.open(directory)
+        report = build_report(
+            test_set,
+            out,
+            tile_size=tile_size,
+            tiles_per_image=tiles_per_image,
+            seed=seed,
+            progress=lambda line: typer.echo(line, err=True),
+        )
+    except DatasetError as exc:
+        raise _fail(str(exc)) from None
+    gap = report["domain_gap"]
+    if gap["balanced_accuracy"] is None:
+        typer.echo(f"domain gap: not measured ({gap['note']})")
+    else:
+        typer.echo(
+            f"domain gap: scanner classifier balanced accuracy {gap['balanced_accuracy']:.3f} "
+            f"(chance {gap['chance']:.3f}, {gap['scanners']} scanners, {report['tiles']} tiles)"
+        )
+    typer.echo(f"wrote {out / 'index.html'} in {time.perf_counter() - start:.1f} s")
