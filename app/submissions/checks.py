@@ -23,7 +23,7 @@ import json
 import math
 import resource
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,19 +59,28 @@ def case_extents(cases: Mapping[str, Any]) -> dict[str, CaseExtent]:
 MAX_DEPTH = 16  # a predictions file nests 5 deep ({case: {"points": [{"point": [...]}]}})
 
 
-def _check_depth(path: Path, *, display_name: str) -> None:
-    """Refuse deep nesting before anything is built from it (the events are flat; the first too deep stops)."""
+def _entries(handle: Any, *, display_name: str) -> Iterator[tuple[str, Any]]:
+    """(key, value) of each top-level entry, each value built only once its last event is read, in one pass
+    over the file; nesting deeper than MAX_DEPTH stops the read at once (before anything deeper is built)."""
     import ijson
 
     depth = 0
-    with path.open("rb") as handle:
-        for event, _ in ijson.basic_parse(handle):
-            if event in ("start_map", "start_array"):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise CheckFailedError(f"{display_name}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
-            elif event in ("end_map", "end_array"):
-                depth -= 1
+    key = ""
+    builder: Any = None
+    for _, event, value in ijson.parse(handle, use_float=True):
+        if event in ("start_map", "start_array"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise CheckFailedError(f"{display_name}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+        if event == "map_key" and depth == 1:
+            key, builder = value, ijson.ObjectBuilder()
+        elif builder is not None:
+            builder.event(event, value)
+            if depth == 1:  # the entry's value is complete (a scalar, or its closing bracket)
+                yield key, builder.value
+                builder = None
 
 
 def _json_cases(path: Path, *, display_name: str, case_count: int, rules: str) -> dict[str, Any]:
@@ -82,9 +91,8 @@ def _json_cases(path: Path, *, display_name: str, case_count: int, rules: str) -
 
     parsed: dict[str, Any] = {}
     try:
-        _check_depth(path, display_name=display_name)
         with path.open("rb") as handle:
-            for key, obj in ijson.kvitems(handle, "", use_float=True):
+            for key, obj in _entries(handle, display_name=display_name):
                 if key in parsed:
                     raise CheckFailedError(f"{display_name}: case {key!r} is given twice")
                 if len(parsed) >= case_count + 1:
