@@ -66,6 +66,19 @@ def test_millions_of_keys_stop_at_the_first_entry(world: World, in_child: Settin
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_nesting_deeper_than_the_limit_is_refused_wherever_it_is(world: World, in_child: Settings, where: str) -> None:
+    team = world.register("Alpha")
+    deep = "[" * 40 + "]" * 40
+    one = '{"type": "Multiple points", "points": []}'
+    entries = [f'"001.tiff": {{"type": "Multiple points", "points": [], "extra": {deep}}}', f'"002.tiff": {one}']
+    if where == "last":
+        entries.reverse()
+    r = world.submit(team["headers"], ("{" + ",".join(entries) + "}").encode())
+    assert r.status_code == 422
+    assert "nested too deeply (more than 16 levels)" in r.json()["detail"]
+
+
 def _gzip_members_of_zeros(members: int, each: int) -> bytes:
     """Concatenated gzip members, each of `each` zero bytes: a small file that decompresses to a lot."""
     zeros = gzip.compress(b"\0" * each, compresslevel=9)
