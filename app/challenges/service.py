@@ -267,7 +267,8 @@ def _check_2025_labels(test_set: TestSet, rules: str) -> None:
 def _check_phase(session: Session, phase: Phase) -> None:
     if phase.opens_at is not None and phase.closes_at is not None and phase.closes_at <= phase.opens_at:
         raise InvalidInput("closes_at must be after opens_at")
-    task = canonical_options(phase.scoring_options)["task"]
+    options = canonical_options(phase.scoring_options)
+    task = options["task"]
     if phase.test_set_id is not None:
         test_set = session.get(TestSet, phase.test_set_id)
         if test_set is None:
@@ -277,7 +278,7 @@ def _check_phase(session: Session, phase: Phase) -> None:
                 f"test_set_id: test set {test_set.id} ({test_set.name}) is a {test_set.task} set, but this phase "
                 f"scores {task} (scoring_options.task)"
             )
-        _check_2025_labels(test_set, canonical_options(phase.scoring_options)["rules"])
+        _check_2025_labels(test_set, options["rules"])
     allowed = RANKING_METRICS[task]
     if phase.ranking_metric not in allowed:
         raise InvalidInput(

@@ -29,7 +29,6 @@ PRIOR_ATYPICAL = 0.2  # the synthetic sets' default share of atypical figures
 LOBE_WINDOW = 48
 LOBE_MIN_PIXELS = 6
 LOBE_SPLIT = 2  # lobes from which a figure is called atypical
-RUIFROK_HE = ((0.650, 0.704, 0.286), (0.072, 0.990, 0.105), (0.268, 0.570, 0.776))
 
 
 def build_stack_set(root: Path, *, scanners: int, seed: int) -> Path:
@@ -46,6 +45,8 @@ def lobe_count(patch: Any) -> int:
     """Dark chromatin lobes of at least LOBE_MIN_PIXELS px in the central window of one RGB uint8 patch."""
     import numpy as np
     from scipy import ndimage as ndi
+
+    from app.cli.demo import RUIFROK_HE  # the blob detector's stain vectors
 
     stains = np.array(RUIFROK_HE)
     unmix = np.linalg.inv(stains / np.linalg.norm(stains, axis=1, keepdims=True))

@@ -20,6 +20,7 @@ from app.errors import InvalidInput
 from app.models import TERMINAL_STATUSES, ApiToken, SubmissionKind, utcnow
 from app.names import InvalidNameError, clean_name
 from app.openapi import errors
+from app.scoring import canonical_options
 from app.settings import Settings
 from app.submissions import service
 from app.submissions.checker import Checker
@@ -103,7 +104,7 @@ async def submit(
         service.check_can_submit(db, phase=phase, team=principal.team, kind=kind)  # type: ignore[arg-type]
         cases = phase.test_set.cases if phase.test_set is not None else {}
         task = phase.test_set.task if phase.test_set is not None else "detection"
-        rules = str((phase.scoring_options or {}).get("rules") or "midog2022")
+        rules = str(canonical_options(phase.scoring_options)["rules"])
         # no transaction (nor pooled connection) is held while a possibly huge body streams in
         db.commit()
         return cases, task, rules
