@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # Ranking robustness (bootstrap over cases, shared across entries).
     robustness_resamples: int = Field(default=1000, ge=10)
     robustness_seed: int = 0
+    # the ranking analysis (app.leaderboard.analysis) ranks at most this many of a board's best entries
+    analysis_max_entries: int = Field(default=50, ge=2, le=500)
 
     # Workers report themselves every `worker_heartbeat_s`; one not heard of for `worker_stale_after_s` is down.
     worker_heartbeat_s: float = Field(default=10.0, gt=0)

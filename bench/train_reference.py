@@ -18,13 +18,14 @@ import shlex
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from worker.datasets.synth import generate_test_set
+from worker.datasets.synth import generate_test_set, graded_profiles
 from worker.reference.scoring import score_archive
 from worker.reference.training import TrainConfig, build_classical_archive, build_cnn_archive
 
-DETECTORS = ("classical", "cnn")
+DETECTORS = ("classical", "cnn", "cnn-augmented")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("worker/reference/archives"), help="archives go to OUT/<name>")
     p.add_argument("--evaluate-only", action="store_true", help="score the archives already in --out")
+    p.add_argument("--only", choices=DETECTORS, default=None, help="build this detector only (the others stay)")
     p.add_argument("--scanner", type=int, default=0, help="the one training scanner")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--time-budget", type=float, default=600.0, help="seconds of CNN training at most")
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-cases", type=int, default=5, help="held-out cases per scanner")
     p.add_argument("--eval-size", type=_size, default=(1024, 768), help="WxH of held-out cases")
     p.add_argument("--eval-seed", type=int, default=1)
+    p.add_argument("--graded", type=float, default=None, metavar="REACH", help="held-out scanners graded as the demo's")
     p.add_argument("--json", type=Path, default=None, help="also write the per-scanner scores here")
     args = p.parse_args(argv)
 
@@ -58,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         train_cases=args.train_cases,
         seed=args.seed,
     )
+    builders = {
+        "classical": lambda out: build_classical_archive(out, config, say),
+        "cnn": lambda out: build_cnn_archive(out, config, say),
+        "cnn-augmented": lambda out: build_cnn_archive(out, replace(config, augment=True), say),
+    }
     if not args.evaluate_only:
-        t0 = time.monotonic()
-        build_classical_archive(args.out / "classical", config, say)
-        say(f"classical archive built in {time.monotonic() - t0:.0f}s")
-        t0 = time.monotonic()
-        build_cnn_archive(args.out / "cnn", config, say)
-        say(f"CNN archive built in {time.monotonic() - t0:.0f}s")
+        for name in [args.only] if args.only else DETECTORS:
+            t0 = time.monotonic()
+            builders[name](args.out / name)
+            say(f"{name} archive built in {time.monotonic() - t0:.0f}s")
 
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="reference-eval-") as tmp:
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"rendering the held-out set: {args.scanners} scanners x {args.eval_cases} cases")
         generate_test_set(
             held_out,
-            scanners=args.scanners,
+            scanners=graded_profiles(args.scanners, args.graded) if args.graded is not None else args.scanners,
             cases_per_scanner=args.eval_cases,
             size=args.eval_size,
             seed=args.eval_seed,
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["overall"] = report.overall.f1
             say(f"{name}: scored in {time.monotonic() - t0:.0f}s")
 
-    train_label = f"scanner-{args.scanner}"
+    train_label = "scanner-A" if args.graded is not None else f"scanner-{args.scanner}"
     labels = sorted(k for k in results["cnn"] if k != "overall")
     print(f"command: {shlex.join(['python', 'bench/train_reference.py', *(argv or sys.argv[1:])])}")
     heads = [lab + (" (train)" if lab == train_label else "") for lab in labels]

@@ -32,6 +32,9 @@ class PhaseRead(BaseModel):
     max_active_per_team: int
     leaderboard_visibility: LeaderboardVisibility
     shown_groups: list[str] | None
+    seen_groups: list[str] | None = Field(
+        default=None, description="Groups the training data covered; the board adds seen, unseen and their gap."
+    )
     entry_policy: EntryPolicy
     ranking_metric: RankingMetric
     parent_phase_id: int | None
@@ -85,6 +88,10 @@ class _PhaseFields(StrictInput):
     max_active_per_team: Annotated[int, Field(ge=1, le=1000)] = 1
     leaderboard_visibility: LeaderboardVisibility = LeaderboardVisibility.PUBLIC
     shown_groups: Annotated[list[GroupLabel], Field(max_length=100)] | None = None
+    seen_groups: Annotated[
+        list[GroupLabel] | None,
+        Field(max_length=100, description="Groups (scanners) the training data covered, e.g. MIDOG 2021's three."),
+    ] = None
     entry_policy: EntryPolicy = EntryPolicy.BEST
     ranking_metric: RankingMetric = RankingMetric.F1
     parent_phase_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
@@ -113,6 +120,10 @@ class PhaseUpdate(StrictInput):
     max_active_per_team: Annotated[int, Field(ge=1, le=1000)] | None = None
     leaderboard_visibility: LeaderboardVisibility | None = None
     shown_groups: Annotated[list[GroupLabel], Field(max_length=100)] | None = None
+    seen_groups: Annotated[
+        list[GroupLabel] | None,
+        Field(max_length=100, description="Groups (scanners) the training data covered, e.g. MIDOG 2021's three."),
+    ] = None
     entry_policy: EntryPolicy | None = None
     ranking_metric: RankingMetric | None = None
     parent_phase_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None

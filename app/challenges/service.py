@@ -279,6 +279,7 @@ def _check_phase(session: Session, phase: Phase) -> None:
                 f"scores {task} (scoring_options.task)"
             )
         _check_2025_labels(test_set, options["rules"])
+        _check_seen_groups(test_set, phase.seen_groups, options["group_key"])
     allowed = RANKING_METRICS[task]
     if phase.ranking_metric not in allowed:
         raise InvalidInput(
@@ -299,6 +300,21 @@ def _check_phase(session: Session, phase: Phase) -> None:
             seen.add(ancestor)
             found = session.get(Phase, ancestor)
             ancestor = found.parent_phase_id if found is not None else None
+
+
+def _check_seen_groups(test_set: TestSet, seen: list[str] | None, group_key: str) -> None:
+    """Every seen group must be a group of the test set, and at least one group must stay unseen."""
+    if not seen:
+        return
+    labels = {str((case.get("groups") or {}).get(group_key)) for case in (test_set.cases or {}).values()}
+    unknown = sorted(set(seen) - labels)
+    if unknown:
+        raise InvalidInput(
+            f"seen_groups: {', '.join(map(repr, unknown))} not among the {group_key!r} groups of test set "
+            f"{test_set.id} ({', '.join(sorted(labels))})"
+        )
+    if labels <= set(seen):
+        raise InvalidInput("seen_groups: every group is seen; leave at least one unseen, or clear seen_groups")
 
 
 def _flush_or_conflict(session: Session, message: str) -> None:

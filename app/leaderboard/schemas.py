@@ -41,6 +41,11 @@ class LeaderboardEntry(BaseModel):
     balanced_accuracy_ci_high: float | None = None
     roc_auc: float | None = Field(default=None, description="Classification phases: ROC AUC of the confidences.")
     groups: dict[str, dict[str, Any]] = Field(description="Per scanner/group metrics (the phase's shown groups).")
+    generalisation: dict[str, Any] | None = Field(
+        default=None,
+        description="With seen groups declared: pooled F1 on seen and on unseen groups and the gap (seen minus "
+        "unseen), each with its 95% interval (cases resampled within their group).",
+    )
     scoring_fingerprint: str = Field(description="How this result was scored (equal to the board's).")
     provenance: dict[str, Any] = Field(
         default_factory=dict,

@@ -46,13 +46,18 @@ def leaderboard_statement(phase_id: int) -> Any:
     )
 
 
+def _visible_row(session: Session, statement: Any, phase_id: int, as_organiser: bool) -> tuple[Any, bool]:
+    """The statement's row and whether its scores may be shown; NotFound for a missing or unpublished phase."""
+    row = session.execute(statement).first()
+    if row is None or (not row.is_published and not as_organiser):
+        raise NotFound(f"no phase {phase_id}")
+    return row, as_organiser or not scores_hidden_for(row.leaderboard_visibility, row.closes_at, utcnow())
+
+
 def get_leaderboard_json(session: Session, *, phase_id: int, as_organiser: bool = False) -> bytes:
     """The leaderboard as JSON (the LeaderboardRead shape) with one SQL statement; the stored entries are
     spliced in as they are. Hidden scores are never put in the response (U7)."""
-    row = session.execute(leaderboard_statement(phase_id)).first()
-    if row is None or (not row.is_published and not as_organiser):
-        raise NotFound(f"no phase {phase_id}")
-    visible = as_organiser or not scores_hidden_for(row.leaderboard_visibility, row.closes_at, utcnow())
+    row, visible = _visible_row(session, leaderboard_statement(phase_id), phase_id, as_organiser)
     task = canonical_options(row.scoring_options)["task"]
     head = {
         "challenge_slug": row.challenge_slug,
@@ -71,6 +76,36 @@ def get_leaderboard_json(session: Session, *, phase_id: int, as_organiser: bool 
     }
     entries = (row.entries_json or "[]") if visible else "[]"
     return (json.dumps(head, separators=(",", ":"))[:-1] + ',"entries":' + entries + "}").encode()
+
+
+def get_analysis_json(session: Session, *, phase_id: int, as_organiser: bool = False) -> bytes:
+    """The phase's stored ranking analysis (app.leaderboard.analysis) with its phase head, one SQL statement;
+    while the phase hides its scores, only the head and `"available": false`."""
+    statement = leaderboard_statement(phase_id).with_only_columns(
+        Phase.id.label("phase_id"),
+        Phase.title.label("phase_title"),
+        Phase.leaderboard_visibility,
+        Phase.closes_at,
+        Challenge.slug.label("challenge_slug"),
+        Challenge.is_published,
+        LeaderboardSnapshot.analysis_json,
+        LeaderboardSnapshot.updated_at,
+    )
+    row, visible = _visible_row(session, statement, phase_id, as_organiser)
+    head = {
+        "challenge_slug": row.challenge_slug,
+        "phase_id": row.phase_id,
+        "phase_title": row.phase_title,
+        "scores_visible": visible,
+        "updated_at": row.updated_at.isoformat() if row.updated_at is not None else None,
+    }
+    if not visible:
+        body = json.dumps({"available": False, "reason": "the phase hides its scores"})
+    else:
+        body = row.analysis_json or "{}"
+        if body == "{}":
+            body = json.dumps({"available": False, "reason": "no evaluated entry yet"})
+    return (json.dumps(head, separators=(",", ":"))[:-1] + ',"analysis":' + body + "}").encode()
 
 
 def get_leaderboard(session: Session, *, phase_id: int, as_organiser: bool = False) -> LeaderboardRead:

@@ -4,7 +4,8 @@ committed, so that the public board is served by one single-row SQL statement as
 What makes a phase's board stale (Session event hooks, installed on import of app.db):
 - a Result inserted, updated or deleted, through the ORM or an `insert(Result)` statement (the worker);
 - a Submission whose is_hidden / is_disqualified / is_baseline changed; a Team whose is_disqualified changed;
-- a Phase whose entry_policy / ranking_metric / evaluation_version / shown_groups / scoring options changed.
+- a Phase whose entry_policy / ranking_metric / evaluation_version / shown_groups / seen_groups / scoring
+  options changed.
 Inside the changing transaction the hooks only bump the snapshot's `generation` (one small row write: landing
 a result costs the same on a board of ten or ten thousand). After that transaction has committed, the same
 process rebuilds the board outside it: the entries are read and the ranking robustness computed without a
@@ -22,8 +23,9 @@ Must not import FastAPI. `refresh_standings(session, phase_id=...)` rebuilds wit
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,7 @@ from app.models import (
     Result,
     Submission,
     Team,
+    TestSet,
     utcnow,
 )
 from app.scoring import canonical_options, public_provenance
@@ -121,6 +124,7 @@ class Standings:
     group_labels: list[str]
     entry_count: int
     robustness: dict[int, float | None] = field(default_factory=dict)
+    analysis_json: str = "{}"
 
 
 def compute_standings(
@@ -135,7 +139,9 @@ def compute_standings(
     resamples = settings.robustness_resamples if resamples is None else resamples
     seed = settings.robustness_seed if seed is None else seed
     phase = session.execute(
-        select(Phase.shown_groups, Phase.ranking_metric, Phase.scoring_options).where(Phase.id == phase_id)
+        select(
+            Phase.shown_groups, Phase.seen_groups, Phase.ranking_metric, Phase.scoring_options, Phase.test_set_id
+        ).where(Phase.id == phase_id)
     ).first()
     if phase is None:
         return None
@@ -173,6 +179,10 @@ def compute_standings(
         resamples=resamples,
         seed=seed,
     )
+    analysis = _analysis(
+        session, phase, ranked, details, metric=metric, options=options, resamples=resamples, seed=seed
+    )
+    gaps = _gaps_by_result(analysis, ranked, details)
     entries: list[str] = []
     labels: dict[str, None] = {}
     for r in ranked:
@@ -206,6 +216,7 @@ def compute_standings(
             balanced_accuracy_ci_high=_interval(res, "balanced_accuracy")[1],
             roc_auc=res.roc_auc,
             groups=groups,
+            generalisation=gaps.get(res.id),
             scoring_fingerprint=res.scoring_fingerprint,
             provenance=public_provenance(res.provenance),
         )
@@ -219,7 +230,70 @@ def compute_standings(
         group_labels=group_labels,
         entry_count=len(entries),
         robustness=robustness,
+        analysis_json=json.dumps(analysis, separators=(",", ":"), allow_nan=False),
     )
+
+
+def _analysis(
+    session: Session,
+    phase: Any,
+    ranked: Sequence[Any],
+    details: dict[int, Any],
+    *,
+    metric: str,
+    options: dict[str, Any],
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The board's ranking analysis (app.leaderboard.analysis), or why there is none."""
+    from app.leaderboard.analysis import AnalysisEntry, build_analysis, unavailable
+    from app.settings import get_settings
+
+    if options["task"] != "detection":
+        return unavailable("the ranking analysis covers detection phases")
+    if not ranked:
+        return unavailable("no evaluated entry yet")
+    cases = session.scalar(select(TestSet.cases).where(TestSet.id == phase.test_set_id)) or {}
+    key = options["group_key"]
+    case_groups = {name: str((case.get("groups") or {}).get(key)) for name, case in cases.items()}
+    entries = [
+        AnalysisEntry(
+            submission_id=details[r.result_id].Result.submission_id,
+            team_name=details[r.result_id].name,
+            method_name=details[r.result_id].method_name,
+            rank=r.rank,
+            is_baseline=bool(r.is_baseline),
+            cases=details[r.result_id].Result.cases or {},
+        )
+        for r in ranked
+    ]
+    doc = build_analysis(
+        entries,
+        case_groups,
+        seen_groups=phase.seen_groups,
+        shown_groups=phase.shown_groups,
+        rules=options["rules"],
+        resamples=resamples,
+        seed=seed,
+        max_entries=get_settings().analysis_max_entries,
+    )
+    if doc.get("available") and metric != "f1":
+        doc["ranking"] = unavailable(f"the board ranks by {metric}; rank statistics are computed for F1")
+        doc.pop("significance", None)
+        doc.pop("rank_then_aggregate", None)
+    return doc
+
+
+def _gaps_by_result(analysis: dict[str, Any], ranked: Sequence[Any], details: dict[int, Any]) -> dict[int, Any]:
+    """Result id -> its seen/unseen gap from the analysis (entries matched by submission id)."""
+    rows = analysis.get("generalisation") or []
+    heads = analysis.get("entries") or []
+    by_submission = {head["submission_id"]: row for head, row in zip(heads, rows, strict=False)}
+    return {
+        r.result_id: by_submission[sid]
+        for r in ranked
+        if (sid := details[r.result_id].Result.submission_id) in by_submission
+    }
 
 
 def _score_interval(result: Result, metric: str) -> dict[str, float | None]:
@@ -275,6 +349,7 @@ def store_standings(session: Session, standings: Standings) -> bool:
             "entries_json": standings.entries_json,
             "group_labels": standings.group_labels,
             "entry_count": standings.entry_count,
+            "analysis_json": standings.analysis_json,
             "built_generation": standings.generation,
             "updated_at": utcnow(),
         }
@@ -401,6 +476,7 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
             "ranking_metric",
             "evaluation_version",
             "shown_groups",
+            "seen_groups",
             "scoring_options",
             "scoring_fingerprint",
         ):

@@ -92,6 +92,8 @@ class Phase(TimestampMixin, Base):
     )
     # group labels (e.g. scanner names) shown as leaderboard columns; None shows every group
     shown_groups: Mapped[list[str] | None] = mapped_column(JSON)
+    # the groups (scanners) the training data covered; the leaderboard then shows F1 on seen and unseen groups
+    seen_groups: Mapped[list[str] | None] = mapped_column(JSON)
     entry_policy: Mapped[EntryPolicy] = mapped_column(enum_column(EntryPolicy), default=EntryPolicy.BEST)
     ranking_metric: Mapped[RankingMetric] = mapped_column(enum_column(RankingMetric), default=RankingMetric.F1)
     # gating: a team may submit here only after a succeeded evaluation in the parent phase

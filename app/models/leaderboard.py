@@ -23,3 +23,5 @@ class LeaderboardSnapshot(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     built_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # the board's ranking analysis (app.leaderboard.analysis) as served, built with the entries
+    analysis_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")

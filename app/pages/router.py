@@ -7,6 +7,7 @@ an entry of a visible leaderboard. Must not import the worker.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from app.deps import DbSession
 from app.errors import NotFound
 from app.leaderboard import service as leaderboard
 from app.models import Submission, utcnow
+from app.pages.analysis_plots import analysis_context
 from app.pages.views import board_columns, entry_views, fmt, fmt_date, group_chart, sort_value
 from app.types import IdPath, Slug
 
@@ -82,6 +84,19 @@ def leaderboard_page(request: Request, db: DbSession, phase_id: IdPath) -> HTMLR
         request,
         "leaderboard.html",
         {"board": board, "views": views, "columns": board_columns(board), "chart": group_chart(board, views)},
+    )
+
+
+@router.get("/phases/{phase_id}/analysis", response_class=HTMLResponse)
+def analysis_page(request: Request, db: DbSession, phase_id: IdPath) -> HTMLResponse:
+    try:
+        data = json.loads(leaderboard.get_analysis_json(db, phase_id=phase_id, as_organiser=False))
+    except NotFound as exc:
+        return _not_found(request, str(exc))
+    doc = data.pop("analysis")
+    root = _root(request)["root"]
+    return _render(
+        request, "analysis.html", {"head": data, **analysis_context(doc, csv_base=f"{root}/api/v1/phases/{phase_id}")}
     )
 
 

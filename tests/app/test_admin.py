@@ -287,3 +287,24 @@ def test_the_organiser_api_is_strict(world: World) -> None:
     r = world.client.patch(url, headers=world.admin(), json={"parent_phase_id": final["id"]})
     assert r.status_code == 422
     assert "gated" in r.json()["detail"]
+
+
+def test_seen_groups_name_test_set_groups_and_leave_one_unseen(world: World) -> None:
+    """A phase's seen groups must be groups of its test set (the error names the unknown one and lists the
+    set's), must leave a group unseen, and reach the leaderboard as seen/unseen columns once set."""
+    url = f"/api/v1/admin/phases/{world.phase.id}"
+    r = world.client.patch(url, headers=world.admin(), json={"seen_groups": ["Z"]})
+    assert r.status_code == 422
+    assert "seen_groups: 'Z' not among the 'scanner' groups of test set" in r.json()["detail"]
+    assert "(A, B)" in r.json()["detail"]
+    r = world.client.patch(url, headers=world.admin(), json={"seen_groups": ["A", "B"]})
+    assert r.status_code == 422
+    assert "leave at least one unseen" in r.json()["detail"]
+    r = world.client.patch(url, headers=world.admin(), json={"seen_groups": ["A"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["seen_groups"] == ["A"]
+    assert world.client.get(f"/api/v1/challenges/{world.phase.challenge.slug}").json()["phases"][0]["seen_groups"] == [
+        "A"
+    ]
+    r = world.client.patch(url, headers=world.admin(), json={"seen_groups": None})
+    assert r.json()["seen_groups"] is None

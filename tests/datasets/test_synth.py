@@ -16,6 +16,7 @@ from worker.datasets.synth import (
     RenderedCase,
     ScannerProfile,
     generate_test_set,
+    graded_profiles,
     render_case,
     scanner_profile,
 )
@@ -208,3 +209,18 @@ def test_the_docs_montage_is_what_the_seed0_command_previews(tmp_path: Path) -> 
     )
     with Image.open(test_set.preview_path) as new, Image.open(DOCS_MONTAGE) as docs:
         assert np.array_equal(np.asarray(new.convert("RGB")), np.asarray(docs.convert("RGB")))
+
+
+def test_graded_scanners_run_from_the_reference_towards_the_most_shifted() -> None:
+    full = graded_profiles(4, reach=1.0)
+    assert [p.name for p in full] == ["scanner-A", "scanner-B", "scanner-C", "scanner-D"]
+    for ours, preset in ((full[0], scanner_profile(0)), (full[-1], scanner_profile(3))):
+        assert ours.blur_sigma_px == pytest.approx(preset.blur_sigma_px)
+        assert ours.h_strength == pytest.approx(preset.h_strength)
+        assert ours.stain_h == pytest.approx(preset.stain_h, abs=1e-3)
+        assert ours.jpeg_quality == preset.jpeg_quality
+    blur = [p.blur_sigma_px for p in graded_profiles(4, reach=0.6)]
+    assert blur == sorted(blur)
+    assert blur[-1] == pytest.approx(0.6 + 0.6 * (2.1 - 0.6), abs=1e-3)
+    with pytest.raises(ValueError, match="reach"):
+        graded_profiles(4, reach=1.5)

@@ -33,6 +33,18 @@ ENTRIES = {
     "Organisers": ("classical DoG detector", (0.40, 0.35, 0.31, 0.38), True),
 }
 HIDDEN_F1 = 0.987654
+SEEN = ("Scanner A", "Scanner B")  # the public phase's training scanners
+CASE_SHARES = (0.5, 0.3, 0.2)  # each scanner's counts split over three cases of unequal size
+
+
+def case_names(scanner_index: int) -> list[str]:
+    return [f"{scanner_index + 1}{k + 1:02d}.tiff" for k in range(len(CASE_SHARES))]
+
+
+def _split(count: int) -> list[int]:
+    """`count` over the cases by CASE_SHARES, the rounding remainder to the last case."""
+    parts = [round(count * share) for share in CASE_SHARES[:-1]]
+    return [*parts, count - sum(parts)]
 
 
 @dataclass
@@ -53,8 +65,11 @@ def _counts(f1: float, truth: int = 40) -> tuple[int, int, int]:
 def _result(evaluation: Evaluation, submission: Submission, f1s: tuple[float, ...], version: int) -> Result:
     groups = {}
     total = [0, 0, 0]
-    for label, f1 in zip(SCANNERS, f1s, strict=True):
+    cases: dict[str, dict[str, int]] = {}
+    for index, (label, f1) in enumerate(zip(SCANNERS, f1s, strict=True)):
         tp, fp, fn = _counts(f1)
+        for name, c_tp, c_fp, c_fn in zip(case_names(index), _split(tp), _split(fp), _split(fn), strict=True):
+            cases[name] = {"tp": c_tp, "fp": c_fp, "fn": c_fn}
         total = [total[0] + tp, total[1] + fp, total[2] + fn]
         groups[label] = {
             "tp": tp,
@@ -83,7 +98,7 @@ def _result(evaluation: Evaluation, submission: Submission, f1s: tuple[float, ..
         f1_ci_low=f1 - 0.06,
         f1_ci_high=f1 + 0.05,
         groups=groups,
-        cases={},
+        cases=cases,
         rank_robustness=0.5 + 0.1 * len(submission.method_name) / 10,
         scoring_fingerprint=submission.phase.scoring_fingerprint,
         provenance={
@@ -104,8 +119,8 @@ def seed(session: Session) -> Seeded:
         manifest_path="/nonexistent/manifest.json",
         manifest_sha256="0" * 64,
         scoring_digest="0" * 64,
-        case_count=4,
-        cases={f"00{i + 1}.tiff": {"groups": {"scanner": s}} for i, s in enumerate(SCANNERS)},
+        case_count=len(SCANNERS) * len(CASE_SHARES),
+        cases={name: {"groups": {"scanner": s}} for i, s in enumerate(SCANNERS) for name in case_names(i)},
     )
     challenge = Challenge(slug="midog-pages", title="MIDOG page test", description="Domain shift across scanners.")
     public = Phase(
@@ -115,6 +130,7 @@ def seed(session: Session) -> Seeded:
         test_set=test_set,
         opens_at=now - timedelta(days=3),
         closes_at=now + timedelta(days=30),
+        seen_groups=list(SEEN),
     )
     hidden = Phase(
         challenge=challenge,

@@ -236,3 +236,52 @@ def test_hidden_phase_in_chromium(live: Live, browser_context: Any) -> None:
     assert page.locator("#leaderboard").count() == 0
     assert page.locator("#f1-chart").count() == 0
     page.close()
+
+
+def test_analysis_page_in_chromium(live: Live, browser_context: Any) -> None:
+    """Reached from the leaderboard by keyboard; every plot drawn, no CSP violation, fits a phone."""
+    phase = live.seeded.public_phase_id
+    doc = httpx.get(f"{live.url}/api/v1/phases/{phase}/analysis", timeout=10).json()["analysis"]
+    page = browser_context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(f"{live.url}/phases/{phase}/leaderboard")
+    page.locator("#analysis-link").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/phases/{phase}/analysis")
+    sizes = page.eval_on_selector_all(
+        "svg.plot", "ss => ss.map(s => { const b = s.getBoundingClientRect(); return [s.id, b.width, b.height]; })"
+    )
+    assert [s[0] for s in sizes] == ["blob-plot", "significance-map", "rank-comparison", "heatmap", "gap-plot"]
+    assert all(w > 100 and h > 100 for _, w, h in sizes), sizes
+    cells = page.eval_on_selector_all("#heatmap g > rect", "rs => rs.length")
+    assert cells == len(doc["entries"]) * len(doc["groups"])
+    assert page.locator("#tau-median").inner_text() == f"{doc['ranking']['tau_median']:.3f}"
+    assert not violations, violations
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "analysis.png"), full_page=True)
+    page.set_viewport_size({"width": 375, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # wide plots scroll in their own box
+    page.close()
+
+
+def test_report_works_offline_in_chromium(live: Live, browser_context: Any, tmp_path: Path) -> None:
+    """The downloaded report opened from disk with the network off: styled, every plot drawn."""
+    phase = live.seeded.public_phase_id
+    report = tmp_path / "report.html"
+    report.write_bytes(httpx.get(f"{live.url}/api/v1/phases/{phase}/report.html", timeout=30).content)
+    page = browser_context.new_page()
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    browser_context.set_offline(True)
+    try:
+        page.goto(report.as_uri())
+        assert page.eval_on_selector("table", "t => getComputedStyle(t).borderCollapse") == "collapse"
+        assert page.locator("svg.plot").count() == 5
+        assert page.locator("dl.bias dt").count() == 6
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    finally:
+        browser_context.set_offline(False)
+        page.close()
+    assert not failed, failed

@@ -219,6 +219,51 @@ def scanner_profile(index: int) -> ScannerProfile:
     )
 
 
+def graded_profiles(count: int = 4, reach: float = 0.7, letters: str = "ABCDEFGH") -> list[ScannerProfile]:
+    """`count` scanners on the line from the crisp reference (scanner-0) towards the most shifted preset
+    (scanner-3): scanner k takes the fraction reach * k / (count - 1) of every difference, so the shift grows
+    evenly and even the last one keeps some signal (reach < 1). Named "scanner-A", "scanner-B", ..."""
+    if not 1 <= count <= len(letters):
+        raise ValueError(f"count must be between 1 and {len(letters)}, got {count}")
+    if not 0.0 <= reach <= 1.0:
+        raise ValueError(f"reach must lie in [0, 1], got {reach}")
+    start, end = _PRESETS[0], _PRESETS[3]
+
+    def mix(a: float, b: float, t: float) -> float:
+        return a + (b - a) * t
+
+    profiles = []
+    for k in range(count):
+        t = reach * k / (count - 1) if count > 1 else 0.0
+        quality = (
+            None
+            if start.jpeg_quality is None or end.jpeg_quality is None
+            else round(mix(start.jpeg_quality, end.jpeg_quality, t))
+        )
+        profiles.append(
+            ScannerProfile(
+                name=f"scanner-{letters[k]}",
+                spacing_mm=round(mix(start.spacing_mm, end.spacing_mm, t), 7),
+                stain_h=_unit([mix(a, b, t) for a, b in zip(start.stain_h, end.stain_h, strict=True)]),
+                stain_e=_unit([mix(a, b, t) for a, b in zip(start.stain_e, end.stain_e, strict=True)]),
+                h_strength=round(mix(start.h_strength, end.h_strength, t), 4),
+                e_strength=round(mix(start.e_strength, end.e_strength, t), 4),
+                white=(
+                    round(mix(start.white[0], end.white[0], t), 4),
+                    round(mix(start.white[1], end.white[1], t), 4),
+                    round(mix(start.white[2], end.white[2], t), 4),
+                ),
+                gamma=round(mix(start.gamma, end.gamma, t), 4),
+                contrast=round(mix(start.contrast, end.contrast, t), 4),
+                brightness=round(mix(start.brightness, end.brightness, t), 4),
+                blur_sigma_px=round(mix(start.blur_sigma_px, end.blur_sigma_px, t), 3),
+                noise_sigma=round(mix(start.noise_sigma, end.noise_sigma, t), 3),
+                jpeg_quality=quality,
+            )
+        )
+    return profiles
+
+
 # --------------------------------------------------------------------------------------------- rendering
 
 

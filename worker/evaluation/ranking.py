@@ -32,14 +32,14 @@ BoolArray = npt.NDArray[np.bool_]
 Seed = int | tuple[int, ...]
 
 
-def _json(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """Arrays and numpy scalars as lists and Python numbers; NaN as None."""
     if isinstance(value, np.ndarray):
-        return [_json(v) for v in value.tolist()] if value.ndim else _json(value.item())
+        return [json_ready(v) for v in value.tolist()] if value.ndim else json_ready(value.item())
     if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.generic):
-        return _json(value.item())
+        return json_ready(value.item())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -152,12 +152,12 @@ class RankBootstrap:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ranks": _json(self.ranks),
-            "frequencies": _json(self.frequencies),
-            "median_rank": _json(self.median_rank),
-            "rank_ci95": _json(self.rank_ci95),
-            "tau": _json(self.tau),
-            "tau_median": _json(self.tau_median),
+            "ranks": json_ready(self.ranks),
+            "frequencies": json_ready(self.frequencies),
+            "median_rank": json_ready(self.median_rank),
+            "rank_ci95": json_ready(self.rank_ci95),
+            "tau": json_ready(self.tau),
+            "tau_median": json_ready(self.tau_median),
         }
 
 
@@ -211,9 +211,9 @@ class PairwiseSignificance:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "pvalues": _json(self.pvalues),
-            "adjusted": _json(self.adjusted),
-            "better": _json(self.better),
+            "pvalues": json_ready(self.pvalues),
+            "adjusted": json_ready(self.adjusted),
+            "better": json_ready(self.better),
             "alpha": self.alpha,
             "pairs_tested": self.pairs_tested,
             "min_adjusted_p": self.min_adjusted_p,
@@ -268,12 +268,12 @@ class RankingComparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "pooled_f1": _json(self.pooled_f1),
-            "aggregate_ranks": _json(self.aggregate_ranks),
-            "group_ranks": _json(self.group_ranks),
-            "mean_group_rank": _json(self.mean_group_rank),
-            "rank_then_aggregate_ranks": _json(self.rank_then_aggregate_ranks),
-            "tau": _json(self.tau),
+            "pooled_f1": json_ready(self.pooled_f1),
+            "aggregate_ranks": json_ready(self.aggregate_ranks),
+            "group_ranks": json_ready(self.group_ranks),
+            "mean_group_rank": json_ready(self.mean_group_rank),
+            "rank_then_aggregate_ranks": json_ready(self.rank_then_aggregate_ranks),
+            "tau": json_ready(self.tau),
         }
 
 
@@ -319,7 +319,7 @@ class SeenUnseenGap:
     unseen_cases: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: _json(getattr(self, key)) for key in self.__dataclass_fields__}
+        return {key: json_ready(getattr(self, key)) for key in self.__dataclass_fields__}
 
 
 def _pair(values: FloatArray) -> tuple[float, float]:
