@@ -461,3 +461,25 @@ def leaderboard(
         console.print(leaderboard_table(board))
 
     run(body)
+
+
+@app.command()
+def report(
+    phase: Annotated[str, typer.Argument(help="Phase id, or CHALLENGE/PHASE.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the HTML file.")] = Path("report.html"),
+    server: ServerOption = None,
+) -> None:
+    """Write a phase's results report: one self-contained HTML file (leaderboard, ranking analysis plots and
+    the BIAS reporting items) that opens offline. Organisers logged in get it while scores are hidden too."""
+
+    def body() -> None:
+        with client(server, auth=token() is not None, timeout=120.0) as http:
+            phase_id = resolve_phase(http, phase)
+            response = http.get(f"/phases/{phase_id}/report.html")
+            if not response.is_success:
+                check(response)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(response.content)
+        console.print(f"wrote {out} ({len(response.content) / 1024:.0f} KiB): the report of phase {phase_id}")
+
+    run(body)

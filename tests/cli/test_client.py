@@ -170,3 +170,21 @@ def test_challenges_lists_the_phase(live: Live) -> None:
     assert result.returncode == 0, result.stderr
     assert f"{demo.CHALLENGE_SLUG}/{demo.PHASE_SLUG}" in result.stdout
     assert httpx.get(f"{live.url}/api/v1/phases/{live.phase_id}", timeout=10).json()["slug"] == demo.PHASE_SLUG
+
+
+def test_report_writes_a_self_contained_file(live: Live, tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "prelim.html"
+    result = cli(live, "report", f"{demo.CHALLENGE_SLUG}/{demo.PHASE_SLUG}", "--out", str(out), "--server", live.url)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in " ".join(result.stdout.split())
+    html = out.read_text(encoding="utf-8")
+    assert "<style>" in html
+    assert "<script" not in html
+    assert "<dt>Missing results</dt>" in html
+    board = httpx.get(f"{live.url}/api/v1/phases/{live.phase_id}/leaderboard", timeout=10).json()
+    for entry in board["entries"]:
+        assert entry["team_name"] in html
+    missing = cli(live, "report", "999999", "--out", str(tmp_path / "none.html"), "--server", live.url)
+    assert missing.returncode == 1
+    assert "404" in missing.stderr
+    assert not (tmp_path / "none.html").exists()
