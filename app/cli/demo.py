@@ -1,13 +1,19 @@
-"""`midog-eval demo`: a synthetic 4-scanner challenge with baseline entries, served on this machine.
+"""`midog-eval demo`: a synthetic 4-scanner challenge with ranked teams and baselines, served on this machine.
 
 Two phases: detection of mitotic figures (the preliminary phase) and MIDOG 2025 Track 2, atypical versus normal
 figures on synthetic stacks of patches (app.cli.demo_track2 holds its set and baselines).
+
+The detection set's scanners are graded (worker.datasets.synth.graded_profiles): scanner-A is the one the
+reference detectors were trained on and the phase declares seen; B, C and D drift further from it, D the
+furthest, so methods lose F1 step by step instead of falling off a cliff.
 
 Steps: generate a small synthetic multi-scanner test set (worker.datasets.synth), migrate the embedded
 database and create the challenge, its phase and one team per baseline directly in it (the organiser's
 side), start `midog-eval serve` (API + workers on SQLite and the server-less broker), then submit every
 baseline through the REST API like a participant would, mark it a baseline, wait for the scores and print
-the leaderboard URL. It keeps serving until Ctrl-C (`--exit-after-ready` stops once the board is up).
+the leaderboard URL. Seven simulated teams (app.cli.demo_teams) submit predictions files the same way and are
+ranked, so that the ranking analysis has something to say. It keeps serving until Ctrl-C
+(`--exit-after-ready` stops once the board is up).
 
 Baselines: a dark-blob detector in numpy (colour deconvolution + difference of Gaussians, fixed threshold)
 whose predictions file is always submitted, and the reference detectors of worker.reference when their
@@ -46,6 +52,9 @@ PHASE_SLUG = "preliminary"
 TRACK2_SLUG = "atypical"
 # Where bench/train_reference.py writes the reference detectors' archives (one directory each).
 REFERENCE_ARCHIVES = Path(__file__).resolve().parents[2] / "worker" / "reference" / "archives"
+# How far the last demo scanner drifts from scanner-A towards the most shifted preset (see graded_profiles).
+GRADED_REACH = 0.6
+SEEN_SCANNERS = ["scanner-A"]
 RUIFROK_HE = ((0.650, 0.704, 0.286), (0.072, 0.990, 0.105), (0.268, 0.570, 0.776))
 BLOB_THRESHOLD = 0.5
 _CLI_ENTRY = "from app.cli import main; main()"
@@ -60,6 +69,7 @@ class Baseline:
     path: Path
     kind: str = "predictions"
     phase: str = PHASE_SLUG  # the slug of the phase it is submitted to
+    is_baseline: bool = True  # False: a (simulated) team's ranked entry
 
 
 @dataclass
@@ -80,12 +90,13 @@ def say(message: str) -> None:
 
 
 def build_test_set(root: Path, *, scanners: int, cases: int, size: tuple[int, int], seed: int) -> Path:
-    """The synthetic set (reused when it already exists)."""
+    """The synthetic set on graded scanners scanner-A, scanner-B, ... (reused when it already exists)."""
     if (root / "manifest.json").is_file():
         return root
-    from worker.datasets.synth import generate_test_set
+    from worker.datasets.synth import generate_test_set, graded_profiles
 
-    generate_test_set(root, scanners=scanners, cases_per_scanner=cases, size=size, seed=seed, preview=True)
+    profiles = graded_profiles(scanners, GRADED_REACH)
+    generate_test_set(root, scanners=profiles, cases_per_scanner=cases, size=size, seed=seed, preview=True)
     return root
 
 
@@ -231,15 +242,20 @@ def setup_challenge(
                         slug=CHALLENGE_SLUG,
                         title="MIDOG demo: mitotic figures across four scanners",
                         description=(
-                            "A synthetic multi-scanner test set generated on this machine. Detections are "
-                            "matched to mitotic figures within 7.5 µm (official MIDOG rules); the per-scanner "
-                            "columns show how each method copes with scanner domain shift."
+                            "A synthetic multi-scanner test set generated on this machine. scanner-A is the "
+                            "scanner the reference detectors were trained on; B, C and D drift further from it "
+                            "in stain, tone, blur and compression. Detections are matched to mitotic figures "
+                            "within 7.5 µm (official MIDOG rules); the per-scanner columns and the ranking "
+                            "analysis show how each method copes with scanner domain shift. The teams are "
+                            "simulated detectors of known quality."
                         ),
                     ),
                 )
                 now = utcnow()
 
-                def open_phase(slug: str, title: str, test_set_id: int, options: ScoringOptions) -> None:
+                def open_phase(
+                    slug: str, title: str, test_set_id: int, options: ScoringOptions, seen: list[str] | None = None
+                ) -> None:
                     """An open phase of 30 days taking predictions files and model archives, no daily quota."""
                     create_phase(
                         db,
@@ -255,10 +271,17 @@ def setup_challenge(
                             allowed_kinds=[SubmissionKind.PREDICTIONS, SubmissionKind.MODEL],
                             time_limit_s=900,
                             scoring_options=options,
+                            seen_groups=seen,
                         ),
                     )
 
-                open_phase(PHASE_SLUG, "Preliminary test phase", rows.id, ScoringOptions(bootstrap=bootstrap, seed=0))
+                open_phase(
+                    PHASE_SLUG,
+                    "Preliminary test phase",
+                    rows.id,
+                    ScoringOptions(bootstrap=bootstrap, seed=0),
+                    seen=SEEN_SCANNERS if _has_unseen(rows.cases) else None,
+                )
                 if stack_set is not None:
                     stacks = register_test_set(
                         db, data=TestSetCreate(name=f"demo-{stack_set.name}", path=str(stack_set.resolve()))
@@ -331,8 +354,13 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], *, timeout_s: fl
     raise TimeoutError(f"the server did not answer at {base_url} within {timeout_s:.0f} s")
 
 
+def _has_unseen(cases: dict[str, Any]) -> bool:
+    """Whether the set has a scanner besides the seen ones (a one-scanner demo declares none seen)."""
+    return any(c["groups"]["scanner"] not in SEEN_SCANNERS for c in cases.values())
+
+
 def submit_baseline(api: str, setup: DemoSetup, baseline: Baseline) -> int:
-    """Upload as the baseline's team, then mark the submission a baseline as the organiser."""
+    """Upload as the entry's team; for a baseline, mark the submission a baseline as the organiser."""
     headers = {"Authorization": f"Bearer {setup.team_tokens[baseline.team]}"}
     with baseline.path.open("rb") as fh:
         r = httpx.post(
@@ -346,6 +374,8 @@ def submit_baseline(api: str, setup: DemoSetup, baseline: Baseline) -> int:
     if not r.is_success:
         raise RuntimeError(f"submitting {baseline.method} failed: {r.status_code} {r.text[:300]}")
     submission_id = int(r.json()["id"])
+    if not baseline.is_baseline:
+        return submission_id
     admin = {"Authorization": f"Bearer {setup.organiser_token}"}
     r = httpx.patch(f"{api}/admin/submissions/{submission_id}", json={"is_baseline": True}, headers=admin, timeout=30)
     r.raise_for_status()
@@ -374,7 +404,7 @@ def wait_scored(api: str, setup: DemoSetup, ids: list[int], *, timeout_s: float 
 
 
 def wait_boards(api: str, setup: DemoSetup, phases: list[str], *, timeout_s: float = 60.0) -> None:
-    """Wait until each phase's board lists its scored baselines (`phases`: one slug per scored baseline); the
+    """Wait until each phase's board lists its scored entries (`phases`: one slug per scored entry); the
     board is rebuilt just after each result lands, so the demo prints its URL only once it is complete."""
     wanted = {slug: phases.count(slug) for slug in set(phases)}
     deadline = time.monotonic() + timeout_s
@@ -382,7 +412,7 @@ def wait_boards(api: str, setup: DemoSetup, phases: list[str], *, timeout_s: flo
         url = f"{api}/phases/{setup.phase_ids.get(slug, setup.phase_id)}/leaderboard"
         while len(httpx.get(url, timeout=30).json().get("entries", [])) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the {slug} board did not list its {count} baselines in {timeout_s:.0f} s")
+                raise TimeoutError(f"the {slug} board did not list its {count} entries in {timeout_s:.0f} s")
             time.sleep(0.2)
 
 
@@ -417,6 +447,22 @@ def baselines_for(test_set: Path, work: Path, *, models: bool, progress: Callabl
             continue
         items.append(Baseline(**common, description=description, path=predictions))
     return items
+
+
+def simulated_entries(test_set: Path, work: Path, *, seed: int) -> list[Baseline]:
+    """The simulated teams' predictions files (app.cli.demo_teams), as ranked entries."""
+    from app.cli.demo_teams import TEAMS, write_predictions
+
+    return [
+        Baseline(
+            team=t.team,
+            method=t.method,
+            description=t.description,
+            path=write_predictions(t, test_set, work, seed=seed),
+            is_baseline=False,
+        )
+        for t in TEAMS
+    ]
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
@@ -486,6 +532,7 @@ def demo_command(
     if sandbox and not models and reference_archives():
         say("bubblewrap (bwrap) is not installed: the reference archives run here instead of in the sandbox")
     baselines = baselines_for(test_set, data_dir / "baselines", models=models)
+    baselines += simulated_entries(test_set, data_dir / "teams", seed=seed)
     say(f"generating the synthetic Track 2 set (stacks of atypical and normal figures, {scanners} scanners)")
     from app.cli import demo_track2
 
@@ -529,6 +576,7 @@ def demo_command(
         console.print(leaderboard_table(board))
         url = f"{base_url}/phases/{setup.phase_id}/leaderboard"
         typer.echo(f"leaderboard: {url}")
+        typer.echo(f"ranking analysis: {base_url}/phases/{setup.phase_id}/analysis")
         if TRACK2_SLUG in setup.phase_ids:
             typer.echo(f"Track 2 leaderboard: {base_url}/phases/{setup.phase_ids[TRACK2_SLUG]}/leaderboard")
         typer.echo(f"organiser token: {token_file}")

@@ -31,6 +31,16 @@ def _short(text: str, limit: int = 22) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+CHAR_PX = 7.0  # about the width of a character at 12 px: margins are sized from the longest label
+
+
+def row_label(entry: dict[str, Any]) -> str:
+    """A row's label: the team name, marked when it is a baseline (unless its name says so already)."""
+    name = _short(entry["team_name"], 28)
+    baseline = entry["is_baseline"] and "baseline" not in entry["team_name"].lower()
+    return name + (" (baseline)" if baseline else "")
+
+
 def entry_name(entry: dict[str, Any]) -> str:
     return f"{entry['team_name']} – {entry['method_name']}" if entry["method_name"] else entry["team_name"]
 
@@ -64,7 +74,7 @@ def blob_plot(doc: dict[str, Any]) -> Markup | None:
     n = len(entries)
     longest = max(len(_short(e["team_name"])) for e in entries)
     step, left, top, bottom = 44.0, 56.0, 24.0, 24.0 + 5.0 * longest
-    width, height = left + step * n + 24, top + step * n + bottom
+    width, height = left + step * n + 24 + 3.6 * longest, top + step * n + bottom
     body: list[str] = []
     for r in range(1, n + 1):
         y = top + step * (r - 0.5)
@@ -118,8 +128,8 @@ def significance_map(doc: dict[str, Any]) -> Markup | None:
     entries = [doc["entries"][i] for i in doc["ranked"]]
     n = len(entries)
     longest = max(len(_short(e["team_name"])) for e in entries)
-    cell, left, top = 28.0, 24.0 + 7.0 * longest, 24.0 + 6.0 * longest
-    width, height = left + cell * n + 16, top + cell * n + 16
+    cell, left, top = 28.0, 24.0 + CHAR_PX * longest, 24.0 + 6.0 * longest
+    width, height = left + cell * n + 16 + 3.6 * longest, top + cell * n + 16
     body: list[str] = []
     for i, a in enumerate(entries):
         y = top + cell * i
@@ -167,16 +177,26 @@ def rank_comparison(doc: dict[str, Any]) -> Markup | None:
         return None
     entries = [doc["entries"][i] for i in doc["ranked"]]
     n = len(entries)
+    longest = max(len(_short(e["team_name"], 26)) for e in entries) + 4
     step, top = 26.0, 40.0
-    x_left, x_right, width = 200.0, 420.0, 620.0
-    height = top + step * n + 16
+    x_left = 16.0 + CHAR_PX * longest
+    x_right = x_left + 220.0
+    width, height = x_right + 16.0 + CHAR_PX * longest, top + step * n + 16
+
+    def rows_of(ranks: list[int]) -> list[int]:
+        """Row of each entry in one column: by rank, tied entries one below the other (board order)."""
+        order = sorted(range(n), key=lambda e: (ranks[e], e))
+        return [order.index(e) for e in range(n)]
+
+    left_rows = rows_of(comparison["aggregate_ranks"])
+    right_rows = rows_of(comparison["rank_then_aggregate_ranks"])
     body = [
         f'<text x="{x_left}" y="20" text-anchor="middle">pooled F1, then rank</text>',
         f'<text x="{x_right}" y="20" text-anchor="middle">rank per scanner, then mean</text>',
     ]
     for e, entry in enumerate(entries):
         a, b = comparison["aggregate_ranks"][e], comparison["rank_then_aggregate_ranks"][e]
-        ya, yb = top + step * (a - 0.5), top + step * (b - 0.5)
+        ya, yb = top + step * (left_rows[e] + 0.5), top + step * (right_rows[e] + 0.5)
         colour = PALETTE[e % len(PALETTE)]
         name = escape(_short(entry["team_name"], 26))
         body.append(
@@ -204,7 +224,8 @@ def heatmap(doc: dict[str, Any]) -> Markup | None:
     if not heat or not groups:
         return None
     entries = doc["entries"]
-    cell_w, cell_h, left, top = 110.0, 40.0, 220.0, 30.0
+    cell_w, cell_h, top = 110.0, 40.0, 30.0
+    left = 16.0 + CHAR_PX * max(len(row_label(e)) for e in entries)
     width, height = left + cell_w * len(groups) + 16, top + cell_h * len(entries) + 16
     body: list[str] = []
     seen = set(doc.get("seen_groups") or [])
@@ -215,10 +236,8 @@ def heatmap(doc: dict[str, Any]) -> Markup | None:
         )
     for e, entry in enumerate(entries):
         y = top + cell_h * e
-        suffix = " (baseline)" if entry["is_baseline"] else ""
         body.append(
-            f'<text x="{left - 8}" y="{y + cell_h / 2 + 4:.1f}" text-anchor="end">'
-            f"{escape(_short(entry['team_name'], 28) + suffix)}</text>"
+            f'<text x="{left - 8}" y="{y + cell_h / 2 + 4:.1f}" text-anchor="end">{escape(row_label(entry))}</text>'
         )
         for g, group in enumerate(groups):
             value = heat["f1"][e][g]
@@ -247,7 +266,8 @@ def gap_plot(doc: dict[str, Any]) -> Markup | None:
     if not rows:
         return None
     entries = doc["entries"]
-    step, left, top, plot_w = 30.0, 220.0, 40.0, 360.0
+    step, top, plot_w = 30.0, 40.0, 360.0
+    left = 16.0 + CHAR_PX * max(len(row_label(e)) for e in entries)
     width, height = left + plot_w + 140, top + step * len(entries) + 40
 
     def x_of(v: float) -> float:
@@ -264,11 +284,7 @@ def gap_plot(doc: dict[str, Any]) -> Markup | None:
     )
     for e, (entry, row) in enumerate(zip(entries, rows, strict=True)):
         y = top + step * e + step / 2
-        suffix = " (baseline)" if entry["is_baseline"] else ""
-        body.append(
-            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">'
-            f"{escape(_short(entry['team_name'], 28) + suffix)}</text>"
-        )
+        body.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{escape(row_label(entry))}</text>')
         seen, unseen = row["seen_f1"], row["unseen_f1"]
         if seen is None or unseen is None:
             continue

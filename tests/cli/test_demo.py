@@ -1,5 +1,6 @@
-"""`midog-eval demo` end to end on the embedded default: the leaderboard comes up with baseline entries scored
-per scanner, the pages serve it, and Ctrl-C stops the server and every worker it started."""
+"""`midog-eval demo` end to end on the embedded default: the leaderboard comes up with ranked (simulated) teams
+and baseline entries scored per scanner, with its ranking analysis, the pages serve it, and Ctrl-C stops the
+server and every worker it started."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def _screenshot(url: str, path: Path, profile: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_serves_a_leaderboard_of_baselines(tmp_path: Path) -> None:
+def test_demo_serves_a_leaderboard_of_teams_and_baselines(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_") and k not in {"DATABASE_URL", "REDIS_URL"}}
@@ -94,17 +95,30 @@ def test_demo_serves_a_leaderboard_of_baselines(tmp_path: Path) -> None:
 
         phase_id = int(url.rstrip("/").split("/")[-2])
         board = httpx.get(f"http://127.0.0.1:{port}/api/v1/phases/{phase_id}/leaderboard", timeout=30).json()
-        assert board["group_labels"] == [f"scanner-{i}" for i in range(4)]
-        assert board["entries"], board
-        assert all(e["is_baseline"] and e["rank"] is None for e in board["entries"])
-        assert any(e["team_name"] == "Baseline: blob detector" for e in board["entries"])
+        assert board["group_labels"] == [f"scanner-{c}" for c in "ABCD"]
+        baselines = [e for e in board["entries"] if e["is_baseline"]]
+        ranked = [e for e in board["entries"] if not e["is_baseline"]]
+        assert all(e["rank"] is None for e in baselines)
+        assert any(e["team_name"] == "Baseline: blob detector" for e in baselines)
+        assert len(ranked) >= 6
+        assert [e["rank"] for e in ranked] == sorted(e["rank"] for e in ranked)
         for entry in board["entries"]:
             assert set(entry["groups"]) == set(board["group_labels"])
             assert entry["f1_ci_low"] is not None  # the demo phase bootstraps CIs
+            assert entry["generalisation"]["seen_cases"] == 2  # scanner-A is declared seen
         page = httpx.get(url, timeout=30)
         assert page.status_code == 200
-        assert page.text.count('class="badge baseline"') == len(board["entries"])
+        assert page.text.count('class="badge baseline"') == len(baselines)
         _screenshot(url, ARTIFACTS / "demo-leaderboard.png", tmp_path / "profile")
+
+        analysis_line = demo.stdout.readline()
+        assert analysis_line.startswith("ranking analysis: "), analysis_line
+        analysis_url = analysis_line.split(": ", 1)[1].strip()
+        doc = httpx.get(f"http://127.0.0.1:{port}/api/v1/phases/{phase_id}/analysis", timeout=30).json()["analysis"]
+        assert doc["available"] is True
+        assert len(doc["ranked"]) == len(ranked)
+        assert doc["seen_groups"] == ["scanner-A"]
+        assert httpx.get(analysis_url, timeout=30).text.count('<svg id="') == 5
 
         # the Track 2 phase: atypical versus normal figures, its baselines ranked apart by balanced accuracy
         track2 = demo.stdout.readline()
