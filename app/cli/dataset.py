@@ -653,16 +653,27 @@ def report_command(
     tile_size: Annotated[int, typer.Option("--tile-size", min=16, max=4096, help="Tile size in pixels")] = 128,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the tile draw, t-SNE and the folds")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty directory")] = False,
+    cnn: Annotated[
+        bool | None,
+        typer.Option(
+            "--cnn/--no-cnn",
+            help="Also measure the gap on the reference CNN's penultimate features (default: when torch is installed)",
+        ),
+    ] = None,
 ) -> None:
     """The domain report: how the scanners of a detection test set differ (Macenko stain vectors, optical
     density, H and E concentrations, sharpness, resolution), a t-SNE of tile features coloured by scanner, and
     the domain-gap number: a scanner classifier's cross-validated balanced accuracy beside chance. Writes
     report.json, features.csv, per_scanner.csv, embedding.svg and index.html; progress on stderr."""
+    from worker.datasets import cnn_features
     from worker.datasets.domain_report import build_report
     from worker.datasets.errors import DatasetError
     from worker.datasets.manifest import TestSet
 
     _check_out_dir(out, overwrite)
+    if cnn and not cnn_features.available():
+        raise _fail("--cnn needs torch (the inference runtime) and worker/reference/archives/cnn")
+    with_cnn = cnn_features.available() if cnn is None else cnn
     start = time.perf_counter()
     try:
         test_set = TestSet.open(directory)
@@ -672,6 +683,7 @@ def report_command(
             tile_size=tile_size,
             tiles_per_image=tiles_per_image,
             seed=seed,
+            cnn_archive=cnn_features.REFERENCE_CNN if with_cnn else None,
             progress=lambda line: typer.echo(line, err=True),
         )
     except DatasetError as exc:
@@ -684,4 +696,7 @@ def report_command(
             f"domain gap: scanner classifier balanced accuracy {gap['balanced_accuracy']:.3f} "
             f"(chance {gap['chance']:.3f}, {gap['scanners']} scanners, {report['tiles']} tiles)"
         )
+    learnt = report.get("domain_gap_cnn")
+    if learnt and learnt["balanced_accuracy"] is not None:
+        typer.echo(f"on the reference CNN's features: balanced accuracy {learnt['balanced_accuracy']:.3f}")
     typer.echo(f"wrote {out / 'index.html'} in {time.perf_counter() - start:.1f} s")

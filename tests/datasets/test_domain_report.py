@@ -129,3 +129,38 @@ def test_a_missing_scikit_learn_is_one_clear_error(
     result = CliRunner().invoke(cli, ["dataset", "report", str(shifted.root), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert "the domain report needs scikit-learn: pip install scikit-learn" in result.stderr
+
+
+def test_the_reference_cnn_features_give_a_second_domain_gap(shifted: TestSet, tmp_path: Path) -> None:
+    """Penultimate features of the committed reference CNN (no download): one 32-channel vector per tile, the
+    same for the same tile, a domain gap and an embedding of their own; --no-cnn leaves them out."""
+    pytest.importorskip("torch")  # the inference runtime; the dev environment and CI install it
+    from worker.datasets.cnn_features import REFERENCE_CNN, available, penultimate_features
+    from worker.datasets.tiff import decode_rgb
+
+    assert available()
+    rgb = decode_rgb(shifted.image_path(shifted.cases[0]))
+    tiles = [rgb[:128, :128], rgb[128:256, 128:256], rgb[:128, :128]]
+    features = penultimate_features(tiles, REFERENCE_CNN)
+    assert features.shape == (3, 32)
+    assert np.array_equal(features[0], features[2])
+    assert not np.allclose(features[0], features[1])
+
+    out = tmp_path / "with-cnn"
+    result = CliRunner().invoke(cli, ["dataset", "report", str(shifted.root), "--out", str(out), "--cnn"])
+    assert result.exit_code == 0, result.output
+    assert "on the reference CNN's features: balanced accuracy" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    learnt = report["domain_gap_cnn"]
+    assert learnt["chance"] == 0.25
+    assert 0.0 <= learnt["balanced_accuracy"] <= 1.0
+    assert learnt["features"].startswith("32 channels")
+    svg = (out / "embedding-cnn.svg").read_text()
+    assert 'aria-labelledby="emb-cnn-title emb-cnn-desc"' in svg
+    assert 'id="gap-cnn"' in (out / "index.html").read_text()
+
+    plain = tmp_path / "without"
+    result = CliRunner().invoke(cli, ["dataset", "report", str(shifted.root), "--out", str(plain), "--no-cnn"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((plain / "report.json").read_text())["domain_gap_cnn"] is None
+    assert not (plain / "embedding-cnn.svg").exists()

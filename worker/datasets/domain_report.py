@@ -122,10 +122,13 @@ def build_report(
     tiles_per_image: int = 32,
     min_tissue: float = 0.25,
     seed: int = 0,
+    cnn_archive: Path | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Measure `test_set` and write report.json, features.csv, per_scanner.csv, embedding.svg and index.html
-    into `out_dir` (created). Returns report.json's object. `progress` receives one line per step."""
+    into `out_dir` (created). Returns report.json's object. `progress` receives one line per step. With
+    `cnn_archive` (a reference detector, worker.datasets.cnn_features), the domain gap and the embedding are
+    also computed on its penultimate features (`domain_gap_cnn`, embedding-cnn.svg)."""
     from worker.datasets.tiff import decode_rgb
 
     _sklearn()
@@ -141,6 +144,7 @@ def build_report(
     tiles: list[Tile] = []
     rows: list[F64] = []
     pixels: dict[str, list[U8]] = {s: [] for s in scanners}
+    kept: list[U8] = []  # the tiles themselves, for the CNN features
     for i, case in enumerate(cases):
         say(f"tiles: {case.name} ({i + 1}/{len(cases)})")
         rgb = decode_rgb(test_set.image_path(case))
@@ -152,6 +156,8 @@ def build_report(
             tiles.append(Tile(case.name, case.scanner, x, y))
             rows.append(tile_features(t))
             pixels[case.scanner].append(t.reshape(-1, 3))
+            if cnn_archive is not None:
+                kept.append(t)
     features = np.stack(rows)
     labels = np.array([t.scanner for t in tiles])
     images = np.array([t.image for t in tiles])
@@ -162,6 +168,20 @@ def build_report(
     embedding = embed(features, seed=seed)
     say("domain gap: scanner classifier, cross-validated")
     gap = domain_gap(features, labels, images, seed=seed)
+    cnn_svg = None
+    gap_cnn: dict[str, Any] | None = None
+    if cnn_archive is not None:
+        from worker.datasets.cnn_features import penultimate_features
+
+        say(f"CNN features: {cnn_archive.name}, penultimate layer of {len(kept)} tiles")
+        learnt = penultimate_features(kept, cnn_archive)
+        gap_cnn = {
+            **domain_gap(learnt, labels, images, seed=seed),
+            "features": f"{learnt.shape[1]} channels of the feature layers of {cnn_archive.name}, mean over the tile",
+        }
+        cnn_svg = embedding_svg(
+            embed(learnt, seed=seed), labels, scanners, [t.image for t in tiles], plot_id="emb-cnn", what="CNN features"
+        )
 
     report: dict[str, Any] = {
         "test_set": test_set.manifest.name or test_set.root.name,
@@ -182,6 +202,7 @@ def build_report(
         "features": list(FEATURES),
         "scanners": [s.to_json() for s in per_scanner],
         "domain_gap": gap,
+        "domain_gap_cnn": gap_cnn,
     }
     say(f"writing {out_dir}")
     (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
@@ -189,7 +210,9 @@ def build_report(
     _write_per_scanner_csv(out_dir / "per_scanner.csv", per_scanner)
     svg = embedding_svg(embedding, labels, scanners, [t.image for t in tiles])
     (out_dir / "embedding.svg").write_text(svg, encoding="utf-8")
-    (out_dir / "index.html").write_text(_index_html(report, per_scanner, svg), encoding="utf-8")
+    if cnn_svg is not None:
+        (out_dir / "embedding-cnn.svg").write_text(cnn_svg, encoding="utf-8")
+    (out_dir / "index.html").write_text(_index_html(report, per_scanner, svg, cnn_svg), encoding="utf-8")
     return report
 
 
@@ -374,7 +397,15 @@ def _marker(k: int, x: float, y: float, colour: str) -> str:
     return f'<polygon points="{pts}" fill="{colour}" fill-opacity="0.8"'
 
 
-def embedding_svg(embedding: F64, labels: Any, scanners: list[str], images: list[str]) -> str:
+def embedding_svg(
+    embedding: F64,
+    labels: Any,
+    scanners: list[str],
+    images: list[str],
+    *,
+    plot_id: str = "emb",
+    what: str = "tile features",
+) -> str:
     """A scatter plot of the embedding, one colour (Okabe-Ito) per scanner, a legend, <title> per point."""
     width, height, pad, legend_w = 640, 480, 20, 170
     plot_w = width - legend_w - 2 * pad
@@ -388,11 +419,11 @@ def embedding_svg(embedding: F64, labels: Any, scanners: list[str], images: list
     esc = html.escape
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-labelledby="emb-title emb-desc" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-labelledby="{plot_id}-title {plot_id}-desc" '
         'font-family="sans-serif" font-size="12">',
-        '<title id="emb-title">t-SNE of tile features, coloured by scanner</title>',
-        f'<desc id="emb-desc">{len(embedding)} tiles of {len(scanners)} scanners; tiles of a scanner that cluster '
-        "apart from the others mean that scanner looks different.</desc>",
+        f'<title id="{plot_id}-title">t-SNE of {what}, coloured by scanner</title>',
+        f'<desc id="{plot_id}-desc">{len(embedding)} tiles of {len(scanners)} scanners; tiles of a scanner that '
+        "cluster apart from the others mean that scanner looks different.</desc>",
         f'<rect x="{pad}" y="{pad}" width="{plot_w}" height="{plot_h}" fill="white" stroke="#000000"/>',
     ]
     for k, scanner in enumerate(scanners):
@@ -427,16 +458,20 @@ th:first-child, td:first-child { text-align: left; }
 """
 
 
-def _index_html(report: dict[str, Any], stats: list[ScannerStats], svg: str) -> str:
+def _gap_text(gap: dict[str, Any]) -> str:
+    esc = html.escape
+    if gap.get("balanced_accuracy") is None:
+        return f"not measured ({esc(str(gap.get('note', '')))}); chance {gap['chance']:.3f}"
+    return (
+        f"balanced accuracy <strong>{gap['balanced_accuracy']:.3f}</strong> vs chance {gap['chance']:.3f} "
+        f"({gap['scanners']} scanners; {gap['folds']}-fold {esc(gap['split'])})"
+    )
+
+
+def _index_html(report: dict[str, Any], stats: list[ScannerStats], svg: str, cnn_svg: str | None = None) -> str:
     esc = html.escape
     gap = report["domain_gap"]
-    if gap.get("balanced_accuracy") is None:
-        gap_text = f"not measured ({esc(str(gap.get('note', '')))}); chance {gap['chance']:.3f}"
-    else:
-        gap_text = (
-            f"balanced accuracy <strong>{gap['balanced_accuracy']:.3f}</strong> vs chance {gap['chance']:.3f} "
-            f"({gap['scanners']} scanners; {gap['folds']}-fold {esc(gap['split'])})"
-        )
+    gap_text = _gap_text(gap)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -451,6 +486,12 @@ def _index_html(report: dict[str, Any], stats: list[ScannerStats], svg: str) -> 
         "<p>Near chance: the tile features do not tell the scanners apart. Near 1: every scanner is recognisable "
         "from colour and texture alone, so a detector may meet unseen scanners as a shift.</p>",
     ]
+    if report.get("domain_gap_cnn"):
+        cnn = report["domain_gap_cnn"]
+        parts.append(
+            f'<p class="gap" id="gap-cnn">On the reference CNN\'s features ({esc(cnn["features"])}): '
+            f"{_gap_text(cnn)}</p>"
+        )
     if gap.get("confusion"):
         conf = gap["confusion"]
         parts.append("<table><caption>Confusion (rows: true scanner, columns: predicted)</caption><tr><th></th>")
@@ -461,7 +502,10 @@ def _index_html(report: dict[str, Any], stats: list[ScannerStats], svg: str) -> 
         parts.append("</table>")
     # inline SVG in HTML needs no namespace declaration (and the page then names no address at all)
     inline = svg.replace(' xmlns="http://www.w3.org/2000/svg"', "", 1)
-    parts += ["<h2>Embedding</h2>", inline, "<h2>Scanners</h2>"]
+    parts += ["<h2>Embedding</h2>", inline]
+    if cnn_svg is not None:
+        parts += ["<h3>Reference CNN features</h3>", cnn_svg.replace(' xmlns="http://www.w3.org/2000/svg"', "", 1)]
+    parts.append("<h2>Scanners</h2>")
     for s in stats:
         parts.append(f"<h3>{esc(s.scanner)}</h3><table><caption>{esc(s.scanner)}</caption>")
         rows = [
