@@ -434,10 +434,10 @@ def baselines_for(test_set: Path, work: Path, *, models: bool, progress: Callabl
     ]
     for archive in reference_archives():
         description = f"Reference model archive {archive.name} (worker/reference), run by the inference runtime."
-        common = {"team": f"Baseline: {archive.name}", "method": f"Reference detector {archive.name}"}
+        common = (f"Baseline: {archive.name}", f"Reference detector {archive.name}")  # team, method
         if models:
             path = zip_archive(archive, work / f"reference-{archive.name}.zip")
-            items.append(Baseline(**common, description=description, path=path, kind="model"))
+            items.append(Baseline(*common, description=description, path=path, kind="model"))
             continue
         progress(f"running the reference archive {archive.name}")
         try:
@@ -445,7 +445,7 @@ def baselines_for(test_set: Path, work: Path, *, models: bool, progress: Callabl
         except (subprocess.CalledProcessError, OSError) as exc:
             progress(f"skipping {archive.name}: {exc}")
             continue
-        items.append(Baseline(**common, description=description, path=predictions))
+        items.append(Baseline(*common, description=description, path=predictions))
     return items
 
 

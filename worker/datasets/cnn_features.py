@@ -34,7 +34,7 @@ def penultimate_features(
     import torch
 
     manifest = json.loads((archive / "manifest.json").read_text(encoding="utf-8"))
-    model = torch.jit.load(str(archive / manifest["model"]), map_location="cpu").eval()
+    model = torch.jit.load(str(archive / manifest["model"]), map_location="cpu").eval()  # type: ignore[no-untyped-call]
     if not hasattr(model, "features"):
         raise DatasetError(f"{archive}: the model has no `features` layers to take penultimate features from")
     norm = manifest["input"]["normalisation"]
