@@ -78,6 +78,7 @@ ARCHIVE_DIR = "/archive"
 CACHE_DIR = "/cache"
 PREDICTIONS_DIR = "predictions"  # under /output
 STATS_FILE = "stats.json"  # under /output, beside (not inside) the predictions directory
+FEATURES_DIR = "features"  # under /output: per-case features of a detector that declares them
 # The runtime's exit status for an archive, images or model output that do not match the manifest.
 RUNTIME_INPUT_ERROR = 2
 
@@ -279,7 +280,7 @@ class ModelArchiveRunner:
             shm_bytes=settings.shm_bytes,
             tmp_bytes=settings.tmp_bytes,
             output_bytes=settings.output_bytes,
-            output_files=len(request.cases) + 64,
+            output_files=2 * len(request.cases) + 64,  # detections, and features when the archive declares them
             gpu=gpu,
             env=env,
             uid=settings.uid,
@@ -288,9 +289,11 @@ class ModelArchiveRunner:
             base_env=settings.backend == "bwrap",
         )
 
-    def command(self, interpreter: str, *, gpu: bool, cache: bool) -> list[str]:
+    def command(self, interpreter: str, *, gpu: bool, cache: bool, features: bool = False) -> list[str]:
         argv = [interpreter, "-m", "worker.inference.run", "--archive", ARCHIVE_DIR, "--images", INPUT_DIR]
         argv += ["--output", f"/output/{PREDICTIONS_DIR}", "--stats", f"/output/{STATS_FILE}"]
+        if features:
+            argv += ["--features", f"/output/{FEATURES_DIR}"]
         # one image loader per CPU granted, 2 to 8 (the rule of worker.inference.run.default_loaders)
         loaders = min(8, max(2, int(self.settings.cpus)))
         argv += ["--device", "cuda" if gpu else "cpu", "--loaders", str(loaders)]
@@ -338,7 +341,8 @@ class ModelArchiveRunner:
             if remaining <= 0:
                 raise SubmissionError(TIME_LIMIT)
             spec = self.spec_for(request, mounts=mounts, wall_seconds=remaining)
-            argv = self.command(interpreter, gpu=spec.gpu is not None, cache=cache is not None)
+            features = getattr(archive_manifest, "features_method", None) is not None
+            argv = self.command(interpreter, gpu=spec.gpu is not None, cache=cache is not None, features=features)
             try:
                 result = self.backend.run(spec, argv, output_dir=output_dir)
             finally:

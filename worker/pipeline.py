@@ -37,6 +37,7 @@ from worker.evaluation.classification import read_ground_truth as read_stack_tru
 from worker.evaluation.classification import read_predictions as read_stack_predictions
 from worker.evaluation.io import FormatError, check_cases, load_ground_truth, read_predictions
 from worker.evaluation.metrics import evaluate
+from worker.evaluation.representation import FeaturesError, read_case_features, representation_shift
 from worker.evaluation.types import CasePredictions, Rules
 from worker.runners import Runner, RunRequest, load_runner
 
@@ -66,6 +67,7 @@ class PipelineInput:
     input_layout: str | None = None
     memory_bytes: int | None = None
     task: str = DETECTION
+    seen_groups: tuple[str, ...] = ()  # the phase's groups covered by training (representation shift reference)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class Outcome:
     roc_auc: float | None = None
     # the official evaluator's aggregate keys (metrics.json), non-finite numbers as null
     aggregates: dict[str, Any] = field(default_factory=dict)
+    # a model archive that declares features: worker.evaluation.representation's analysis; None otherwise
+    representation: dict[str, Any] | None = None
 
 
 def _ignore_progress(_fraction: float, _message: str) -> None:
@@ -126,12 +130,15 @@ def predict(
     progress: ProgressCallback = _ignore_progress,
     run_name: str = "all",
     run_info: dict[str, Any] | None = None,
+    case_features: dict[str, Any] | None = None,
 ) -> dict[str, CasePredictions]:
     """The submission's detections for `cases`, keyed by case name and validated against the set.
 
     A predictions file is read whole (its cases are checked at scoring); a runner is run on `cases` only
     and its output may name no other image. `run_name` names the run's output directory (one per shard).
     `run_info`, when given, receives what the runner tells of its run (runner, backend, device, image).
+    `case_features`, when given, receives the per-case feature vectors a model archive declaring features
+    wrote (worker.evaluation.representation), or {"error": line} when they cannot be used.
     """
     wanted = tuple(cases)
     if inp.kind == PREDICTIONS_KIND:
@@ -139,6 +146,13 @@ def predict(
         return _read(inp.artifact, inp.rules)
     progress(0.05, f"running the {inp.kind} on {len(wanted)} images")
     produced = _run(inp, wanted, runner_for=runner_for, run_name=run_name, run_info=run_info)
+    feature_dir = produced.parent / "features"
+    if case_features is not None and feature_dir.is_dir():
+        try:
+            case_features.update(read_case_features(feature_dir, wanted))
+        except FeaturesError as exc:
+            case_features.clear()
+            case_features["error"] = str(exc)
     progress(0.75, "reading the detections")
     extents = _extents(test_set)
     try:
@@ -193,8 +207,10 @@ def score(
     predictions: Mapping[str, CasePredictions],
     *,
     progress: ProgressCallback = _ignore_progress,
+    case_features: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """Validate the predictions against the set (names, extents) and score them with the scoring core."""
+    """Validate the predictions against the set (names, extents) and score them with the scoring core;
+    with `case_features` (from `predict`), also the representation shift of the model's features."""
     progress(0.8, "checking predictions")
     try:
         resolved = check_cases(predictions, extents=_extents(test_set), missing="error")
@@ -239,7 +255,19 @@ def score(
         f1_ci_high=_optional_float(high),
         groups=groups,
         cases=cases,
+        representation=_representation(case_features, labels, inp.seen_groups),
     )
+
+
+def _representation(
+    case_features: Mapping[str, Any] | None, labels: Mapping[str, str], seen: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """The representation-shift analysis of the features a run wrote; None when it wrote none."""
+    if not case_features:
+        return None
+    if "error" in case_features:
+        return {"available": False, "reason": str(case_features["error"])}
+    return representation_shift(case_features, labels, seen=seen)
 
 
 def predict_stacks(

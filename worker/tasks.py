@@ -147,6 +147,7 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
         input_layout=str(options["input_layout"]) if options["input_layout"] else None,
         memory_bytes=int(phase.memory_limit_mb) * 1024**2,
         task=str(options["task"]),
+        seen_groups=tuple(phase.seen_groups or ()),
     )
     basis = ScoringBasis(
         options=options,
@@ -338,18 +339,21 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
                 return "sharded"
         started_at, started = utcnow(), time.monotonic()
         run_info: dict[str, Any] = {}
+        case_features: dict[str, Any] = {}
         cases = [c.name for c in test_set.cases]
         with run.keep_lease():
             if inp.task == CLASSIFICATION:
                 stacks = predict_stacks(inp, test_set, progress=run.progress, run_info=run_info)
             else:
-                predictions = predict(inp, test_set, cases, progress=run.progress, run_info=run_info)
+                predictions = predict(
+                    inp, test_set, cases, progress=run.progress, run_info=run_info, case_features=case_features
+                )
         predicted = time.monotonic()
         gpu_seconds = 0.0 if inp.kind == PREDICTIONS_KIND else predicted - started
         if inp.task == CLASSIFICATION:
             outcome = score_stacks(inp, test_set, stacks, progress=run.progress)
         else:
-            outcome = score(inp, test_set, predictions, progress=run.progress)
+            outcome = score(inp, test_set, predictions, progress=run.progress, case_features=case_features)
         runtime = {
             **run_info,
             "started_at": started_at.isoformat(),

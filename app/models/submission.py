@@ -136,6 +136,9 @@ class Result(Base):
     intervals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     # case name -> {"tp", "fp", "fn"}; organiser only (never shown to participants)
     cases: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # model archives that declare features: the representation shift of their features between scanners
+    # (worker.evaluation.representation); None for every other submission
+    representation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # share of bootstrap resamples in which this entry keeps its leaderboard rank (None until computed)
     rank_robustness: Mapped[float | None] = mapped_column(Float)
     # app.scoring.fingerprint of how this result was scored; ranked only while it equals the phase's

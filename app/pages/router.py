@@ -15,12 +15,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 
 from app.challenges import service as challenges
 from app.deps import DbSession
 from app.errors import NotFound
 from app.leaderboard import service as leaderboard
-from app.models import Submission, utcnow
+from app.models import Phase, Result, Submission, utcnow
 from app.pages.analysis_plots import analysis_context
 from app.pages.views import board_columns, entry_views, fmt, fmt_date, group_chart, sort_value
 from app.types import IdPath, Slug
@@ -113,10 +114,15 @@ def submission_page(request: Request, db: DbSession, submission_id: IdPath) -> H
     views = [v for v in entry_views(board) if v.entry.submission_id == submission_id]
     if not views:
         return _not_found(request, missing)
+    representation = db.scalar(
+        select(Result.representation)
+        .join(Phase, Phase.id == submission.phase_id)
+        .where(Result.submission_id == submission_id, Result.evaluation_version == Phase.evaluation_version)
+    )
     return _render(
         request,
         "submission.html",
-        {"board": board, "view": views[0], "description": submission.description},
+        {"board": board, "view": views[0], "description": submission.description, "representation": representation},
     )
 
 

@@ -119,6 +119,10 @@ def test_demo_serves_a_leaderboard_of_teams_and_baselines(tmp_path: Path) -> Non
         assert len(doc["ranked"]) == len(ranked)
         assert doc["seen_groups"] == ["scanner-A"]
         assert httpx.get(analysis_url, timeout=30).text.count('<svg id="') == 5
+        # the reference CNN declares its features: its page reports their shift between scanners
+        cnn = next(e for e in baselines if e["team_name"] == "Baseline: cnn")
+        cnn_page = httpx.get(f"http://127.0.0.1:{port}/submissions/{cnn['submission_id']}", timeout=30).text
+        assert 'id="representation-summary"' in cnn_page
 
         # the Track 2 phase: atypical versus normal figures, its baselines ranked apart by balanced accuracy
         track2 = demo.stdout.readline()

@@ -23,6 +23,7 @@ from tests.integration.conftest import REPO_ROOT, broken_archive, require_bwrap
 from tests.sandbox.images import uid_processes
 from worker.errors import SubmissionError
 from worker.evaluation.io import read_predictions
+from worker.evaluation.representation import read_case_features
 from worker.model_runner import ModelArchiveRunner, ModelSettings, reap_leftovers
 from worker.runners import RunRequest, load_runner
 from worker.sandbox import SandboxError, SandboxResult, SandboxSpec
@@ -82,6 +83,10 @@ def test_a_shard_run_in_the_sandbox_gives_the_direct_runs_detections(
     runner = ModelArchiveRunner(ModelSettings(runtime_dir=sandbox_runtime_dir, cpus=2, gpu="none"))
     produced = runner.run(_request(reference_cnn_zip, tiny_set, tmp_path / "out" / "shard", shard))
     assert sorted(p.name for p in produced.iterdir()) == sorted(Path(c).with_suffix(".json").name for c in shard)
+    # the reference CNN declares its features: one vector per case, written inside the sandbox beside them
+    features = read_case_features(produced.parent / "features", shard)
+    assert sorted(features) == sorted(shard)
+    assert all(len(v) == 32 for v in features.values())
     _direct_run(reference_cnn, tiny_set, tmp_path / "direct")
     sandboxed = read_predictions(produced)  # keyed by file stem
     direct = read_predictions(tmp_path / "direct")

@@ -211,3 +211,43 @@ def test_report_is_self_contained(client: TestClient, seeded: Seeded) -> None:
     for team in ENTRIES:
         assert team in html
     assert html.count("<svg") == 5
+
+
+def test_submission_page_shows_the_representation_shift_beside_f1(
+    client: TestClient, seeded: Seeded, db_session: Session
+) -> None:
+    from sqlalchemy import update
+
+    from app.models import Result
+
+    representation = {
+        "available": True,
+        "cases": 12,
+        "channels": 32,
+        "groups": list(SCANNERS),
+        "reference": "seen groups (Scanner A, Scanner B)",
+        "scanner_classifier": {"balanced_accuracy": 0.75, "chance": 0.25, "method": "nearest class mean"},
+        "shift": {"Scanner C": {"wasserstein": 0.125, "cases": 3}, "Scanner D": {"wasserstein": 0.0625, "cases": 3}},
+        "mean_shift": 0.09375,
+        "caveat": "Describes the model's features, not its accuracy (Aubreville et al., MIDL 2021).",
+    }
+    aurora = seeded.submission_ids["Aurora"]
+    db_session.execute(update(Result).where(Result.submission_id == aurora).values(representation=representation))
+    db_session.commit()
+    page = client.get(f"/submissions/{aurora}").text
+    assert 'id="representation"' in page
+    assert "<strong>0.750</strong> (chance 0.250" in page
+    assert re.findall(r'<td class="shift">([^<]*)</td>', page) == ["reference", "reference", "0.125", "0.062"]
+    assert "MIDL 2021" in page
+    other = client.get(f"/submissions/{seeded.submission_ids['Borealis']}").text
+    assert 'id="representation"' not in other
+
+    db_session.execute(
+        update(Result)
+        .where(Result.submission_id == aurora)
+        .values(representation={"available": False, "reason": "case 101.tiff: no features were written"})
+    )
+    db_session.commit()
+    page = client.get(f"/submissions/{aurora}").text
+    assert "not measured (case 101.tiff: no features were written)" in page
+    assert 'class="shift"' not in page

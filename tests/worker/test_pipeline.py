@@ -252,3 +252,60 @@ def test_an_undefined_ap_is_stored_as_null(tmp_path: Path) -> None:
     assert outcome.groups["B"]["ap"] is None
     assert outcome.groups["A"]["ap"] == pytest.approx(1.0)
     assert outcome.ap is not None
+
+
+class _FeatureWritingRunner:
+    """Replays the submitted file and, as a model archive declaring features would, writes one feature vector
+    per case beside the predictions: scanner "Scanner A" at 0, the others further away."""
+
+    def __init__(self, body: dict[str, Any] | None = None) -> None:
+        self.body = body
+
+    def run(self, request: Any) -> Path:
+        produced = ReplayRunner().run(request)
+        features = Path(request.output_dir) / "features"
+        features.mkdir(parents=True, exist_ok=True)
+        manifest = json.loads((Path(request.test_set_dir) / "manifest.json").read_text())
+        offset = {"Scanner A": 0.0, "Scanner B": 1.0, "Scanner C": 2.0}
+        for i, case in enumerate(c for c in manifest["cases"] if c["name"] in request.cases):
+            value = offset[case["scanner"]] + 0.01 * i
+            body = self.body or {"features": [value, 1.0]}
+            (features / f"{Path(case['name']).stem}.json").write_text(json.dumps(body))
+        return produced
+
+
+def test_a_model_that_writes_features_gets_its_representation_shift(
+    small_set: Any, tmp_path: Path, predictions_for: Callable[[Any, int], dict[str, Any]]
+) -> None:
+    artifact = _write(tmp_path / "replay.json", predictions_for(small_set, 3))
+    inp = replace(_input(small_set, artifact, tmp_path, kind="model"), seen_groups=("Scanner A",))
+    test_set = open_test_set(small_set.root)
+    cases = [c.name for c in test_set.cases]
+    features: dict[str, Any] = {}
+    predictions = predict(inp, test_set, cases, runner_for=lambda _k: _FeatureWritingRunner(), case_features=features)
+    outcome = score(inp, test_set, predictions, case_features=features)
+    rep = outcome.representation
+    assert rep is not None
+    assert rep["available"] is True
+    assert rep["reference"] == "seen groups (Scanner A)"
+    assert set(rep["shift"]) == {"Scanner B", "Scanner C"}
+    assert rep["shift"]["Scanner C"]["wasserstein"] > rep["shift"]["Scanner B"]["wasserstein"]
+    assert rep["scanner_classifier"]["balanced_accuracy"] == pytest.approx(1.0)
+    # the scores are those of the same predictions without features
+    assert replace(outcome, representation=None) == score(inp, test_set, predictions)
+
+    broken: dict[str, Any] = {}
+    predict(
+        inp,
+        test_set,
+        cases,
+        runner_for=lambda _k: _FeatureWritingRunner({"features": ["x"]}),
+        run_name="broken",
+        case_features=broken,
+    )
+    unavailable = score(inp, test_set, predictions, case_features=broken).representation
+    assert unavailable is not None
+    assert unavailable["available"] is False
+    assert "finite numbers" in unavailable["reason"] or "is not" in unavailable["reason"]
+    # a predictions file or a run that writes no features: nothing to report
+    assert run_pipeline(_input(small_set, artifact, tmp_path)).representation is None

@@ -77,6 +77,10 @@ class ArchiveManifest:
     name: str | None = None
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The model's method (or submodule) that maps the same input batch to feature maps (B, C, h, w) or
+    # vectors (B, C): the runtime then records each case's features, averaged over its tiles, for the
+    # representation-shift analysis (docs/model-archive.md, "Features"). None: no features.
+    features_method: str | None = None
     # Not a field: detection manifests are written exactly as before tasks existed (no "task" key).
     task: ClassVar[str] = DETECTION
 
@@ -106,6 +110,8 @@ class ArchiveManifest:
         doc.update({"model": self.model, "input": inp, "output": out, "bf16": self.bf16})
         if self.batch_size is not None:
             doc["batch_size"] = self.batch_size
+        if self.features_method is not None:
+            doc["features"] = {"method": self.features_method}
         return doc
 
     def dumps(self) -> str:
@@ -392,6 +398,7 @@ def parse_manifest(obj: object, *, source: str = MANIFEST_NAME) -> AnyManifest:
     out.finish()
 
     bf16, batch_size = _runtime_hints(top)
+    features_method = _features(top)
     top.finish()
     return ArchiveManifest(
         model=model,
@@ -400,7 +407,23 @@ def parse_manifest(obj: object, *, source: str = MANIFEST_NAME) -> AnyManifest:
         bf16=bf16,
         batch_size=batch_size,
         name=name,
+        features_method=features_method,
     )
+
+
+def _features(top: _Reader) -> str | None:
+    """features (optional): {"method": NAME}, NAME a Python identifier not starting with "_" (a method or
+    submodule of the TorchScript model)."""
+    if not top.has("features"):
+        return None
+    reader = top.child("features")
+    method = reader.raw("method", required=True)
+    if not isinstance(method, str) or not method.isidentifier() or method.startswith("_") or len(method) > 64:
+        raise reader.error(
+            "features.method", f"must name a method of the model (an identifier, not private), got {_show(method)}"
+        )
+    reader.finish()
+    return method
 
 
 def _normalisation(inp: _Reader) -> tuple[tuple[float, float, float] | None, tuple[float, float, float] | None]:

@@ -41,6 +41,8 @@ class Detections:
 
     xy_px: np.ndarray
     scores: np.ndarray
+    # the case's features (the manifest's features method, averaged over channels' positions and tiles)
+    features: np.ndarray | None = None
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Pending:
     heatmap: torch.Tensor | None = None
     raw: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (first tile index, batch output)
     ready: torch.cuda.Event | None = None  # recorded after the image's last forward pass
+    feature_sum: torch.Tensor | None = None  # (C,) sum over tiles of the tile's pooled features
 
 
 class Detector:
@@ -79,6 +82,8 @@ class Detector:
         self.bf16 = m.bf16 and allow_bf16 and device.type == "cuda"
         self.channels_last = device.type == "cuda"
         self.model = load_scripted(archive / m.model, device, channels_last=self.channels_last)
+        if m.features_method is not None and not hasattr(self.model, m.features_method):
+            raise ArchiveError(f"{MANIFEST_NAME}: features.method: the model has no {m.features_method!r}")
         self._scale, self._shift = input_affine(m.input.input_range, m.input.mean, m.input.std, device)
         self._decode_stream = torch.cuda.Stream(device) if device.type == "cuda" else None  # type: ignore[no-untyped-call]
         self._stitch_index: dict[tuple[int, int, int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -97,6 +102,21 @@ class Detector:
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
                     return self.model(x)
             return self.model(x)
+
+    def tile_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C) float32: the manifest's features method on a prepared batch, feature maps averaged over
+        their positions. Anything but a finite (B, C) or (B, C, h, w) tensor is the model's error."""
+        method = self.manifest.features_method
+        assert method is not None
+        with torch.inference_mode():
+            out = getattr(self.model, method)(x)
+        if not isinstance(out, torch.Tensor) or out.dim() not in (2, 4) or out.shape[0] != x.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelOutputError(f"features.method {method!r} must return (B, C) or (B, C, h, w), got {shape}")
+        pooled = (out.mean(dim=(2, 3)) if out.dim() == 4 else out).float()
+        if not bool(torch.isfinite(pooled).all()):
+            raise ModelOutputError(f"features.method {method!r} returned values that are not finite")
+        return pooled
 
     # -- one image -----------------------------------------------------------------------------------
     def start(self, image: torch.Tensor, spacing_mm: float) -> Pending:
@@ -118,7 +138,11 @@ class Detector:
             batches = math.ceil(n / self.batch_size)
             per = math.ceil(n / batches)  # equal batches: no tiny last batch
             for first in range(0, n, per):
-                out = self.forward(self.prepare(tiles[first : first + per]))
+                x = self.prepare(tiles[first : first + per])
+                out = self.forward(x)
+                if m.features_method is not None:
+                    pooled = self.tile_features(x).sum(dim=0)
+                    pending.feature_sum = pooled if pending.feature_sum is None else pending.feature_sum + pooled
                 if m.output.kind == "heatmap":
                     maps.append(self._tile_heatmaps(out))
                 else:
@@ -161,7 +185,10 @@ class Detector:
             xy[:, 0].clamp_(0, pending.width - 1)
             xy[:, 1].clamp_(0, pending.height - 1)
             order = torch.argsort(scores, descending=True, stable=True)
-            return Detections(xy[order].cpu().numpy(), scores[order].cpu().numpy())
+            features = None
+            if pending.feature_sum is not None:
+                features = (pending.feature_sum / pending.grid.count).double().cpu().numpy()
+            return Detections(xy[order].cpu().numpy(), scores[order].cpu().numpy(), features)
 
     def detect(self, image: torch.Tensor, spacing_mm: float) -> Detections:
         return self.finish(self.start(image, spacing_mm))

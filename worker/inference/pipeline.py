@@ -68,13 +68,20 @@ def run_archive(
     *,
     cache_dir: Path | None = None,
     loaders: int = 2,
+    features_output: Path | None = None,
 ) -> RunStats:
-    """Detect on every image and write <output>/<stem>.json for each; returns timing figures."""
+    """Detect on every image and write <output>/<stem>.json for each; returns timing figures. With
+    `features_output` and an archive that declares features, also <features_output>/<stem>.json holding
+    {"features": [...]}: the case's features averaged over its tiles."""
     names = [output_name(spec.name) for spec in images]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InputError(f"cases {duplicates[0]!r}: two images would write the same output file")
     output.mkdir(parents=True, exist_ok=True)
+    if detector.manifest.features_method is None:
+        features_output = None
+    elif features_output is not None:
+        features_output.mkdir(parents=True, exist_ok=True)
     device = detector.device
     cuda = device.type == "cuda"
     reader = ImageReader(cache_dir)
@@ -131,19 +138,23 @@ def run_archive(
                 pool.release(buf, None)  # on the CPU, start() has already copied what it needs
             tiles += pending.grid.count
             if previous is not None:
-                detections += _write(detector, previous, output, threshold)
+                detections += _write(detector, previous, output, threshold, features_output)
             previous = (spec, pending)
         if previous is not None:
-            detections += _write(detector, previous, output, threshold)
+            detections += _write(detector, previous, output, threshold, features_output)
     if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     return RunStats(len(images), tiles, detections, seconds, wait, str(device))
 
 
-def _write(detector: Detector, item: tuple[ImageSpec, Pending], output: Path, threshold: float) -> int:
+def _write(
+    detector: Detector, item: tuple[ImageSpec, Pending], output: Path, threshold: float, features: Path | None
+) -> int:
     spec, pending = item
     found = detector.finish(pending)
     doc = multiple_points(found.xy_px, found.scores, spacing_mm=spec.spacing_mm, threshold=threshold)
     write_json(output / output_name(spec.name), doc)
+    if features is not None and found.features is not None:
+        write_json(features / output_name(spec.name), {"features": [float(v) for v in found.features]})
     return len(found.scores)

@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-bf16", action="store_true", help="run in float32 even if the archive allows bf16")
     p.add_argument("--stats", type=Path, default=None, help="write timing figures as JSON here")
+    p.add_argument(
+        "--features", type=Path, default=None, help="detectors declaring features: <stem>.json per case goes here"
+    )
     return p
 
 
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 detector = Detector(
                     archive, device=device, batch_size=args.batch_size, allow_bf16=not args.no_bf16, manifest=manifest
                 )
-                stats = run_archive(detector, specs, args.output, cache_dir=args.cache, loaders=loaders)
+                stats = run_archive(
+                    detector, specs, args.output, cache_dir=args.cache, loaders=loaders, features_output=args.features
+                )
                 figures = {**asdict(stats), "tiles_per_second": stats.tiles_per_second}
     except (ArchiveError, InputError, ModelOutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)

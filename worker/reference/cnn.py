@@ -69,4 +69,5 @@ def cnn_manifest(
         ),
         bf16=True,
         batch_size=32,
+        features_method="features",  # the layers before the head: the representation-shift analysis reads them
     )
