@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -218,6 +219,42 @@ def list_test_sets(db: DbSession) -> list[TestSetRead]:
 )
 def register_test_set(db: DbSession, body: TestSetCreate) -> TestSetRead:
     return TestSetRead.model_validate(service.register_test_set(db, data=body))
+
+
+DOMAIN_REPORT_DIR = "domain-report"  # beside the test set's manifest.json
+
+
+@router.get(
+    "/test-sets/{test_set_id}/domain-report",
+    summary="The test set's domain report page (written by `midog-eval dataset report`)",
+    description=(
+        "Serves `<test set>/domain-report/index.html`, the self-contained page that `midog-eval dataset report "
+        "DIR --out DIR/domain-report` writes: per scanner stain, colour, sharpness and resolution, the t-SNE of "
+        "tile features and the domain-gap number. 404, saying the command to run, while it is not there."
+    ),
+    response_class=Response,
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}, **errors(404)},
+)
+def domain_report(db: DbSession, test_set_id: IdPath) -> Response:
+    from app.pages.report import report_policy
+
+    test_set = db.get(TestSet, test_set_id)
+    if test_set is None:
+        raise NotFound(f"no test set {test_set_id}")
+    directory = Path(test_set.manifest_path).parent
+    page = directory / DOMAIN_REPORT_DIR / "index.html"
+    if not page.is_file():
+        raise NotFound(
+            f"test set {test_set_id} has no domain report yet: run `midog-eval dataset report {directory} "
+            f"--out {directory / DOMAIN_REPORT_DIR}` on the server"
+        )
+    html = page.read_text(encoding="utf-8")
+    styles = re.findall(r"<style>(.*?)</style>", html, flags=re.S)
+    return Response(
+        html,
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": report_policy(*styles)},
+    )
 
 
 TEST_SET_UPLOAD_BODY: dict[str, Any] = {

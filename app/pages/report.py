@@ -38,9 +38,10 @@ def style_hash(css: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(css.encode()).digest()).decode() + "'"
 
 
-def report_policy(css: str) -> str:
-    """Content-Security-Policy of the served report: its own stylesheet, nothing else."""
-    return f"default-src 'none'; style-src {style_hash(css)}; base-uri 'none'; form-action 'none'"
+def report_policy(*css: str) -> str:
+    """Content-Security-Policy of a served self-contained page: its own inline stylesheets, nothing else."""
+    sources = " ".join(style_hash(c) for c in css) or "'none'"
+    return f"default-src 'none'; style-src {sources}; base-uri 'none'; form-action 'none'"
 
 
 def bias_items(session: Session, phase_id: int, doc: dict[str, Any], board: Any) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -308,3 +310,24 @@ def test_seen_groups_name_test_set_groups_and_leave_one_unseen(world: World) -> 
     ]
     r = world.client.patch(url, headers=world.admin(), json={"seen_groups": None})
     assert r.json()["seen_groups"] is None
+
+
+def test_the_domain_report_page_is_served_to_organisers_once_written(world: World) -> None:
+    url = f"/api/v1/admin/test-sets/{world.test_set.id}/domain-report"
+    missing = world.client.get(url, headers=world.admin())
+    assert missing.status_code == 404
+    directory = Path(world.test_set.manifest_path).parent
+    assert f"midog-eval dataset report {directory} --out {directory / 'domain-report'}" in missing.json()["detail"]
+    (directory / "domain-report").mkdir()
+    css = "body { font-family: sans-serif; }"
+    (directory / "domain-report" / "index.html").write_text(f"<!DOCTYPE html><style>{css}</style><h1>Domain</h1>")
+    page = world.client.get(url, headers=world.admin())
+    assert page.status_code == 200
+    assert "<h1>Domain</h1>" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    assert page.headers["content-security-policy"].startswith(f"default-src 'none'; style-src 'sha256-{digest}'")
+    participant = world.register("Curious Team")
+    assert world.client.get(url, headers=participant["headers"]).status_code == 403
+    assert world.client.get(url).status_code == 401
+    assert world.client.get("/api/v1/admin/test-sets/999/domain-report", headers=world.admin()).status_code == 404
