@@ -21,6 +21,7 @@ from app.auth.schemas import (
     MeRead,
     ParticipantRead,
     RegisterResult,
+    TeamDetail,
     TeamRead,
     TeamRegister,
     TokenIssued,
@@ -133,6 +134,21 @@ def me(principal: CurrentPrincipal) -> MeRead:
         scope=principal.token.scope,
         participant=ParticipantRead.model_validate(principal.participant) if principal.participant else None,
         team=TeamRead.model_validate(principal.team) if principal.team else None,
+    )
+
+
+@router.get("/teams/me", summary="The caller's team: members and invitations", responses=errors(401, 403, 503))
+def my_team(db: DbSession, principal: CurrentParticipant) -> TeamDetail:
+    assert principal.team is not None
+    team_id = principal.team.id
+    members = db.scalars(select(Participant).where(Participant.team_id == team_id).order_by(Participant.id))
+    invitations = db.scalars(
+        select(TeamInvitation).where(TeamInvitation.team_id == team_id).order_by(TeamInvitation.id)
+    )
+    return TeamDetail(
+        team=TeamRead.model_validate(principal.team),
+        members=[ParticipantRead.model_validate(m) for m in members],
+        invitations=[InvitationRead.model_validate(i) for i in invitations],
     )
 
 

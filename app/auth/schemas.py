@@ -87,6 +87,14 @@ class RegisterResult(BaseModel):
     token: TokenIssued
 
 
+class TeamDetail(BaseModel):
+    """The caller's team as its members see it: who is in it and who has been invited."""
+
+    team: TeamRead
+    members: list[ParticipantRead]
+    invitations: list[InvitationRead]
+
+
 class MeRead(BaseModel):
     scope: TokenScope
     participant: ParticipantRead | None

@@ -483,3 +483,148 @@ def report(
         console.print(f"wrote {out} ({len(response.content) / 1024:.0f} KiB): the report of phase {phase_id}")
 
     run(body)
+
+
+# --- accounts and teams ---------------------------------------------------------------------------------
+
+
+def _secret(password: str | None) -> str:
+    """The password given, else MIDOG_PASSWORD, else asked twice without echo."""
+    return (
+        password
+        or settings.password.get_secret_value()
+        or typer.prompt("Password (at least 10 characters)", hide_input=True, confirmation_prompt=True)
+    )
+
+
+def _store_account(base: str, result: dict[str, Any]) -> None:
+    path = save_config({"server": base, "token": str(result["token"]["token"])})
+    console.print(
+        f"team [bold]{result['team']['name']}[/bold], member {result['participant']['email']}; "
+        f"logged in to {base}, token stored in {path}"
+    )
+    if not result["team"].get("is_approved", True):
+        console.print("the organisers approve new teams before their submissions count; you can submit meanwhile")
+
+
+@app.command()
+def register(
+    team_name: Annotated[str, typer.Option("--team", help="Your team's name, as the leaderboard shows it.")],
+    email: Annotated[str, typer.Option(help="Your e-mail (your login).")],
+    server: Annotated[
+        str | None, typer.Option("--server", help=f"Server URL (else MIDOG_SERVER, else {DEFAULT_SERVER}).")
+    ] = None,
+    password: Annotated[str | None, typer.Option(help="Password (else MIDOG_PASSWORD, else prompted).")] = None,
+    display_name: Annotated[str | None, typer.Option("--name", help="Your name as your team sees it.")] = None,
+) -> None:
+    """Create a team with you as its first member, and log in. Others join with `midog-eval team invite`."""
+
+    def body() -> None:
+        base = (server or settings.server or DEFAULT_SERVER).rstrip("/")
+        doc: dict[str, Any] = {"team_name": team_name, "email": email, "password": _secret(password)}
+        if display_name:
+            doc["display_name"] = display_name
+        with httpx.Client(base_url=base + "/api/v1", timeout=60) as http:
+            _store_account(base, check(http.post("/auth/register", json=doc)))
+
+    run(body)
+
+
+team_app = typer.Typer(no_args_is_help=True, help="Your team: its members, invitations, joining one.")
+app.add_typer(team_app, name="team")
+
+
+@team_app.command("show")
+def team_show(server: ServerOption = None) -> None:
+    """Your team's name, members and invitations."""
+
+    def body() -> None:
+        with client(server) as http:
+            detail = check(http.get("/teams/me"))
+        team = detail["team"]
+        state = "approved" if team["is_approved"] else "awaiting approval"
+        console.print(f"team [bold]{team['name']}[/bold] (id {team['id']}, {state})")
+        members = Table(title="Members")
+        for name in ("e-mail", "name"):
+            members.add_column(name)
+        for m in detail["members"]:
+            members.add_row(m["email"], m["display_name"])
+        console.print(members)
+        if detail["invitations"]:
+            invitations = Table(title="Invitations")
+            for name in ("id", "e-mail", "state", "expires"):
+                invitations.add_column(name)
+            for i in detail["invitations"]:
+                state = "joined" if i["redeemed_at"] else "revoked" if i["revoked_at"] else "open"
+                invitations.add_row(str(i["id"]), i["email"], state, i["expires_at"][:16].replace("T", " "))
+            console.print(invitations)
+
+    run(body)
+
+
+@team_app.command("invite")
+def team_invite(
+    email: Annotated[str, typer.Argument(help="The e-mail of the person you invite; only they can use it.")],
+    server: ServerOption = None,
+) -> None:
+    """Invite someone to your team; prints the invitation (shown once) and the command they run."""
+
+    def body() -> None:
+        with client(server) as http:
+            issued = check(http.post("/teams/me/invitations", json={"email": email}))
+            base = str(http.base_url).removesuffix("/api/v1/").removesuffix("/api/v1")
+        console.print(f"invitation for {issued['email']}, valid until {issued['expires_at'][:16].replace('T', ' ')}:")
+        console.print(f"  {issued['token']}")
+        console.print(
+            f"they join with: midog-eval team join --server {base} --invitation {issued['token']} --email {email}",
+            soft_wrap=True,
+        )
+
+    run(body)
+
+
+@team_app.command("join")
+def team_join(
+    invitation: Annotated[str, typer.Option(help="The invitation a member gave you.")],
+    email: Annotated[str, typer.Option(help="The e-mail the invitation was made for (your login).")],
+    server: Annotated[
+        str | None, typer.Option("--server", help=f"Server URL (else MIDOG_SERVER, else {DEFAULT_SERVER}).")
+    ] = None,
+    password: Annotated[str | None, typer.Option(help="Your password (else MIDOG_PASSWORD, else prompted).")] = None,
+    display_name: Annotated[str | None, typer.Option("--name", help="Your name as your team sees it.")] = None,
+) -> None:
+    """Join a team with an invitation: your own account and password, then logged in."""
+
+    def body() -> None:
+        base = (server or settings.server or DEFAULT_SERVER).rstrip("/")
+        doc: dict[str, Any] = {"invitation": invitation, "email": email, "password": _secret(password)}
+        if display_name:
+            doc["display_name"] = display_name
+        with httpx.Client(base_url=base + "/api/v1", timeout=60) as http:
+            _store_account(base, check(http.post("/auth/join", json=doc)))
+
+    run(body)
+
+
+@app.command()
+def quota(
+    phase: Annotated[str, typer.Argument(help="Phase id, or CHALLENGE/PHASE.")],
+    server: ServerOption = None,
+) -> None:
+    """How many submissions your team has left in a phase, and when the daily count resets."""
+
+    def body() -> None:
+        with client(server) as http:
+            q = check(http.get(f"/phases/{resolve_phase(http, phase)}/quota"))
+
+        def left(remaining: Any, limit: Any) -> str:
+            return "unlimited" if limit is None else f"{remaining} of {limit} left"
+
+        resets = q["daily_resets_at"][:16].replace("T", " ")
+        console.print(f"today: {left(q['daily_remaining'], q['daily_limit'])} (resets {resets} UTC)")
+        console.print(f"whole phase: {left(q['phase_remaining'], q['phase_limit'])}")
+        console.print(f"running now: {q['active_evaluations']} of at most {q['max_active']}")
+        if not q["failed_count_towards_quota"]:
+            console.print("failed submissions do not count")
+
+    run(body)

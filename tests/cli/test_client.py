@@ -189,3 +189,57 @@ def test_report_writes_a_self_contained_file(live: Live, tmp_path: Path) -> None
     assert missing.returncode == 1
     assert "404" in missing.stderr
     assert not (tmp_path / "none.html").exists()
+
+
+def test_register_invite_join_show_and_quota_from_zero(live: Live, tmp_path: Path) -> None:
+    """A participant starts from nothing: registers a team, invites a teammate who joins with their own
+    account (their own config directory), both see the team, and the quota of the phase is printed."""
+    founder = {**live.env, "XDG_CONFIG_HOME": str(tmp_path / "founder"), "MIDOG_PASSWORD": "a long passphrase 1"}
+    made = subprocess.run(
+        [*CLI, "register", "--server", live.url, "--team", "Team Zero", "--email", "zero@example.org"],
+        env=founder, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "team Team Zero" in made.stdout
+    assert json.loads((tmp_path / "founder" / "midog-eval" / "config.json").read_text())["server"] == live.url
+
+    invited = subprocess.run(
+        [*CLI, "team", "invite", "mate@example.org"],
+        env=founder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert invited.returncode == 0, invited.stderr
+    command = " ".join(invited.stdout.split())
+    token = command.split("--invitation ", 1)[1].split()[0]
+    assert f"midog-eval team join --server {live.url} --invitation {token} --email mate@example.org" in command
+
+    mate = {**live.env, "XDG_CONFIG_HOME": str(tmp_path / "mate"), "MIDOG_PASSWORD": "another passphrase 2"}
+    joined = subprocess.run(
+        [*CLI, "team", "join", "--server", live.url, "--invitation", token, "--email", "mate@example.org"],
+        env=mate, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert joined.returncode == 0, joined.stderr
+    assert "team Team Zero" in joined.stdout
+
+    shown = subprocess.run([*CLI, "team", "show"], env=mate, capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert "zero@example.org" in shown.stdout
+    assert "mate@example.org" in shown.stdout
+    assert "joined" in shown.stdout
+
+    again = subprocess.run(
+        [*CLI, "team", "join", "--server", live.url, "--invitation", token, "--email", "mate@example.org"],
+        env=mate, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert again.returncode == 1  # an invitation is used once
+
+    quota = subprocess.run(
+        [*CLI, "quota", f"{demo.CHALLENGE_SLUG}/{demo.PHASE_SLUG}"],
+        env=mate, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert quota.returncode == 0, quota.stderr
+    assert "today: unlimited" in quota.stdout
+    assert "running now: 0 of at most 5" in quota.stdout
