@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
-admin_app = typer.Typer(name="admin", help="Organiser bootstrap: tokens on the server.", no_args_is_help=True)
+admin_app = typer.Typer(
+    name="admin", help="Organiser tools: tokens on the server, challenge bundles.", no_args_is_help=True
+)
 
 
 @admin_app.command("create-token")
@@ -99,3 +101,13 @@ def refresh_standings_command(
                 typer.echo(f"phase {phase_id}: {entries} entries", err=True)
     finally:
         engine.dispose()
+
+
+def _add_bundle_commands() -> None:
+    from app.cli.bundle import apply_command, export_command
+
+    admin_app.command("apply")(apply_command)
+    admin_app.command("export")(export_command)
+
+
+_add_bundle_commands()

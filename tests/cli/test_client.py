@@ -31,6 +31,7 @@ class Live:
     token: str
     test_set: Path
     env: dict[str, str]
+    organiser_token: str = ""
 
 
 def _free_port() -> int:
@@ -60,7 +61,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     url = f"http://127.0.0.1:{port}"
     try:
         demo.wait_ready(url, server, timeout_s=90)
-        yield Live(url, setup.phase_id, setup.team_tokens[TEAM], test_set, env)
+        yield Live(url, setup.phase_id, setup.team_tokens[TEAM], test_set, env, setup.organiser_token)
     finally:
         demo.stop_server(server)
 
@@ -243,3 +244,98 @@ def test_register_invite_join_show_and_quota_from_zero(live: Live, tmp_path: Pat
     assert quota.returncode == 0, quota.stderr
     assert "today: unlimited" in quota.stdout
     assert "running now: 0 of at most 5" in quota.stdout
+
+
+BUNDLE = """\
+version: 1
+challenge:
+  slug: bundle-cli
+  title: A challenge from a bundle
+  description: Created by midog-eval admin apply.
+test_sets:
+  - name: demo-set
+    path: {test_set}
+phases:
+  - slug: preliminary
+    title: Preliminary
+    test_set: demo-set
+    daily_quota: 2
+    seen_groups: [{seen}]
+    scoring_options:
+      bootstrap: 100
+  - slug: final
+    title: Final
+    kind: final
+    test_set: demo-set
+    parent_phase: preliminary
+    leaderboard_visibility: hidden_until_close
+    opens_at: 2030-01-01T00:00:00Z
+"""
+
+
+def _comparable(challenge: dict[str, object]) -> dict[str, object]:
+    """A challenge as the organiser API reads it, without what differs between servers (ids, fingerprints)."""
+    server_bound = {"id", "challenge_id", "test_set_id", "parent_phase_id", "scoring_fingerprint", "is_open"}
+    phases = [{k: v for k, v in p.items() if k not in server_bound} for p in challenge["phases"]]  # type: ignore[attr-defined]
+    return {**{k: v for k, v in challenge.items() if k not in {"id", "phases"}}, "phases": phases}
+
+
+def test_admin_apply_is_idempotent_and_an_export_recreates_the_challenge(live: Live, tmp_path: Path) -> None:
+    organiser = {**live.env, "XDG_CONFIG_HOME": str(tmp_path / "organiser"), "MIDOG_TOKEN": live.organiser_token}
+    manifest = json.loads((live.test_set / "manifest.json").read_text())
+    first_scanner = sorted({c["groups"]["scanner"] for c in manifest["cases"]})[0]
+    bundle = tmp_path / "challenge.yaml"
+    bundle.write_text(BUNDLE.format(test_set=live.test_set.resolve(), seen=first_scanner))
+
+    def admin(*args: str, env: dict[str, str] = organiser) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "admin", *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    dry = admin("apply", str(bundle), "--server", live.url, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "+ create challenge 'bundle-cli'" in dry.stdout
+    assert "+ create phase 'final'" in dry.stdout
+    assert "register test set" not in dry.stdout  # the server has demo-set at that path already
+    assert httpx.get(f"{live.url}/api/v1/challenges/bundle-cli", timeout=10).status_code == 404
+    applied = admin("apply", str(bundle), "--server", live.url)
+    assert applied.returncode == 0, applied.stderr
+    assert "applied 3 steps" in applied.stdout
+    again = admin("apply", str(bundle), "--server", live.url)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to change" in again.stdout
+
+    bundle.write_text(bundle.read_text().replace("daily_quota: 2", "daily_quota: 4"))
+    changed = admin("apply", str(bundle), "--server", live.url)
+    assert "~ phase 'preliminary': change daily_quota" in changed.stdout
+    assert "applied 1 steps" in changed.stdout
+    bundle.write_text(bundle.read_text().replace("daily_quota: 4", "daily_qouta: 4"))
+    refused = admin("apply", str(bundle), "--server", live.url)
+    assert refused.returncode == 2
+    assert f"{bundle}:13: phases[0].daily_qouta: Extra inputs are not permitted" in refused.stderr
+
+    exported = tmp_path / "exported.yaml"
+    done = admin("export", "bundle-cli", "--out", str(exported), "--server", live.url)
+    assert done.returncode == 0, done.stderr
+    assert "parent_phase: preliminary" in exported.read_text()
+
+    # a fresh server: an empty database of its own, the exported bundle applied to it
+    fresh_dir = tmp_path / "fresh"
+    fresh_env = {**live.env, "MIDOG_DATA_DIR": str(fresh_dir), "XDG_CONFIG_HOME": str(tmp_path / "fresh-config")}
+    port = _free_port()
+    server = demo.start_server(fresh_env, host="127.0.0.1", port=port, log=fresh_dir / "serve.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        demo.wait_ready(url, server, timeout_s=90)
+        token = admin("create-token", "--name", "bundle test", env=fresh_env).stdout.strip()
+        fresh_env["MIDOG_TOKEN"] = token
+        recreated = admin("apply", str(exported), "--server", url, env=fresh_env)
+        assert recreated.returncode == 0, recreated.stderr
+        assert "register test set 'demo-set'" in recreated.stdout
+        assert "nothing to change" in admin("apply", str(exported), "--server", url, env=fresh_env).stdout
+
+        def read(base: str, tok: str) -> dict[str, object]:
+            rows = httpx.get(f"{base}/api/v1/admin/challenges", headers={"Authorization": f"Bearer {tok}"}).json()
+            return next(c for c in rows if c["slug"] == "bundle-cli")
+
+        assert _comparable(read(url, token)) == _comparable(read(live.url, live.organiser_token))
+    finally:
+        demo.stop_server(server)
