@@ -29,8 +29,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The multipart uploads stream to disk under their own size limits (413 while writing).
-STREAMED_UPLOADS = re.compile(r"^/api/v1/(phases/[^/]+/submissions|admin/test-sets/upload)/?$")
+STREAMED_UPLOADS = re.compile(r"^(/api/v1/(phases/[^/]+/submissions|admin/test-sets/upload)|/phases/[^/]+/submit)/?$")
 AUTH_PREFIX = "/api/v1/auth/"
+# the pages' account forms: reachable by anyone, so bounded like the API's /auth/
+ACCOUNT_FORMS = frozenset({"/register", "/login", "/join", "/logout", "/team/invitations"})
 
 
 class BodyLimitMiddleware:
@@ -44,7 +46,7 @@ class BodyLimitMiddleware:
             return 0
         if STREAMED_UPLOADS.match(path):
             return None
-        return self.auth_bytes if path.startswith(AUTH_PREFIX) else self.json_bytes
+        return self.auth_bytes if path.startswith(AUTH_PREFIX) or path in ACCOUNT_FORMS else self.json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

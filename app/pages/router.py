@@ -23,6 +23,7 @@ from app.errors import NotFound
 from app.leaderboard import service as leaderboard
 from app.models import Phase, Result, Submission, utcnow
 from app.pages.analysis_plots import analysis_context
+from app.pages.session import nav_context, remember_csrf
 from app.pages.views import board_columns, entry_views, fmt, fmt_date, group_chart, sort_value
 from app.types import IdPath, Slug
 
@@ -35,7 +36,7 @@ def _root(request: Request) -> dict[str, Any]:
     return {"root": str(request.scope.get("root_path", "")).rstrip("/")}
 
 
-templates = Jinja2Templates(directory=PACKAGE_DIR / "templates", context_processors=[_root])
+templates = Jinja2Templates(directory=PACKAGE_DIR / "templates", context_processors=[_root, nav_context])
 templates.env.filters["fmt"] = fmt
 templates.env.filters["fmt_date"] = fmt_date
 templates.env.filters["sort_value"] = sort_value
@@ -44,7 +45,9 @@ router = APIRouter(include_in_schema=False)
 
 
 def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, context, status_code=status_code)
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    remember_csrf(request, response)  # the header's log-out form carries it
+    return response
 
 
 def _not_found(request: Request, detail: str) -> HTMLResponse:
@@ -129,4 +132,7 @@ def submission_page(request: Request, db: DbSession, submission_id: IdPath) -> H
 def install_pages(app: FastAPI) -> None:
     """Mount the static files and add the HTML routes to `app`."""
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
+    from app.pages.account import router as account_router
+
     app.include_router(router)
+    app.include_router(account_router)
