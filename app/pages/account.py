@@ -30,7 +30,7 @@ router = APIRouter(include_in_schema=False)
 TextField = Annotated[str, Form(max_length=20_000)]
 
 
-def _page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+def render_page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
     from app.pages.router import templates
 
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
@@ -53,12 +53,12 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return field, str(first["msg"]).removeprefix("Value error, ")
 
 
-def _refused(request: Request, csrf: str | None) -> Response | None:
+def csrf_refusal(request: Request, csrf: str | None) -> Response | None:
     """An HTML 403 page when the form's CSRF value or origin is wrong; None when it may go on."""
     try:
         check_csrf(request, csrf)
     except AppError as exc:
-        return _page(request, "not_found.html", {"detail": exc.message, "title": "Refused"}, exc.status_code)
+        return render_page(request, "not_found.html", {"detail": exc.message, "title": "Refused"}, exc.status_code)
     return None
 
 
@@ -87,7 +87,7 @@ def _safe_next(target: str | None) -> str:
 
 @router.get("/register", response_class=HTMLResponse)
 def register_page(request: Request) -> HTMLResponse:
-    return _page(request, "account/register.html", {"values": {}, "errors": {}})
+    return render_page(request, "account/register.html", {"values": {}, "errors": {}})
 
 
 @router.post("/register", response_class=HTMLResponse)
@@ -100,7 +100,7 @@ def register_submit(
     password: TextField,
     csrf: TextField = "",
 ) -> Response:
-    if (refusal := _refused(request, csrf)) is not None:
+    if (refusal := csrf_refusal(request, csrf)) is not None:
         return refusal
     values = {"team_name": team_name, "email": email}
     fields = ("team_name", "email", "password")
@@ -109,16 +109,16 @@ def register_submit(
         result = auth_api.register(request, db, settings, body)
     except ValidationError as exc:
         field, message = _first_error(exc)
-        return _page(request, "account/register.html", {"values": values, "errors": {field: message}}, 422)
+        return render_page(request, "account/register.html", {"values": values, "errors": {field: message}}, 422)
     except AppError as exc:
         errors = {_field_of(exc.message, fields): exc.message}
-        return _page(request, "account/register.html", {"values": values, "errors": errors}, exc.status_code)
+        return render_page(request, "account/register.html", {"values": values, "errors": errors}, exc.status_code)
     return _signed_in(request, settings, result.token.token, "/team")
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str | None = None) -> HTMLResponse:
-    return _page(request, "account/login.html", {"values": {}, "errors": {}, "next": _safe_next(next)})
+    return render_page(request, "account/login.html", {"values": {}, "errors": {}, "next": _safe_next(next)})
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -131,26 +131,26 @@ def login_submit(
     csrf: TextField = "",
     next: TextField = "/team",
 ) -> Response:
-    if (refusal := _refused(request, csrf)) is not None:
+    if (refusal := csrf_refusal(request, csrf)) is not None:
         return refusal
     context: dict[str, Any] = {"values": {"email": email}, "errors": {}, "next": _safe_next(next)}
     try:
         issued = auth_api.login(request, db, settings, LoginRequest(email=email, password=password))
     except ValidationError:
         context["errors"] = {"form": "wrong e-mail or password"}
-        return _page(request, "account/login.html", context, 401)
+        return render_page(request, "account/login.html", context, 401)
     except AppError as exc:
         context["errors"] = {"form": exc.message}
-        return _page(request, "account/login.html", context, exc.status_code)
+        return render_page(request, "account/login.html", context, exc.status_code)
     return _signed_in(request, settings, issued.token, _safe_next(next))
 
 
 @router.post("/logout")
 def logout_submit(request: Request, db: DbSession, csrf: TextField = "") -> Response:
-    if (refusal := _refused(request, csrf)) is not None:
+    if (refusal := csrf_refusal(request, csrf)) is not None:
         return refusal
     principal = viewer(request, db)
-    if principal is not None:
+    if principal is not None and principal.participant is not None:  # a login token; organiser tokens live on
         revoke_token(db, token=principal.token)
     return end_session(RedirectResponse("/", status_code=303))
 
@@ -183,12 +183,12 @@ def team_page(request: Request, db: DbSession) -> Response:
     principal = _participant(request, db)
     if principal is None:
         return _to_login(request)
-    return _page(request, "account/team.html", _team_context(db, principal))
+    return render_page(request, "account/team.html", _team_context(db, principal))
 
 
 @router.post("/team/invitations", response_class=HTMLResponse)
 def team_invite(request: Request, db: DbSession, email: TextField, csrf: TextField = "") -> Response:
-    if (refusal := _refused(request, csrf)) is not None:
+    if (refusal := csrf_refusal(request, csrf)) is not None:
         return refusal
     principal = _participant(request, db)
     if principal is None:
@@ -198,14 +198,14 @@ def team_invite(request: Request, db: DbSession, email: TextField, csrf: TextFie
     except (ValidationError, AppError) as exc:
         message = _first_error(exc)[1] if isinstance(exc, ValidationError) else exc.message
         context = {**_team_context(db, principal), "errors": {"email": message}, "invite_email": email}
-        return _page(request, "account/team.html", context, 422)
+        return render_page(request, "account/team.html", context, 422)
     context = {**_team_context(db, principal), "issued": issued}
-    return _page(request, "account/team.html", context, 201)
+    return render_page(request, "account/team.html", context, 201)
 
 
 @router.get("/join", response_class=HTMLResponse)
 def join_page(request: Request, invitation: str = "") -> HTMLResponse:
-    return _page(request, "account/join.html", {"values": {"invitation": invitation}, "errors": {}})
+    return render_page(request, "account/join.html", {"values": {"invitation": invitation}, "errors": {}})
 
 
 @router.post("/join", response_class=HTMLResponse)
@@ -218,7 +218,7 @@ def join_submit(
     password: TextField,
     csrf: TextField = "",
 ) -> Response:
-    if (refusal := _refused(request, csrf)) is not None:
+    if (refusal := csrf_refusal(request, csrf)) is not None:
         return refusal
     values = {"invitation": invitation, "email": email}
     try:
@@ -226,10 +226,10 @@ def join_submit(
         result = auth_api.join(request, db, settings, body)
     except ValidationError as exc:
         field, message = _first_error(exc)
-        return _page(request, "account/join.html", {"values": values, "errors": {field: message}}, 422)
+        return render_page(request, "account/join.html", {"values": values, "errors": {field: message}}, 422)
     except AppError as exc:
         errors = {_field_of(exc.message, ("invitation", "email", "password")): exc.message}
-        return _page(request, "account/join.html", {"values": values, "errors": errors}, exc.status_code)
+        return render_page(request, "account/join.html", {"values": values, "errors": errors}, exc.status_code)
     return _signed_in(request, settings, result.token.token, "/team")
 
 
@@ -257,8 +257,8 @@ def submit_page(request: Request, db: DbSession, phase_id: IdPath) -> Response:
     try:
         context = _submit_context(db, principal, phase_id)
     except NotFound as exc:
-        return _page(request, "not_found.html", {"detail": str(exc)}, 404)
-    return _page(request, "account/submit.html", context)
+        return render_page(request, "not_found.html", {"detail": str(exc)}, 404)
+    return render_page(request, "account/submit.html", context)
 
 
 @router.post("/phases/{phase_id}/submit", response_class=HTMLResponse)
@@ -274,7 +274,7 @@ async def submit_upload(
     in the query string so that it is checked before a byte of the body is read."""
     from starlette.concurrency import run_in_threadpool
 
-    if (refusal := _refused(request, csrf)) is not None:
+    if (refusal := csrf_refusal(request, csrf)) is not None:
         return refusal
     principal = await run_in_threadpool(_participant, request, db)
     if principal is None:
@@ -284,7 +284,7 @@ async def submit_upload(
     except AppError as exc:
         context = await run_in_threadpool(_submit_context, db, principal, phase_id)
         context["errors"] = {kind.value: exc.message}
-        return _page(request, "account/submit.html", context, exc.status_code)
+        return render_page(request, "account/submit.html", context, exc.status_code)
     return RedirectResponse(f"/my/submissions#submission-{created.id}", status_code=303)
 
 
@@ -297,4 +297,6 @@ def my_submissions(request: Request, db: DbSession) -> Response:
     rows = submissions.list_team_submissions(db, team_id=principal.team.id, phase_id=None, limit=100, offset=0)
     views = [submissions.participant_view(s) for s in rows]
     running = any(v.evaluation is not None and v.evaluation.status.is_active for v in views)
-    return _page(request, "account/submissions.html", {"team": principal.team, "views": views, "running": running})
+    return render_page(
+        request, "account/submissions.html", {"team": principal.team, "views": views, "running": running}
+    )

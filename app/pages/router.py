@@ -133,6 +133,8 @@ def install_pages(app: FastAPI) -> None:
     """Mount the static files and add the HTML routes to `app`."""
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     from app.pages.account import router as account_router
+    from app.pages.organiser import router as organiser_router
 
     app.include_router(router)
     app.include_router(account_router)
+    app.include_router(organiser_router)

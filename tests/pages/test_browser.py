@@ -58,6 +58,7 @@ def _require(condition: bool, message: str) -> None:
 class Live:
     url: str
     seeded: Seeded
+    database_url: str = ""
 
 
 def _free_port() -> int:
@@ -111,7 +112,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 pass
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.2)
-        yield Live(base, seeded)
+        yield Live(base, seeded, url)
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -285,3 +286,44 @@ def test_report_works_offline_in_chromium(live: Live, browser_context: Any, tmp_
         browser_context.set_offline(False)
         page.close()
     assert not failed, failed
+
+
+def test_an_organiser_re_runs_a_failed_submission_from_the_dashboard(live: Live, browser_context: Any) -> None:
+    """Signed in with an organiser token (typed, then Enter), the failed submission's Re-run asks first; after
+    the confirmation its evaluation is queued again."""
+    from sqlalchemy import select
+
+    from app.auth.service import create_token
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.models import Evaluation, EvaluationStatus, TokenScope
+
+    engine = make_engine(live.database_url)
+    target = live.seeded.submission_ids["Cirrus"]
+    with session_scope(make_session_factory(engine, write=True)) as session:
+        token = create_token(session, scope=TokenScope.ORGANISER, name="browser").token
+        evaluation = session.scalars(select(Evaluation).where(Evaluation.submission_id == target)).one()
+        evaluation.status = EvaluationStatus.FAILED
+        evaluation.error_message = "the container exceeded its memory limit"
+    page = browser_context.new_page()
+    page.goto(f"{live.url}/organiser")
+    page.wait_for_url("**/organiser/login")
+    page.focus("#f-token")
+    page.keyboard.type(token)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/organiser")
+    row = page.locator(f"#submission-{target}")
+    assert row.get_attribute("data-status") == "failed"
+    assert "the container exceeded its memory limit" in row.locator(".failure").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "organiser-dashboard.png"), full_page=True)
+    row.get_by_role("link", name="Re-run").click()
+    page.wait_for_url(f"**/organiser/submissions/{target}/requeue")
+    page.locator("#confirm").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/organiser**")
+    assert page.locator(f"#submission-{target}").get_attribute("data-status") == "queued"
+    page.close()
+    with session_scope(make_session_factory(engine)) as session:
+        statuses = session.scalars(select(Evaluation.status).where(Evaluation.submission_id == target)).all()
+    engine.dispose()
+    assert EvaluationStatus.QUEUED in statuses

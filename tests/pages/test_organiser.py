@@ -1,0 +1,141 @@
+"""The organisers' dashboard in-process (both database backends): sign-in with an organiser token only,
+submissions with status, failure line and provenance, worker health, and re-run / disqualify behind a
+confirmation page, each recorded in the audit log; read-only tokens see no action and cannot act."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from seed import Seeded, seed
+from test_account import csrf_of, register
+
+from app.auth.service import create_token
+from app.main import create_app
+from app.models import AuditEvent, Evaluation, EvaluationStatus, Submission, TokenScope
+from app.settings import Settings
+
+
+@pytest.fixture
+def seeded(db_session: Session) -> Seeded:
+    data = seed(db_session)
+    db_session.commit()
+    return data
+
+
+@pytest.fixture
+def browser(tmp_path: Path, database_url: str, session_factory: sessionmaker[Session]) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    with TestClient(create_app(settings, session_factory=session_factory)) as c:
+        yield c
+
+
+def _token(db: Session, scope: TokenScope = TokenScope.ORGANISER) -> str:
+    issued = create_token(db, scope=scope, name="dashboard test")
+    db.commit()
+    return issued.token
+
+
+def _sign_in(client: TestClient, token: str) -> None:
+    done = client.post(
+        "/organiser/login", data={"token": token, "csrf": csrf_of(client, "/organiser/login")}, follow_redirects=False
+    )
+    assert done.status_code == 303, done.text[:300]
+    assert done.headers["location"] == "/organiser"
+
+
+def _fail(db: Session, submission_id: int, line: str) -> None:
+    evaluation = db.scalars(select(Evaluation).where(Evaluation.submission_id == submission_id)).one()
+    evaluation.status = EvaluationStatus.FAILED
+    evaluation.error_message = line
+    db.commit()
+
+
+def test_only_organiser_tokens_open_the_dashboard(browser: TestClient, seeded: Seeded, db_session: Session) -> None:
+    assert browser.get("/organiser", follow_redirects=False).headers["location"] == "/organiser/login"
+    register(browser, "Curious", "curious@example.org")  # a participant session
+    assert browser.get("/organiser", follow_redirects=False).status_code == 303
+    wrong = browser.post("/organiser/login", data={"token": "mdg_nope", "csrf": csrf_of(browser, "/organiser/login")})
+    assert wrong.status_code == 401
+    assert "not a valid organiser token" in wrong.text
+    participant_token = str(browser.cookies.get("midog_session"))
+    refused = browser.post(
+        "/organiser/login", data={"token": participant_token, "csrf": csrf_of(browser, "/organiser/login")}
+    )
+    assert refused.status_code == 401
+
+
+def test_the_dashboard_shows_status_failures_provenance_and_workers(
+    browser: TestClient, seeded: Seeded, db_session: Session
+) -> None:
+    cirrus = seeded.submission_ids["Cirrus"]
+    _fail(db_session, cirrus, "the model archive produced no detections directory")
+    _sign_in(browser, _token(db_session))
+    page = browser.get("/organiser").text
+    row = re.search(rf'<tr id="submission-{cirrus}" data-status="failed">(.*?)</tr>', page, re.S)
+    assert row, page[:2000]
+    assert "the model archive produced no detections directory" in row.group(1)
+    aurora = re.search(rf'<tr id="submission-{seeded.submission_ids["Aurora"]}"[^>]*>(.*?)</tr>', page, re.S)
+    assert aurora
+    assert "scorer 1" in aurora.group(1)
+    assert "seed-host:1" in aurora.group(1)  # the worker that produced it
+    assert 'id="workers"' in page
+    assert re.search(r'id="queue">.*failed: <strong>\d+</strong>', page, re.S)
+
+
+def test_re_run_asks_first_then_queues_and_is_audited(browser: TestClient, seeded: Seeded, db_session: Session) -> None:
+    cirrus = seeded.submission_ids["Cirrus"]
+    _fail(db_session, cirrus, "out of memory")
+    _sign_in(browser, _token(db_session))
+    confirm = browser.get(f"/organiser/submissions/{cirrus}/requeue")
+    assert confirm.status_code == 200
+    assert "Re-run submission" in confirm.text
+    assert 'id="confirm"' in confirm.text
+    assert db_session.scalar(select(Evaluation.status).where(Evaluation.submission_id == cirrus)) == "failed"
+    csrf = re.search(r'name="csrf" value="([^"]+)"', confirm.text).group(1)  # type: ignore[union-attr]
+    assert browser.post(f"/organiser/submissions/{cirrus}/requeue", data={}).status_code == 403  # no CSRF value
+    done = browser.post(f"/organiser/submissions/{cirrus}/requeue", data={"csrf": csrf}, follow_redirects=False)
+    assert done.status_code == 303
+    db_session.expire_all()
+    statuses = db_session.scalars(select(Evaluation.status).where(Evaluation.submission_id == cirrus)).all()
+    assert EvaluationStatus.QUEUED in statuses
+    event = db_session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+    assert event is not None
+    assert event.details.get("via") == "dashboard"
+    assert event.details.get("action") == "requeue"
+    again = browser.get(f"/organiser/submissions/{cirrus}/requeue").text
+    assert 'id="not-possible"' in again  # its evaluation is active now
+
+
+def test_disqualify_takes_an_entry_off_the_board(browser: TestClient, seeded: Seeded, db_session: Session) -> None:
+    aurora = seeded.submission_ids["Aurora"]
+    _sign_in(browser, _token(db_session))
+    csrf = csrf_of(browser, f"/organiser/submissions/{aurora}/disqualify")
+    browser.post(f"/organiser/submissions/{aurora}/disqualify", data={"csrf": csrf})
+    assert db_session.get(Submission, aurora) is not None
+    db_session.expire_all()
+    assert db_session.get(Submission, aurora).is_disqualified is True  # type: ignore[union-attr]
+    board = browser.get(f"/api/v1/phases/{seeded.public_phase_id}/leaderboard").json()
+    assert aurora not in [e["submission_id"] for e in board["entries"]]
+
+
+def test_read_only_tokens_see_no_action_and_cannot_act(
+    browser: TestClient, seeded: Seeded, db_session: Session
+) -> None:
+    _sign_in(browser, _token(db_session, TokenScope.ORGANISER_READ))
+    page = browser.get("/organiser").text
+    assert "may only read" in page
+    assert "/requeue" not in page
+    cirrus = seeded.submission_ids["Cirrus"]
+    csrf = csrf_of(browser, "/organiser/login")
+    refused = browser.post(f"/organiser/submissions/{cirrus}/requeue", data={"csrf": csrf}, follow_redirects=False)
+    assert refused.headers["location"] == "/organiser/login"
