@@ -201,3 +201,10 @@ def test_the_submit_page_needs_a_session_and_shows_the_quota(browser: TestClient
     assert re.search(rf'action="{url}\?kind=predictions&amp;csrf=[^"]+"', page.text)
     forged = browser.post(f"{url}?kind=predictions&csrf=nope", files={"file": ("p.json", b"{}")})
     assert forged.status_code == 403
+
+
+def test_account_forms_are_bounded_like_the_apis_auth_routes(browser: TestClient, seeded: Seeded) -> None:
+    csrf = csrf_of(browser)
+    huge = {"team_name": "x" * 200_000, "email": "big@example.org", "password": PASSWORD, "csrf": csrf}
+    for path in ("/register", "/login", "/join", "/organiser/login"):
+        assert browser.post(path, data=huge).status_code == 413, path
