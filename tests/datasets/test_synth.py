@@ -224,3 +224,20 @@ def test_graded_scanners_run_from_the_reference_towards_the_most_shifted() -> No
     assert blur[-1] == pytest.approx(0.6 + 0.6 * (2.1 - 0.6), abs=1e-3)
     with pytest.raises(ValueError, match="reach"):
         graded_profiles(4, reach=1.5)
+
+
+def test_the_readme_montage_is_what_the_demo_set_previews(tmp_path: Path) -> None:
+    """docs/images/demo-scanners.png is the preview of the demo's detection set (`midog-eval demo`: graded
+    scanners, 1024 x 768, seed 0); one case per scanner reproduces it, as above."""
+    from PIL import Image
+
+    from app.cli.demo import GRADED_REACH
+
+    montage = DOCS_MONTAGE.with_name("demo-scanners.png")
+    assert montage.stat().st_size < 500_000
+    test_set = generate_test_set(
+        tmp_path / "d", scanners=graded_profiles(4, GRADED_REACH), cases_per_scanner=1, size=(1024, 768), seed=0,
+        preview=True, workers=2,
+    )  # fmt: skip
+    with Image.open(test_set.preview_path) as new, Image.open(montage) as docs:
+        assert np.array_equal(np.asarray(new.convert("RGB")), np.asarray(docs.convert("RGB")))
