@@ -6,7 +6,9 @@ pairwise significance of all 380 ordered pairs, and the seen/unseen gap of every
 loop over resamples (sum the drawn cases' counts, F1, scipy.stats.rankdata(method="min"), scipy.stats.kendalltau
 per resample) on the same draws; its ranks and taus are checked equal to the vectorised ones. Also timed, outside
 the target: the pairwise test alone at 7,600 resamples, the fewest at which Holm over 380 ordered pairs can
-reject anything at 5% (380 / (B + 1) <= 0.05).
+reject anything at 5% (380 / (B + 1) <= 0.05), and the server's whole analysis of such a board
+(app/leaderboard/analysis.py, as a board rebuild runs it: the above, the pairwise test at the resamples its
+rule gives for 20 entries, the heat map with intervals and the per-group ranking).
 Run: `.venv/bin/python bench/ranking.py` (prints a table; not a test).
 """
 
@@ -106,6 +108,28 @@ def main() -> None:
     enough = pairwise_significance(counts, NEEDED, SEED, stratify=groups)
     needed_time = median_seconds(lambda: pairwise_significance(counts, NEEDED, SEED, stratify=groups), 3)
 
+    from app.leaderboard.analysis import AnalysisEntry, build_analysis, significance_resamples
+
+    names = [f"{i:03d}" for i in range(CASES)]
+    board = [
+        AnalysisEntry(
+            e,
+            f"team {e}",
+            "",
+            e + 1,
+            False,
+            {n: dict(zip(("tp", "fp", "fn"), map(int, counts[e, i]), strict=True)) for i, n in enumerate(names)},
+        )
+        for e in range(ENTRIES)
+    ]
+    case_groups = {n: str(g) for n, g in zip(names, groups.tolist(), strict=True)}
+    server = median_seconds(
+        lambda: build_analysis(
+            board, case_groups, seen_groups=["0", "1", "2"], rules="midog2022", resamples=RESAMPLES, seed=SEED
+        ),
+        3,
+    )
+
     loop_r, loop_tau = loop_ranks(counts, groups)
     frequencies = np.stack([np.bincount(loop_r[:, e] - 1, minlength=ENTRIES) for e in range(ENTRIES)])
     same = np.array_equal(frequencies, ranks.frequencies) and np.allclose(loop_tau, ranks.tau, rtol=0, atol=1e-12)
@@ -136,6 +160,10 @@ def main() -> None:
         (
             f"pairwise alone at {NEEDED} resamples",
             f"{needed_time * 1000:.1f} ms, {int(enough.better.sum())} significant ordered pairs",
+        ),
+        (
+            f"server analysis of the board (pairwise at {significance_resamples(ENTRIES, RESAMPLES)} resamples)",
+            f"{server * 1000:.1f} ms (median of 3)",
         ),
         ("pairs with raw p <= 0.05", f"{int((np.nan_to_num(pairs.pvalues, nan=1) <= 0.05).sum())}"),
         ("seen - unseen F1 gap, smallest", gap_text(by_gap[0])),
