@@ -236,6 +236,11 @@ DOMAIN_REPORT_DIR = "domain-report"  # beside the test set's manifest.json
     responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}, **errors(404)},
 )
 def domain_report(db: DbSession, test_set_id: IdPath) -> Response:
+    return domain_report_response(db, test_set_id)
+
+
+def domain_report_response(db: Session, test_set_id: int) -> Response:
+    """The page `midog-eval dataset report` wrote beside the test set, with a CSP for its inline styles."""
     from app.pages.report import report_policy
 
     test_set = db.get(TestSet, test_set_id)

@@ -12,13 +12,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 
 from app.admin import service as admin
 from app.admin.audit import record_admin_writes
 from app.auth.service import Principal, authenticate
 from app.deps import AppSettings, DbSession
 from app.errors import AppError
-from app.models import TokenScope
+from app.models import TestSet, TokenScope
 from app.pages.account import csrf_refusal, render_page
 from app.pages.session import start_session, viewer
 from app.types import IdPath
@@ -87,12 +88,26 @@ def dashboard(request: Request, db: DbSession, settings: AppSettings) -> Respons
     nodes = [workers.admin_view(row, stale_after_s=settings.worker_stale_after_s) for row in workers.worker_rows(db)]
     context = {
         "views": views,
+        "test_sets": list(db.scalars(select(TestSet).order_by(TestSet.id))),
         "queue": dict(sorted(queue.items())),
         "workers": nodes,
         "can_write": principal.token.scope is TokenScope.ORGANISER,
         "actions": ACTIONS,
     }
     return render_page(request, "organiser/dashboard.html", context)
+
+
+@router.get("/test-sets/{test_set_id}/domain-report", response_class=HTMLResponse)
+def domain_report(request: Request, db: DbSession, test_set_id: IdPath) -> Response:
+    """The test set's domain report (app.admin.router.domain_report_response), for a signed-in organiser."""
+    from app.admin.router import domain_report_response
+
+    if _organiser(request, db) is None:
+        return _to_login(request)
+    try:
+        return domain_report_response(db, test_set_id)
+    except AppError as exc:
+        return render_page(request, "not_found.html", {"detail": exc.message}, exc.status_code)
 
 
 def _possible(view: Any, action: str) -> bool:

@@ -139,3 +139,17 @@ def test_read_only_tokens_see_no_action_and_cannot_act(
     csrf = csrf_of(browser, "/organiser/login")
     refused = browser.post(f"/organiser/submissions/{cirrus}/requeue", data={"csrf": csrf}, follow_redirects=False)
     assert refused.headers["location"] == "/organiser/login"
+
+
+def test_the_domain_report_opens_from_the_dashboard(browser: TestClient, seeded: Seeded, db_session: Session) -> None:
+    from app.models import TestSet
+
+    test_set = db_session.scalars(select(TestSet)).first()
+    assert test_set is not None
+    url = f"/organiser/test-sets/{test_set.id}/domain-report"
+    assert browser.get(url, follow_redirects=False).headers["location"] == "/organiser/login"
+    _sign_in(browser, _token(db_session))
+    assert f'href="{url}"' in browser.get("/organiser").text
+    missing = browser.get(url)
+    assert missing.status_code == 404  # the seeded set lives nowhere on disk: the page says what to run
+    assert "midog-eval dataset report" in missing.text
