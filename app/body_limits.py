@@ -32,7 +32,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 STREAMED_UPLOADS = re.compile(r"^(/api/v1/(phases/[^/]+/submissions|admin/test-sets/upload)|/phases/[^/]+/submit)/?$")
 AUTH_PREFIX = "/api/v1/auth/"
 # the pages' account forms: reachable by anyone, so bounded like the API's /auth/
-ACCOUNT_FORMS = frozenset({"/register", "/login", "/join", "/logout", "/team/invitations", "/organiser/login"})
+ACCOUNT_FORMS = frozenset(
+    {"/register", "/login", "/join", "/logout", "/team/invitations", "/team/name", "/organiser/login"}
+)
 
 
 class BodyLimitMiddleware:

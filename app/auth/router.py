@@ -24,6 +24,7 @@ from app.auth.schemas import (
     TeamDetail,
     TeamRead,
     TeamRegister,
+    TeamRename,
     TokenIssued,
 )
 from app.auth.throttle import Throttle
@@ -150,6 +151,16 @@ def my_team(db: DbSession, principal: CurrentParticipant) -> TeamDetail:
         members=[ParticipantRead.model_validate(m) for m in members],
         invitations=[InvitationRead.model_validate(i) for i in invitations],
     )
+
+
+@router.patch(
+    "/teams/me",
+    summary="Rename the caller's team (only before its first submission)",
+    responses=errors(401, 403, 409, 422, 503),
+)
+def rename_team(db: DbSession, principal: CurrentParticipant, body: TeamRename) -> TeamRead:
+    assert principal.team is not None
+    return TeamRead.model_validate(service.rename_team(db, team=principal.team, name=body.name))
 
 
 @router.post(

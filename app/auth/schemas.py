@@ -87,6 +87,10 @@ class RegisterResult(BaseModel):
     token: TokenIssued
 
 
+class TeamRename(StrictInput):
+    name: Name
+
+
 class TeamDetail(BaseModel):
     """The caller's team as its members see it: who is in it and who has been invited."""
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.policy import check_password, normalise_email
 from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
-from app.models import ApiToken, Participant, Team, TeamInvitation, TokenScope, utcnow
+from app.models import ApiToken, Participant, Submission, Team, TeamInvitation, TokenScope, utcnow
 from app.names import InvalidNameError, clean_name, skeleton
 
 TOKEN_PREFIX = "mdg_"
@@ -177,6 +177,27 @@ def register_team(session: Session, *, account: NewAccount, password_hash: str) 
     except IntegrityError:
         raise Conflict("team name or e-mail already registered") from None
     return participant
+
+
+def rename_team(session: Session, *, team: Team, name: str) -> Team:
+    """A new name for a team that has not submitted yet (its name is then on no board); the name rules of
+    registration apply (no hidden characters, not like another team's)."""
+    try:
+        cleaned = clean_name(name, field="team_name")
+    except InvalidNameError as exc:
+        raise InvalidInput(str(exc)) from None
+    if session.scalar(select(func.count()).select_from(Submission).where(Submission.team_id == team.id)):
+        raise Conflict("team_name: a team is renamed only before its first submission")
+    clash = session.scalar(select(Team.name).where(Team.name_skeleton == skeleton(cleaned), Team.id != team.id))
+    if clash is not None:
+        raise Conflict(f"team_name: {cleaned!r} looks like the existing team {clash!r}; choose another")
+    team.name = cleaned
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict("team_name: already taken") from None
+    return team
 
 
 INVITATION_TTL = timedelta(days=7)

@@ -12,15 +12,15 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.auth import router as auth_api
-from app.auth.schemas import InvitationCreate, JoinRequest, LoginRequest, TeamRegister
+from app.auth.schemas import InvitationCreate, JoinRequest, LoginRequest, TeamRegister, TeamRename
 from app.auth.service import Principal, revoke_token
 from app.challenges.service import get_phase, phase_read
 from app.deps import AppSettings, DbSession
 from app.errors import AppError, NotFound
-from app.models import Participant, SubmissionKind, TeamInvitation
+from app.models import Participant, Submission, SubmissionKind, TeamInvitation
 from app.pages.session import check_csrf, end_session, remember_csrf, start_session, viewer
 from app.submissions import router as submissions_api
 from app.submissions import service as submissions
@@ -170,6 +170,7 @@ def _team_context(db: Any, principal: Principal) -> dict[str, Any]:
         ),
         "errors": {},
         "issued": None,
+        "can_rename": not db.scalar(select(func.count()).select_from(Submission).where(Submission.team_id == team_id)),
     }
 
 
@@ -201,6 +202,22 @@ def team_invite(request: Request, db: DbSession, email: TextField, csrf: TextFie
         return render_page(request, "account/team.html", context, 422)
     context = {**_team_context(db, principal), "issued": issued}
     return render_page(request, "account/team.html", context, 201)
+
+
+@router.post("/team/name", response_class=HTMLResponse)
+def team_rename(request: Request, db: DbSession, name: TextField, csrf: TextField = "") -> Response:
+    if (refusal := csrf_refusal(request, csrf)) is not None:
+        return refusal
+    principal = _participant(request, db)
+    if principal is None:
+        return _to_login(request)
+    try:
+        auth_api.rename_team(db, principal, TeamRename(name=name))
+    except (ValidationError, AppError) as exc:
+        message = _first_error(exc)[1] if isinstance(exc, ValidationError) else exc.message
+        context = {**_team_context(db, principal), "errors": {"name": message.removeprefix("team_name: ")}}
+        return render_page(request, "account/team.html", context, 422 if isinstance(exc, ValidationError) else 409)
+    return RedirectResponse("/team", status_code=303)
 
 
 @router.get("/join", response_class=HTMLResponse)
@@ -286,6 +303,22 @@ async def submit_upload(
         context["errors"] = {kind.value: exc.message}
         return render_page(request, "account/submit.html", context, exc.status_code)
     return RedirectResponse(f"/my/submissions#submission-{created.id}", status_code=303)
+
+
+@router.post("/my/submissions/{submission_id}/cancel", response_class=HTMLResponse)
+def cancel_submission(request: Request, db: DbSession, submission_id: IdPath, csrf: TextField = "") -> Response:
+    if (refusal := csrf_refusal(request, csrf)) is not None:
+        return refusal
+    principal = _participant(request, db)
+    if principal is None:
+        return _to_login(request)
+    try:
+        submissions_api.cancel_submission(db, principal, submission_id)
+    except AppError as exc:
+        return render_page(
+            request, "not_found.html", {"detail": exc.message, "title": "Not cancelled"}, exc.status_code
+        )
+    return RedirectResponse(f"/my/submissions#submission-{submission_id}", status_code=303)
 
 
 @router.get("/my/submissions", response_class=HTMLResponse)

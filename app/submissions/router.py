@@ -268,6 +268,19 @@ async def _event_stream(
         await asyncio.sleep(settings.sse_poll_interval_s)
 
 
+@router.post(
+    "/submissions/{submission_id}/cancel",
+    summary="Withdraw one of the team's submissions while its evaluation is still queued",
+    responses=errors(401, 403, 404, 409, 422, 503),
+)
+def cancel_submission(db: DbSession, principal: CurrentParticipant, submission_id: IdPath) -> SubmissionRead:
+    assert principal.team is not None
+    submission = service.get_team_submission(db, submission_id=submission_id, team_id=principal.team.id)
+    service.cancel_queued(db, submission=submission)
+    db.refresh(submission, ["evaluations"])
+    return service.participant_view(submission)
+
+
 @router.get(
     "/phases/{phase_id}/quota",
     summary="The caller's team's remaining submissions in a phase",

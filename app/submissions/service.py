@@ -208,6 +208,19 @@ def create_submission(
     return submission
 
 
+def cancel_queued(session: Session, *, submission: Submission) -> Evaluation:
+    """The team withdraws a submission whose evaluation has not started (a started run is left to finish:
+    the organisers can still cancel it); it keeps counting towards the quota."""
+    ev = current_evaluation(submission)
+    if ev is None or ev.status is not EvaluationStatus.QUEUED:
+        raise Conflict("only a queued evaluation can be cancelled; this one is " + (ev.status.value if ev else "none"))
+    ev.status = EvaluationStatus.CANCELLED
+    ev.finished_at = utcnow()
+    ev.error_message = "cancelled by the team"
+    session.flush()
+    return ev
+
+
 def current_evaluation(submission: Submission) -> Evaluation | None:
     """The evaluation of the phase's current version, else the newest one."""
     if not submission.evaluations:

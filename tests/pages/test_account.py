@@ -208,3 +208,62 @@ def test_account_forms_are_bounded_like_the_apis_auth_routes(browser: TestClient
     huge = {"team_name": "x" * 200_000, "email": "big@example.org", "password": PASSWORD, "csrf": csrf}
     for path in ("/register", "/login", "/join", "/organiser/login"):
         assert browser.post(path, data=huge).status_code == 413, path
+
+
+def _queued_submission(db: Session, team_name: str, phase_id: int) -> int:
+    """A submission of `team_name` waiting in the queue, as an upload leaves it."""
+    from sqlalchemy import select
+
+    from app.models import Evaluation, Participant, Submission, SubmissionKind, Team
+
+    team = db.scalars(select(Team).where(Team.name == team_name)).one()
+    member = db.scalars(select(Participant).where(Participant.team_id == team.id)).first()
+    submission = Submission(
+        phase_id=phase_id, team=team, participant=member, kind=SubmissionKind.PREDICTIONS, file_path="x/p.json",
+        original_filename="p.json", sha256="0" * 64, size_bytes=10,
+    )  # fmt: skip
+    db.add(submission)
+    db.flush()
+    db.add(Evaluation(submission=submission))
+    db.commit()
+    return submission.id
+
+
+def test_a_team_is_renamed_only_before_its_first_submission(
+    browser: TestClient, seeded: Seeded, db_session: Session
+) -> None:
+    register(browser, "First Name", "rename@example.org")
+    csrf = csrf_of(browser, "/team")
+    assert 'action="/team/name"' in browser.get("/team").text
+    clash = browser.post("/team/name", data={"name": "Aurora", "csrf": csrf})
+    assert clash.status_code == 409
+    assert "looks like the existing team" in clash.text
+    done = browser.post("/team/name", data={"name": "Second Name", "csrf": csrf}, follow_redirects=False)
+    assert done.status_code == 303
+    assert "Team Second Name" in browser.get("/team").text
+    _queued_submission(db_session, "Second Name", seeded.public_phase_id)
+    assert 'action="/team/name"' not in browser.get("/team").text
+    late = browser.post("/team/name", data={"name": "Third Name", "csrf": csrf})
+    assert late.status_code == 409
+    assert "only before its first submission" in late.text
+
+
+def test_a_queued_submission_is_cancelled_from_the_submissions_page(
+    browser: TestClient, seeded: Seeded, db_session: Session
+) -> None:
+    register(browser, "Cancellers", "cancel@example.org")
+    submission_id = _queued_submission(db_session, "Cancellers", seeded.public_phase_id)
+    page = browser.get("/my/submissions").text
+    assert f'action="/my/submissions/{submission_id}/cancel"' in page
+    assert '<meta http-equiv="refresh"' in page  # followed live while it waits
+    csrf = csrf_of(browser, "/my/submissions")
+    done = browser.post(f"/my/submissions/{submission_id}/cancel", data={"csrf": csrf}, follow_redirects=False)
+    assert done.status_code == 303
+    after = browser.get("/my/submissions").text
+    assert f'id="submission-{submission_id}" data-status="cancelled"' in after
+    assert "cancelled by the team" in after
+    again = browser.post(f"/my/submissions/{submission_id}/cancel", data={"csrf": csrf})
+    assert again.status_code == 409
+    assert "only a queued evaluation can be cancelled" in again.text
+    other = seeded.submission_ids["Aurora"]  # another team's: not found, whatever its state
+    assert browser.post(f"/my/submissions/{other}/cancel", data={"csrf": csrf}).status_code == 404
