@@ -43,6 +43,7 @@ def test_help_lists_every_command_and_the_client_names_match_its_application() -
     from app.cli import client
 
     registered = {command.name or command.callback.__name__ for command in client.app.registered_commands}
+    registered |= {group.name for group in client.app.registered_groups if group.name}  # `team invite|join|show`
     assert registered == set(CLIENT_COMMANDS)
     listing = subprocess.run(
         [sys.executable, "-c", "from app.cli import main; main()", "--help"], capture_output=True, text=True
