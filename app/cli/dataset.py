@@ -10,12 +10,13 @@ Exit codes: 0 success, 2 invalid input (one line on stderr naming the file and t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -643,6 +644,14 @@ def cache_command(
     )
 
 
+def _reference_cnn() -> tuple[str, Any]:
+    """The committed reference CNN's penultimate features (the inference runtime, imported only when used)."""
+    from worker.datasets.cnn_features import REFERENCE_CNN
+    from worker.inference.tile_features import penultimate_features
+
+    return REFERENCE_CNN.name, functools.partial(penultimate_features, archive=REFERENCE_CNN)
+
+
 @dataset_app.command("report")
 def report_command(
     directory: Annotated[Path, typer.Argument(help="A detection test set (with manifest.json)")],
@@ -683,7 +692,7 @@ def report_command(
             tile_size=tile_size,
             tiles_per_image=tiles_per_image,
             seed=seed,
-            cnn_archive=cnn_features.REFERENCE_CNN if with_cnn else None,
+            learnt=_reference_cnn() if with_cnn else None,
             progress=lambda line: typer.echo(line, err=True),
         )
     except DatasetError as exc:

@@ -19,7 +19,7 @@ from app.admin.audit import record_admin_writes
 from app.auth.service import Principal, authenticate
 from app.deps import AppSettings, DbSession
 from app.errors import AppError
-from app.models import TestSet, TokenScope
+from app.models import TestSet, TokenScope, utcnow
 from app.pages.account import csrf_refusal, render_page
 from app.pages.session import start_session, viewer
 from app.types import IdPath
@@ -71,8 +71,6 @@ def login_submit(
     expires = principal.token.expires_at
     lifetime = int(settings.login_token_ttl_hours * 3600)
     if expires is not None:
-        from app.models import utcnow
-
         lifetime = max(60, min(lifetime, int((expires - utcnow()).total_seconds())))
     return start_session(request, RedirectResponse("/organiser", status_code=303), token.strip(), lifetime)
 

@@ -135,8 +135,9 @@ def test_the_reference_cnn_features_give_a_second_domain_gap(shifted: TestSet, t
     """Penultimate features of the committed reference CNN (no download): one 32-channel vector per tile, the
     same for the same tile, a domain gap and an embedding of their own; --no-cnn leaves them out."""
     pytest.importorskip("torch")  # the inference runtime; the dev environment and CI install it
-    from worker.datasets.cnn_features import REFERENCE_CNN, available, penultimate_features
+    from worker.datasets.cnn_features import REFERENCE_CNN, available
     from worker.datasets.tiff import decode_rgb
+    from worker.inference.tile_features import penultimate_features
 
     assert available()
     rgb = decode_rgb(shifted.image_path(shifted.cases[0]))

@@ -15,19 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from seed import Seeded, seed
+from seed import Seeded
 
 from app.main import create_app
 from app.settings import Settings
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def seeded(db_session: Session) -> Seeded:
-    data = seed(db_session)
-    db_session.commit()
-    return data
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from seed import CASE_SHARES, ENTRIES, SCANNERS, SEEN, Seeded, case_names, seed
+from seed import CASE_SHARES, ENTRIES, SCANNERS, SEEN, Seeded, case_names
 
 from app.main import create_app
 from app.settings import Settings
@@ -28,13 +28,6 @@ from worker.evaluation.ranking import bootstrap_ranks, pairwise_significance
 from worker.evaluation.types import Rules
 
 RANKED = [team for team, (_m, _f, baseline) in ENTRIES.items() if not baseline]
-
-
-@pytest.fixture
-def seeded(db_session: Session) -> Seeded:
-    data = seed(db_session)
-    db_session.commit()
-    return data
 
 
 @pytest.fixture

@@ -16,20 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from seed import Seeded, seed
+from seed import Seeded
 from test_account import csrf_of, register
 
 from app.auth.service import create_token
 from app.main import create_app
 from app.models import AuditEvent, Evaluation, EvaluationStatus, Submission, TokenScope
 from app.settings import Settings
-
-
-@pytest.fixture
-def seeded(db_session: Session) -> Seeded:
-    data = seed(db_session)
-    db_session.commit()
-    return data
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from seed import ENTRIES, HIDDEN_F1, SCANNERS, Seeded, seed
+from seed import ENTRIES, HIDDEN_F1, SCANNERS, Seeded
 
 from app.main import create_app
 from app.settings import Settings
@@ -60,13 +60,6 @@ class Cells(HTMLParser):
             self._cell = None
         if tag == "tbody":
             self._in_body = False
-
-
-@pytest.fixture
-def seeded(db_session: Session) -> Seeded:
-    data = seed(db_session)
-    db_session.commit()
-    return data
 
 
 @pytest.fixture

@@ -49,6 +49,8 @@ OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "
 
 
 Progress = Callable[[str], None]
+# (name, function from tiles to an N x channels array): the learnt features measured beside the descriptors
+LearntFeatures = tuple[str, Callable[[Sequence[U8]], F64]]
 
 
 def _sklearn() -> Any:
@@ -122,13 +124,14 @@ def build_report(
     tiles_per_image: int = 32,
     min_tissue: float = 0.25,
     seed: int = 0,
-    cnn_archive: Path | None = None,
+    learnt: LearntFeatures | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Measure `test_set` and write report.json, features.csv, per_scanner.csv, embedding.svg and index.html
     into `out_dir` (created). Returns report.json's object. `progress` receives one line per step. With
-    `cnn_archive` (a reference detector, worker.datasets.cnn_features), the domain gap and the embedding are
-    also computed on its penultimate features (`domain_gap_cnn`, embedding-cnn.svg)."""
+    `learnt` (a name and a function from tiles to feature vectors, e.g. the reference CNN's penultimate layer by
+    worker.inference.tile_features), the domain gap and the embedding are also computed on those features
+    (`domain_gap_cnn`, embedding-cnn.svg)."""
     from worker.datasets.tiff import decode_rgb
 
     _sklearn()
@@ -156,7 +159,7 @@ def build_report(
             tiles.append(Tile(case.name, case.scanner, x, y))
             rows.append(tile_features(t))
             pixels[case.scanner].append(t.reshape(-1, 3))
-            if cnn_archive is not None:
+            if learnt is not None:
                 kept.append(t)
     features = np.stack(rows)
     labels = np.array([t.scanner for t in tiles])
@@ -170,17 +173,21 @@ def build_report(
     gap = domain_gap(features, labels, images, seed=seed)
     cnn_svg = None
     gap_cnn: dict[str, Any] | None = None
-    if cnn_archive is not None:
-        from worker.datasets.cnn_features import penultimate_features
-
-        say(f"CNN features: {cnn_archive.name}, penultimate layer of {len(kept)} tiles")
-        learnt = penultimate_features(kept, cnn_archive)
+    if learnt is not None:
+        name, features_of = learnt
+        say(f"CNN features: {name}, penultimate layer of {len(kept)} tiles")
+        vectors = features_of(kept)
         gap_cnn = {
-            **domain_gap(learnt, labels, images, seed=seed),
-            "features": f"{learnt.shape[1]} channels of the feature layers of {cnn_archive.name}, mean over the tile",
+            **domain_gap(vectors, labels, images, seed=seed),
+            "features": f"{vectors.shape[1]} channels of the feature layers of {name}, mean over the tile",
         }
         cnn_svg = embedding_svg(
-            embed(learnt, seed=seed), labels, scanners, [t.image for t in tiles], plot_id="emb-cnn", what="CNN features"
+            embed(vectors, seed=seed),
+            labels,
+            scanners,
+            [t.image for t in tiles],
+            plot_id="emb-cnn",
+            what="CNN features",
         )
 
     report: dict[str, Any] = {
