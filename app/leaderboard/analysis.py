@@ -25,12 +25,12 @@ import numpy as np
 
 from worker.evaluation.formulas import f1_score
 from worker.evaluation.ranking import (
+    SeenUnseenGap,
     aggregate_then_rank_vs_rank_then_aggregate,
     bootstrap_ranks,
     json_ready,
     pairwise_significance,
     resample_indices,
-    seen_unseen_gap,
     weights_of,
 )
 from worker.evaluation.types import Rules
@@ -85,6 +85,9 @@ def build_analysis(
     groups = [g for g in sorted(set(labels.tolist())) if shown_groups is None or g in shown_groups]
     counts = np.array([[[e.cases[n].get(k, 0) for k in ("tp", "fp", "fn")] for n in names] for e in usable])
     rule = Rules(rules)
+    # one set of stratified draws for the heat map and the gaps (the draws every ranking function makes from
+    # this seed and these labels)
+    weights = weights_of(resample_indices(len(names), resamples, np.random.default_rng(seed), labels), len(names))
     doc: dict[str, Any] = {
         "available": True,
         "metric": "f1",
@@ -96,8 +99,8 @@ def build_analysis(
         "seen_groups": [g for g in groups if seen_groups and g in seen_groups],
         "cases_per_group": {g: int((labels == g).sum()) for g in groups},
         "entries": [_entry_head(e) for e in usable],
-        "heatmap": _heatmap(counts, labels, groups, resamples=resamples, seed=seed, rules=rule),
-        "generalisation": _generalisation(counts, labels, seen_groups, resamples=resamples, seed=seed, rules=rule),
+        "heatmap": _heatmap(counts, labels, groups, weights, rule),
+        "generalisation": _generalisation(counts, labels, seen_groups, weights, rule),
     }
     ranked = sorted((i for i, e in enumerate(usable) if e.rank is not None), key=lambda i: (usable[i].rank, i))
     ranked = ranked[:max_entries]
@@ -141,34 +144,56 @@ def _entry_head(e: AnalysisEntry) -> dict[str, Any]:
 
 
 def _heatmap(
-    counts: np.ndarray, labels: np.ndarray, groups: list[str], *, resamples: int, seed: int, rules: Rules
+    counts: np.ndarray, labels: np.ndarray, groups: list[str], weights: np.ndarray, rules: Rules
 ) -> dict[str, Any]:
     """F1 of every entry on every group with its 95% interval (cases resampled within the group)."""
-    n_cases = counts.shape[1]
-    weights = weights_of(resample_indices(n_cases, resamples, np.random.default_rng(seed), labels), n_cases)
     f1 = np.empty((len(counts), len(groups)))
     ci = np.empty((len(counts), len(groups), 2))
     for j, g in enumerate(groups):
-        members = labels == g
-        total = counts[:, members].sum(axis=1)
-        f1[:, j] = f1_score(total[:, 0], total[:, 1], total[:, 2], rules)
-        sums = np.einsum("rc,eck->rek", weights[:, members], counts[:, members].astype(np.float64))
-        boot = f1_score(sums[..., 0], sums[..., 1], sums[..., 2], rules)
+        point, boot = _side_f1(counts, labels == g, weights, rules)
+        f1[:, j] = point
         ci[:, j] = np.percentile(boot, [2.5, 97.5], axis=0).T
     return {"f1": json_ready(f1), "ci95": json_ready(ci)}
 
 
+def _side_f1(
+    counts: np.ndarray, members: np.ndarray, weights: np.ndarray, rules: Rules
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled F1 of every entry over the `members` cases, (entries,), and on every resample, (resamples,
+    entries). The weighted sums are sums of integers, exact in float64 whatever the order of summation."""
+    total = counts[:, members].sum(axis=1)
+    sums = np.einsum("rc,eck->rek", weights[:, members], counts[:, members].astype(np.float64))
+    return f1_score(total[:, 0], total[:, 1], total[:, 2], rules), f1_score(
+        sums[..., 0], sums[..., 1], sums[..., 2], rules
+    )
+
+
 def _generalisation(
-    counts: np.ndarray,
-    labels: np.ndarray,
-    seen_groups: Sequence[str] | None,
-    *,
-    resamples: int,
-    seed: int,
-    rules: Rules,
+    counts: np.ndarray, labels: np.ndarray, seen_groups: Sequence[str] | None, weights: np.ndarray, rules: Rules
 ) -> list[dict[str, Any]] | None:
-    """Per entry: pooled F1 on the seen groups, on the unseen ones, and the gap, each with its 95% interval."""
+    """Per entry: pooled F1 on the seen groups, on the unseen ones, and the gap, each with its 95% interval;
+    all entries at once, and equal to worker.evaluation.ranking.seen_unseen_gap entry by entry."""
     if not seen_groups:
         return None
-    groups = labels.tolist()
-    return [seen_unseen_gap(c, groups, set(seen_groups), resamples, seed, rules).to_dict() for c in counts]
+    is_seen = np.isin(labels, list(seen_groups))
+    sides = [_side_f1(counts, side, weights, rules) if side.any() else None for side in (is_seen, ~is_seen)]
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        low, high = np.percentile(values, [2.5, 97.5])
+        return float(low), float(high)
+
+    rows = []
+    for e in range(len(counts)):
+        seen, unseen = ((float(side[0][e]), side[1][:, e]) if side is not None else None for side in sides)
+        gap = SeenUnseenGap(
+            seen_f1=seen[0] if seen else None,
+            unseen_f1=unseen[0] if unseen else None,
+            gap=seen[0] - unseen[0] if seen and unseen else None,
+            seen_ci95=interval(seen[1]) if seen else None,
+            unseen_ci95=interval(unseen[1]) if unseen else None,
+            gap_ci95=interval(seen[1] - unseen[1]) if seen and unseen else None,
+            seen_cases=int(is_seen.sum()),
+            unseen_cases=int((~is_seen).sum()),
+        )
+        rows.append(gap.to_dict())
+    return rows

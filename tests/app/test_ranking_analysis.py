@@ -66,3 +66,23 @@ def test_significance_resamples(entries: int, resamples: int, expected: int) -> 
     if got < 10_000:
         assert pairs / (got + 1) <= 0.05 / 4
     assert got == max(resamples, min(10_000, math.ceil(4 * pairs / 0.05)))
+
+
+def test_gaps_of_all_entries_at_once_equal_the_ranking_modules_per_entry() -> None:
+    import numpy as np
+
+    from worker.evaluation.ranking import seen_unseen_gap
+    from worker.evaluation.types import Rules
+
+    rng = np.random.default_rng(4)
+    entries = [
+        AnalysisEntry(e, f"t{e}", "", e + 1, False, {n: {"tp": int(rng.integers(0, 9)), "fp": int(rng.integers(0, 4)),
+                                                         "fn": int(rng.integers(0, 4))} for n in GROUPS})
+        for e in range(5)
+    ]  # fmt: skip
+    doc = analyse(entries, seen_groups=["A", "C"])
+    names = sorted(GROUPS)
+    for entry, row in zip(entries, doc["generalisation"], strict=True):
+        counts = [[entry.cases[n][k] for k in ("tp", "fp", "fn")] for n in names]
+        one = seen_unseen_gap(counts, [GROUPS[n] for n in names], {"A", "C"}, 200, 3, Rules.MIDOG2022)
+        assert row == one.to_dict()
