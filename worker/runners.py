@@ -50,6 +50,20 @@ class RunRequest:
     memory_bytes: int | None = None
     # detection (points per image) or classification (one class and confidence per patch of each stack)
     task: str = "detection"
+    # Container submissions: weights uploaded apart from the image (a .tar.gz), extracted read-only to
+    # /opt/ml/model inside the container; None: the image carries its own.
+    model_archive: Path | None = None
+    # Container run mode: "exec" (the image's command once per case) or "invoke" (the image serves
+    # GET /health and POST /invoke on 127.0.0.1:4743, started once per run, one call per case).
+    run_mode: str = "exec"
+    # The phase lets participants read their run's logs: failure lines may then quote the first cause.
+    show_logs: bool = False
+
+
+# Runners that capture the participant program's output write the last LOG_TAIL_LINES lines of each case's
+# stdout and stderr, merged in order, to `output_dir / LOGS_DIR / f"{case}.log"`; the pipeline keeps them.
+LOGS_DIR = "logs"
+LOG_TAIL_LINES = 500
 
 
 @runtime_checkable
