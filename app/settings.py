@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     )
     storage_dir: Path | None = Field(default=None, description="Uploaded files; default <data_dir>/storage.")
 
+    # Object storage (worker.objects; docs/deployment.md): `local` keeps objects in object_store_dir (default
+    # <data_dir>/objects), the embedded default; `s3` uses an S3-compatible server (pip install -e ".[s3]").
+    object_store: Literal["local", "s3"] = "local"
+    object_store_dir: Path | None = None
+    s3_endpoint_url: str = ""
+    s3_bucket: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_region: str = "us-east-1"
+    s3_prefix: str = Field(default="", description="Key prefix, so deployments can share a bucket.")
+    # Presigned GET URLs handed out for one fetch live this long (S3 only).
+    presigned_url_ttl_s: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+
     # Host names the server answers to (others get 400); pages never build links from the Host header anyway.
     trusted_hosts: list[str] = Field(default=["*"])
 
@@ -192,6 +205,12 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'midog-eval.sqlite3').resolve()}"
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "storage"
+        if self.object_store_dir is None:
+            self.object_store_dir = self.data_dir / "objects"
+        if self.object_store == "s3":
+            unset = [f"MIDOG_{n.upper()}" for n in ("s3_endpoint_url", "s3_bucket") if not getattr(self, n)]
+            if unset:
+                raise ValueError(f"object_store is s3: set {' and '.join(unset)} (or use object_store=local)")
         if not self.broker_url:
             self.broker_url = self.redis_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite3').resolve()}"
         embedded = self.broker_url.startswith("sqla+")

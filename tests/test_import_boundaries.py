@@ -47,6 +47,11 @@ RULES: dict[str, tuple[str, ...]] = {
     # The API and the workers compute scoring fingerprints with the same code.
     "app.scoring": ("fastapi", "sqlalchemy", "celery", "torch", "numpy"),
     "worker.provenance": ("fastapi", "sqlalchemy", "celery", "torch"),
+    # Object storage, used by the API, the scoring workers and the CLI: the standard library (boto3 only in .s3).
+    "worker.objects": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3", "botocore"),
+    "worker.objects.local": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3"),
+    "worker.objects.s3": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy"),
+    "app.object_store": ("fastapi", "sqlalchemy", "celery", "torch", "boto3"),
 }
 
 
