@@ -52,6 +52,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "worker.objects.local": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3"),
     "worker.objects.s3": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy"),
     "app.object_store": ("fastapi", "sqlalchemy", "celery", "torch", "boto3"),
+    # Runs on GPU hosts, which hold neither the database nor the control host's settings: the standard library.
+    "worker.blob_cache": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3"),
 }
 
 
