@@ -8,11 +8,12 @@ import secrets
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.admin.content import record_content
 from app.admin.schemas import EvaluationAdminRead, PhaseProgressRead, SubmissionAdminRead, TestSetCreate
 from app.challenges.service import scoring_fingerprint_of
 from app.errors import Conflict, InvalidInput, NotFound
@@ -32,6 +33,9 @@ from app.queue import enqueue_after_commit
 from app.submissions.service import TASK_RUN, current_evaluation, participant_view, queue_for
 from worker.safe_delete import discard_tree
 
+if TYPE_CHECKING:
+    from worker.datasets.content import TestSetContent
+
 TEST_SETS_DIR = "test-sets"  # uploaded test sets, under the storage directory
 
 
@@ -45,8 +49,8 @@ def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
         is_dir = False
     if not is_dir:
         raise InvalidInput(f"path: {data.path} is not a directory on the server")
-    cases = _validated_cases(root)
-    return _add_test_set(session, name=data.name, description=data.description, root=root, cases=cases)
+    cases, content = _validated_cases(root)
+    return _add_test_set(session, name=data.name, description=data.description, root=root, cases=cases, content=content)
 
 
 def register_uploaded_test_set(
@@ -74,14 +78,14 @@ def register_uploaded_test_set(
         except ArchiveError as exc:
             raise InvalidInput(str(exc)) from None
         try:
-            cases = _validated_cases(root)
+            cases, content = _validated_cases(root)
         except InvalidInput as exc:  # paths inside the temp directory mean nothing to the organiser
             raise InvalidInput(exc.message.replace(f"{root}/", "archive: ").replace(str(root), "archive")) from None
         slug = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)[:60].strip(".-") or "set"
         final = sets_dir / f"{slug}-{secrets.token_hex(4)}"
         share_images(root)  # extracted under the server's private umask; the sandbox must read the images
         root.rename(final)  # same file system: atomic
-        return _add_test_set(session, name=name, description=description, root=final, cases=cases)
+        return _add_test_set(session, name=name, description=description, root=final, cases=cases, content=content)
     except BaseException:
         if final is not None:
             discard_tree(final)
@@ -95,12 +99,14 @@ def _check_name_free(session: Session, name: str) -> None:
         raise Conflict(f"test set {name!r} exists")
 
 
-def _validated_cases(root: Path) -> dict[str, dict[str, Any]]:
+def _validated_cases(root: Path) -> tuple[dict[str, dict[str, Any]], TestSetContent]:
     """The checks every registration runs: manifest, each image present inside the set and matching its
     sha256 (when the manifest gives one), ground truth covering exactly the manifest's cases; for a
-    classification set also one label per patch and the image's page count."""
+    classification set also one label per patch and the image's page count. Returns the cases and the set's
+    content (every input and ground-truth file hashed once)."""
+    from worker.datasets.content import content_of
     from worker.datasets.errors import DatasetError
-    from worker.datasets.manifest import CLASSIFICATION, sha256_file
+    from worker.datasets.manifest import CLASSIFICATION
     from worker.datasets.manifest import TestSet as DiskTestSet
 
     try:
@@ -110,7 +116,11 @@ def _validated_cases(root: Path) -> dict[str, dict[str, Any]]:
                 image = disk.image_path(case).resolve()
                 if not image.is_relative_to(root.resolve()) or not image.is_file():
                     raise InvalidInput(f"case {case.name!r}: image {case.image!r} is missing")
-                if case.sha256 is not None and sha256_file(image) != case.sha256.lower():
+        content = content_of(root)
+        for case in disk.cases:
+            if case.image is not None and case.sha256 is not None:
+                relative = disk.image_path(case).resolve().relative_to(root.resolve()).as_posix()
+                if content.sha256_of(relative) != case.sha256.lower():
                     raise InvalidInput(f"case {case.name!r}: image {case.image!r} does not match its sha256")
         names = {c.name for c in disk.cases}
         covered = _classification_truth(disk) if disk.task == CLASSIFICATION else set(disk.ground_truth())
@@ -129,7 +139,7 @@ def _validated_cases(root: Path) -> dict[str, dict[str, Any]]:
         cases[c.name] = {"width": c.width, "height": c.height, "spacing_mm": c.spacing_mm, "groups": c.groups}
         if c.patches is not None:
             cases[c.name]["patches"] = c.patches
-    return cases
+    return cases, content
 
 
 def _classification_truth(disk: Any) -> set[str]:
@@ -153,7 +163,13 @@ def _classification_truth(disk: Any) -> set[str]:
 
 
 def _add_test_set(
-    session: Session, *, name: str, description: str, root: Path, cases: dict[str, dict[str, Any]]
+    session: Session,
+    *,
+    name: str,
+    description: str,
+    root: Path,
+    cases: dict[str, dict[str, Any]],
+    content: TestSetContent,
 ) -> TestSet:
     from worker.datasets.manifest import TestSet as DiskTestSet
     from worker.datasets.manifest import scoring_digest, sha256_file
@@ -171,6 +187,7 @@ def _add_test_set(
     )
     session.add(test_set)
     session.flush()
+    record_content(session, test_set, content)
     return test_set
 
 

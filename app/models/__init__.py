@@ -24,7 +24,7 @@ from app.models.submission import (
     Submission,
 )
 from app.models.team import ApiToken, Participant, Team, TeamInvitation, TokenScope
-from app.models.test_set import TestSet
+from app.models.test_set import TestSet, TestSetFile
 from app.models.worker import WorkerNode
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "Team",
     "TeamInvitation",
     "TestSet",
+    "TestSetFile",
     "TokenScope",
     "UTCDateTime",
     "WorkerNode",
