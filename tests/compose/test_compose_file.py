@@ -1,6 +1,6 @@
 """docker-compose.yml validated by Debian's docker-compose (`config` needs no engine): the services, their
-health checks, Redis durability, migration ordering, the GPU reservation, the sandbox service, and least
-privilege (D1): no service that handles uploads runs as root, none mounts a container-engine socket."""
+health checks, Redis durability, the object store, migration ordering, the GPU reservation, the sandbox
+service, and least privilege (D1): no service that handles uploads runs as root, none mounts a container-engine socket."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from compose_helpers import REPO_ROOT, compose_config, project_copy
 
-LONG_RUNNING = ("postgres", "redis", "api", "worker-cpu", "worker-gpu", "sandbox", "beat")
+LONG_RUNNING = ("postgres", "redis", "objects", "api", "worker-cpu", "worker-gpu", "sandbox", "beat")
 APP_SERVICES = ("migrate", "api", "worker-cpu", "worker-gpu", "beat")
 
 
@@ -136,6 +136,36 @@ def test_dockerfiles_exist(resolved: dict[str, Any]) -> None:
             dockerfile = REPO_ROOT / service["build"]["dockerfile"]
             assert dockerfile.is_file(), name
             assert "COPY app app" in dockerfile.read_text()
+
+
+def test_the_object_store_serves_the_control_host_on_the_compose_network_only(resolved: dict[str, Any]) -> None:
+    objects = resolved["services"]["objects"]
+    assert objects["command"][:2] == ["server", "-dir=/data"]
+    assert "-s3" in objects["command"]
+    assert "-s3.port=8333" in objects["command"]
+    assert "ports" not in objects  # reachable by the services of this file, not from outside
+    assert any(v["target"] == "/data" and v["source"] == "objects-data" for v in _volumes(objects))
+    assert objects["healthcheck"]["test"][-1] == "http://127.0.0.1:8333/healthz"
+    for name in APP_SERVICES:
+        env = resolved["services"][name]["environment"]
+        assert env["MIDOG_OBJECT_STORE"] == "s3", name
+        assert env["MIDOG_S3_ENDPOINT_URL"] == "http://objects:8333", name
+        # the services sign with the key pair the store's one identity was created with
+        assert env["MIDOG_S3_ACCESS_KEY"] == objects["environment"]["AWS_ACCESS_KEY_ID"], name
+        assert env["MIDOG_S3_SECRET_KEY"] == objects["environment"]["AWS_SECRET_ACCESS_KEY"], name
+    for name in ("api", "worker-cpu"):
+        assert resolved["services"][name]["depends_on"]["objects"]["condition"] == "service_healthy", name
+
+
+def test_a_missing_object_store_secret_is_refused(tmp_path: Path) -> None:
+    env = "\n".join(
+        line
+        for line in (REPO_ROOT / ".env.example").read_text().splitlines()
+        if not line.startswith("MIDOG_S3_SECRET_KEY")
+    )
+    result = compose_config(project_copy(tmp_path, env))
+    assert result.returncode != 0
+    assert "MIDOG_S3_SECRET_KEY" in result.stderr
 
 
 def test_a_missing_database_password_is_refused(tmp_path: Path) -> None:
