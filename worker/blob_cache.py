@@ -25,7 +25,7 @@ Rules:
   blob from disk; a GPU evaluation costs minutes, so checking stat on each use and hashing daily is the
   default.
 - Counters (hits, misses, bytes fetched, evictions) are kept per job and, summed over all processes, in
-  `stats.json` (updated under the cache's lock).
+  `stats.json`, to which each job adds its own when it ends (under the cache's lock).
 
 Standard library only; must not import app, Celery, SQLAlchemy, FastAPI, pydantic or torch: it runs on GPU
 hosts that hold no database and no settings of the control host.
@@ -164,29 +164,64 @@ class BlobCache:
         return reserved
 
     def _reserve(self, sha256: str, size: int, stats: CacheStats) -> IO[bytes]:
-        """Evict until `size` more bytes fit, then open (and lock) the download's temp file."""
+        """Evict until `size` more bytes fit, then open (and lock) the download's temp file.
+
+        The bytes held are kept in `usage.json` (under the cache's lock), so a fetch that fits costs no scan;
+        only one that may not fit lists the blobs, which also corrects the count should files have gone
+        missing behind the cache's back (it can only over-count them, which is on the safe side of the cap).
+        """
         if size > self.max_bytes:
             raise CacheFullError(f"blob {sha256} of {size} bytes is larger than the cache cap of {self.max_bytes}")
         with self._cache_lock():
-            blobs = sorted(self._blobs(), key=lambda item: item[2])
-            total = sum(s for _p, s, _u in blobs) + self._in_flight()
-            for path, blob_size, _used in blobs:
-                if total + size <= self.max_bytes:
-                    break
-                if path.name != sha256 and self._evict(path):
-                    total -= blob_size
-                    stats.evictions += 1
-                    stats.bytes_evicted += blob_size
-            if total + size > self.max_bytes:
+            in_flight = self._in_flight()
+            used = self._read_usage()
+            if used is None or used + in_flight + size > self.max_bytes:
+                blobs = sorted(self._blobs(), key=lambda item: item[2])
+                used = sum(s for _p, s, _u in blobs)
+                for path, blob_size, _used in blobs:
+                    if used + in_flight + size <= self.max_bytes:
+                        break
+                    if path.name != sha256 and self._evict(path):
+                        used -= blob_size
+                        stats.evictions += 1
+                        stats.bytes_evicted += blob_size
+                self._write_usage(used)
+            if used + in_flight + size > self.max_bytes:
                 raise CacheFullError(
-                    f"blob {sha256} of {size} bytes does not fit: the cache holds {total} bytes pinned by running "
-                    f"jobs or in flight, cap {self.max_bytes} (raise the cache size)"
+                    f"blob {sha256} of {size} bytes does not fit: the cache holds {used + in_flight} bytes pinned "
+                    f"by running jobs or in flight, cap {self.max_bytes} (raise the cache size)"
                 )
             token = os.urandom(6).hex()
             temp = self.directory / ".tmp" / f"{sha256}.{size}.{token}.part"
             handle = temp.open("xb")
             fcntl.flock(handle, fcntl.LOCK_EX)
             return handle
+
+    def _read_usage(self) -> int | None:
+        try:
+            return int(json.loads((self.directory / "usage.json").read_text())["bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_usage(self, used: int) -> None:
+        _write_json(self.directory / "usage.json", {"bytes": max(used, 0)})
+
+    def _adjust_usage(self, delta: int) -> None:
+        """Called under the cache's lock; an unknown count stays unknown (the next reservation scans)."""
+        used = self._read_usage()
+        if used is not None:
+            self._write_usage(used + delta)
+
+    def _remove(self, sha256: str) -> None:
+        """Remove a damaged blob (the caller holds its fetch lock)."""
+        path = self.blob_path(sha256)
+        with self._cache_lock():
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                return
+            path.unlink(missing_ok=True)
+            self._adjust_usage(-size)
 
     def _evict(self, path: Path) -> bool:
         """Remove an unpinned blob; False when a job holds it."""
@@ -259,7 +294,9 @@ class BlobCache:
                 temp.chmod(0o444)
                 target = self.blob_path(sha256)
                 target.parent.mkdir(exist_ok=True, mode=0o700)
-                os.replace(temp, target)  # still under the temp file's lock: its size stays reserved until here
+                with self._cache_lock():  # from reserved (in flight) to held, in one step for other processes
+                    os.replace(temp, target)
+                    self._adjust_usage(size)
             self._write_record(sha256, target.stat())
         finally:
             temp.unlink(missing_ok=True)
@@ -272,6 +309,7 @@ class Job:
         self.cache = cache
         self.stats = CacheStats()
         self._pins: dict[str, IO[str]] = {}
+        self._recorded = False
 
     def __enter__(self) -> Job:
         return self
@@ -291,25 +329,24 @@ class Job:
             pin = cache._lock_path(sha256, "pin").open("a")
             fcntl.flock(pin, fcntl.LOCK_SH)  # waits only while an eviction of this blob runs
             self._pins[sha256] = pin
-        os.utime(cache._lock_path(sha256, "pin"))  # the last use, for least-recently-used eviction
-        step = CacheStats()
-        try:
-            with _locked(cache._lock_path(sha256, "fetch"), fcntl.LOCK_EX):
-                if cache._verified(sha256, size):
-                    step.hits += 1
-                else:
-                    step.misses += 1
-                    cache.blob_path(sha256).unlink(missing_ok=True)
-                    cache._download(sha256, size, fetch, step)
-        finally:
-            self.stats.add(step)
-            cache._record_stats(step)
+        os.utime(self._pins[sha256].fileno())  # the last use, for least-recently-used eviction
+        with _locked(cache._lock_path(sha256, "fetch"), fcntl.LOCK_EX):
+            if cache._verified(sha256, size):
+                self.stats.hits += 1
+            else:
+                self.stats.misses += 1
+                cache._remove(sha256)
+                cache._download(sha256, size, fetch, self.stats)
         return cache.blob_path(sha256)
 
     def close(self) -> None:
+        """Unpin the job's blobs and add its counters to the cache's (once per job: one write, not one a get)."""
         for pin in self._pins.values():
             pin.close()  # releases the shared lock
         self._pins.clear()
+        if not self._recorded and self.stats != CacheStats():
+            self.cache._record_stats(self.stats)
+        self._recorded = True
 
 
 @contextlib.contextmanager

@@ -186,6 +186,21 @@ def test_eviction_removes_the_least_recently_used_first(tmp_path: Path) -> None:
     assert cache.used_bytes() == 3 * size
 
 
+def test_a_blob_removed_behind_the_caches_back_frees_its_room(tmp_path: Path) -> None:
+    """The kept count of bytes held over-counts a vanished file; the scan a full cache makes corrects it
+    instead of evicting a blob that still fits."""
+    size = 64 * KiB
+    cache = BlobCache(tmp_path, max_bytes=3 * size)
+    a, b, c, d = (blob(60 + i, size) for i in range(4))
+    for data in (a, b, c):
+        get(cache, data)
+    cache.blob_path(sha(a)).unlink()
+    get(cache, d)
+    assert [cache.blob_path(sha(x)).exists() for x in (b, c, d)] == [True, True, True]
+    assert cache.stats().evictions == 0
+    assert json.loads((tmp_path / "usage.json").read_text())["bytes"] == 3 * size == cache.used_bytes()
+
+
 def test_the_cap_holds_over_many_fetches(tmp_path: Path) -> None:
     cap = 200 * KiB
     cache = BlobCache(tmp_path, max_bytes=cap)
