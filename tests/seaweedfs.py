@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -69,9 +71,11 @@ class OwnSeaweedFS:
         self.s3_port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self._process: subprocess.Popen[bytes] | None = None
+        self._grpc_ports: dict[str, int] = {}
 
     def start(self) -> str:
         ports = [free_port() for _ in range(7)]
+        self._grpc_ports = {"master": ports[1], "volume": ports[3], "filer": ports[5], "s3": ports[6]}
         argv = [
             self.binary,
             "server",
@@ -93,10 +97,16 @@ class OwnSeaweedFS:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={self.config}",
+            f"-filer.localSocket={self.directory / 'filer.sock'}",
+            f"-s3.localSocket={self.directory / 's3.sock'}",
             "-iam=false",
         ]
         log = (self.directory / "weed.log").open("ab")
-        self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory)
+        # its gRPC components put Unix sockets in the temp directory; keep them in ours
+        environment = {**os.environ, "TMPDIR": str(self.directory)}
+        self._process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory, env=environment
+        )
         log.close()
 
         def answers() -> bool:
@@ -122,6 +132,12 @@ class OwnSeaweedFS:
             # SIGTERM takes `weed server` about 25 s (its components' grace periods); the data is throwaway
             process.kill()
             process.wait(timeout=10)
+        # its gRPC servers' Unix sockets go to /tmp whatever TMPDIR says, named by our ports: ours to remove
+        for component, port in self._grpc_ports.items():
+            leftover = Path("/tmp") / f"seaweedfs-{component}-grpc-{port}.sock"
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(leftover.lstat().st_mode):
+                    leftover.unlink()
 
 
 @contextlib.contextmanager
