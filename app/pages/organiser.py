@@ -19,7 +19,7 @@ from app.admin.audit import record_admin_writes
 from app.auth.service import Principal, authenticate
 from app.deps import AppSettings, DbSession
 from app.errors import AppError
-from app.models import TestSet, TokenScope, utcnow
+from app.models import Phase, TestSet, TokenScope, utcnow
 from app.pages.account import csrf_refusal, render_page
 from app.pages.session import start_session, viewer
 from app.types import IdPath
@@ -87,6 +87,7 @@ def dashboard(request: Request, db: DbSession, settings: AppSettings) -> Respons
     context = {
         "views": views,
         "test_sets": list(db.scalars(select(TestSet).order_by(TestSet.id))),
+        "phases": list(db.scalars(select(Phase).order_by(Phase.challenge_id, Phase.id))),
         "queue": dict(sorted(queue.items())),
         "workers": nodes,
         "can_write": principal.token.scope is TokenScope.ORGANISER,
