@@ -42,6 +42,7 @@ from app.models import TestSet as TestSetRow
 from app.models.base import utcnow
 from app.scoring import canonical_options
 from app.settings import get_settings
+from app.storage import evaluation_logs_dir
 from worker import transitions
 from worker.celery_app import CPU_QUEUE, GPU_QUEUE, app, key_prefix, limits_of, worker_identity
 from worker.errors import InfrastructureError, RetryableError, SubmissionError
@@ -148,6 +149,10 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
         memory_bytes=int(phase.memory_limit_mb) * 1024**2,
         task=str(options["task"]),
         seen_groups=tuple(phase.seen_groups or ()),
+        model_archive=settings.storage_path / submission.model_path if submission.model_path else None,
+        run_mode=str(submission.run_mode or phase.run_mode),
+        show_logs=bool(phase.show_logs),
+        logs_dir=evaluation_logs_dir(settings.storage_path, evaluation.id),
     )
     basis = ScoringBasis(
         options=options,
@@ -158,6 +163,7 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
         submission_kind=str(submission.kind),
         submission_sha256=submission.sha256,
         submission_bytes=int(submission.size_bytes),
+        model_sha256=submission.model_sha256,
     )
     return inp, options, basis
 

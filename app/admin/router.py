@@ -48,6 +48,8 @@ from app.errors import InvalidInput, NotFound
 from app.models import ApiToken, AuditEvent, Participant, Phase, Team, TestSet, TokenScope, utcnow
 from app.openapi import errors
 from app.settings import Settings
+from app.submissions.logs import read_logs
+from app.submissions.schemas import SubmissionLogs
 from app.submissions.upload import receive_upload
 from app.types import MAX_ID, IdPath
 from app.workers import service as workers
@@ -428,6 +430,21 @@ def list_submissions(
 @router.get("/submissions/{submission_id}", summary="One submission in full", responses=errors(404))
 def get_submission(db: DbSession, submission_id: IdPath) -> SubmissionAdminRead:
     return service.admin_view(service.get_submission(db, submission_id=submission_id))
+
+
+@router.get(
+    "/submissions/{submission_id}/logs",
+    summary="The run logs of a submission (each case's last 500 lines of stdout and stderr), whatever the phase",
+    responses=errors(404),
+)
+def get_submission_logs(
+    db: DbSession,
+    settings: AppSettings,
+    submission_id: IdPath,
+    case: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+) -> SubmissionLogs:
+    submission = service.get_submission(db, submission_id=submission_id)
+    return read_logs(submission, storage_dir=settings.storage_path, case=case)
 
 
 @router.patch(

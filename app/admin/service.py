@@ -254,6 +254,7 @@ def admin_view(submission: Submission) -> SubmissionAdminRead:
         **base,
         team_name=submission.team.name,
         file_path=submission.file_path,
+        model_path=submission.model_path,
         evaluations=[
             EvaluationAdminRead(
                 id=e.id,
