@@ -58,9 +58,9 @@ def land(
     from api import BENCH_DIGEST, PROVENANCE
     from sqlalchemy import event
 
+    from app import lifecycle as transitions
     from app.leaderboard.standings import _REFRESHING, refresh_standings
     from app.scoring import fingerprint
-    from worker import transitions
 
     marks: dict[str, float] = {}
 
