@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from app.settings import ClientSettings
 
@@ -191,7 +192,8 @@ def print_submission(sub: dict[str, Any]) -> None:
         reused = f", the image of submission {sub['image_submission_id']}" if sub.get("image_submission_id") else ""
         console.print(f"model tarball {sub['model_filename']}{reused}; runs in {sub.get('run_mode') or 'exec'} mode")
     if evaluation.get("error_message"):
-        console.print(f"[red]{evaluation['error_message']}[/red]", markup=False, highlight=False)
+        # A Text, not markup: the line may hold brackets of the participant's own (a file name, a module).
+        console.print(Text(evaluation["error_message"], style="red"), highlight=False)
     if sub.get("logs_shown"):
         console.print(f"run logs: midog-eval logs {sub['id']}")
     if sub.get("scores_hidden"):

@@ -111,3 +111,22 @@ def test_submit_arguments_for_images_and_model_tarballs(tmp_path: Path) -> None:
     for file, kind, with_model, earlier, mode, line in refusals:
         with pytest.raises(client.ClientError, match=line):
             choice(file, kind=kind, model=with_model, image=earlier, run_mode=mode)
+
+
+def test_a_failure_line_is_printed_as_written_without_markup(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    out = io.StringIO()
+    monkeypatch.setattr(client, "console", Console(file=out, width=200, color_system=None))
+    line = "case 001: ModuleNotFoundError: No module named 'timm' [bold]"
+    client.print_submission(
+        {
+            "id": 7,
+            "kind": "container",
+            "original_filename": "image.tar.gz",
+            "evaluation": {"status": "failed", "error_message": line},
+        }
+    )
+    printed = out.getvalue()
+    assert line in printed
+    assert "[red]" not in printed
