@@ -42,12 +42,10 @@ from worker.evaluation.metrics import evaluate
 from worker.evaluation.representation import FeaturesError, read_case_features, representation_shift
 from worker.evaluation.types import CasePredictions, Rules
 from worker.runners import LOGS_DIR, Runner, RunRequest, load_runner
+from worker.vocabulary import DETECTION, SubmissionKind
 
 ProgressCallback = Callable[[float, str], None]
 RunnerFactory = Callable[[str], Runner]
-
-PREDICTIONS_KIND = "predictions"
-DETECTION, CLASSIFICATION = "detection", "classification"
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,7 @@ def predict(
     wrote (worker.evaluation.representation), or {"error": line} when they cannot be used.
     """
     wanted = tuple(cases)
-    if inp.kind == PREDICTIONS_KIND:
+    if inp.kind == SubmissionKind.PREDICTIONS:
         progress(0.1, "reading predictions")
         return _read(inp.artifact, inp.rules)
     progress(0.05, f"running the {inp.kind} on {len(wanted)} images")
@@ -326,7 +324,7 @@ def predict_stacks(
 ) -> dict[str, StackPrediction]:
     """A classification submission's outputs for every stack, checked against each stack's patch count."""
     patches = {case.name: int(case.patches or 0) for case in test_set.cases}
-    if inp.kind == PREDICTIONS_KIND:
+    if inp.kind == SubmissionKind.PREDICTIONS:
         progress(0.1, "reading predictions")
         path = inp.artifact
     else:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from app import lifecycle
 from app.challenges.schemas import (
     ChallengeCreate,
     ChallengeRead,
@@ -191,6 +192,8 @@ def update_phase(session: Session, *, phase: Phase, data: PhaseUpdate, reevaluat
     if "scoring_options" in changes or "test_set_id" in changes:
         rescore = _rescore_needed(session, phase, *scoring_before, confirmed=reevaluate)
     session.flush()
+    scoring_fields = {"scoring_fingerprint"} if phase.scoring_fingerprint != scoring_before[2] else set()
+    lifecycle.phase_rules_changed(session, phase=phase, changed=set(changes) | scoring_fields)
     return rescore
 
 

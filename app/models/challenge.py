@@ -1,4 +1,6 @@
-"""Challenges and their phases (kind, schedule, quotas, leaderboard policy, gating, limits)."""
+"""Challenges and their phases (kind, schedule, quotas, leaderboard policy, gating, limits).
+
+`SubmissionKind` is worker.vocabulary's, re-exported here for the tables that store it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, 
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column
+from worker.vocabulary import SubmissionKind as SubmissionKind  # one spelling for the API and the workers
 
 if TYPE_CHECKING:
     from app.models.test_set import TestSet
@@ -18,12 +21,6 @@ if TYPE_CHECKING:
 class PhaseKind(enum.StrEnum):
     PRELIMINARY = "preliminary"
     FINAL = "final"
-
-
-class SubmissionKind(enum.StrEnum):
-    PREDICTIONS = "predictions"
-    MODEL = "model"
-    CONTAINER = "container"
 
 
 class RunMode(enum.StrEnum):

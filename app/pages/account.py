@@ -22,6 +22,7 @@ from app.deps import AppSettings, DbSession
 from app.errors import AppError, NotFound
 from app.models import Participant, Submission, SubmissionKind, TeamInvitation
 from app.pages.session import check_csrf, end_session, remember_csrf, start_session, viewer
+from app.pages.templates import templates
 from app.submissions import router as submissions_api
 from app.submissions import service as submissions
 from app.types import IdPath
@@ -31,8 +32,6 @@ TextField = Annotated[str, Form(max_length=20_000)]
 
 
 def render_page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    from app.pages.router import templates
-
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
     remember_csrf(request, response)
     return response

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app import lifecycle
 from app.auth.service import Principal
 from app.challenges.service import own_scores_hidden, phase_is_open
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, PhaseClosed, QuotaExceeded
@@ -29,7 +30,6 @@ from app.models import (
     Team,
     utcnow,
 )
-from app.queue import enqueue_after_commit
 from app.scoring import canonical_options, public_provenance
 from app.storage import move_into_storage
 from app.submissions.schemas import (
@@ -41,15 +41,9 @@ from app.submissions.schemas import (
 )
 from app.submissions.upload import ReceivedUpload
 
-TASK_RUN = "evaluation.run"
 # predictions keep the suffix the validator gave them (.json or .csv): the scoring core reads by suffix
 EXTENSIONS = {SubmissionKind.MODEL: ".archive", SubmissionKind.CONTAINER: ".tar"}
 MODEL_TARBALL_EXTENSION = ".model.tar.gz"
-
-
-def queue_for(kind: SubmissionKind) -> str:
-    """Predictions are scored on the cpu queue; models and containers need a GPU worker."""
-    return "cpu" if kind is SubmissionKind.PREDICTIONS else "gpu"
 
 
 def next_utc_midnight(now: datetime) -> datetime:
@@ -248,15 +242,7 @@ def create_submission(
         submission.model_size_bytes = parts.model.size
     session.add(submission)
     session.flush()
-    evaluation = Evaluation(
-        submission_id=submission.id,
-        version=phase.evaluation_version,
-        status=EvaluationStatus.QUEUED,
-        queued_at=utcnow(),
-    )
-    session.add(evaluation)
-    session.flush()
-    enqueue_after_commit(session, TASK_RUN, queue=queue_for(kind), evaluation_id=evaluation.id)
+    lifecycle.create(session, submission=submission, version=phase.evaluation_version)
     return submission
 
 
@@ -270,14 +256,7 @@ def effective_run_mode(submission: Submission) -> RunMode | None:
 def cancel_queued(session: Session, *, submission: Submission) -> Evaluation:
     """The team withdraws a submission whose evaluation has not started (a started run is left to finish:
     the organisers can still cancel it); it keeps counting towards the quota."""
-    ev = current_evaluation(submission)
-    if ev is None or ev.status is not EvaluationStatus.QUEUED:
-        raise Conflict("only a queued evaluation can be cancelled; this one is " + (ev.status.value if ev else "none"))
-    ev.status = EvaluationStatus.CANCELLED
-    ev.finished_at = utcnow()
-    ev.error_message = "cancelled by the team"
-    session.flush()
-    return ev
+    return lifecycle.cancel(session, evaluation=current_evaluation(submission), reason=lifecycle.CancelReason.TEAM)
 
 
 def current_evaluation(submission: Submission) -> Evaluation | None:

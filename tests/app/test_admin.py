@@ -180,7 +180,11 @@ def test_cancel_requeue_and_reevaluate_enqueue_after_commit(world: World, sent_t
     world.db.expire_all()
     new = world.db.query(Evaluation).filter_by(submission_id=sub["id"], version=2).one()
     assert new.status is EvaluationStatus.QUEUED
-    assert sent_tasks == [("evaluation.run", {"evaluation_id": new.id}, "cpu")]
+    # the new version's board is empty until its results land: rebuilt once, as a queued task
+    assert sent_tasks == [
+        ("evaluation.run", {"evaluation_id": new.id}, "cpu"),
+        ("standings.rebuild", {"phase_id": world.phase.id}, "cpu"),
+    ]
     detail = world.client.get(f"/api/v1/admin/submissions/{sub['id']}", headers=world.admin()).json()
     assert [e["version"] for e in detail["evaluations"]] == [1, 2]
     assert detail["evaluations"][0]["result"]["cases"]["001.tiff"] == {"tp": 3, "fp": 1, "fn": 1}
@@ -188,7 +192,7 @@ def test_cancel_requeue_and_reevaluate_enqueue_after_commit(world: World, sent_t
 
 def test_requeue_keeps_the_result_on_the_board_until_the_new_one_lands(world: World) -> None:
     """R14: the team stays on the leaderboard while its submission is re-run; the new result replaces the old."""
-    from worker import transitions
+    from app import lifecycle as transitions
 
     team = world.register("Alpha")
     sub = world.submit(team["headers"]).json()

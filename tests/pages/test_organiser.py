@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,7 +27,9 @@ from app.settings import Settings
 
 
 @pytest.fixture
-def browser(tmp_path: Path, database_url: str, session_factory: sessionmaker[Session]) -> Iterator[TestClient]:
+def browser(
+    tmp_path: Path, database_url: str, session_factory: sessionmaker[Session], inline_rebuilds: list[Any]
+) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
     with TestClient(create_app(settings, session_factory=session_factory)) as c:
         yield c
