@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from worker.containers.archive import ImageArchive, ImageArchiveError
-from worker.sandbox import SandboxError
+from worker.sandbox.spec import SandboxError
 
 _TIMEOUT_S = 1800.0
 
