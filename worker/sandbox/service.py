@@ -49,7 +49,7 @@ from typing import Any
 from worker.sandbox import Backend, SandboxError, SandboxResult, get_backend
 from worker.sandbox.isolation import IsolationError
 from worker.sandbox.runtime import python_runtime
-from worker.sandbox.spec import Mount, SandboxSpec
+from worker.sandbox.spec import Mount, SandboxSpec, Scratch
 
 MAX_REQUEST_BYTES = 1 << 20
 _ENTRY = [sys.executable, "-m", "worker.sandbox.service", "run-one"]
@@ -64,12 +64,16 @@ def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
     data["mounts"] = [[str(m.source), m.target] for m in spec.mounts]
     data["labels"] = dict(spec.labels)
     data["env"] = dict(spec.env)
+    data["scratch"] = [[item.target, item.size_bytes] for item in spec.scratch]
+    data["groups"] = list(spec.groups)
     return data
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> SandboxSpec:
     fields = dict(data)
     fields["mounts"] = tuple(Mount(Path(source), str(target)) for source, target in fields.get("mounts", []))
+    fields["scratch"] = tuple(Scratch(str(target), int(size)) for target, size in fields.get("scratch", []))
+    fields["groups"] = tuple(int(g) for g in fields.get("groups", []))
     return SandboxSpec(**fields)
 
 
