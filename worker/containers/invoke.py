@@ -88,8 +88,9 @@ def run_invoke(
     """
     produced: dict[str, Path] = {}
     with ServedContainer(backend, spec) as served:
-        first = served.log.mark()
+        first = 0  # the start-up's lines, from the very first
         if not _health(served, health_seconds):
+            served.log.settle()
             lines = served.log.since(first)
             on_log(next(iter(images), "startup"), lines)
             limit = _limit_line(served, served.remaining() <= 0)
@@ -111,6 +112,7 @@ def run_invoke(
                     timed_out = True
                 except OSError:
                     status = None
+            served.log.settle()
             lines = served.log.since(mark)
             mark = served.log.mark()
             on_log(case, lines)

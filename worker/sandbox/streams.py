@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from typing import IO
 
 
@@ -78,6 +79,18 @@ class LineLog:
         with self._lock:
             kept_from = self._count - len(self._lines)
             return list(self._lines)[max(mark - kept_from, 0) :]
+
+    def settle(self, quiet: float = 0.3, limit: float = 2.0) -> None:
+        """Wait until no line has arrived for `quiet` seconds (at most `limit`): lines written just before a
+        reply pass through the engine's attach and the pipe a moment after it."""
+        deadline = time.monotonic() + limit
+        seen = self.mark()
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = self.mark()
+            if now == seen:
+                return
+            seen = now
 
     def wait(self, timeout: float = 5.0) -> None:
         if self._thread is not None:
