@@ -21,6 +21,7 @@ Imports the stdlib, worker.errors and worker.containers.image_user only.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -31,7 +32,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from worker.containers.image_user import ImageUser, UserResolutionError, resolve_user
 from worker.errors import SubmissionError
@@ -124,6 +125,15 @@ def _layer_accounts(handle: IO[bytes]) -> dict[str, bytes | None] | None:
     return found
 
 
+def _open_stream(path: Path) -> IO[bytes]:
+    """The archive's bytes, decompressed on the fly when it is gzip (every member of a concatenated one)."""
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return cast(IO[bytes], gzip.GzipFile(path, mode="rb"))
+    return path.open("rb")
+
+
 def _scan(path: Path, limits: ImageLimits) -> _Scan:
     """Read the archive once, streaming (gzip is decompressed on the fly): rules, small members, layers."""
     size = path.stat().st_size
@@ -133,7 +143,7 @@ def _scan(path: Path, limits: ImageLimits) -> _Scan:
     members = scan.members
     buffered = 0
     try:
-        with tarfile.open(path, mode="r|*", bufsize=_BUFSIZE) as tar:
+        with _open_stream(path) as raw, tarfile.open(fileobj=raw, mode="r|", bufsize=_BUFSIZE) as tar:
             for info in tar:
                 if len(members) >= limits.max_members:
                     raise ImageArchiveError(f"image archive has more than {limits.max_members} members")
@@ -166,7 +176,7 @@ def _scan(path: Path, limits: ImageLimits) -> _Scan:
                         accounts = _layer_accounts(handle)
                         if accounts is not None:
                             scan.accounts[name] = accounts
-    except (tarfile.TarError, EOFError, OSError, zlib.error):
+    except (tarfile.TarError, EOFError, OSError, zlib.error, gzip.BadGzipFile):
         raise ImageArchiveError("the upload is not a readable image archive (docker save / podman save)") from None
     return scan
 

@@ -60,7 +60,7 @@ def _limit_line(served: ServedContainer, timed_out: bool) -> str | None:
     """The limit the container hit, when it died or was killed (the runner's verdicts, safe to show)."""
     if served.area.exceeded() or served.area.watchdog_fired:
         return OUTPUT_LIMIT
-    if timed_out:
+    if timed_out or (served.killed.is_set() and served.remaining() <= 0):
         return TIME_LIMIT
     _, oom = served.exit_state()
     if oom and not served.killed.is_set():

@@ -351,6 +351,14 @@ class DockerBackend(PodmanBackend):
     def _gpu_arguments(self, index: int) -> list[str]:
         return ["--gpus", f"device={index}"]
 
+    def run_arguments(
+        self, spec: SandboxSpec, name: str, output_path: Path, *, file_size_limit: int | None = None
+    ) -> list[str]:
+        # Docker maps users only daemon-wide (userns-remap); a per-container mapping it cannot give is refused.
+        if spec.userns_base is not None:
+            raise SandboxError("the docker backend cannot map user ids per container; use podman")
+        return super().run_arguments(spec, name, output_path, file_size_limit=file_size_limit)
+
 
 def gpu_present() -> bool:
     """Whether an NVIDIA GPU is visible on this host."""
