@@ -229,7 +229,9 @@ def base_image() -> str:
     return reference
 
 
-def build_reference_image(workdir: Path, *, mode: str, weights: dict[str, object], name: str) -> Path:
+def build_reference_image(
+    workdir: Path, *, mode: str, weights: dict[str, object], name: str, server: str = SERVER
+) -> Path:
     """A reference-like image (`mode` exec | invoke) saved as .tar.gz in `workdir`; the image is removed."""
     base = base_image()
     context = workdir / f"context-{name}"
@@ -239,7 +241,7 @@ def build_reference_image(workdir: Path, *, mode: str, weights: dict[str, object
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     (context / "inference.py").write_text(PROGRAM)
-    (context / "serve.py").write_text(SERVER)
+    (context / "serve.py").write_text(server)
     (context / "weights.json").write_text(json.dumps(weights))
     entrypoint = '["python3", "serve.py"]' if mode == "invoke" else '["python3", "inference.py"]'
     (context / "Containerfile").write_text(CONTAINERFILE.format(base=base, entrypoint=entrypoint))

@@ -352,3 +352,34 @@ def test_a_server_that_never_becomes_healthy_fails_with_a_clear_line(
         )
     assert str(caught.value) == NEVER_HEALTHY
     assert time.monotonic() - started < 120
+
+
+# Healthy at once, but its /invoke never answers: the per-case limit ends it.
+STUCK_SERVER = """import http.server, time
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def do_POST(self):
+        time.sleep(3600)
+
+
+http.server.ThreadingHTTPServer(("127.0.0.1", 4743), Handler).serve_forever()
+"""
+
+
+def test_an_invoke_that_outlasts_the_case_limit_is_a_time_limit(
+    detection_set: Path, runtime_dir: Path, tmp_path: Path
+) -> None:
+    require_backend("podman")
+    archive = build_reference_image(tmp_path, mode="invoke", weights={}, name="stuck", server=STUCK_SERVER)
+    started = time.monotonic()
+    with pytest.raises(SubmissionError) as caught:
+        runner(runtime_dir, case_seconds=3.0).run(
+            request(archive, detection_set, tmp_path / "o", 9770, run_mode="invoke")
+        )
+    assert str(caught.value) == "time limit exceeded"
+    assert time.monotonic() - started < 120

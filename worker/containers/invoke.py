@@ -98,8 +98,15 @@ def run_invoke(
             line = limit or (cause.hidden if cause and hidden else None) or NEVER_HEALTHY
             detail = f"{limit or NEVER_HEALTHY}{': ' + cause.open if cause else ''}"
             raise InvokeError(CaseOutcome("startup", None, line if hidden else detail, detail, None))
+        # Each case's log is every line from its request's start to the next one's (what a server prints
+        # just after replying, such as its access log, still belongs to that case): no waiting per case.
         mark = first
+        previous: str | None = None
         for case, image in images.items():
+            now = served.log.mark() if previous is not None else first
+            if previous is not None:
+                on_log(previous, served.log.since(mark, now))
+            mark, previous = now, case
             served.place(image, input_path(case, layout, task).removeprefix("/input/"))
             write_inputs_json(case, layout, task, served.input_dir / "inputs.json")
             budget = min(case_seconds, served.remaining())
@@ -112,11 +119,10 @@ def run_invoke(
                     timed_out = True
                 except OSError:
                     status = None
-            served.log.settle()
-            lines = served.log.since(mark)
-            mark = served.log.mark()
-            on_log(case, lines)
             if status != 201:
+                served.log.settle()
+                lines = served.log.since(mark)
+                on_log(case, lines)
                 limit = _limit_line(served, timed_out)
                 cause = first_cause("\n".join(lines))
                 public = limit or (f"{_INVOKE_STATUS}: status {status}" if status else _INVOKE_STATUS)
@@ -125,11 +131,16 @@ def run_invoke(
                 raise InvokeError(CaseOutcome(case, None, hidden_line if hidden else detail, detail, None))
             collected = work_dir / case
             served.area.copy_to(collected)
+            served.clear()
             outcome = check_case_output(case, collected, None, hidden=hidden, task=task, patches=patches.get(case))
             if outcome.reason is not None or outcome.predictions is None:
+                served.log.settle()
+                on_log(case, served.log.since(mark))
                 raise InvokeError(outcome)
             produced[case] = outcome.predictions
-            served.clear()
+        if previous is not None:
+            served.log.settle()
+            on_log(previous, served.log.since(mark))
     return produced
 
 

@@ -75,12 +75,14 @@ class LineLog:
         with self._lock:
             return self._count
 
-    def since(self, mark: int) -> list[str]:
+    def since(self, mark: int, until: int | None = None) -> list[str]:
+        """The kept lines numbered from `mark` up to `until` (exclusive; None: all so far)."""
         with self._lock:
             kept_from = self._count - len(self._lines)
-            return list(self._lines)[max(mark - kept_from, 0) :]
+            end = len(self._lines) if until is None else max(until - kept_from, 0)
+            return list(self._lines)[max(mark - kept_from, 0) : end]
 
-    def settle(self, quiet: float = 0.3, limit: float = 2.0) -> None:
+    def settle(self, quiet: float = 0.1, limit: float = 1.0) -> None:
         """Wait until no line has arrived for `quiet` seconds (at most `limit`): lines written just before a
         reply pass through the engine's attach and the pipe a moment after it."""
         deadline = time.monotonic() + limit
