@@ -26,7 +26,7 @@ import pytest
 
 from tests.classification_set import STACKS, write_classification_set
 from tests.containers.reference_images import base_image, build_reference_image
-from tests.sandbox.images import build_image, require_backend
+from tests.sandbox.images import build_image, image_exists, require_backend
 from worker.containers.archive import validate_image_archive
 from worker.containers.invoke import NEVER_HEALTHY
 from worker.containers.runner import ContainerRunner, ContainerSettings
@@ -96,6 +96,8 @@ def runner(runtime_dir: Path, **overrides: object) -> ContainerRunner:
         "gpu": "none",
         "userns_base": USERNS_BASE,
         "health_seconds": 60.0,
+        # Removed after each run: tests leave no image behind (the reuse test asks for reuse itself).
+        "keep_images": 0,
     }
     values.update(overrides)
     return ContainerRunner(ContainerSettings(**values))  # type: ignore[arg-type]
@@ -147,6 +149,7 @@ def test_track1_reference_image_scores(
     uid = validate_image_archive(archives[mode]).run_user.uid
     assert f"handler track1 user {uid} home /home/user" in log
     assert (out / LOGS_DIR / "002.tiff.log").is_file()
+    assert not image_exists(validate_image_archive(archives[mode]).image_id)
 
 
 @pytest.mark.parametrize("mode", ["exec", "invoke"])
@@ -189,10 +192,16 @@ def test_an_image_already_loaded_is_reused(
     archives: dict[str, Path], detection_set: Path, runtime_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = runner(runtime_dir, keep_images=2)
-    run.run(request(archives["exec"], detection_set, tmp_path / "a", 9740))
-    with caplog.at_level(logging.INFO, logger="worker.containers.engine"):
-        run.run(request(archives["exec"], detection_set, tmp_path / "b", 9741))
+    image_id = validate_image_archive(archives["exec"]).image_id
+    try:
+        run.run(request(archives["exec"], detection_set, tmp_path / "a", 9740))
+        assert image_exists(image_id)
+        with caplog.at_level(logging.INFO, logger="worker.containers.engine"):
+            run.run(request(archives["exec"], detection_set, tmp_path / "b", 9741))
+    finally:
+        run.backend.remove_image(image_id)
     assert "already in the engine: reused" in caplog.text
+    assert not image_exists(image_id)
 
 
 def _host_processes(uid: int) -> list[int]:
