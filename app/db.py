@@ -9,6 +9,9 @@ cannot help it. So sessions that will write are made with `write=True`: on SQLit
 with BEGIN IMMEDIATE, taking the write lock up front and waiting for it (busy timeout) instead of failing;
 readers begin deferred and never wait (WAL). The worker's and the CLI's `session_scope()` write; the API
 picks a writing session for every request method but GET, HEAD and OPTIONS.
+
+Importing this module has no side effects: it registers no session listener (a leaderboard is rebuilt by a
+queued task that app.lifecycle asks for, never by a hook on commit).
 """
 
 from __future__ import annotations
@@ -120,13 +123,3 @@ def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Sess
         raise
     finally:
         session.close()
-
-
-def _install_standings_hooks() -> None:
-    # every session that can write results or moderation flags keeps the leaderboard standings current
-    from app.leaderboard.standings import install_hooks
-
-    install_hooks()
-
-
-_install_standings_hooks()

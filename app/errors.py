@@ -93,8 +93,3 @@ class QuotaExceeded(AppError):
 
     def body(self) -> ErrorBody:
         return ErrorBody(error=self.code, detail=self.message, reset_at=self.reset_at)
-
-
-class ServiceUnavailable(AppError):
-    status_code = 503
-    code = "service_unavailable"

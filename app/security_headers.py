@@ -5,13 +5,28 @@
   page may be framed (frame-ancestors 'none').
 - X-Content-Type-Options: nosniff; X-Frame-Options: DENY (for browsers without frame-ancestors);
   Referrer-Policy: same-origin; Cross-Origin-Opener-Policy: same-origin.
-Headers the application set itself are kept.
+Headers the application set itself are kept. `report_policy` is the policy of a served self-contained page
+(the offline report, a test set's domain report): its own inline stylesheets, nothing else.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+
+def style_hash(css: str) -> str:
+    """The CSP source that allows exactly this inline stylesheet."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(css.encode()).digest()).decode() + "'"
+
+
+def report_policy(*css: str) -> str:
+    """Content-Security-Policy of a served self-contained page: its own inline stylesheets, nothing else."""
+    sources = " ".join(style_hash(c) for c in css) or "'none'"
+    return f"default-src 'none'; style-src {sources}; base-uri 'none'; form-action 'none'"
+
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     max_predictions_bytes: int = Field(default=64 * MiB, gt=0)
     max_model_bytes: int = Field(default=2048 * MiB, gt=0)
     max_container_bytes: int = Field(default=20480 * MiB, gt=0)
+    max_model_tarball_bytes: int = Field(
+        default=10240 * MiB, gt=0, description="A container submission's model.tar.gz (weights for /opt/ml/model)."
+    )
+    max_model_tarball_files: int = Field(default=10_000, gt=0, description="Files in one model tarball.")
     max_test_set_bytes: int = Field(default=32768 * MiB, gt=0, description="Organiser test-set archive uploads.")
     upload_chunk_bytes: int = Field(default=1 * MiB, gt=0)
     max_points_per_case: int = Field(default=100_000, gt=0)

@@ -18,6 +18,12 @@ from sqlalchemy.orm import Session, SessionTransaction
 _PENDING = "midog_files_pending_commit"
 
 
+def evaluation_logs_dir(storage_dir: Path, evaluation_id: int) -> Path:
+    """Where the workers keep the log tails of one evaluation's runs (`<case>.log`, worker.pipeline.keep_logs)
+    and the API reads them."""
+    return storage_dir / "logs" / f"evaluation-{evaluation_id}"
+
+
 def move_into_storage(session: Session, source: Path, destination: Path) -> None:
     """Atomically rename `source` to `destination` (same file system), undone by a rollback of `session`."""
     session.connection()  # a transaction is open, so that its rollback is seen

@@ -27,10 +27,10 @@ from celery.signals import beat_embedded_init, celeryd_init
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 
+from worker.vocabulary import BEAT_QUEUE, CPU_QUEUE, GPU_QUEUE, QUEUES, RECONCILE, SWEEP
+
 logger = logging.getLogger(__name__)
 
-CPU_QUEUE = "cpu"
-GPU_QUEUE = "gpu"
 # Imported by the worker at start: the tasks, and the self-report and sweeper hooked to its signals and beat.
 TASK_MODULES = ("worker.tasks", "worker.heartbeat", "worker.maintenance")
 
@@ -202,7 +202,7 @@ def configure(
         task_track_started=False,
         task_default_queue=CPU_QUEUE,
         # A dict is expanded by Celery into kombu Queues bound to a direct exchange of the same name.
-        task_queues={name: {"exchange": name, "routing_key": name} for name in (CPU_QUEUE, GPU_QUEUE)},
+        task_queues={name: {"exchange": name, "routing_key": name} for name in QUEUES},
         task_default_exchange=CPU_QUEUE,
         task_default_routing_key=CPU_QUEUE,
         task_create_missing_queues=False,
@@ -213,15 +213,15 @@ def configure(
         broker_pool_limit=4,
         timezone="UTC",
         beat_schedule={
-            "evaluation.reconcile": {
-                "task": "evaluation.reconcile",
+            RECONCILE: {
+                "task": RECONCILE,
                 "schedule": limits.reconcile_interval_s,
-                "options": {"queue": CPU_QUEUE, "expires": limits.reconcile_interval_s},
+                "options": {"queue": BEAT_QUEUE, "expires": limits.reconcile_interval_s},
             },
-            "maintenance.sweep": {
-                "task": "maintenance.sweep",
+            SWEEP: {
+                "task": SWEEP,
                 "schedule": sweep_interval_s,
-                "options": {"queue": CPU_QUEUE, "expires": sweep_interval_s},
+                "options": {"queue": BEAT_QUEUE, "expires": sweep_interval_s},
             },
         },
     )

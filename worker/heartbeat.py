@@ -24,9 +24,9 @@ from sqlalchemy import select, update
 from app.db import session_scope
 from app.models import WorkerNode, utcnow
 from app.settings import get_settings
-from worker.celery_app import CPU_QUEUE, GPU_QUEUE
 from worker.runners import runner_problem
 from worker.sandbox import isolation
+from worker.vocabulary import CPU_QUEUE, GPU_QUEUE
 
 logger = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from app.models import ACTIVE_STATUSES, Evaluation
 from app.settings import get_settings
 from worker.celery_app import app
 from worker.safe_delete import discard_tree
+from worker.vocabulary import SWEEP
 
 logger = logging.getLogger(__name__)
 
-SWEEP = "maintenance.sweep"
 UPLOAD_TMP = "tmp"
 TEST_SETS = "test-sets"
 _WORK_DIR = re.compile(r"^evaluation-(\d+)$")

@@ -18,6 +18,8 @@ SQLAlchemy, FastAPI or torch.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +41,11 @@ from worker.evaluation.io import FormatError, check_cases, load_ground_truth, re
 from worker.evaluation.metrics import evaluate
 from worker.evaluation.representation import FeaturesError, read_case_features, representation_shift
 from worker.evaluation.types import CasePredictions, Rules
-from worker.runners import Runner, RunRequest, load_runner
+from worker.runners import LOGS_DIR, Runner, RunRequest, load_runner
+from worker.vocabulary import DETECTION, SubmissionKind
 
 ProgressCallback = Callable[[float, str], None]
 RunnerFactory = Callable[[str], Runner]
-
-PREDICTIONS_KIND = "predictions"
-DETECTION, CLASSIFICATION = "detection", "classification"
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,10 @@ class PipelineInput:
     memory_bytes: int | None = None
     task: str = DETECTION
     seen_groups: tuple[str, ...] = ()  # the phase's groups covered by training (representation shift reference)
+    model_archive: Path | None = None  # a container submission's model tarball
+    run_mode: str = "exec"  # container submissions: exec | invoke
+    show_logs: bool = False  # the phase lets participants read their runs' logs
+    logs_dir: Path | None = None  # where each case's log tail is kept (storage); None: not kept
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def predict(
     wrote (worker.evaluation.representation), or {"error": line} when they cannot be used.
     """
     wanted = tuple(cases)
-    if inp.kind == PREDICTIONS_KIND:
+    if inp.kind == SubmissionKind.PREDICTIONS:
         progress(0.1, "reading predictions")
         return _read(inp.artifact, inp.rules)
     progress(0.05, f"running the {inp.kind} on {len(wanted)} images")
@@ -173,24 +177,64 @@ def _run(
 ) -> Path:
     """Run the submission's runner on `cases`; `run_info` receives what the runner tells of its run."""
     runner = runner_for(inp.kind)
-    produced = runner.run(
-        RunRequest(
-            evaluation_id=inp.evaluation_id,
-            kind=inp.kind,
-            artifact=inp.artifact,
-            test_set_dir=inp.test_set_dir,
-            cases=cases,
-            output_dir=inp.work_dir / "output" / run_name,
-            timeout_s=inp.timeout_s,
-            hidden=inp.hidden,
-            input_layout=inp.input_layout,
-            memory_bytes=inp.memory_bytes,
-            task=inp.task,
+    output_dir = inp.work_dir / "output" / run_name
+    try:
+        produced = runner.run(
+            RunRequest(
+                evaluation_id=inp.evaluation_id,
+                kind=inp.kind,
+                artifact=inp.artifact,
+                test_set_dir=inp.test_set_dir,
+                cases=cases,
+                output_dir=output_dir,
+                timeout_s=inp.timeout_s,
+                hidden=inp.hidden,
+                input_layout=inp.input_layout,
+                memory_bytes=inp.memory_bytes,
+                task=inp.task,
+                model_archive=inp.model_archive,
+                run_mode=inp.run_mode,
+                show_logs=inp.show_logs,
+            )
         )
-    )
+    finally:
+        # kept whether the run succeeded or not: a failed run's logs are the ones that matter
+        if inp.logs_dir is not None:
+            keep_logs(output_dir / LOGS_DIR, inp.logs_dir, cases)
     if run_info is not None:
         run_info.update({"runner": type(runner).__name__, **dict(getattr(runner, "run_info", None) or {})})
     return produced
+
+
+MAX_LOG_BYTES = 1024 * 1024  # per case: 500 lines of up to about 2 KiB each
+
+
+def keep_logs(source: Path, dest: Path, cases: Iterable[str]) -> list[str]:
+    """Copy the log tail of each of `cases` a runner left in `source` (`<case>.log`) to `dest`; the cases kept.
+
+    The files may have been written while participant code ran: only regular files (never a link) named after
+    a case of the run are read, each at most its last MAX_LOG_BYTES, and each is replaced atomically."""
+    kept: list[str] = []
+    for case in cases:
+        if "/" in case or case in (".", "..") or "\x00" in case:
+            continue
+        path = source / f"{case}.log"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # no log for this case (or not a plain file)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            handle.seek(max(0, info.st_size - MAX_LOG_BYTES))
+            tail = handle.read(MAX_LOG_BYTES)
+        dest.mkdir(parents=True, exist_ok=True)
+        partial = dest / f".{case}.log.tmp"
+        partial.write_bytes(tail)
+        partial.replace(dest / f"{case}.log")
+        kept.append(case)
+    return kept
 
 
 def _read(path: Path, rules: str) -> dict[str, CasePredictions]:
@@ -280,7 +324,7 @@ def predict_stacks(
 ) -> dict[str, StackPrediction]:
     """A classification submission's outputs for every stack, checked against each stack's patch count."""
     patches = {case.name: int(case.patches or 0) for case in test_set.cases}
-    if inp.kind == PREDICTIONS_KIND:
+    if inp.kind == SubmissionKind.PREDICTIONS:
         progress(0.1, "reading predictions")
         path = inp.artifact
     else:

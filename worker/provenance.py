@@ -35,6 +35,8 @@ class ScoringBasis:
     submission_kind: str
     submission_sha256: str
     submission_bytes: int
+    # a container submission's model tarball (weights apart from the image)
+    model_sha256: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -69,6 +71,7 @@ def provenance(basis: ScoringBasis, *, runtime: dict[str, Any]) -> dict[str, Any
             "kind": basis.submission_kind,
             "sha256": basis.submission_sha256,
             "size_bytes": basis.submission_bytes,
+            **({"model_sha256": basis.model_sha256} if basis.model_sha256 else {}),
         },
         "runtime": runtime,
     }

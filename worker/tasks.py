@@ -3,7 +3,11 @@
 - `evaluation.run(evaluation_id=)`: one evaluation; for model/container submissions of a phase whose
   `scoring_options["shard_by"]` names a group key (e.g. "scanner"), the hidden set is split into shards run
   as parallel `evaluation.run_shard` tasks on the gpu queue and merged by `evaluation.merge` (a chord).
-- `evaluation.reconcile()`: periodic (beat): expires stale leases and re-sends rows waiting with no message.
+- `evaluation.reconcile()`: periodic (beat): expires stale leases, re-sends rows waiting with no message and
+  rebuilds leaderboards left stale (the backstop).
+- `standings.rebuild(phase_id=)`: one phase's leaderboard, sent by app.lifecycle after a commit that changed it.
+
+Every status write goes through app.lifecycle.
 
 Errors: SubmissionError -> failed with its one line; RetryableError and lost database connections -> retried
 up to the attempt cap; the soft time limit -> failed "time limit exceeded"; InfrastructureError (a sandbox
@@ -35,21 +39,19 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
+from app import lifecycle
 from app.db import get_engine, session_scope
-from app.leaderboard.standings import rebuild_stale
+from app.leaderboard.standings import rebuild_phase, rebuild_stale
 from app.models import Evaluation, Phase, Submission
 from app.models import TestSet as TestSetRow
 from app.models.base import utcnow
 from app.scoring import canonical_options
 from app.settings import get_settings
-from worker import transitions
-from worker.celery_app import CPU_QUEUE, GPU_QUEUE, app, key_prefix, limits_of, worker_identity
+from app.storage import evaluation_logs_dir
+from worker.celery_app import app, key_prefix, limits_of, worker_identity
 from worker.errors import InfrastructureError, RetryableError, SubmissionError
 from worker.lease import LeaseKeeper, LeaseLostError
 from worker.pipeline import (
-    CLASSIFICATION,
-    DETECTION,
-    PREDICTIONS_KIND,
     Outcome,
     PipelineInput,
     merge_shards,
@@ -64,23 +66,28 @@ from worker.pipeline import (
 )
 from worker.provenance import ScoringBasis, check_test_set, provenance
 from worker.runners import TIME_LIMIT_MESSAGE, RunnerNotConfiguredError
+from worker.vocabulary import (
+    CLASSIFICATION,
+    CPU_QUEUE,
+    DETECTION,
+    GPU_QUEUE,
+    MERGE,
+    QUEUES,
+    REBUILD_STANDINGS,
+    RECONCILE,
+    RUN,
+    RUN_SHARD,
+    SubmissionKind,
+    queue_for,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-RUN = "evaluation.run"
-RUN_SHARD = "evaluation.run_shard"
-MERGE = "evaluation.merge"
-RECONCILE = "evaluation.reconcile"
 
 # The database can be down for a while (restart, failover): writes of a finished run are retried this long.
 PERSIST_RETRY_S = 60.0
-
-
-def queue_for(kind: str) -> str:
-    """Predictions files are scored on cpu workers; participant code runs on gpu workers."""
-    return CPU_QUEUE if kind == PREDICTIONS_KIND else GPU_QUEUE
 
 
 def enqueue(evaluation_id: int, kind: str) -> None:
@@ -148,6 +155,10 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
         memory_bytes=int(phase.memory_limit_mb) * 1024**2,
         task=str(options["task"]),
         seen_groups=tuple(phase.seen_groups or ()),
+        model_archive=settings.storage_path / submission.model_path if submission.model_path else None,
+        run_mode=str(submission.run_mode or phase.run_mode),
+        show_logs=bool(phase.show_logs),
+        logs_dir=evaluation_logs_dir(settings.storage_path, evaluation.id),
     )
     basis = ScoringBasis(
         options=options,
@@ -158,6 +169,7 @@ def _load_input(session: Session, evaluation_id: int) -> tuple[PipelineInput, di
         submission_kind=str(submission.kind),
         submission_sha256=submission.sha256,
         submission_bytes=int(submission.size_bytes),
+        model_sha256=submission.model_sha256,
     )
     return inp, options, basis
 
@@ -174,7 +186,7 @@ class _Run:
         """Record progress; stop the run when the row was cancelled or taken over meanwhile."""
         try:
             with session_scope() as session:
-                held = transitions.report_progress(
+                held = lifecycle.report_progress(
                     session,
                     evaluation_id=self.evaluation_id,
                     owner=self.owner,
@@ -198,7 +210,7 @@ class _Run:
         def renew() -> bool | None:
             try:
                 with session_scope() as session:
-                    return transitions.renew_lease(
+                    return lifecycle.renew_lease(
                         session,
                         evaluation_id=self.evaluation_id,
                         owner=self.owner,
@@ -229,7 +241,7 @@ class _Run:
             "provenance": provenance(basis, runtime={"worker": self.owner, **runtime}),
         }
         return with_db_retry(
-            lambda session: transitions.succeed(
+            lambda session: lifecycle.succeed(
                 session,
                 evaluation_id=self.evaluation_id,
                 owner=self.owner,
@@ -241,7 +253,7 @@ class _Run:
 
     def fail(self, message: str, detail: str = "", *, infrastructure: bool = False) -> bool:
         return with_db_retry(
-            lambda session: transitions.fail(
+            lambda session: lifecycle.fail(
                 session,
                 evaluation_id=self.evaluation_id,
                 owner=self.owner,
@@ -254,11 +266,11 @@ class _Run:
 
     def fail_infrastructure(self, detail: str) -> bool:
         """The platform's fault: a generic line for the participant, `detail` for organisers, no quota spent."""
-        return self.fail(transitions.GENERIC_FAILURE, detail, infrastructure=True)
+        return self.fail(lifecycle.GENERIC_FAILURE, detail, infrastructure=True)
 
     def release(self, detail: str) -> str | None:
         status = with_db_retry(
-            lambda session: transitions.release_for_retry(
+            lambda session: lifecycle.release_for_retry(
                 session,
                 evaluation_id=self.evaluation_id,
                 owner=self.owner,
@@ -300,11 +312,11 @@ def _outcomes(run: _Run, task: Task) -> Iterator[None]:
         run.fail_infrastructure(traceback.format_exc())
 
 
-def _claim(evaluation_id: int) -> transitions.Claim:
+def _claim(evaluation_id: int) -> lifecycle.Claim:
     limits = limits_of(app)
     owner = worker_identity()
     return with_db_retry(
-        lambda session: transitions.claim(
+        lambda session: lifecycle.claim(
             session,
             evaluation_id=evaluation_id,
             owner=owner,
@@ -332,7 +344,7 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
         check_test_set(inp.test_set_dir, basis)
         test_set = open_test_set(inp.test_set_dir)
         shard_by = options.get("shard_by")
-        if inp.kind != PREDICTIONS_KIND and shard_by and inp.task == DETECTION:
+        if inp.kind != SubmissionKind.PREDICTIONS and shard_by and inp.task == DETECTION:
             shards = shard_plan(test_set, key=str(shard_by))
             if len(shards) > 1:
                 _start_shards(run, shards)
@@ -349,7 +361,7 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
                     inp, test_set, cases, progress=run.progress, run_info=run_info, case_features=case_features
                 )
         predicted = time.monotonic()
-        gpu_seconds = 0.0 if inp.kind == PREDICTIONS_KIND else predicted - started
+        gpu_seconds = 0.0 if inp.kind == SubmissionKind.PREDICTIONS else predicted - started
         if inp.task == CLASSIFICATION:
             outcome = score_stacks(inp, test_set, stacks, progress=run.progress)
         else:
@@ -370,7 +382,7 @@ def run_evaluation(self: Task, *, evaluation_id: int) -> str:
 def _shard_owner(run: _Run) -> str:
     # Not of the form host:pid, so the lease outlives the dispatching process; running shards renew it, and
     # the reconciler while shards still wait in the broker.
-    return f"{transitions.SHARDED_OWNER_PREFIX}{run.evaluation_id}/{run.attempt}"
+    return f"{lifecycle.SHARDED_OWNER_PREFIX}{run.evaluation_id}/{run.attempt}"
 
 
 def _start_shards(run: _Run, shards: list[tuple[str, ...]]) -> None:
@@ -378,7 +390,7 @@ def _start_shards(run: _Run, shards: list[tuple[str, ...]]) -> None:
     lease_s = limits_of(app).lease_expiry_s
 
     def hand_over(session: Session) -> bool:
-        return transitions.renew_lease(
+        return lifecycle.renew_lease(
             session,
             evaluation_id=run.evaluation_id,
             owner=run.owner,
@@ -406,7 +418,7 @@ def _load_held(evaluation_id: int, owner: str, attempt: int) -> tuple[PipelineIn
     lease_s = limits_of(app).lease_expiry_s
 
     def step(session: Session) -> tuple[PipelineInput, ScoringBasis] | None:
-        if not transitions.renew_lease(
+        if not lifecycle.renew_lease(
             session,
             evaluation_id=evaluation_id,
             owner=owner,
@@ -513,7 +525,7 @@ def _redis_messages(url: str) -> list[Any]:
     try:
         raw: list[Any] = []
         prefix = key_prefix()
-        for queue in (CPU_QUEUE, GPU_QUEUE):
+        for queue in QUEUES:
             raw.extend(cast(list[Any], client.lrange(f"{prefix}{queue}", 0, -1)))
         raw.extend(cast(list[Any], client.hvals(f"{prefix}unacked")))
         return raw
@@ -541,21 +553,21 @@ def reconcile() -> dict[str, list[int]]:
     live = _live_evaluation_ids()
 
     def renew_and_expire(session: Session) -> list[int]:
-        transitions.renew_waiting_shards(session, evaluation_ids=sorted(live or ()), lease_s=limits.lease_expiry_s)
-        return transitions.expire_stale_leases(session, max_attempts=limits.max_attempts)
+        lifecycle.renew_waiting_shards(session, evaluation_ids=sorted(live or ()), lease_s=limits.lease_expiry_s)
+        return lifecycle.expire_stale_leases(session, max_attempts=limits.max_attempts)
 
     expired = with_db_retry(renew_and_expire)
     cutoff = utcnow() - timedelta(seconds=limits.requeue_after_s)
 
-    def find(session: Session) -> list[transitions.Pending]:
-        return transitions.waiting(session, queued_before=cutoff, exclude=sorted(live or ()))
+    def find(session: Session) -> list[lifecycle.Pending]:
+        return lifecycle.waiting(session, queued_before=cutoff, exclude=sorted(live or ()))
 
     pending = with_db_retry(find)
     # Rows released just now are sent at once: their run is known to be gone.
     released = set(expired)
 
-    def find_released(session: Session) -> list[transitions.Pending]:
-        return transitions.waiting(session, queued_before=utcnow(), exclude=sorted(live or ()))
+    def find_released(session: Session) -> list[lifecycle.Pending]:
+        return lifecycle.waiting(session, queued_before=utcnow(), exclude=sorted(live or ()))
 
     if released:
         pending += [p for p in with_db_retry(find_released) if p.evaluation_id in released]
@@ -563,8 +575,20 @@ def reconcile() -> dict[str, list[int]]:
     for item in {p.evaluation_id: p for p in pending}.values():
         enqueue(item.evaluation_id, item.kind)
         sent.append(item.evaluation_id)
-    with_db_retry(lambda session: transitions.mark_requeued(session, evaluation_ids=sent))
+    with_db_retry(lambda session: lifecycle.mark_requeued(session, evaluation_ids=sent))
     rebuilt = rebuild_stale(get_engine())
     if expired or sent or rebuilt:
         logger.info("reconcile: expired %s, re-sent %s, leaderboards rebuilt %s", expired, sent, rebuilt)
     return {"expired": expired, "requeued": sent, "rebuilt": rebuilt}
+
+
+@_task(name=REBUILD_STANDINGS)
+def rebuild_standings(phase_id: int) -> bool:
+    """Rebuild one phase's leaderboard (app.leaderboard.standings.rebuild_phase); True when stored.
+
+    A failure is logged and left to the reconciler's backstop, which rebuilds every stale board."""
+    try:
+        return rebuild_phase(get_engine(), phase_id)
+    except Exception:
+        logger.exception("standings of phase %s not rebuilt; left to the reconciler", phase_id)
+        return False

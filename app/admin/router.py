@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +47,8 @@ from app.errors import InvalidInput, NotFound
 from app.models import ApiToken, AuditEvent, Participant, Phase, Team, TestSet, TokenScope, utcnow
 from app.openapi import errors
 from app.settings import Settings
+from app.submissions.logs import read_logs
+from app.submissions.schemas import SubmissionLogs
 from app.submissions.upload import receive_upload
 from app.types import MAX_ID, IdPath
 from app.workers import service as workers
@@ -221,9 +222,6 @@ def register_test_set(db: DbSession, body: TestSetCreate) -> TestSetRead:
     return TestSetRead.model_validate(service.register_test_set(db, data=body))
 
 
-DOMAIN_REPORT_DIR = "domain-report"  # beside the test set's manifest.json
-
-
 @router.get(
     "/test-sets/{test_set_id}/domain-report",
     summary="The test set's domain report page (written by `midog-eval dataset report`)",
@@ -236,30 +234,8 @@ DOMAIN_REPORT_DIR = "domain-report"  # beside the test set's manifest.json
     responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}, **errors(404)},
 )
 def domain_report(db: DbSession, test_set_id: IdPath) -> Response:
-    return domain_report_response(db, test_set_id)
-
-
-def domain_report_response(db: Session, test_set_id: int) -> Response:
-    """The page `midog-eval dataset report` wrote beside the test set, with a CSP for its inline styles."""
-    from app.pages.report import report_policy
-
-    test_set = db.get(TestSet, test_set_id)
-    if test_set is None:
-        raise NotFound(f"no test set {test_set_id}")
-    directory = Path(test_set.manifest_path).parent
-    page = directory / DOMAIN_REPORT_DIR / "index.html"
-    if not page.is_file():
-        raise NotFound(
-            f"test set {test_set_id} has no domain report yet: run `midog-eval dataset report {directory} "
-            f"--out {directory / DOMAIN_REPORT_DIR}` on the server"
-        )
-    html = page.read_text(encoding="utf-8")
-    styles = re.findall(r"<style>(.*?)</style>", html, flags=re.S)
-    return Response(
-        html,
-        media_type="text/html; charset=utf-8",
-        headers={"Content-Security-Policy": report_policy(*styles)},
-    )
+    page = service.domain_report_page(db, test_set_id=test_set_id)
+    return Response(page.html, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": page.policy})
 
 
 TEST_SET_UPLOAD_BODY: dict[str, Any] = {
@@ -348,11 +324,7 @@ def list_teams(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[Te
 @router.patch("/teams/{team_id}", summary="Approve or disqualify a team", responses=errors(404))
 def update_team(db: DbSession, team_id: IdPath, body: TeamUpdate) -> TeamAdminRead:
     team = service.get_team(db, team_id=team_id)
-    if body.is_approved is not None:
-        team.is_approved = body.is_approved
-    if body.is_disqualified is not None:
-        team.is_disqualified = body.is_disqualified
-    db.flush()
+    service.update_team(db, team=team, is_approved=body.is_approved, is_disqualified=body.is_disqualified)
     return TeamAdminRead.model_validate(team)
 
 
@@ -428,6 +400,21 @@ def list_submissions(
 @router.get("/submissions/{submission_id}", summary="One submission in full", responses=errors(404))
 def get_submission(db: DbSession, submission_id: IdPath) -> SubmissionAdminRead:
     return service.admin_view(service.get_submission(db, submission_id=submission_id))
+
+
+@router.get(
+    "/submissions/{submission_id}/logs",
+    summary="The run logs of a submission (each case's last 500 lines of stdout and stderr), whatever the phase",
+    responses=errors(404),
+)
+def get_submission_logs(
+    db: DbSession,
+    settings: AppSettings,
+    submission_id: IdPath,
+    case: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+) -> SubmissionLogs:
+    submission = service.get_submission(db, submission_id=submission_id)
+    return read_logs(submission, storage_dir=settings.storage_path, case=case)
 
 
 @router.patch(

@@ -112,6 +112,7 @@ class EvaluationAdminRead(BaseModel):
 class SubmissionAdminRead(SubmissionRead):
     team_name: str
     file_path: str
+    model_path: str | None = None
     evaluations: list[EvaluationAdminRead]
 
 

@@ -4,32 +4,32 @@ results export. Never commits; enqueues after commit. Must not import FastAPI.
 
 from __future__ import annotations
 
+import re
 import secrets
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app import lifecycle
 from app.admin.schemas import EvaluationAdminRead, PhaseProgressRead, SubmissionAdminRead, TestSetCreate
 from app.challenges.service import scoring_fingerprint_of
 from app.errors import Conflict, InvalidInput, NotFound
 from app.leaderboard.service import provenance_columns, to_csv
 from app.models import (
-    ACTIVE_STATUSES,
     Evaluation,
-    EvaluationStatus,
     Phase,
     Result,
     Submission,
     Team,
     TestSet,
-    utcnow,
 )
-from app.queue import enqueue_after_commit
-from app.submissions.service import TASK_RUN, current_evaluation, participant_view, queue_for
+from app.security_headers import report_policy
+from app.submissions.service import current_evaluation, participant_view
 from worker.safe_delete import discard_tree
 
 TEST_SETS_DIR = "test-sets"  # uploaded test sets, under the storage directory
@@ -254,6 +254,7 @@ def admin_view(submission: Submission) -> SubmissionAdminRead:
         **base,
         team_name=submission.team.name,
         file_path=submission.file_path,
+        model_path=submission.model_path,
         evaluations=[
             EvaluationAdminRead(
                 id=e.id,
@@ -286,76 +287,37 @@ def moderate_submission(
     is_disqualified: bool | None,
     is_baseline: bool | None,
 ) -> Submission:
-    if is_hidden is not None:
-        submission.is_hidden = is_hidden
-    if is_disqualified is not None:
-        submission.is_disqualified = is_disqualified
-    if is_baseline is not None:
-        submission.is_baseline = is_baseline
-    session.flush()  # the standings hooks rebuild the phase's board on commit
-    return submission
+    """Hide, disqualify or mark as baseline (app.lifecycle.moderate: the board is rebuilt after commit)."""
+    return lifecycle.moderate(
+        session, submission=submission, is_hidden=is_hidden, is_disqualified=is_disqualified, is_baseline=is_baseline
+    )
 
 
 def requeue_submission(session: Session, *, submission: Submission, discard_result: bool = False) -> Evaluation:
-    """Put the submission's evaluation of the phase's current version back to `queued`.
-
-    Its result stays (and stays on the board) until the new run's result replaces it, unless `discard_result`.
-    """
-    version = submission.phase.evaluation_version
-    ev = next((e for e in submission.evaluations if e.version == version), None)
-    if ev is None:
-        ev = Evaluation(submission_id=submission.id, version=version)
-        session.add(ev)
-    elif ev.status in ACTIVE_STATUSES:
-        raise Conflict(f"evaluation {ev.id} is {ev.status.value}; cancel it first")
-    elif discard_result and ev.result is not None:
-        stale, ev.result = ev.result, None
-        session.delete(stale)
-        session.flush()
-    ev.status = EvaluationStatus.QUEUED
-    ev.attempt = 0
-    ev.lease_owner = None
-    ev.lease_expires_at = None
-    ev.queued_at = utcnow()
-    ev.started_at = None
-    ev.finished_at = None
-    ev.progress = 0.0
-    ev.progress_message = ""
-    ev.error_message = ""
-    ev.error_detail = ""
-    ev.infrastructure_failure = False
-    session.flush()
-    enqueue_after_commit(session, TASK_RUN, queue=queue_for(submission.kind), evaluation_id=ev.id)
-    return ev
+    """Put the submission's evaluation of the phase's current version back to `queued` (app.lifecycle)."""
+    return lifecycle.requeue(session, submission=submission, discard_result=discard_result)
 
 
 def cancel_submission(session: Session, *, submission: Submission) -> Evaluation:
-    ev = current_evaluation(submission)
-    if ev is None or ev.status not in ACTIVE_STATUSES:
-        raise Conflict("nothing to cancel: no queued or running evaluation")
-    ev.status = EvaluationStatus.CANCELLED
-    ev.finished_at = utcnow()
-    ev.lease_owner = None
-    ev.lease_expires_at = None
-    ev.error_message = "cancelled by the organisers"
-    session.flush()
-    return ev
+    return lifecycle.cancel(
+        session, evaluation=current_evaluation(submission), reason=lifecycle.CancelReason.ORGANISERS
+    )
 
 
 def reevaluate_phase(session: Session, *, phase: Phase) -> int:
     """A new evaluation version for every submission of the phase under its scoring as of now (this
     server's scorer, the phase's options and test set); old results are kept, off the board."""
-    phase.scoring_fingerprint = scoring_fingerprint_of(session, phase)
-    phase.evaluation_version += 1
-    submissions = session.scalars(
-        select(Submission).where(Submission.phase_id == phase.id, Submission.is_disqualified.is_(False))
-    ).all()
-    evaluations = [Evaluation(submission_id=s.id, version=phase.evaluation_version) for s in submissions]
-    session.add_all(evaluations)
+    return len(lifecycle.reevaluate(session, phase=phase, fingerprint=scoring_fingerprint_of(session, phase)))
+
+
+def update_team(session: Session, *, team: Team, is_approved: bool | None, is_disqualified: bool | None) -> Team:
+    """Approve a team, or disqualify it (app.lifecycle.disqualify_team: its boards are rebuilt after commit)."""
+    if is_approved is not None:
+        team.is_approved = is_approved
+    if is_disqualified is not None:
+        lifecycle.disqualify_team(session, team=team, disqualified=is_disqualified)
     session.flush()
-    for submission, ev in zip(submissions, evaluations, strict=True):
-        enqueue_after_commit(session, TASK_RUN, queue=queue_for(submission.kind), evaluation_id=ev.id)
-    return len(evaluations)
+    return team
 
 
 def phase_progress(session: Session, *, phase: Phase) -> PhaseProgressRead:
@@ -474,3 +436,28 @@ def results_csv(session: Session, *, phase_id: int) -> str:
             for row in rows
         ],
     )
+
+
+DOMAIN_REPORT_DIR = "domain-report"  # beside the test set's manifest.json
+
+
+@dataclass(frozen=True)
+class DomainReportPage:
+    html: str
+    policy: str  # Content-Security-Policy: the page's own inline stylesheets only
+
+
+def domain_report_page(session: Session, *, test_set_id: int) -> DomainReportPage:
+    """The page `midog-eval dataset report` wrote beside the test set, with a CSP for its inline styles."""
+    test_set = session.get(TestSet, test_set_id)
+    if test_set is None:
+        raise NotFound(f"no test set {test_set_id}")
+    directory = Path(test_set.manifest_path).parent
+    page = directory / DOMAIN_REPORT_DIR / "index.html"
+    if not page.is_file():
+        raise NotFound(
+            f"test set {test_set_id} has no domain report yet: run `midog-eval dataset report {directory} "
+            f"--out {directory / DOMAIN_REPORT_DIR}` on the server"
+        )
+    html = page.read_text(encoding="utf-8")
+    return DomainReportPage(html, report_policy(*re.findall(r"<style>(.*?)</style>", html, flags=re.S)))

@@ -42,6 +42,8 @@ PHASE_FIELDS = (
     "time_limit_s",
     "memory_limit_mb",
     "scoring_options",
+    "show_logs",
+    "run_mode",
 )
 
 

@@ -7,11 +7,21 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from app.models import EntryPolicy, LeaderboardVisibility, PhaseKind, RankingMetric, SubmissionKind
+from app.models import EntryPolicy, LeaderboardVisibility, PhaseKind, RankingMetric, RunMode, SubmissionKind
 from app.scoring import ScoringOptions
 from app.types import MAX_ID, GroupLabel, LongText, Slug, StrictInput, Title
 
 Quota = Annotated[int, Field(ge=0, le=100_000)]
+SHOW_LOGS = (
+    "Participants may read the last 500 lines of each case's stdout and stderr of their model and container "
+    "runs. Default on creation: off when scoring_options.hidden (a hidden test set), on when its cases are "
+    "public (a sanity-check phase). Logs can show anything the program printed, test data included."
+)
+RUN_MODE = (
+    "How container submissions run: exec (the image's command once per case) or invoke (the image serves "
+    "GET /health and POST /invoke on 127.0.0.1:4743, started once, called once per case). A submission may "
+    "ask for the other mode."
+)
 
 
 class PhaseRead(BaseModel):
@@ -47,6 +57,8 @@ class PhaseRead(BaseModel):
         description="sha256 of the scorer version, scored options and test set; only results with this "
         "fingerprint (and this evaluation version) are ranked."
     )
+    show_logs: bool = Field(default=False, description=SHOW_LOGS)
+    run_mode: RunMode = Field(default=RunMode.EXEC, description=RUN_MODE)
 
 
 class ChallengeRead(BaseModel):
@@ -98,6 +110,8 @@ class _PhaseFields(StrictInput):
     time_limit_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 3600.0
     memory_limit_mb: Annotated[int, Field(gt=0, le=4_000_000)] = 16384
     scoring_options: ScoringOptions = ScoringOptions()
+    show_logs: bool | None = Field(default=None, description=SHOW_LOGS)
+    run_mode: RunMode = Field(default=RunMode.EXEC, description=RUN_MODE)
 
 
 class PhaseCreate(_PhaseFields):
@@ -133,3 +147,5 @@ class PhaseUpdate(StrictInput):
         ScoringOptions | None,
         Field(description="Only the options given change; a scoring change may need ?reevaluate=true (409)."),
     ] = None
+    show_logs: bool | None = Field(default=None, description=SHOW_LOGS)
+    run_mode: RunMode | None = Field(default=None, description=RUN_MODE)

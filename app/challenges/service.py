@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from app import lifecycle
 from app.challenges.schemas import (
     ChallengeCreate,
     ChallengeRead,
@@ -143,6 +144,8 @@ def create_phase(session: Session, *, challenge: Challenge, data: PhaseCreate) -
         raise Conflict(f"phase {data.slug!r} exists in this challenge")
     if "ranking_metric" not in data.model_fields_set:  # each task's own default (F1; balanced accuracy)
         fields["ranking_metric"] = RANKING_METRICS[canonical_options(fields["scoring_options"])["task"]][0]
+    if fields["show_logs"] is None:  # logs are for phases whose cases are public, unless the organiser says
+        fields["show_logs"] = not canonical_options(fields["scoring_options"])["hidden"]
     phase = Phase(challenge=challenge, **fields)
     with session.no_autoflush:  # the half-built phase must not be flushed by the checks' queries
         _check_phase(session, phase)
@@ -173,6 +176,8 @@ def update_phase(session: Session, *, phase: Phase, data: PhaseUpdate, reevaluat
         "time_limit_s",
         "memory_limit_mb",
         "scoring_options",
+        "show_logs",
+        "run_mode",
     }
     for key, value in changes.items():
         if value is None and key in not_nullable:
@@ -187,6 +192,8 @@ def update_phase(session: Session, *, phase: Phase, data: PhaseUpdate, reevaluat
     if "scoring_options" in changes or "test_set_id" in changes:
         rescore = _rescore_needed(session, phase, *scoring_before, confirmed=reevaluate)
     session.flush()
+    scoring_fields = {"scoring_fingerprint"} if phase.scoring_fingerprint != scoring_before[2] else set()
+    lifecycle.phase_rules_changed(session, phase=phase, changed=set(changes) | scoring_fields)
     return rescore
 
 

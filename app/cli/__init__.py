@@ -29,7 +29,18 @@ COMMANDS: dict[str, tuple[str, Callable[[Any, Any], None]]] = {
     "archive": ("archive", lambda cli, m: cli.add_typer(m.app, name="archive")),  # check, pack
 }
 # The participant client's commands, all in one typer application of app.cli.client.
-CLIENT_COMMANDS = ("login", "register", "team", "quota", "challenges", "submit", "status", "leaderboard", "report")
+CLIENT_COMMANDS = (
+    "login",
+    "register",
+    "team",
+    "quota",
+    "challenges",
+    "submit",
+    "status",
+    "logs",
+    "leaderboard",
+    "report",
+)
 for _name in CLIENT_COMMANDS:
     COMMANDS[_name] = ("client", lambda cli, m: cli.add_typer(m.app))
 

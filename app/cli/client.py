@@ -7,6 +7,7 @@ machine. The server URL and the token are kept in `<user config dir>/midog-eval/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from app.settings import ClientSettings
 
@@ -125,8 +127,36 @@ def ci(low: Any, high: Any) -> str:
     return "" if low is None or high is None else f" [{fmt(low)}, {fmt(high)}]"
 
 
+def classification_table(result: dict[str, Any]) -> Table:
+    """A Track 2 result: balanced accuracy and ROC AUC per tumour domain (atypical figures positive), with
+    sensitivity, specificity and the counts, the overall row last."""
+    table = Table(title="Result per domain")
+    for name in ("domain", "TP", "FP", "FN", "TN", "sensitivity", "specificity", "balanced acc.", "ROC AUC"):
+        table.add_column(name, justify="left" if name == "domain" else "right")
+    rows = [(label, g, False) for label, g in result.get("groups", {}).items()]
+    overall = {**result, "balanced_accuracy_ci_low": None, "balanced_accuracy_ci_high": None}
+    low_high = (result.get("intervals") or {}).get("balanced_accuracy") or [None, None]
+    overall["balanced_accuracy_ci_low"], overall["balanced_accuracy_ci_high"] = low_high[0], low_high[-1]
+    for label, g, _ in [*rows, ("[bold]all[/bold]", overall, True)]:
+        table.add_row(
+            label,
+            str(g.get("tp", "")),
+            str(g.get("fp", "")),
+            str(g.get("fn", "")),
+            str(g.get("tn", "")),
+            fmt(g.get("sensitivity")),
+            fmt(g.get("specificity")),
+            fmt(g.get("balanced_accuracy")) + ci(g.get("balanced_accuracy_ci_low"), g.get("balanced_accuracy_ci_high")),
+            fmt(g.get("roc_auc")),
+        )
+    return table
+
+
 def result_table(result: dict[str, Any]) -> Table:
-    """Per-scanner counts and metrics of one result, with the overall row last."""
+    """Per-scanner counts and metrics of one result, with the overall row last (per tumour domain with balanced
+    accuracy and ROC AUC for a classification result)."""
+    if result.get("task") == "classification":
+        return classification_table(result)
     table = Table(title="Result per scanner")
     for name in ("scanner", "TP", "FP", "FN", "precision", "recall", "F1", "AP"):
         table.add_column(name, justify="left" if name == "scanner" else "right")
@@ -158,12 +188,27 @@ def print_submission(sub: dict[str, Any]) -> None:
     evaluation = sub.get("evaluation") or {}
     status = evaluation.get("status", "none")
     console.print(f"submission {sub['id']} ({sub['kind']}, {sub['original_filename']}): [bold]{status}[/bold]")
+    if sub.get("model_filename"):
+        reused = f", the image of submission {sub['image_submission_id']}" if sub.get("image_submission_id") else ""
+        console.print(f"model tarball {sub['model_filename']}{reused}; runs in {sub.get('run_mode') or 'exec'} mode")
     if evaluation.get("error_message"):
-        console.print(f"[red]{evaluation['error_message']}[/red]")
+        # A Text, not markup: the line may hold brackets of the participant's own (a file name, a module).
+        console.print(Text(evaluation["error_message"], style="red"), highlight=False)
+    if sub.get("logs_shown"):
+        console.print(f"run logs: midog-eval logs {sub['id']}")
     if sub.get("scores_hidden"):
         console.print("scores of this phase are hidden until it closes")
     elif sub.get("result"):
         console.print(result_table(sub["result"]))
+
+
+def headline(result: dict[str, Any]) -> str:
+    """A result's main number: balanced accuracy for classification, F1 for detection; "–" without one."""
+    if not result:
+        return "–"
+    if result.get("task") == "classification":
+        return f"bal. acc. {fmt(result.get('balanced_accuracy'))}"
+    return f"F1 {fmt(result.get('f1'))}"
 
 
 def leaderboard_table(board: dict[str, Any]) -> Table:
@@ -207,10 +252,13 @@ def resolve_phase(http: httpx.Client, phase: str) -> int:
 
 
 def guess_kind(path: Path) -> str:
-    """predictions (.json/.csv), container (an image .tar with manifest.json or oci-layout) or model."""
+    """predictions (.json/.csv), container (an image .tar with manifest.json or oci-layout, or a .tar.gz as
+    `docker save | gzip` writes it) or model."""
     name = path.name.lower()
     if name.endswith((".json", ".csv")) or path.is_dir():
         return "predictions"
+    if name.endswith((".tar.gz", ".tgz")):  # model archives are zip files; a gzipped tar is a saved image
+        return "container"
     if name.endswith(".tar"):
         import tarfile
 
@@ -219,6 +267,24 @@ def guess_kind(path: Path) -> str:
         if names & {"manifest.json", "oci-layout", "./manifest.json", "./oci-layout"}:
             return "container"
     return "model"
+
+
+def container_choice(
+    file: Path | None, *, kind: str | None, model: Path | None, image: int | None, run_mode: str | None
+) -> str:
+    """The submission kind of `submit`'s arguments; ClientError when they do not go together."""
+    if file is None and image is None:
+        raise ClientError("give the file to submit, or --image ID with --model model.tar.gz")
+    if file is not None and image is not None:
+        raise ClientError("give either an image file or --image ID (an image you submitted before), not both")
+    if image is not None and model is None:
+        raise ClientError("--image runs an earlier image with new weights: add --model model.tar.gz")
+    if run_mode is not None and run_mode not in ("exec", "invoke"):
+        raise ClientError("--run-mode: exec or invoke")
+    chosen = kind or ("container" if file is None or model is not None or run_mode else guess_kind(file))
+    if chosen != "container" and (model is not None or image is not None or run_mode):
+        raise ClientError(f"--model, --image and --run-mode go with container submissions, not {chosen}")
+    return chosen
 
 
 # --- commands ------------------------------------------------------------------------------------------
@@ -298,16 +364,24 @@ class _ProgressReader:
             yield chunk
 
 
-def upload(http: httpx.Client, phase_id: int, path: Path, kind: str, fields: dict[str, str]) -> dict[str, Any]:
-    size = path.stat().st_size
+def upload(
+    http: httpx.Client, phase_id: int, parts: dict[str, Path], kind: str, fields: dict[str, str]
+) -> dict[str, Any]:
+    """Send the files (part name -> path: `file`, and `model` for a container's model tarball) and the
+    fields in one multipart request, with one progress bar for all of it."""
+    size = sum(path.stat().st_size for path in parts.values())
     columns = (TextColumn("uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with (
-        path.open("rb") as fh,
+        contextlib.ExitStack() as stack,
         Progress(*columns, console=err, transient=not err.is_terminal) as progress,
     ):
         task = progress.add_task("upload", total=size)
-        reader = _ProgressReader(fh, progress, task)
-        files = {"file": (path.name, cast(IO[bytes], reader), "application/octet-stream")}
+        files: dict[str, Any] = {}
+        for name, path in parts.items():
+            reader = _ProgressReader(stack.enter_context(path.open("rb")), progress, task)
+            files[name] = (path.name, cast(IO[bytes], reader), "application/octet-stream")
+        if not files:  # a model reusing an image always has its tarball; keep the body multipart regardless
+            files["description"] = (None, fields.pop("description", ""))
         response = http.post(
             f"/phases/{phase_id}/submissions",
             params={"kind": kind},
@@ -378,25 +452,60 @@ def wait_for(http: httpx.Client, submission_id: int, *, poll_s: float = 2.0) -> 
 def submit(
     phase: Annotated[str, typer.Argument(help="Phase id, or CHALLENGE/PHASE.")],
     file: Annotated[
-        Path,
-        typer.Argument(exists=True, dir_okay=False, help="Predictions (JSON/CSV), a model archive or an image .tar."),
-    ],
+        Path | None,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="Predictions (JSON/CSV), a model archive (zip) or an image (.tar or .tar.gz); leave it out with "
+            "--image.",
+        ),
+    ] = None,
     kind: Annotated[str | None, typer.Option(help="predictions, model or container (default: from the file).")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            exists=True,
+            dir_okay=False,
+            help="Container submissions: weights as a model.tar.gz, extracted read-only to /opt/ml/model.",
+        ),
+    ] = None,
+    image: Annotated[
+        int | None,
+        typer.Option(
+            "--image",
+            help="Instead of FILE: run the image of this earlier container submission of your team with --model.",
+        ),
+    ] = None,
+    run_mode: Annotated[
+        str | None,
+        typer.Option("--run-mode", help="Container submissions: exec or invoke (default: the phase's)."),
+    ] = None,
     method: Annotated[str, typer.Option(help="Method name shown on the leaderboard.")] = "",
     description: Annotated[str, typer.Option(help="Method description.")] = "",
     paper_url: Annotated[str, typer.Option(help="Link to a paper or preprint.")] = "",
     wait: Annotated[bool, typer.Option("--wait", help="Show live status until done, then the results.")] = False,
     server: ServerOption = None,
 ) -> None:
-    """Upload a submission to a phase; with --wait, follow it and print the per-scanner results."""
+    """Upload a submission to a phase; with --wait, follow it and print the per-scanner (per-domain) results.
+
+    A container image may come with its weights apart (--model model.tar.gz); a new model.tar.gz can also run
+    with an image submitted before (--image ID --model model.tar.gz), so new weights need no new image."""
 
     def body() -> None:
+        chosen = container_choice(file, kind=kind, model=model, image=image, run_mode=run_mode)
         with client(server) as http:
             phase_id = resolve_phase(http, phase)
-            chosen = kind or guess_kind(file)
             fields = {"method_name": method, "description": description, "paper_url": paper_url}
-            sub = upload(http, phase_id, file, chosen, fields)
-            console.print(f"submitted {file.name} as submission {sub['id']} ({chosen}) to phase {phase_id}")
+            if image is not None:
+                fields["image_submission"] = str(image)
+            if run_mode:
+                fields["run_mode"] = run_mode
+            parts = {name: path for name, path in (("file", file), ("model", model)) if path is not None}
+            sub = upload(http, phase_id, parts, chosen, fields)
+            sent = " with ".join(p.name for p in parts.values())
+            reused = f" (the image of submission {image})" if image is not None else ""
+            console.print(f"submitted {sent}{reused} as submission {sub['id']} ({chosen}) to phase {phase_id}")
             if not wait:
                 console.print(f"follow it with: midog-eval status {sub['id']}")
                 return
@@ -426,7 +535,7 @@ def status(
             params = {"phase_id": resolve_phase(http, phase)} if phase else {}
             items = check(http.get("/submissions", params=params))
         table = Table(title="Your team's submissions")
-        for name in ("id", "phase", "submitted (UTC)", "kind", "method", "status", "F1"):
+        for name in ("id", "phase", "submitted (UTC)", "kind", "method", "status", "score"):
             table.add_column(name)
         for s in items:
             evaluation = s.get("evaluation") or {}
@@ -438,9 +547,31 @@ def status(
                 s["kind"],
                 s["method_name"],
                 evaluation.get("status", "–"),
-                "hidden" if s.get("scores_hidden") else fmt(result.get("f1")),
+                "hidden" if s.get("scores_hidden") else headline(result),
             )
         console.print(table)
+
+    run(body)
+
+
+@app.command()
+def logs(
+    submission_id: Annotated[int, typer.Argument(help="A model or container submission of your team.")],
+    case: Annotated[str | None, typer.Option(help="One case's whole log (default: the end of each).")] = None,
+    server: ServerOption = None,
+) -> None:
+    """The run logs of a submission (each case's last 500 lines of stdout and stderr), in phases that show
+    them; in a hidden test phase the failure line of `midog-eval status ID` is all there is."""
+
+    def body() -> None:
+        with client(server) as http:
+            got = check(http.get(f"/submissions/{submission_id}/logs", params={"case": case} if case else {}))
+        if not got["cases"]:
+            console.print(f"submission {submission_id}: no log kept (the run printed nothing, or has not run yet)")
+        for item in got["cases"]:
+            cut = " (its end; --case for all of it)" if item["truncated"] else ""
+            console.rule(f"{item['case']}{cut}")
+            console.print(item["log"], markup=False, highlight=False, end="")
 
     run(body)
 

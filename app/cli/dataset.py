@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from worker.vocabulary import CLASSIFICATION, DETECTION, TASKS
+
 if TYPE_CHECKING:
     from worker.datasets.manifest import TestSet
     from worker.datasets.midog import ScannerMap
@@ -54,11 +56,6 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise _fail(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise _fail(f"{out}: directory is not empty (use --overwrite to write into it)")
-
-
-DETECTION = "detection"
-CLASSIFICATION = "classification"
-TASKS = (DETECTION, CLASSIFICATION)
 
 
 def _check_task(task: str | None, *, default: str = DETECTION) -> str:

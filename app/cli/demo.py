@@ -45,6 +45,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from app.cli.stains import RUIFROK_HE
+
 app = typer.Typer()
 
 CHALLENGE_SLUG = "midog-demo"
@@ -55,7 +57,6 @@ REFERENCE_ARCHIVES = Path(__file__).resolve().parents[2] / "worker" / "reference
 # How far the last demo scanner drifts from scanner-A towards the most shifted preset (see graded_profiles).
 GRADED_REACH = 0.6
 SEEN_SCANNERS = ["scanner-A"]
-RUIFROK_HE = ((0.650, 0.704, 0.286), (0.072, 0.990, 0.105), (0.268, 0.570, 0.776))
 BLOB_THRESHOLD = 0.5
 _CLI_ENTRY = "from app.cli import main; main()"
 

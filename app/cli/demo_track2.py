@@ -46,7 +46,7 @@ def lobe_count(patch: Any) -> int:
     import numpy as np
     from scipy import ndimage as ndi
 
-    from app.cli.demo import RUIFROK_HE  # the blob detector's stain vectors
+    from app.cli.stains import RUIFROK_HE  # the blob detector's stain vectors
 
     stains = np.array(RUIFROK_HE)
     unmix = np.linalg.inv(stains / np.linalg.norm(stains, axis=1, keepdims=True))

@@ -26,9 +26,9 @@ from typing import Any
 from worker.evaluation.errors import FormatError
 from worker.evaluation.io import read_json
 from worker.evaluation.types import DEFAULT_RADIUS_MM, MissingCases, Rules
+from worker.vocabulary import CLASSIFICATION, DETECTION
 
 EXIT_INVALID_INPUT = 2
-DETECTION, CLASSIFICATION = "detection", "classification"
 HELP = "Score predictions per case, per group and overall (detection: precision, recall, F1, AP, FROC under "
 HELP += "midog2025; classification: MIDOG 2025 Track 2 metrics)."
 

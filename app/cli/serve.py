@@ -20,6 +20,7 @@ from pathlib import Path
 import typer
 
 from app.cli.worker import private_files
+from worker.vocabulary import BEAT_QUEUE, CPU_QUEUE, QUEUES
 
 _WORKER_ENTRY = "from app.cli import main; main()"
 
@@ -49,7 +50,7 @@ def prepare_embedded_broker() -> None:
 def worker_argv(queues: str, *, beat: bool, name: str) -> list[str]:
     argv = [sys.executable, "-c", _WORKER_ENTRY, "worker", "--queues", queues, "--name", name]
     argv += ["--beat"] if beat else []
-    if queues == "cpu":
+    if queues == CPU_QUEUE:
         argv += ["--concurrency", "1"]
     return argv
 
@@ -117,8 +118,8 @@ def serve_command(
     try:
         if workers:
             # The reconciler's beat runs in the cpu worker: always present, and it never runs participant code.
-            for queue in ["cpu", "gpu"] if gpu_worker else ["cpu"]:
-                argv = worker_argv(queue, beat=queue == "cpu", name=f"{queue}@%h")
+            for queue in QUEUES if gpu_worker else (CPU_QUEUE,):
+                argv = worker_argv(queue, beat=queue == BEAT_QUEUE, name=f"{queue}@%h")
                 supervisor.add(f"{queue}@%h", [queue], argv, log_dir / f"worker-{queue}.log")
             supervisor.start()
             typer.echo(f"workers started (restarted if they die); logs in {log_dir}", err=True)

@@ -102,7 +102,8 @@ def get_analysis_csv(db: DbSession, principal: OptionalPrincipal, phase_id: IdPa
     },
 )
 def get_report(db: DbSession, principal: OptionalPrincipal, phase_id: IdPath) -> Response:
-    from app.pages.report import report_css, report_html, report_policy
+    from app.pages.report import report_css, report_html
+    from app.security_headers import report_policy
 
     as_organiser = principal is not None and principal.is_organiser
     return Response(

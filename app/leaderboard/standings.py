@@ -1,38 +1,34 @@
-"""Standings: each phase's leaderboard, rendered into `leaderboard_snapshot` after whatever changed it has
-committed, so that the public board is served by one single-row SQL statement as stored.
+"""Standings: each phase's leaderboard, rendered into `leaderboard_snapshot` by the queued task
+`standings.rebuild(phase_id=)`, so that the public board is served by one single-row SQL statement as stored.
 
-What makes a phase's board stale (Session event hooks, installed on import of app.db):
-- a Result inserted, updated or deleted, through the ORM or an `insert(Result)` statement (the worker);
-- a Submission whose is_hidden / is_disqualified / is_baseline changed; a Team whose is_disqualified changed;
-- a Phase whose entry_policy / ranking_metric / evaluation_version / shown_groups / seen_groups / scoring
-  options changed.
-Inside the changing transaction the hooks only bump the snapshot's `generation` (one small row write: landing
-a result costs the same on a board of ten or ten thousand). After that transaction has committed, the same
-process rebuilds the board outside it: the entries are read and the ranking robustness computed without a
-write lock, then stored in a short write transaction, and only if no newer rebuild stored a later generation
-meanwhile. A rebuild that fails is logged and never touches the committed change; the reconciler rebuilds
-whatever is left stale (`stale_phases`).
+Where a rebuild comes from: a writer that changes what a board shows asks app.lifecycle, which calls
+`app.leaderboard.rebuilds.request_rebuild` inside its transaction (the board's `generation` grows; one
+rebuild per phase is sent after commit). The worker's task calls `rebuild_phase`: it clears the queued mark,
+reads the entries and computes the ranking robustness in a reading transaction (no write lock held), then
+stores the board in a short write transaction, and only if no rebuild of a later generation stored first.
+A rebuild that fails is logged; the reconciler rebuilds whatever is left stale (`rebuild_stale`). Nothing
+is registered on import and no request thread runs this module's bootstrap.
 
 The rebuild: entries chosen by the phase's policy (best or latest per team, baselines apart), ranked by its
 metric (ties share a rank, "1, 1, 3"), and the ranking robustness of every ranked entry recomputed with the
 scoring core's bootstrap for that metric under the phase's rules (resamples of cases shared across entries;
 none for AP, which counts cannot reproduce).
 
-Must not import FastAPI. `refresh_standings(session, phase_id=...)` rebuilds within the caller's transaction.
+Must not import FastAPI. `refresh_standings(session, phase_id=...)` rebuilds within the caller's transaction
+(the CLI, tests).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, case, event, func, insert, inspect, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy.orm import Session
 
 from app.models import (
     EntryPolicy,
@@ -49,11 +45,6 @@ from app.models import (
 from app.scoring import canonical_options, public_provenance
 
 log = logging.getLogger(__name__)
-
-_DIRTY_SUBMISSIONS = "midog_standings_dirty_submissions"
-_DIRTY_PHASES = "midog_standings_dirty_phases"
-_DIRTY_TEAMS = "midog_standings_dirty_teams"
-_REFRESHING = "midog_standings_refreshing"
 
 
 def ranked_entries(phase_id: int) -> Any:
@@ -343,39 +334,33 @@ def _robustness(
 
 def store_standings(session: Session, standings: Standings) -> bool:
     """Store the rendered board unless a rebuild of a later generation got there first; True if stored."""
-    session.info[_REFRESHING] = True
-    try:
-        values = {
-            "entries_json": standings.entries_json,
-            "group_labels": standings.group_labels,
-            "entry_count": standings.entry_count,
-            "analysis_json": standings.analysis_json,
-            "built_generation": standings.generation,
-            "updated_at": utcnow(),
-        }
-        stored = session.execute(
-            update(LeaderboardSnapshot)
-            .where(
-                LeaderboardSnapshot.phase_id == standings.phase_id,
-                LeaderboardSnapshot.built_generation <= standings.generation,
-            )
-            .values(**values)
+    values = {
+        "entries_json": standings.entries_json,
+        "group_labels": standings.group_labels,
+        "entry_count": standings.entry_count,
+        "analysis_json": standings.analysis_json,
+        "built_generation": standings.generation,
+        "updated_at": utcnow(),
+    }
+    stored = session.execute(
+        update(LeaderboardSnapshot)
+        .where(
+            LeaderboardSnapshot.phase_id == standings.phase_id,
+            LeaderboardSnapshot.built_generation <= standings.generation,
         )
-        if getattr(stored, "rowcount", 0) == 0:
-            exists = session.scalar(
-                select(LeaderboardSnapshot.phase_id).where(LeaderboardSnapshot.phase_id == standings.phase_id)
-            )
-            if exists is not None:
-                return False
-            first = {"phase_id": standings.phase_id, "generation": standings.generation}
-            session.execute(insert(LeaderboardSnapshot).values(**first, **values))
-        if standings.robustness:
-            session.execute(
-                update(Result), [{"id": rid, "rank_robustness": k} for rid, k in standings.robustness.items()]
-            )
-        return True
-    finally:
-        session.info.pop(_REFRESHING, None)
+        .values(**values)
+    )
+    if getattr(stored, "rowcount", 0) == 0:
+        exists = session.scalar(
+            select(LeaderboardSnapshot.phase_id).where(LeaderboardSnapshot.phase_id == standings.phase_id)
+        )
+        if exists is not None:
+            return False
+        first = {"phase_id": standings.phase_id, "generation": standings.generation}
+        session.execute(insert(LeaderboardSnapshot).values(**first, **values))
+    if standings.robustness:
+        session.execute(update(Result), [{"id": rid, "rank_robustness": k} for rid, k in standings.robustness.items()])
+    return True
 
 
 def refresh_standings(session: Session, *, phase_id: int, resamples: int | None = None, seed: int | None = None) -> int:
@@ -387,36 +372,41 @@ def refresh_standings(session: Session, *, phase_id: int, resamples: int | None 
     return standings.entry_count
 
 
-def rebuild(bind: Any, phase_ids: Iterable[int]) -> None:
-    """After a commit: render each board in a reading transaction, store it in a short writing one."""
+def rebuild_phase(bind: Any, phase_id: int) -> bool:
+    """The task `standings.rebuild`: clear the queued mark, render the board in a reading transaction, store
+    it in a short writing one. True when stored (False: the phase is gone, or a later rebuild stored first)."""
     from sqlalchemy import Connection
 
     from app.db import WRITE_INTENT
+    from app.leaderboard.rebuilds import take_mark
 
     shared = isinstance(bind, Connection)  # tests: one connection, its transaction shared through savepoints
     mode: Any = {"join_transaction_mode": "create_savepoint"} if shared else {}
-    for phase_id in sorted(set(phase_ids)):
-        try:
-            reader = bind if shared else bind.execution_options(**{WRITE_INTENT: False})
-            with Session(bind=reader, **mode) as session:
-                session.info[_REFRESHING] = True
-                standings = compute_standings(session, phase_id=phase_id)
-                session.rollback()
-            if standings is None:
-                continue
-            writer = bind if shared else bind.execution_options(**{WRITE_INTENT: True})
-            with Session(bind=writer, **mode) as session:
-                store_standings(session, standings)
-                session.commit()
-        except Exception:  # the change is committed; the reconciler rebuilds a board left stale
-            log.exception("standings of phase %s not rebuilt; left to the reconciler", phase_id)
+    writer = bind if shared else bind.execution_options(**{WRITE_INTENT: True})
+    reader = bind if shared else bind.execution_options(**{WRITE_INTENT: False})
+    with Session(bind=writer, **mode) as session:
+        take_mark(session, phase_id)  # changes committed from now on queue another rebuild
+        session.commit()
+    with Session(bind=reader, **mode) as session:
+        standings = compute_standings(session, phase_id=phase_id)
+        session.rollback()
+    if standings is None:
+        return False
+    with Session(bind=writer, **mode) as session:
+        stored = store_standings(session, standings)
+        session.commit()
+    return stored
 
 
 def rebuild_stale(bind: Any) -> list[int]:
-    """The reconciler's backstop: rebuild every board whose rebuild after commit never ran."""
+    """The reconciler's backstop: rebuild every board older than its data (a rebuild lost or failed)."""
     with Session(bind=bind) as session:
         phases = stale_phases(session)
-    rebuild(bind, phases)
+    for phase_id in phases:
+        try:
+            rebuild_phase(bind, phase_id)
+        except Exception:  # one broken board must not keep the others stale
+            log.exception("standings of phase %s not rebuilt; tried again at the next reconcile", phase_id)
     return phases
 
 
@@ -424,150 +414,3 @@ def stale_phases(session: Session) -> list[int]:
     """Phases whose stored board is older than their data (a rebuild that never ran)."""
     stale = LeaderboardSnapshot.built_generation < LeaderboardSnapshot.generation
     return list(session.scalars(select(LeaderboardSnapshot.phase_id).where(stale)))
-
-
-def mark_stale(session: Session, phase_ids: Iterable[int]) -> None:
-    """Within the changing transaction: one more generation of data for each phase's board."""
-    dialect = session.get_bind().dialect.name
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    for phase_id in sorted(set(phase_ids)):
-        statement = insert_fn(LeaderboardSnapshot).values(
-            phase_id=phase_id,
-            entries_json="[]",
-            group_labels=[],
-            entry_count=0,
-            generation=1,
-            built_generation=0,
-            updated_at=utcnow(),
-        )
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["phase_id"], set_={"generation": LeaderboardSnapshot.generation + 1}
-            )
-        )
-
-
-def mark_phase_dirty(session: Session, phase_id: int) -> None:
-    """Have the phase's standings rebuilt when this session commits."""
-    session.info.setdefault(_DIRTY_PHASES, set()).add(phase_id)
-
-
-def _changed(obj: object, *attributes: str) -> bool:
-    state = inspect(obj)
-    return any(state.attrs[a].history.has_changes() for a in attributes)
-
-
-def _after_flush(session: Session, _flush: UOWTransaction) -> None:
-    if session.info.get(_REFRESHING):
-        return
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, Result):
-            if obj.submission_id is not None:
-                session.info.setdefault(_DIRTY_SUBMISSIONS, set()).add(obj.submission_id)
-        elif obj not in session.dirty:
-            continue
-        elif isinstance(obj, Submission) and _changed(obj, "is_hidden", "is_disqualified", "is_baseline"):
-            mark_phase_dirty(session, obj.phase_id)
-        elif isinstance(obj, Team) and _changed(obj, "is_disqualified"):
-            session.info.setdefault(_DIRTY_TEAMS, set()).add(obj.id)
-        elif isinstance(obj, Phase) and _changed(
-            obj,
-            "entry_policy",
-            "ranking_metric",
-            "evaluation_version",
-            "shown_groups",
-            "seen_groups",
-            "scoring_options",
-            "scoring_fingerprint",
-        ):
-            mark_phase_dirty(session, obj.id)
-
-
-def _do_orm_execute(state: ORMExecuteState) -> None:
-    """Catch `insert(Result)` / `update(Result)` statements (the worker writes results this way)."""
-    session = state.session
-    if session.info.get(_REFRESHING) or not (state.is_insert or state.is_update or state.is_delete):
-        return
-    mapper = state.bind_mapper
-    if mapper is None or mapper.class_ is not Result:
-        return
-    submission_ids: set[int] = set()
-    try:
-        statement: Any = state.statement
-        params = statement.compile(dialect=session.get_bind().dialect).params
-        if isinstance(params.get("submission_id"), int):
-            submission_ids.add(params["submission_id"])
-        for value in _flatten(state.parameters):
-            if isinstance(value, dict) and isinstance(value.get("submission_id"), int):
-                submission_ids.add(value["submission_id"])
-    except Exception:  # never break the caller's write
-        log.warning("standings: could not tell which submission a Result statement touched", exc_info=True)
-    if not submission_ids:
-        session.info["midog_standings_all"] = True
-    session.info.setdefault(_DIRTY_SUBMISSIONS, set()).update(submission_ids)
-
-
-def _flatten(parameters: Any) -> Iterable[Any]:
-    if isinstance(parameters, list | tuple):
-        return parameters
-    return [parameters] if parameters else []
-
-
-_TO_REBUILD = "midog_standings_to_rebuild"
-
-
-def _before_commit(session: Session) -> None:
-    if session.info.get(_REFRESHING):
-        return
-    session.flush()  # pending ORM changes mark what they touch (after_flush) before the marks are read
-    phases: set[int] = set(session.info.pop(_DIRTY_PHASES, set()))
-    submissions: set[int] = session.info.pop(_DIRTY_SUBMISSIONS, set())
-    teams: set[int] = session.info.pop(_DIRTY_TEAMS, set())
-    if session.info.pop("midog_standings_all", False):
-        # a Result statement whose submission could not be read: every phase with results is stale
-        phases.update(session.scalars(select(Submission.phase_id).join(Result).distinct()).all())
-    if submissions:
-        phases.update(
-            session.scalars(select(Submission.phase_id).where(Submission.id.in_(submissions)).distinct()).all()
-        )
-    if teams:
-        phases.update(
-            session.scalars(select(Submission.phase_id).where(Submission.team_id.in_(teams)).distinct()).all()
-        )
-    if not phases:
-        return
-    session.info[_REFRESHING] = True
-    try:
-        mark_stale(session, phases)
-    finally:
-        session.info.pop(_REFRESHING, None)
-    session.info.setdefault(_TO_REBUILD, set()).update(phases)
-
-
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return
-    phases = session.info.pop(_TO_REBUILD, set())
-    if phases:
-        rebuild(session.get_bind(), phases)
-
-
-def _after_rollback(session: Session) -> None:
-    for key in (_DIRTY_PHASES, _DIRTY_SUBMISSIONS, _DIRTY_TEAMS, "midog_standings_all", _TO_REBUILD):
-        session.info.pop(key, None)
-
-
-_installed = False
-
-
-def install_hooks() -> None:
-    """Register the Session events (idempotent; done on import of app.db)."""
-    global _installed
-    if _installed:
-        return
-    event.listen(Session, "after_flush", _after_flush)
-    event.listen(Session, "do_orm_execute", _do_orm_execute)
-    event.listen(Session, "before_commit", _before_commit)
-    event.listen(Session, "after_commit", _after_commit)
-    event.listen(Session, "after_rollback", _after_rollback)
-    _installed = True

@@ -12,6 +12,7 @@ from app.models.challenge import (
     Phase,
     PhaseKind,
     RankingMetric,
+    RunMode,
     SubmissionKind,
 )
 from app.models.leaderboard import LeaderboardSnapshot
@@ -44,6 +45,7 @@ __all__ = [
     "PhaseKind",
     "RankingMetric",
     "Result",
+    "RunMode",
     "Submission",
     "SubmissionKind",
     "Team",

@@ -1,4 +1,6 @@
-"""Challenges and their phases (kind, schedule, quotas, leaderboard policy, gating, limits)."""
+"""Challenges and their phases (kind, schedule, quotas, leaderboard policy, gating, limits).
+
+`SubmissionKind` is worker.vocabulary's, re-exported here for the tables that store it."""
 
 from __future__ import annotations
 
@@ -6,10 +8,11 @@ import enum
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column
+from worker.vocabulary import SubmissionKind as SubmissionKind  # one spelling for the API and the workers
 
 if TYPE_CHECKING:
     from app.models.test_set import TestSet
@@ -20,10 +23,12 @@ class PhaseKind(enum.StrEnum):
     FINAL = "final"
 
 
-class SubmissionKind(enum.StrEnum):
-    PREDICTIONS = "predictions"
-    MODEL = "model"
-    CONTAINER = "container"
+class RunMode(enum.StrEnum):
+    """How a container runs: exec (its command once per case) or invoke (started once, it serves GET /health
+    and POST /invoke on 127.0.0.1:4743 and is called once per case, its model loaded once)."""
+
+    EXEC = "exec"
+    INVOKE = "invoke"
 
 
 class LeaderboardVisibility(enum.StrEnum):
@@ -103,6 +108,13 @@ class Phase(TimestampMixin, Base):
     # bumped by "re-evaluate phase"; the leaderboard shows results of this version only
     evaluation_version: Mapped[int] = mapped_column(Integer, default=1)
     scoring_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Participants may read the log tails (stdout/stderr) of their runs. The API's default follows
+    # scoring_options.hidden: off for a hidden test set, on for one whose cases are public (sanity check).
+    show_logs: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # how container submissions run unless a submission asks for another mode
+    run_mode: Mapped[RunMode] = mapped_column(
+        enum_column(RunMode, length=16), default=RunMode.EXEC, server_default=RunMode.EXEC.value
+    )
     # app.scoring.fingerprint of the scorer version, scored options and test set results must match to be
     # ranked; None while the phase has no test set
     scoring_fingerprint: Mapped[str | None] = mapped_column(String(64))

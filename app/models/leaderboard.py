@@ -25,3 +25,5 @@ class LeaderboardSnapshot(Base):
     built_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # the board's ranking analysis (app.leaderboard.analysis) as served, built with the entries
     analysis_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    # set when a rebuild task was sent and has not started yet (app.leaderboard.rebuilds): one in flight
+    rebuild_queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

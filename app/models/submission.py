@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column, utcnow
-from app.models.challenge import Phase, SubmissionKind
+from app.models.challenge import Phase, RunMode, SubmissionKind
 from app.models.team import Participant, Team
 
 
@@ -72,6 +72,19 @@ class Submission(TimestampMixin, Base):
     is_baseline: Mapped[bool] = mapped_column(Boolean, default=False)
     is_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
     is_disqualified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Container submissions: weights uploaded apart from the image (a .tar.gz under settings.storage_dir),
+    # extracted read-only to /opt/ml/model for the run; None when the image carries its own.
+    model_path: Mapped[str | None] = mapped_column(String(1024))
+    model_filename: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    model_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # A model tarball submitted alone runs with the image of this earlier container submission of the same
+    # team (file_path, sha256 and size_bytes are the image's, shared with it). No foreign key: on SQLite adding
+    # one rebuilds the table, and dropping the old one would cascade to every evaluation; the row needs none,
+    # since the image is reached through file_path.
+    image_submission_id: Mapped[int | None] = mapped_column(Integer)
+    # the container run mode the submission asked for; None: the phase's
+    run_mode: Mapped[RunMode | None] = mapped_column(enum_column(RunMode, length=16))
 
     phase: Mapped[Phase] = relationship()
     team: Mapped[Team] = relationship()

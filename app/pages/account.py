@@ -22,6 +22,7 @@ from app.deps import AppSettings, DbSession
 from app.errors import AppError, NotFound
 from app.models import Participant, Submission, SubmissionKind, TeamInvitation
 from app.pages.session import check_csrf, end_session, remember_csrf, start_session, viewer
+from app.pages.templates import templates
 from app.submissions import router as submissions_api
 from app.submissions import service as submissions
 from app.types import IdPath
@@ -31,8 +32,6 @@ TextField = Annotated[str, Form(max_length=20_000)]
 
 
 def render_page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    from app.pages.router import templates
-
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
     remember_csrf(request, response)
     return response
@@ -261,6 +260,15 @@ def _submit_context(db: Any, principal: Principal, phase_id: int) -> dict[str, A
         "challenge_slug": phase.challenge.slug,
         "task": phase.test_set.task if phase.test_set is not None else "detection",
         "quota": submissions.quota_status(db, phase=phase, team=principal.team),
+        # the team's container submissions, whose image a new model tarball may run with
+        "earlier_images": list(
+            db.scalars(
+                select(Submission)
+                .where(Submission.team_id == principal.team.id, Submission.kind == SubmissionKind.CONTAINER)
+                .order_by(Submission.id.desc())
+                .limit(50)
+            )
+        ),
         "errors": {},
         "values": {},
     }
@@ -319,6 +327,29 @@ def cancel_submission(request: Request, db: DbSession, submission_id: IdPath, cs
             request, "not_found.html", {"detail": exc.message, "title": "Not cancelled"}, exc.status_code
         )
     return RedirectResponse(f"/my/submissions#submission-{submission_id}", status_code=303)
+
+
+@router.get("/my/submissions/{submission_id}/logs", response_class=HTMLResponse)
+def my_submission_logs(
+    request: Request,
+    db: DbSession,
+    settings: AppSettings,
+    submission_id: IdPath,
+    case: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+) -> Response:
+    """The run logs of one of the team's submissions, where its phase shows them (the API's rules)."""
+    principal = _participant(request, db)
+    if principal is None:
+        return _to_login(request)
+    try:
+        got = submissions_api.get_logs(db, settings, principal, submission_id, case)
+        view = submissions_api.get_submission(db, principal, submission_id)
+    except AppError as exc:
+        return render_page(request, "not_found.html", {"detail": exc.message, "title": "No logs"}, exc.status_code)
+    failure = view.evaluation.error_message if view.evaluation else ""
+    context = {"logs": got, "failure": failure, "back": f"/my/submissions#submission-{submission_id}",
+               "back_label": "your submissions"}  # fmt: skip
+    return render_page(request, "logs.html", context)
 
 
 @router.get("/my/submissions", response_class=HTMLResponse)

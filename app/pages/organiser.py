@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
@@ -19,7 +19,7 @@ from app.admin.audit import record_admin_writes
 from app.auth.service import Principal, authenticate
 from app.deps import AppSettings, DbSession
 from app.errors import AppError
-from app.models import TestSet, TokenScope, utcnow
+from app.models import Phase, TestSet, TokenScope, utcnow
 from app.pages.account import csrf_refusal, render_page
 from app.pages.session import start_session, viewer
 from app.types import IdPath
@@ -87,6 +87,7 @@ def dashboard(request: Request, db: DbSession, settings: AppSettings) -> Respons
     context = {
         "views": views,
         "test_sets": list(db.scalars(select(TestSet).order_by(TestSet.id))),
+        "phases": list(db.scalars(select(Phase).order_by(Phase.challenge_id, Phase.id))),
         "queue": dict(sorted(queue.items())),
         "workers": nodes,
         "can_write": principal.token.scope is TokenScope.ORGANISER,
@@ -97,15 +98,40 @@ def dashboard(request: Request, db: DbSession, settings: AppSettings) -> Respons
 
 @router.get("/test-sets/{test_set_id}/domain-report", response_class=HTMLResponse)
 def domain_report(request: Request, db: DbSession, test_set_id: IdPath) -> Response:
-    """The test set's domain report (app.admin.router.domain_report_response), for a signed-in organiser."""
-    from app.admin.router import domain_report_response
+    """The test set's domain report (app.admin.service.domain_report_page), for a signed-in organiser."""
+    if _organiser(request, db) is None:
+        return _to_login(request)
+    try:
+        page = admin.domain_report_page(db, test_set_id=test_set_id)
+        return Response(
+            page.html, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": page.policy}
+        )
+    except AppError as exc:
+        return render_page(request, "not_found.html", {"detail": exc.message}, exc.status_code)
+
+
+@router.get("/submissions/{submission_id}/logs", response_class=HTMLResponse)
+def submission_logs(
+    request: Request,
+    db: DbSession,
+    settings: AppSettings,
+    submission_id: IdPath,
+    case: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+) -> Response:
+    """A submission's run logs for a signed-in organiser, whatever the phase shows participants."""
+    from app.submissions.logs import read_logs
 
     if _organiser(request, db) is None:
         return _to_login(request)
     try:
-        return domain_report_response(db, test_set_id)
+        submission = admin.get_submission(db, submission_id=submission_id)
+        got = read_logs(submission, storage_dir=settings.storage_path, case=case)
     except AppError as exc:
-        return render_page(request, "not_found.html", {"detail": exc.message}, exc.status_code)
+        return render_page(request, "not_found.html", {"detail": exc.message, "title": "No logs"}, exc.status_code)
+    view = admin.admin_view(submission)
+    context = {"logs": got, "failure": view.evaluation.error_message if view.evaluation else "",
+               "back": f"/organiser#submission-{submission_id}", "back_label": "dashboard"}  # fmt: skip
+    return render_page(request, "logs.html", context)
 
 
 def _possible(view: Any, action: str) -> bool:

@@ -5,8 +5,6 @@ Must not import the worker."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from importlib import metadata
 from typing import Any
@@ -18,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.leaderboard import service as leaderboard
 from app.models import Phase, TestSet, utcnow
 from app.pages.analysis_plots import analysis_context
-from app.pages.router import PACKAGE_DIR, templates
+from app.pages.templates import PACKAGE_DIR, templates
 from app.scoring import canonical_options
 
 
@@ -31,17 +29,6 @@ def software_version() -> str:
 
 def report_css() -> str:
     return (PACKAGE_DIR / "static" / "style.css").read_text(encoding="utf-8")
-
-
-def style_hash(css: str) -> str:
-    """The CSP source that allows exactly this inline stylesheet."""
-    return "'sha256-" + base64.b64encode(hashlib.sha256(css.encode()).digest()).decode() + "'"
-
-
-def report_policy(*css: str) -> str:
-    """Content-Security-Policy of a served self-contained page: its own inline stylesheets, nothing else."""
-    sources = " ".join(style_hash(c) for c in css) or "'none'"
-    return f"default-src 'none'; style-src {sources}; base-uri 'none'; form-action 'none'"
 
 
 def bias_items(session: Session, phase_id: int, doc: dict[str, Any], board: Any) -> dict[str, str]:

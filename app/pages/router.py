@@ -8,13 +8,11 @@ an entry of a visible leaderboard. Must not import the worker.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from app.challenges import service as challenges
@@ -23,23 +21,10 @@ from app.errors import NotFound
 from app.leaderboard import service as leaderboard
 from app.models import Phase, Result, Submission, utcnow
 from app.pages.analysis_plots import analysis_context
-from app.pages.session import nav_context, remember_csrf
-from app.pages.views import board_columns, entry_views, fmt, fmt_date, group_chart, sort_value
+from app.pages.session import remember_csrf
+from app.pages.templates import PACKAGE_DIR, root_context, templates
+from app.pages.views import board_columns, entry_views, group_chart
 from app.types import IdPath, Slug
-
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-
-
-def _root(request: Request) -> dict[str, Any]:
-    """`root`: the path the app is mounted at behind a proxy (uvicorn's root_path). Links are built from it and
-    never from the Host header, which the client chooses."""
-    return {"root": str(request.scope.get("root_path", "")).rstrip("/")}
-
-
-templates = Jinja2Templates(directory=PACKAGE_DIR / "templates", context_processors=[_root, nav_context])
-templates.env.filters["fmt"] = fmt
-templates.env.filters["fmt_date"] = fmt_date
-templates.env.filters["sort_value"] = sort_value
 
 router = APIRouter(include_in_schema=False)
 
@@ -98,7 +83,7 @@ def analysis_page(request: Request, db: DbSession, phase_id: IdPath) -> HTMLResp
     except NotFound as exc:
         return _not_found(request, str(exc))
     doc = data.pop("analysis")
-    root = _root(request)["root"]
+    root = root_context(request)["root"]
     return _render(
         request, "analysis.html", {"head": data, **analysis_context(doc, csv_base=f"{root}/api/v1/phases/{phase_id}")}
     )

@@ -3,10 +3,11 @@ CPU limits, awaited without holding a thread or the event loop.
 
 - A predictions file of at most `inline_check_bytes` is checked here, in the API's thread pool: its cost is
   bounded by its size and a child would cost more than the check.
-- Larger predictions files, model archives and container images go to `python -m app.submissions.checks`:
-  at most `check_processes` at once (others wait their turn, the rest of the API carries on), each limited to
-  `check_memory_bytes` of address space and `check_cpu_seconds` of CPU, and killed after twice that in wall
-  time. A child that runs out of either is a refusal (422 saying which budget), never a crash of the API.
+- Larger predictions files, model archives, container images and model tarballs go to
+  `python -m app.submissions.checks`: at most `check_processes` at once (others wait their turn, the rest
+  of the API carries on), each limited to `check_memory_bytes` of address space and `check_cpu_seconds` of
+  CPU, and killed after twice that in wall time. A child that runs out of either is a refusal (422 saying
+  which budget), never a crash of the API.
 Must not import the worker's heavy modules itself: they load in the child (or lazily, inline).
 """
 
@@ -101,6 +102,18 @@ class Checker:
         given; CheckFailedError when refused."""
         request = {"kind": kind, "path": str(path), "max_bytes": self.settings.max_upload_bytes(kind), "task": task}
         await self._in_child(request)
+
+    async def model_tarball(self, path: Path) -> dict[str, Any]:
+        """A container submission's model tarball (app.submissions.checks.check_model_tarball), in a child
+        process; {"files", "bytes", "sha256"}, or CheckFailedError when refused."""
+        request = {
+            "kind": "model_tarball",
+            "path": str(path),
+            "max_bytes": self.settings.max_model_tarball_bytes,
+            "max_files": self.settings.max_model_tarball_files,
+        }
+        summary: dict[str, Any] = (await self._in_child(request))["summary"]
+        return summary
 
     async def _in_child(self, request: dict[str, Any]) -> dict[str, Any]:
         request = {**request, "memory_bytes": self.memory_bytes, "cpu_seconds": self.cpu_seconds}

@@ -6,6 +6,8 @@
   A JSON file is read as a stream (ijson), one case at a time: memory is the largest case's objects plus
   compact arrays of the points already read, never the whole document as Python objects; a case given twice
   is refused by name; a top-level entry that is not a "Multiple points" object stops the read at once.
+- Model tarballs of container submissions (weights for /opt/ml/model): worker.containers.model_tarball's
+  one-pass check (files and folders only, safe names, size and count bounds).
 - Model archives and container images: the worker's validators (members, sizes, manifest, image config),
   without loading anything; a model archive's manifest task must be the phase's (a detector for detection, a
   classifier for classification).
@@ -202,6 +204,19 @@ def check_archive(kind: str, path: Path, *, max_bytes: int, task: str | None = N
         raise CheckFailedError(f"no check for {kind!r} files")
 
 
+def check_model_tarball(path: Path, *, max_bytes: int, max_files: int) -> dict[str, Any]:
+    """A container submission's model tarball (worker.containers.model_tarball's rules, which the worker
+    applies again when it extracts it); {"files", "bytes", "sha256"} or CheckFailedError with its line."""
+    from worker.containers.model_tarball import ModelTarballError
+    from worker.containers.model_tarball import check_model_tarball as check
+
+    try:
+        checked = check(path, max_bytes=max_bytes, max_files=max_files)
+    except ModelTarballError as exc:
+        raise CheckFailedError(str(exc)) from None
+    return {"files": checked.files, "bytes": checked.bytes, "sha256": checked.sha256}
+
+
 def run(request: Mapping[str, Any]) -> dict[str, Any]:
     """One check described by `request` (what the child receives); the reply it prints."""
     path = Path(str(request["path"]))
@@ -221,6 +236,11 @@ def run(request: Mapping[str, Any]) -> dict[str, Any]:
             patches = {str(name): int(count) for name, count in request["patches"].items()}
             display = str(request.get("display_name") or "predictions")
             return {"ok": True, "summary": check_classifications(path, patches=patches, display_name=display)}
+        if request["kind"] == "model_tarball":
+            summary = check_model_tarball(
+                path, max_bytes=int(request["max_bytes"]), max_files=int(request["max_files"])
+            )
+            return {"ok": True, "summary": summary}
         task = request.get("task")
         check_archive(
             str(request["kind"]), path, max_bytes=int(request["max_bytes"]), task=None if task is None else str(task)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.models import EvaluationStatus, SubmissionKind
+from app.models import EvaluationStatus, RunMode, SubmissionKind
 
 
 class MetricsRead(BaseModel):
@@ -23,6 +23,11 @@ class MetricsRead(BaseModel):
 
 
 class ResultRead(MetricsRead):
+    task: str = Field(
+        default="detection", description="detection, or classification (Track 2: read balanced_accuracy, roc_auc)."
+    )
+    balanced_accuracy: float | None = Field(default=None, description="Classification: atypical figures positive.")
+    roc_auc: float | None = Field(default=None, description="Classification: ROC AUC of the confidences.")
     evaluation_version: int
     groups: dict[str, dict[str, Any]] = Field(description="Group label (e.g. scanner) -> the same metrics.")
     rank_robustness: float | None
@@ -47,7 +52,9 @@ class EvaluationRead(BaseModel):
     attempt: int
     progress: float
     progress_message: str
-    error_message: str = Field(description="One line for the participant; logs are never shown.")
+    error_message: str = Field(
+        description="One line for the participant; the run logs only where the phase shows them (logs_shown)."
+    )
     queued_at: datetime
     started_at: datetime | None = Field(description="Hidden (null) while the phase hides scores.")
     finished_at: datetime | None
@@ -70,6 +77,18 @@ class SubmissionRead(BaseModel):
     is_disqualified: bool
     created_at: datetime
     scores_hidden: bool = Field(description="True while the phase's policy hides scores from participants.")
+    model_filename: str = Field(default="", description="Container submissions: the model tarball's file name.")
+    model_sha256: str | None = Field(default=None, description="Container submissions: the model tarball's sha256.")
+    model_size_bytes: int | None = None
+    image_submission_id: int | None = Field(
+        default=None, description="The earlier container submission whose image this one runs with its model."
+    )
+    run_mode: RunMode | None = Field(
+        default=None, description="Container submissions: exec or invoke (as asked, else the phase's run_mode)."
+    )
+    logs_shown: bool = Field(
+        default=False, description="The phase lets the team read this submission's run logs (GET .../logs)."
+    )
     evaluation: EvaluationRead | None
     result: ResultRead | None
 
@@ -97,3 +116,18 @@ class StatusEvent(BaseModel):
     progress: float
     progress_message: str
     error_message: str
+
+
+class CaseLog(BaseModel):
+    case: str
+    bytes: int = Field(description="Size of the kept tail (at most the last 500 lines of stdout and stderr).")
+    truncated: bool = Field(description="Only the end is given here; ask for this case alone for all of it.")
+    log: str
+
+
+class SubmissionLogs(BaseModel):
+    """The log tails of the current evaluation's runs, one per case that printed anything."""
+
+    submission_id: int
+    evaluation_id: int | None
+    cases: list[CaseLog]

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app import lifecycle
 from app.auth.service import Principal
 from app.challenges.service import own_scores_hidden, phase_is_open
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, PhaseClosed, QuotaExceeded
@@ -23,13 +24,13 @@ from app.models import (
     EvaluationStatus,
     Phase,
     Result,
+    RunMode,
     Submission,
     SubmissionKind,
     Team,
     utcnow,
 )
-from app.queue import enqueue_after_commit
-from app.scoring import public_provenance
+from app.scoring import canonical_options, public_provenance
 from app.storage import move_into_storage
 from app.submissions.schemas import (
     EvaluationRead,
@@ -40,14 +41,9 @@ from app.submissions.schemas import (
 )
 from app.submissions.upload import ReceivedUpload
 
-TASK_RUN = "evaluation.run"
 # predictions keep the suffix the validator gave them (.json or .csv): the scoring core reads by suffix
 EXTENSIONS = {SubmissionKind.MODEL: ".archive", SubmissionKind.CONTAINER: ".tar"}
-
-
-def queue_for(kind: SubmissionKind) -> str:
-    """Predictions are scored on the cpu queue; models and containers need a GPU worker."""
-    return "cpu" if kind is SubmissionKind.PREDICTIONS else "gpu"
+MODEL_TARBALL_EXTENSION = ".model.tar.gz"
 
 
 def next_utc_midnight(now: datetime) -> datetime:
@@ -163,62 +159,104 @@ class SubmissionFields:
     paper_url: str = ""
 
 
+@dataclass(frozen=True)
+class ContainerParts:
+    """What a container submission may bring besides its image: a model tarball (checked), the earlier
+    submission whose image it reuses instead of uploading one, and the run mode it asks for."""
+
+    model: ReceivedUpload | None = None
+    image_from: Submission | None = None
+    run_mode: RunMode | None = None
+
+
+def reusable_image(session: Session, *, team_id: int, submission_id: int, storage_dir: Path) -> Submission:
+    """The earlier container submission of this team whose stored image a new submission may run with; every
+    refusal is one line naming the field (another team's submission reads as not found)."""
+    earlier = session.get(Submission, submission_id)
+    if earlier is None or earlier.team_id != team_id:
+        raise InvalidInput(f"image_submission: your team has no submission {submission_id}")
+    if earlier.kind is not SubmissionKind.CONTAINER:
+        raise InvalidInput(
+            f"image_submission: submission {submission_id} is a {earlier.kind.value} submission; only a container "
+            "submission's image can be reused"
+        )
+    if not (storage_dir / earlier.file_path).is_file():
+        raise InvalidInput(
+            f"image_submission: the image of submission {submission_id} is no longer stored; upload the image again"
+        )
+    return earlier
+
+
 def create_submission(
     session: Session,
     *,
     phase: Phase,
     principal: Principal,
     kind: SubmissionKind,
-    upload: ReceivedUpload,
+    upload: ReceivedUpload | None,
     fields: SubmissionFields,
     storage_dir: Path,
+    container: ContainerParts | None = None,
 ) -> Submission:
-    """Store the file, commit-to-be a `queued` submission and evaluation, enqueue the run after commit."""
+    """Store the file(s), commit-to-be a `queued` submission and evaluation, enqueue the run after commit.
+
+    `upload` is None only for a container submission that reuses an earlier image (`container.image_from`)."""
     assert principal.team is not None
     assert principal.participant is not None
+    parts = container or ContainerParts()
     team = lock_team(session, team_id=principal.team.id)
     check_can_submit(session, phase=phase, team=team, kind=kind)
-    relative = Path("submissions") / str(phase.id) / f"{uuid.uuid4().hex}{EXTENSIONS.get(kind, upload.path.suffix)}"
-    # atomic (the temp dir is under storage_dir); removed again should this transaction roll back
-    move_into_storage(session, upload.path, storage_dir / relative)
+    folder = Path("submissions") / str(phase.id)
+    if upload is not None:
+        relative = folder / f"{uuid.uuid4().hex}{EXTENSIONS.get(kind, upload.path.suffix)}"
+        # atomic (the temp dir is under storage_dir); removed again should this transaction roll back
+        move_into_storage(session, upload.path, storage_dir / relative)
+        image = (relative.as_posix(), upload.filename, upload.sha256, upload.size)
+    elif parts.image_from is not None:
+        # the same stored file as the earlier submission's: its row (and file) outlive neither
+        earlier = reusable_image(session, team_id=team.id, submission_id=parts.image_from.id, storage_dir=storage_dir)
+        image = (earlier.file_path, earlier.original_filename, earlier.sha256, earlier.size_bytes)
+    else:
+        raise InvalidInput("file: the `file` part is missing")
     submission = Submission(
         phase_id=phase.id,
         team_id=team.id,
         participant_id=principal.participant.id,
         kind=kind,
-        file_path=relative.as_posix(),
-        original_filename=upload.filename,
-        sha256=upload.sha256,
-        size_bytes=upload.size,
+        file_path=image[0],
+        original_filename=image[1],
+        sha256=image[2],
+        size_bytes=image[3],
         method_name=fields.method_name,
         description=fields.description,
         paper_url=fields.paper_url,
+        image_submission_id=parts.image_from.id if parts.image_from is not None and upload is None else None,
+        run_mode=parts.run_mode,
     )
+    if parts.model is not None:
+        model_relative = folder / f"{uuid.uuid4().hex}{MODEL_TARBALL_EXTENSION}"
+        move_into_storage(session, parts.model.path, storage_dir / model_relative)
+        submission.model_path = model_relative.as_posix()
+        submission.model_filename = parts.model.filename
+        submission.model_sha256 = parts.model.sha256
+        submission.model_size_bytes = parts.model.size
     session.add(submission)
     session.flush()
-    evaluation = Evaluation(
-        submission_id=submission.id,
-        version=phase.evaluation_version,
-        status=EvaluationStatus.QUEUED,
-        queued_at=utcnow(),
-    )
-    session.add(evaluation)
-    session.flush()
-    enqueue_after_commit(session, TASK_RUN, queue=queue_for(kind), evaluation_id=evaluation.id)
+    lifecycle.create(session, submission=submission, version=phase.evaluation_version)
     return submission
+
+
+def effective_run_mode(submission: Submission) -> RunMode | None:
+    """How a container submission runs: the mode it asked for, else its phase's; None for other kinds."""
+    if submission.kind is not SubmissionKind.CONTAINER:
+        return None
+    return submission.run_mode or submission.phase.run_mode
 
 
 def cancel_queued(session: Session, *, submission: Submission) -> Evaluation:
     """The team withdraws a submission whose evaluation has not started (a started run is left to finish:
     the organisers can still cancel it); it keeps counting towards the quota."""
-    ev = current_evaluation(submission)
-    if ev is None or ev.status is not EvaluationStatus.QUEUED:
-        raise Conflict("only a queued evaluation can be cancelled; this one is " + (ev.status.value if ev else "none"))
-    ev.status = EvaluationStatus.CANCELLED
-    ev.finished_at = utcnow()
-    ev.error_message = "cancelled by the team"
-    session.flush()
-    return ev
+    return lifecycle.cancel(session, evaluation=current_evaluation(submission), reason=lifecycle.CancelReason.TEAM)
 
 
 def current_evaluation(submission: Submission) -> Evaluation | None:
@@ -275,6 +313,9 @@ def result_read(result: Result, *, phase: Phase, organiser: bool = False) -> Res
     """A result as its team (the phase's shown groups, public provenance) or organisers (all) see it."""
     shown_groups = None if organiser else phase.shown_groups
     return ResultRead(
+        task=str(canonical_options(phase.scoring_options)["task"]),
+        balanced_accuracy=result.balanced_accuracy,
+        roc_auc=result.roc_auc,
         evaluation_version=result.evaluation_version,
         tp=result.tp,
         fp=result.fp,
@@ -336,6 +377,12 @@ def participant_view(submission: Submission, *, now: datetime | None = None) -> 
         is_disqualified=submission.is_disqualified,
         created_at=submission.created_at,
         scores_hidden=hidden,
+        model_filename=submission.model_filename or "",
+        model_sha256=submission.model_sha256,
+        model_size_bytes=submission.model_size_bytes,
+        image_submission_id=submission.image_submission_id,
+        run_mode=effective_run_mode(submission),
+        logs_shown=bool(phase.show_logs) and submission.kind is not SubmissionKind.PREDICTIONS,
         evaluation=evaluation,
         result=result,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,23 +53,37 @@ def check_content_length(request: Request, *, max_file_bytes: int) -> None:
             raise PayloadTooLarge(f"upload of {length} bytes exceeds the limit of {max_file_bytes} bytes")
 
 
+@dataclass
+class _Sink:
+    """One file part being received: its temp file, hash, size and first bytes."""
+
+    path: Path
+    out: Any
+    max_bytes: int
+    filename: str = ""
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    head: bytes = b""
+
+    def received(self, fields: dict[str, str]) -> ReceivedUpload:
+        return ReceivedUpload(self.path, self.digest.hexdigest(), self.size, self.filename, self.head, fields)
+
+
 class _Receiver:
-    def __init__(self, out: Any, *, file_field: str, max_file_bytes: int) -> None:
-        self.out = out
-        self.file_field = file_field
-        self.max_file_bytes = max_file_bytes
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.head = b""
-        self.filename = ""
+    """Streams each part named in `limits` to its own temp file under `tmp_dir` (at most one part per name);
+    every other part is a small text field."""
+
+    def __init__(self, tmp_dir: Path, limits: Mapping[str, int]) -> None:
+        self.tmp_dir = tmp_dir
+        self.limits = dict(limits)
+        self.sinks: dict[str, _Sink] = {}
         self.fields: dict[str, str] = {}
         self.field_bytes = 0
-        self.file_parts = 0
         self._headers: dict[str, str] = {}
         self._header_field = b""
         self._header_value = b""
         self._part_name = ""
-        self._part_is_file = False
+        self._sink: _Sink | None = None
         self._part_buf = bytearray()
 
     def callbacks(self) -> dict[str, Any]:
@@ -86,7 +101,7 @@ class _Receiver:
         self._headers = {}
         self._part_buf = bytearray()
         self._part_name = ""
-        self._part_is_file = False
+        self._sink = None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
@@ -102,24 +117,26 @@ class _Receiver:
     def on_headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get("content-disposition", ""))
         self._part_name = params.get(b"name", b"").decode("utf-8", "replace")
-        if self._part_name == self.file_field:
-            self._part_is_file = True
-            self.file_parts += 1
-            if self.file_parts > 1:
-                raise InvalidInput(f"send exactly one `{self.file_field}` part")
+        if self._part_name in self.limits:
+            if self._part_name in self.sinks:
+                raise InvalidInput(f"send exactly one `{self._part_name}` part")
+            fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-", suffix=".part")
             raw = params.get(b"filename", b"").decode("utf-8", "replace")
-            self.filename = os.path.basename(raw.replace("\\", "/"))[:255].replace("\x00", "")
+            self._sink = _Sink(Path(name), os.fdopen(fd, "wb"), self.limits[self._part_name])
+            self._sink.filename = os.path.basename(raw.replace("\\", "/"))[:255].replace("\x00", "")
+            self.sinks[self._part_name] = self._sink
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
-        if self._part_is_file:
-            self.size += len(chunk)
-            if self.size > self.max_file_bytes:
-                raise PayloadTooLarge(f"file exceeds the limit of {self.max_file_bytes} bytes")
-            if len(self.head) < HEAD_BYTES:
-                self.head += chunk[: HEAD_BYTES - len(self.head)]
-            self.digest.update(chunk)
-            self.out.write(chunk)
+        sink = self._sink
+        if sink is not None:
+            sink.size += len(chunk)
+            if sink.size > sink.max_bytes:
+                raise PayloadTooLarge(f"{self._part_name}: file exceeds the limit of {sink.max_bytes} bytes")
+            if len(sink.head) < HEAD_BYTES:
+                sink.head += chunk[: HEAD_BYTES - len(sink.head)]
+            sink.digest.update(chunk)
+            sink.out.write(chunk)
         else:
             self.field_bytes += len(chunk)
             if self.field_bytes > MAX_FIELDS_BYTES:
@@ -127,48 +144,71 @@ class _Receiver:
             self._part_buf += chunk
 
     def on_part_end(self) -> None:
-        if not self._part_is_file and self._part_name:
+        if self._sink is not None:
+            self._sink.out.close()
+        elif self._part_name:
             try:
                 self.fields[self._part_name] = self._part_buf.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidInput(f"form field {self._part_name!r} is not UTF-8") from None
 
+    def discard(self) -> None:
+        for sink in self.sinks.values():
+            sink.out.close()
+            sink.path.unlink(missing_ok=True)
 
-async def receive_upload(
-    request: Request, *, tmp_dir: Path, max_file_bytes: int, file_field: str = "file"
-) -> ReceivedUpload:
-    """Stream a multipart/form-data body into a temp file under `tmp_dir`; raise 413/415/422 on bad input."""
+
+@dataclass
+class ReceivedFiles:
+    """The file parts received (by part name; each a temp file the caller must move or delete) and the text
+    fields."""
+
+    files: dict[str, ReceivedUpload]
+    fields: dict[str, str]
+
+    def discard(self) -> None:
+        for upload in self.files.values():
+            upload.discard()
+
+
+async def receive_files(request: Request, *, tmp_dir: Path, limits: Mapping[str, int]) -> ReceivedFiles:
+    """Stream a multipart/form-data body: each part named in `limits` (name -> its size limit) into a temp file
+    under `tmp_dir`, at most one of each; raise 413/415/422 on bad input. Parts may be absent; an empty
+    one is refused."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise UnsupportedMediaType("expected multipart/form-data with a boundary")
-    check_content_length(request, max_file_bytes=max_file_bytes)
+    check_content_length(request, max_file_bytes=sum(limits.values()))
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-", suffix=".part")
-    path = Path(name)
+    receiver = _Receiver(tmp_dir, limits)
     try:
-        with os.fdopen(fd, "wb") as out:
-            receiver = _Receiver(out, file_field=file_field, max_file_bytes=max_file_bytes)
-            parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
-            async for chunk in request.stream():
-                if chunk:
-                    parser.write(chunk)
-            parser.finalize()
-        if receiver.file_parts == 0:
-            raise InvalidInput(f"the `{file_field}` part is missing")
-        if receiver.size == 0:
-            raise InvalidInput("the uploaded file is empty")
+        parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+        async for chunk in request.stream():
+            if chunk:
+                parser.write(chunk)
+        parser.finalize()
+        for name, sink in receiver.sinks.items():
+            sink.out.close()
+            if sink.size == 0:
+                raise InvalidInput("the uploaded file is empty" if name == "file" else f"{name}: the file is empty")
     except MultipartParseError:
-        path.unlink(missing_ok=True)
+        receiver.discard()
         raise InvalidInput("malformed multipart body") from None
     except BaseException:
-        path.unlink(missing_ok=True)
+        receiver.discard()
         raise
-    return ReceivedUpload(
-        path=path,
-        sha256=receiver.digest.hexdigest(),
-        size=receiver.size,
-        filename=receiver.filename,
-        head=receiver.head,
-        fields=receiver.fields,
+    return ReceivedFiles(
+        {name: sink.received(receiver.fields) for name, sink in receiver.sinks.items()}, receiver.fields
     )
+
+
+async def receive_upload(
+    request: Request, *, tmp_dir: Path, max_file_bytes: int, file_field: str = "file"
+) -> ReceivedUpload:
+    """Stream a multipart/form-data body with exactly one file part `file_field` into a temp file under
+    `tmp_dir`; raise 413/415/422 on bad input."""
+    received = await receive_files(request, tmp_dir=tmp_dir, limits={file_field: max_file_bytes})
+    if file_field not in received.files:
+        raise InvalidInput(f"the `{file_field}` part is missing")
+    return received.files[file_field]

@@ -45,3 +45,10 @@ def check_magic(kind: SubmissionKind, head: bytes) -> None:
         return
     expected = "a zip or tar(.gz) archive" if kind is SubmissionKind.MODEL else "an OCI/docker image tar archive"
     raise InvalidInput(f"a {kind.value} submission must be {expected}")
+
+
+def check_model_magic(head: bytes) -> None:
+    """A container submission's model tarball must be a tar archive, gzip-compressed or not."""
+    if head.startswith(b"\x1f\x8b") or (len(head) >= 262 and head[257:262] == b"ustar"):
+        return
+    raise InvalidInput("model: a model tarball must be a .tar.gz (tar -czf model.tar.gz -C model .)")

@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import lifecycle
 from app.challenges.service import scoring_fingerprint_of
-from app.models import Challenge, Evaluation, EvaluationStatus, Phase, Result, TestSet, utcnow
+from app.models import Challenge, Evaluation, EvaluationStatus, Phase, TestSet
 
 # Three small cases on two scanners; 1000 x 800 px at 0.00025 mm/px -> 0.25 x 0.2 mm.
 # What a worker records (worker.provenance), as a test playing the worker writes it.
@@ -143,6 +144,14 @@ class World:
         self.db.commit()
         return phase
 
+    def set_phase(self, **fields: Any) -> dict[str, Any]:
+        """Change the phase as the organisers do (PATCH /admin/phases/<id>): its board follows."""
+        body = {k: (v.value if hasattr(v, "value") else v) for k, v in fields.items()}
+        r = self.client.patch(f"/api/v1/admin/phases/{self.phase.id}", json=body, headers=self.admin())
+        assert r.status_code == 200, r.text
+        self.db.expire_all()
+        return dict(r.json())
+
     def finish(
         self,
         submission_id: int,
@@ -153,43 +162,45 @@ class World:
         groups: dict[str, Any] | None = None,
         ap: float | None = 0.4,
     ) -> Evaluation:
-        """Play the worker: end the submission's evaluation, with a result when it succeeded."""
+        """Play the worker: claim the submission's evaluation and end it through app.lifecycle, as the worker
+        does (a result when it succeeded; its board is rebuilt after commit)."""
         self.db.expire_all()
         ev = self.db.scalars(
             select(Evaluation).where(Evaluation.submission_id == submission_id).order_by(Evaluation.version.desc())
         ).first()
         assert ev is not None
-        ev.status = status
-        ev.finished_at = utcnow()
+        run = lifecycle.claim(self.db, evaluation_id=ev.id, owner="test:1", lease_s=600, max_attempts=100)
+        assert run.claimed, run
+        held = {"evaluation_id": ev.id, "owner": run.owner, "attempt": run.attempt}
         if status is EvaluationStatus.FAILED:
-            ev.error_message = "time limit exceeded"
-            ev.error_detail = "Traceback: secret organiser detail"
-        if status is EvaluationStatus.SUCCEEDED:
-            self.db.add(
-                Result(
-                    evaluation_id=ev.id,
-                    submission_id=submission_id,
-                    evaluation_version=ev.version,
-                    tp=10,
-                    fp=2,
-                    fn=3,
-                    precision=0.8,
-                    recall=0.7,
-                    f1=f1,
-                    ap=ap,
-                    f1_ci_low=f1 - 0.1,
-                    f1_ci_high=f1 + 0.1,
-                    groups=groups
-                    if groups is not None
-                    else {
-                        "A": {"tp": 6, "fp": 1, "fn": 2, "f1": f1 + 0.05},
-                        "B": {"tp": 4, "fp": 1, "fn": 1, "f1": f1 - 0.05},
-                    },
-                    cases=cases if cases is not None else {c["name"]: {"tp": 3, "fp": 1, "fn": 1} for c in CASES},
-                    intervals={"f1": [f1 - 0.1, f1 + 0.1], "precision": [0.7, 0.9], "recall": [0.6, 0.8]},
-                    scoring_fingerprint=ev.submission.phase.scoring_fingerprint,
-                    provenance=PLAYED_PROVENANCE,
-                )
+            assert lifecycle.fail(
+                self.db, **held, message="time limit exceeded", detail="Traceback: secret organiser detail"
             )
+        elif status is EvaluationStatus.SUCCEEDED:
+            scores = {
+                "tp": 10,
+                "fp": 2,
+                "fn": 3,
+                "precision": 0.8,
+                "recall": 0.7,
+                "f1": f1,
+                "ap": ap,
+                "f1_ci_low": f1 - 0.1,
+                "f1_ci_high": f1 + 0.1,
+                "groups": groups
+                if groups is not None
+                else {
+                    "A": {"tp": 6, "fp": 1, "fn": 2, "f1": f1 + 0.05},
+                    "B": {"tp": 4, "fp": 1, "fn": 1, "f1": f1 - 0.05},
+                },
+                "cases": cases if cases is not None else {c["name"]: {"tp": 3, "fp": 1, "fn": 1} for c in CASES},
+                "intervals": {"f1": [f1 - 0.1, f1 + 0.1], "precision": [0.7, 0.9], "recall": [0.6, 0.8]},
+                "scoring_fingerprint": ev.submission.phase.scoring_fingerprint,
+                "provenance": PLAYED_PROVENANCE,
+            }
+            assert lifecycle.succeed(self.db, **held, scores=scores)
+        else:
+            raise ValueError(f"finish() plays a run that ends succeeded or failed, not {status}")
         self.db.commit()
+        self.db.expire_all()  # the lifecycle wrote with statements: the loaded rows are stale
         return ev

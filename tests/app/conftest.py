@@ -17,15 +17,18 @@ sys.path.insert(0, str(Path(__file__).parent))  # the test modules here import a
 from api_helpers import CASES, World, write_test_set
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.service import create_token, set_password_hasher
 from app.challenges.service import scoring_fingerprint_of
+from app.leaderboard.standings import rebuild_phase
 from app.main import create_app
 from app.models import Challenge, Phase, TestSet, TokenScope, utcnow
 from app.queue import task_sender
 from app.settings import Settings
 from worker.datasets.manifest import scoring_digest
+from worker.vocabulary import REBUILD_STANDINGS
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -37,10 +40,17 @@ def _cheap_password_hashing() -> Iterator[None]:
 
 
 @pytest.fixture
-def sent_tasks() -> Iterator[list[tuple[str, dict[str, int], str]]]:
-    """Every task the code under test sends (after commit), instead of a broker."""
+def sent_tasks(connection: Connection) -> Iterator[list[tuple[str, dict[str, int], str]]]:
+    """Every task the code under test sends (after commit), instead of a broker. A leaderboard rebuild is also
+    run at once on the test transaction, as the cpu worker would run it (the worker's task body)."""
     sent: list[tuple[str, dict[str, int], str]] = []
-    with task_sender(lambda name, kwargs, queue: sent.append((name, kwargs, queue))):
+
+    def send(name: str, kwargs: dict[str, int], queue: str) -> None:
+        sent.append((name, kwargs, queue))
+        if name == REBUILD_STANDINGS:
+            rebuild_phase(connection, kwargs["phase_id"])
+
+    with task_sender(send):
         yield sent
 
 

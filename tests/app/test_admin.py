@@ -180,7 +180,11 @@ def test_cancel_requeue_and_reevaluate_enqueue_after_commit(world: World, sent_t
     world.db.expire_all()
     new = world.db.query(Evaluation).filter_by(submission_id=sub["id"], version=2).one()
     assert new.status is EvaluationStatus.QUEUED
-    assert sent_tasks == [("evaluation.run", {"evaluation_id": new.id}, "cpu")]
+    # the new version's board is empty until its results land: rebuilt once, as a queued task
+    assert sent_tasks == [
+        ("evaluation.run", {"evaluation_id": new.id}, "cpu"),
+        ("standings.rebuild", {"phase_id": world.phase.id}, "cpu"),
+    ]
     detail = world.client.get(f"/api/v1/admin/submissions/{sub['id']}", headers=world.admin()).json()
     assert [e["version"] for e in detail["evaluations"]] == [1, 2]
     assert detail["evaluations"][0]["result"]["cases"]["001.tiff"] == {"tp": 3, "fp": 1, "fn": 1}
@@ -188,7 +192,7 @@ def test_cancel_requeue_and_reevaluate_enqueue_after_commit(world: World, sent_t
 
 def test_requeue_keeps_the_result_on_the_board_until_the_new_one_lands(world: World) -> None:
     """R14: the team stays on the leaderboard while its submission is re-run; the new result replaces the old."""
-    from worker import transitions
+    from app import lifecycle as transitions
 
     team = world.register("Alpha")
     sub = world.submit(team["headers"]).json()
@@ -331,3 +335,34 @@ def test_the_domain_report_page_is_served_to_organisers_once_written(world: Worl
     assert world.client.get(url, headers=participant["headers"]).status_code == 403
     assert world.client.get(url).status_code == 401
     assert world.client.get("/api/v1/admin/test-sets/999/domain-report", headers=world.admin()).status_code == 404
+
+
+def test_logs_follow_hidden_by_default_and_run_mode_is_a_phase_option(world: World) -> None:
+    """show_logs defaults to off for a hidden test set and on for public cases; both options are stored,
+    changed by PATCH, never nulled, and readable by everyone in the phase listing."""
+    url = f"/api/v1/admin/challenges/{world.challenge.id}/phases"
+    base = {"test_set_id": world.test_set.id, "allowed_kinds": ["predictions"]}
+    made = {}
+    for slug, extra in (
+        ("hidden-set", {}),
+        ("sanity", {"scoring_options": {"hidden": False}}),
+        ("told", {"scoring_options": {"hidden": False}, "show_logs": False, "run_mode": "invoke"}),
+    ):
+        r = world.client.post(url, headers=world.admin(), json={"slug": slug, "title": slug, **base, **extra})
+        assert r.status_code == 201, r.text
+        made[slug] = r.json()
+    assert {s: (p["show_logs"], p["run_mode"]) for s, p in made.items()} == {
+        "hidden-set": (False, "exec"),
+        "sanity": (True, "exec"),
+        "told": (False, "invoke"),
+    }
+    phase_url = f"/api/v1/admin/phases/{made['hidden-set']['id']}"
+    r = world.client.patch(phase_url, headers=world.admin(), json={"show_logs": True, "run_mode": "invoke"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["show_logs"], r.json()["run_mode"]) == (True, "invoke")
+    for bad in ({"show_logs": None}, {"run_mode": None}, {"run_mode": "serve"}):
+        r = world.client.patch(phase_url, headers=world.admin(), json=bad)
+        assert r.status_code == 422, bad
+        assert next(iter(bad)) in r.json()["detail"]
+    listed = world.client.get(f"/api/v1/challenges/{world.challenge.slug}").json()["phases"]
+    assert {p["slug"]: p["show_logs"] for p in listed}["hidden-set"] is True

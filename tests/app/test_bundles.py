@@ -145,3 +145,21 @@ def test_the_example_bundle_is_valid_and_plans_every_object() -> None:
         "phase:atypical",
     ]
     assert bundle.test_sets[0].path.endswith("var/demo/test-sets/synthetic-4x3-1024x768-seed0")
+
+
+def test_log_policy_and_run_mode_are_planned_and_exported(tmp_path: Path) -> None:
+    text = BUNDLE.replace("    daily_quota: 3\n", "    daily_quota: 3\n    show_logs: true\n    run_mode: invoke\n")
+    path = _write(tmp_path, text)
+    steps = make_plan(load_bundle(path), challenges=[], test_sets=[])
+    created = next(s for s in steps if s.creates == "phase:preliminary")
+    assert (created.body["show_logs"], created.body["run_mode"]) == (True, "invoke")
+    challenges, test_sets = _server_after(steps, path)
+    exported = export_bundle(
+        {"description": "", "requires_approval": False, "is_published": True, **challenges[0]}, test_sets
+    )
+    assert (exported["phases"][0]["show_logs"], exported["phases"][0]["run_mode"]) == (True, "invoke")
+    off = load_bundle(_write(tmp_path, text.replace("show_logs: true", "show_logs: false")))
+    (step,) = make_plan(off, challenges=challenges, test_sets=test_sets)
+    assert step.body == {"show_logs": False}
+    with pytest.raises(BundleError, match="run_mode"):
+        load_bundle(_write(tmp_path, text.replace("run_mode: invoke", "run_mode: serve")))

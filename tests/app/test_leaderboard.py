@@ -32,8 +32,7 @@ def _board(world: World, headers: dict[str, str] | None = None) -> dict[str, Any
 
 @pytest.mark.parametrize("policy", [EntryPolicy.BEST, EntryPolicy.LATEST])
 def test_entry_policy_picks_one_row_per_team(world: World, policy: EntryPolicy) -> None:
-    world.phase.entry_policy = policy
-    world.db.commit()
+    world.set_phase(entry_policy=policy)
     alpha = world.register("Alpha")
     beta = world.register("Beta")
     a_good = _scored(world, alpha["headers"], 0.9)
@@ -62,8 +61,7 @@ def test_ties_share_a_rank_and_the_next_rank_skips(world: World) -> None:
 
 
 def test_ranking_metric_ap(world: World) -> None:
-    world.phase.ranking_metric = "ap"  # type: ignore[assignment]
-    world.db.commit()
+    world.set_phase(ranking_metric="ap")
     alpha = world.register("Alpha")
     beta = world.register("Beta")
     _scored(world, alpha["headers"], 0.9, ap=0.1)
@@ -113,8 +111,7 @@ def test_per_scanner_columns_follow_shown_groups(world: World) -> None:
     board = _board(world)
     assert board["group_labels"] == ["A", "B"]
     assert board["entries"][0]["groups"]["A"]["f1"] == pytest.approx(0.65)
-    world.phase.shown_groups = ["B"]
-    world.db.commit()
+    world.set_phase(shown_groups=["B"])
     board = _board(world)
     assert board["group_labels"] == ["B"]
     assert set(board["entries"][0]["groups"]) == {"B"}
@@ -192,20 +189,15 @@ def test_rank_robustness_is_computed_when_results_land(world: World) -> None:
 
 
 def test_a_result_written_by_statement_as_the_worker_does_updates_the_board(world: World) -> None:
-    from sqlalchemy import update
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    from app.models import Evaluation, utcnow
+    """The worker stores a result with one upsert statement (app.lifecycle.succeed); the board follows it
+    through the rebuild the lifecycle queues, with no session hook to recover which phase it touched."""
+    from app import lifecycle
 
     team = world.register("Alpha")
     sub = world.submit(team["headers"]).json()
     ev_id = sub["evaluation"]["id"]
-    world.db.execute(update(Evaluation).where(Evaluation.id == ev_id).values(status=EvaluationStatus.SUCCEEDED))
-    values = {
-        "evaluation_id": ev_id,
-        "submission_id": sub["id"],
-        "evaluation_version": 1,
-        "created_at": utcnow(),
+    run = lifecycle.claim(world.db, evaluation_id=ev_id, owner="worker:1", lease_s=60, max_attempts=3)
+    scores = {
         "tp": 5,
         "fp": 1,
         "fn": 1,
@@ -220,8 +212,7 @@ def test_a_result_written_by_statement_as_the_worker_does_updates_the_board(worl
         "scoring_fingerprint": world.phase.scoring_fingerprint,
         "provenance": {},
     }
-    insert_fn = postgresql.insert if world.db.get_bind().dialect.name == "postgresql" else sqlite.insert
-    world.db.execute(insert_fn(Result).values(values).on_conflict_do_nothing())
+    assert lifecycle.succeed(world.db, evaluation_id=ev_id, owner="worker:1", attempt=run.attempt, scores=scores)
     world.db.commit()
     entries = _board(world)["entries"]
     assert [(e["team_name"], e["f1"], e["rank"], e["rank_robustness"]) for e in entries] == [("Alpha", 0.8, 1, 1.0)]
@@ -232,16 +223,14 @@ def test_robustness_follows_the_ranking_metric(world: World) -> None:
     which counts cannot reproduce, no robustness is claimed."""
     sure = {c["name"]: {"tp": 10, "fp": 10, "fn": 0} for c in CASES}  # F1 0.67, recall 1.0
     precise = {c["name"]: {"tp": 5, "fp": 0, "fn": 5} for c in CASES}  # F1 0.67, recall 0.5
-    world.phase.ranking_metric = RankingMetric.RECALL
-    world.db.commit()
+    world.set_phase(ranking_metric=RankingMetric.RECALL)
     alpha, beta = (world.register(n) for n in ("Alpha", "Beta"))
     _scored(world, alpha["headers"], 0.67, cases=sure)
     _scored(world, beta["headers"], 0.67, cases=precise)
     entries = {e["team_name"]: e for e in _board(world)["entries"]}
     assert entries["Alpha"]["rank"] == 1
     assert entries["Alpha"]["rank_robustness"] == 1.0
-    world.phase.ranking_metric = RankingMetric.AP
-    world.db.commit()
+    world.set_phase(ranking_metric=RankingMetric.AP)
     assert all(e["rank_robustness"] is None for e in _board(world)["entries"])
 
 
@@ -256,14 +245,12 @@ def test_the_interval_shown_is_the_ranking_metrics(world: World) -> None:
         RankingMetric.AP: (None, None),
     }
     for metric, (low, high) in expected.items():
-        world.phase.ranking_metric = metric
-        world.db.commit()
+        world.set_phase(ranking_metric=metric)
         (entry,) = _board(world)["entries"]
         assert (entry["score_ci_low"], entry["score_ci_high"]) == pytest.approx((low, high)), metric
     page = world.client.get(f"/phases/{world.phase.id}/leaderboard").text
     assert 'data-key="score"' not in page  # ranked by AP: no interval column
-    world.phase.ranking_metric = RankingMetric.RECALL
-    world.db.commit()
+    world.set_phase(ranking_metric=RankingMetric.RECALL)
     page = world.client.get(f"/phases/{world.phase.id}/leaderboard").text
     assert "Recall <span" in page
     assert "[0.600, 0.800]" in page
@@ -272,7 +259,8 @@ def test_the_interval_shown_is_the_ranking_metrics(world: World) -> None:
 def test_a_result_never_waits_for_the_board_and_a_board_left_stale_is_rebuilt(world: World) -> None:
     """Landing a result only bumps the board's generation; the rebuild after the commit shows it. A rebuild that
     never ran (the process died) leaves the board stale until the reconciler's backstop rebuilds it."""
-    from app.leaderboard.standings import _REFRESHING, mark_stale, rebuild_stale, stale_phases
+    from app.leaderboard.rebuilds import mark_stale
+    from app.leaderboard.standings import rebuild_stale, stale_phases
     from app.models import LeaderboardSnapshot
 
     team = world.register("Alpha")
@@ -280,10 +268,8 @@ def test_a_result_never_waits_for_the_board_and_a_board_left_stale_is_rebuilt(wo
     snapshot = world.db.get(LeaderboardSnapshot, world.phase.id)
     world.db.refresh(snapshot)
     assert snapshot.built_generation == snapshot.generation >= 1
-    world.db.info[_REFRESHING] = True  # change the data behind the hooks' back, as a crash after commit would
-    mark_stale(world.db, [world.phase.id])
+    mark_stale(world.db, [world.phase.id])  # the data changed, and its rebuild was lost with a broker
     world.db.commit()
-    world.db.info.pop(_REFRESHING)
     assert stale_phases(world.db) == [world.phase.id]
     assert rebuild_stale(world.db.get_bind()) == [world.phase.id]
     world.db.expire_all()

@@ -119,3 +119,74 @@ def test_results_from_before_provenance_keep_their_place_on_the_board(
     assert by_version[2][0] == expected  # the current version keeps its place
     assert by_version[1][0] == ""  # an older version stays off the board
     assert all(p["recorded"] is False for _, p in by_version.values())
+
+
+@pytest.mark.parametrize("backend_name", ["postgresql", "sqlite"])
+def test_phases_with_public_cases_show_logs_and_no_row_is_lost(
+    backend_name: str, create_database: Callable[[str], str], alembic_cfg: Callable[[str], Config]
+) -> None:
+    """0010 turns logs on exactly for phases whose scoring options say the test set is not hidden, and adds
+    its columns in place: on SQLite a rebuilt phase or submission table would cascade-delete their children."""
+    url = create_database(backend_name)
+    cfg = alembic_cfg(url)
+    command.upgrade(cfg, "0009")
+    engine = create_engine(url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO challenge (id, slug, title, description, is_published, requires_approval, created_at, "
+                "updated_at) VALUES (1, 'c', 'C', '', true, false, :t, :t)"
+            ),
+            {"t": now},
+        )
+        for phase_id, options in ((1, '{"hidden": false}'), (2, '{"hidden": true}'), (3, "{}")):
+            conn.execute(
+                text(
+                    "INSERT INTO phase (id, challenge_id, slug, title, kind, allowed_kinds, "
+                    "failed_count_towards_quota, max_active_per_team, leaderboard_visibility, entry_policy, "
+                    "ranking_metric, time_limit_s, memory_limit_mb, evaluation_version, scoring_options, created_at, "
+                    "updated_at) VALUES (:i, 1, :s, 'P', 'preliminary', '[\"container\"]', true, 1, 'public', "
+                    "'best', 'f1', 60, 1024, 1, :o, :t, :t)"
+                ),
+                {"i": phase_id, "s": f"p{phase_id}", "o": options, "t": now},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO team (id, name, name_skeleton, contact_email, is_approved, is_disqualified, created_at, "
+                "updated_at) VALUES (1, 't', 't', 't@example.org', true, false, :t, :t)"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO submission (id, phase_id, team_id, kind, file_path, original_filename, sha256, "
+                "size_bytes, method_name, description, paper_url, is_baseline, is_hidden, is_disqualified, "
+                "created_at, updated_at) VALUES (1, 1, 1, 'container', 'x', '', :h, 1, '', '', '', false, false, "
+                "false, :t, :t)"
+            ),
+            {"h": "0" * 64, "t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO evaluation (id, submission_id, version, status, attempt, queued_at, progress, "
+                "progress_message, error_message, error_detail, gpu_seconds, infrastructure_failure, created_at, "
+                "updated_at) VALUES (1, 1, 1, 'failed', 1, :t, 1, '', 'the program failed', '', 0, false, :t, :t)"
+            ),
+            {"t": now},
+        )
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        shown = dict(conn.execute(text("SELECT id, show_logs FROM phase")).all())
+        modes = set(conn.execute(text("SELECT run_mode FROM phase")).scalars())
+        submission = conn.execute(text("SELECT model_path, model_filename, run_mode FROM submission")).one()
+        evaluations = conn.execute(text("SELECT count(*) FROM evaluation")).scalar_one()
+    command.downgrade(cfg, "0009")
+    with engine.connect() as conn:
+        after_down = conn.execute(text("SELECT count(*) FROM evaluation")).scalar_one()
+    engine.dispose()
+    assert {k: bool(v) for k, v in shown.items()} == {1: True, 2: False, 3: False}
+    assert modes == {"exec"}
+    assert tuple(submission) == (None, "", None)
+    assert evaluations == 1
+    assert after_down == 1

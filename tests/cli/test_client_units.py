@@ -59,3 +59,74 @@ def test_server_errors_become_one_line() -> None:
     with pytest.raises(client.ClientError, match="^502: bad gateway"):
         client.check(httpx.Response(502, text="bad gateway"))
     assert client.check(httpx.Response(200, json={"ok": 1})) == {"ok": 1}
+
+
+def test_a_classification_result_is_shown_per_domain_with_balanced_accuracy_and_roc_auc() -> None:
+    from rich.console import Console
+
+    result = {
+        "task": "classification",
+        "tp": 5,
+        "fp": 2,
+        "fn": 1,
+        "balanced_accuracy": 0.8125,
+        "roc_auc": 0.9042,
+        "intervals": {"balanced_accuracy": [0.7, 0.9]},
+        "groups": {
+            "human breast": {"tp": 3, "fp": 1, "fn": 0, "tn": 9, "sensitivity": 1.0, "specificity": 0.9,
+                             "balanced_accuracy": 0.95, "roc_auc": 0.97},
+        },
+    }  # fmt: skip
+    out = Console(width=200, record=True)
+    out.print(client.result_table(result))
+    text = out.export_text()
+    assert "balanced acc." in text
+    assert "ROC AUC" in text
+    assert "0.950" in text
+    assert "0.970" in text
+    assert "0.812 [0.700, 0.900]" in text
+    assert "AP" not in text
+    assert client.headline(result) == "bal. acc. 0.812"
+    assert client.headline({"task": "detection", "f1": 0.5}) == "F1 0.500"
+
+
+def test_submit_arguments_for_images_and_model_tarballs(tmp_path: Path) -> None:
+    image = tmp_path / "image.tar.gz"
+    image.write_bytes(b"\x1f\x8b")
+    model = tmp_path / "model.tar.gz"
+    model.write_bytes(b"\x1f\x8b")
+    choice = client.container_choice
+    assert client.guess_kind(image) == "container"
+    assert choice(image, kind=None, model=model, image=None, run_mode=None) == "container"
+    assert choice(None, kind=None, model=model, image=7, run_mode="invoke") == "container"
+    predictions = tmp_path / "p.json"
+    predictions.write_text("{}")
+    refusals: list[tuple[Path | None, str | None, Path | None, int | None, str | None, str]] = [
+        (None, None, None, None, None, "give the file to submit"),
+        (None, None, None, 7, None, "add --model"),
+        (image, None, model, 7, None, "not both"),
+        (image, None, None, None, "serve", "--run-mode: exec or invoke"),
+        (predictions, "predictions", model, None, None, "go with container"),
+    ]
+    for file, kind, with_model, earlier, mode, line in refusals:
+        with pytest.raises(client.ClientError, match=line):
+            choice(file, kind=kind, model=with_model, image=earlier, run_mode=mode)
+
+
+def test_a_failure_line_is_printed_as_written_without_markup(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    out = io.StringIO()
+    monkeypatch.setattr(client, "console", Console(file=out, width=200, color_system=None))
+    line = "case 001: ModuleNotFoundError: No module named 'timm' [bold]"
+    client.print_submission(
+        {
+            "id": 7,
+            "kind": "container",
+            "original_filename": "image.tar.gz",
+            "evaluation": {"status": "failed", "error_message": line},
+        }
+    )
+    printed = out.getvalue()
+    assert line in printed
+    assert "[red]" not in printed

@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from app.challenges.service import scoring_fingerprint_of
+from app.leaderboard.standings import refresh_standings
 from app.models import (
     Challenge,
     Evaluation,
@@ -181,4 +182,6 @@ def seed(session: Session) -> Seeded:
             else:
                 hidden_id = submission.id
     session.flush()
+    for phase in (public, hidden):  # the boards as the rebuild task renders them
+        refresh_standings(session, phase_id=phase.id)
     return Seeded(challenge.slug, public.id, hidden.id, ids, hidden_id)

@@ -260,3 +260,41 @@ def test_a_queued_submission_is_cancelled_from_the_submissions_page(
     assert "only a queued evaluation can be cancelled" in again.text
     other = seeded.submission_ids["Aurora"]  # another team's: not found, whatever its state
     assert browser.post(f"/my/submissions/{other}/cancel", data={"csrf": csrf}).status_code == 404
+
+
+def test_container_phases_offer_a_model_tarball_and_show_logs_where_allowed(
+    browser: TestClient, seeded: Seeded, db_session: Session
+) -> None:
+    from app.models import Evaluation, EvaluationStatus, Phase, Submission, SubmissionKind
+
+    phase = db_session.get(Phase, seeded.public_phase_id)
+    assert phase is not None
+    phase.allowed_kinds = ["predictions", "container"]
+    db_session.commit()
+    register(browser, "Containers", "containers@example.org")
+    page = browser.get(f"/phases/{phase.id}/submit").text
+    assert 'name="model" type="file"' in page
+    assert 'name="image_submission"' in page
+    assert 'name="run_mode"' in page
+    assert "not shown in this phase" in page
+    submission_id = _queued_submission(db_session, "Containers", phase.id)
+    submission = db_session.get(Submission, submission_id)
+    assert submission is not None
+    submission.kind = SubmissionKind.CONTAINER
+    submission.model_filename = "model.tar.gz"
+    submission.model_sha256 = "a" * 64
+    db_session.query(Evaluation).filter(Evaluation.submission_id == submission_id).update(
+        {"status": EvaluationStatus.FAILED, "error_message": "case 101.tiff: the program failed"}
+    )
+    db_session.commit()
+    hidden = browser.get("/my/submissions").text
+    assert "Model tarball model.tar.gz" in hidden
+    assert f"/my/submissions/{submission_id}/logs" not in hidden
+    assert browser.get(f"/my/submissions/{submission_id}/logs").status_code == 403
+    phase.show_logs = True
+    db_session.commit()
+    assert f'href="/my/submissions/{submission_id}/logs"' in browser.get("/my/submissions").text
+    shown = browser.get(f"/my/submissions/{submission_id}/logs")
+    assert shown.status_code == 200
+    assert 'id="no-logs"' in shown.text
+    assert "you can read each case" in browser.get(f"/phases/{phase.id}/submit").text

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,7 +27,9 @@ from app.settings import Settings
 
 
 @pytest.fixture
-def browser(tmp_path: Path, database_url: str, session_factory: sessionmaker[Session]) -> Iterator[TestClient]:
+def browser(
+    tmp_path: Path, database_url: str, session_factory: sessionmaker[Session], inline_rebuilds: list[Any]
+) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
     with TestClient(create_app(settings, session_factory=session_factory)) as c:
         yield c
@@ -146,3 +149,33 @@ def test_the_domain_report_opens_from_the_dashboard(browser: TestClient, seeded:
     missing = browser.get(url)
     assert missing.status_code == 404  # the seeded set lives nowhere on disk: the page says what to run
     assert "midog-eval dataset report" in missing.text
+
+
+def test_the_dashboard_lists_phase_options_and_opens_a_runs_logs(
+    browser: TestClient, seeded: Seeded, db_session: Session, tmp_path: Path
+) -> None:
+    from app.models import SubmissionKind
+    from app.storage import evaluation_logs_dir
+
+    cirrus = seeded.submission_ids["Cirrus"]
+    _fail(db_session, cirrus, "case 101.tiff: the program failed")
+    submission = db_session.get(Submission, cirrus)
+    assert submission is not None
+    submission.kind = SubmissionKind.CONTAINER
+    db_session.commit()
+    evaluation = db_session.scalars(select(Evaluation).where(Evaluation.submission_id == cirrus)).one()
+    logs = evaluation_logs_dir(Settings(data_dir=tmp_path / "data").storage_path, evaluation.id)
+    logs.mkdir(parents=True)
+    (logs / "101.tiff.log").write_text("Traceback\nModuleNotFoundError: No module named 'timm'\n<script>")
+    url = f"/organiser/submissions/{cirrus}/logs"
+    assert browser.get(url, follow_redirects=False).headers["location"] == "/organiser/login"
+    _sign_in(browser, _token(db_session))
+    page = browser.get("/organiser").text
+    assert 'id="phases"' in page
+    assert "organisers only" in page  # the seeded phases are hidden test sets: logs off by default
+    assert f'href="{url}"' in page
+    shown = browser.get(url)
+    assert shown.status_code == 200
+    assert "ModuleNotFoundError: No module named &#39;timm&#39;" in shown.text
+    assert "&lt;script&gt;" in shown.text  # escaped, as everything a participant's program printed
+    assert "case 101.tiff: the program failed" in shown.text

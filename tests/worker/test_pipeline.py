@@ -309,3 +309,48 @@ def test_a_model_that_writes_features_gets_its_representation_shift(
     assert "finite numbers" in unavailable["reason"] or "is not" in unavailable["reason"]
     # a predictions file or a run that writes no features: nothing to report
     assert run_pipeline(_input(small_set, artifact, tmp_path)).representation is None
+
+
+class _LoggingRunner:
+    """Writes a log tail per case as container runners do, then fails on the last case like a program that
+    cannot import its package; keeps the request it was given."""
+
+    def __init__(self) -> None:
+        self.request: Any = None
+
+    def run(self, request: Any) -> Path:
+        self.request = request
+        logs = Path(request.output_dir) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for case in request.cases:
+            (logs / f"{case}.log").write_text(f"loading weights for {case}\n")
+        last = request.cases[-1]
+        (logs / f"{last}.log").write_text("x" * 3_000_000 + "\nModuleNotFoundError: No module named 'timm'\n")
+        (logs / "stray.log").symlink_to("/etc/passwd")  # neither a case nor a plain file: never kept
+        raise SubmissionError(f"case {last}: the program failed")
+
+
+def test_a_failed_run_keeps_each_cases_log_tail_and_passes_the_container_options(
+    small_set: Any, tmp_path: Path
+) -> None:
+    test_set = open_test_set(small_set.root)
+    cases = [c.name for c in test_set.cases][:3]
+    model = tmp_path / "model.tar.gz"
+    model.write_bytes(b"weights")
+    inp = replace(
+        _input(small_set, tmp_path / "image.tar", tmp_path, kind="container"),
+        model_archive=model,
+        run_mode="invoke",
+        show_logs=True,
+        logs_dir=tmp_path / "storage" / "logs" / "evaluation-1",
+    )
+    runner = _LoggingRunner()
+    with pytest.raises(SubmissionError, match="the program failed"):
+        predict(inp, test_set, cases, runner_for=lambda _k: runner)
+    assert (runner.request.model_archive, runner.request.run_mode, runner.request.show_logs) == (model, "invoke", True)
+    kept = sorted(p.name for p in (tmp_path / "storage" / "logs" / "evaluation-1").iterdir())
+    assert kept == sorted(f"{case}.log" for case in cases)
+    assert (inp.logs_dir / f"{cases[0]}.log").read_text() == f"loading weights for {cases[0]}\n"  # type: ignore[operator]
+    tail = (inp.logs_dir / f"{cases[-1]}.log").read_bytes()  # type: ignore[operator]
+    assert len(tail) == 1024 * 1024  # bounded, and the end of it: the first cause is there
+    assert tail.endswith(b"ModuleNotFoundError: No module named 'timm'\n")

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
+from app.lifecycle import CRASH_LOOP_FAILURE
 from tests.integration.conftest import require_bwrap
 from worker.safe_delete import discard_tree
-from worker.transitions import CRASH_LOOP_FAILURE
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import lifecycle as transitions
+from app.lifecycle import ClaimOutcome
 from app.models import Challenge, Evaluation, EvaluationStatus, Phase, Result, Submission, SubmissionKind, Team, utcnow
-from worker import transitions
-from worker.transitions import ClaimOutcome
 
 LEASE_S = 30.0
 SCORES: dict[str, Any] = {

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -225,7 +225,3 @@ def run_cases(
         if outcome.reason is not None and stop_on_failure:
             break
     return outcomes
-
-
-def first_failure(outcomes: Sequence[CaseOutcome]) -> str | None:
-    return next((o.reason for o in outcomes if o.reason is not None), None)

@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 
 from worker.containers.archive import ImageArchive, ImageArchiveError
-from worker.sandbox import SandboxError
+from worker.sandbox.spec import SandboxError
 
 _TIMEOUT_S = 1800.0
 _CHUNK = 4 * 1024**2

@@ -30,7 +30,8 @@ from worker.inference.classifier import Classifier, run_classifier
 from worker.inference.detector import Detector, ModelOutputError
 from worker.inference.images import InputError, list_images
 from worker.inference.pipeline import run_archive
-from worker.inference.stacks import CLASSIFICATION, input_task, list_stacks
+from worker.inference.stacks import input_task, list_stacks
+from worker.vocabulary import CLASSIFICATION
 
 
 def pick_device(requested: str) -> torch.device:

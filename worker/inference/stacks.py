@@ -20,9 +20,7 @@ import tifffile
 
 from worker.datasets.tiff import TIFF_SUFFIXES
 from worker.inference.images import InputError
-
-CLASSIFICATION = "classification"
-DETECTION = "detection"
+from worker.vocabulary import CLASSIFICATION, DETECTION
 
 
 @dataclass(frozen=True)

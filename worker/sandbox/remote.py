@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from worker.sandbox.isolation import IsolationError
-from worker.sandbox.service import result_from_dict, spec_to_dict
 from worker.sandbox.spec import SandboxError, SandboxResult, SandboxSpec
+from worker.sandbox.wire import result_from_dict, spec_to_dict
 
 SOCKET_VARIABLE = "MIDOG_SANDBOX_RUNNER_SOCKET"
 

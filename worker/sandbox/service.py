@@ -41,15 +41,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from worker.sandbox import Backend, SandboxError, SandboxResult, get_backend
+from worker.sandbox import Backend, SandboxError, get_backend
 from worker.sandbox.isolation import IsolationError
 from worker.sandbox.runtime import python_runtime
-from worker.sandbox.spec import Mount, SandboxSpec, Scratch
+from worker.sandbox.spec import SandboxSpec
+from worker.sandbox.wire import result_to_dict, spec_from_dict, spec_to_dict
 
 MAX_REQUEST_BYTES = 1 << 20
 _ENTRY = [sys.executable, "-m", "worker.sandbox.service", "run-one"]
@@ -57,34 +57,6 @@ _ENTRY = [sys.executable, "-m", "worker.sandbox.service", "run-one"]
 
 class RefusedError(ValueError):
     """The request breaks a rule of the service; nothing was run."""
-
-
-def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
-    data = asdict(spec)
-    data["mounts"] = [[str(m.source), m.target] for m in spec.mounts]
-    data["labels"] = dict(spec.labels)
-    data["env"] = dict(spec.env)
-    data["scratch"] = [[item.target, item.size_bytes] for item in spec.scratch]
-    data["groups"] = list(spec.groups)
-    return data
-
-
-def spec_from_dict(data: Mapping[str, Any]) -> SandboxSpec:
-    fields = dict(data)
-    fields["mounts"] = tuple(Mount(Path(source), str(target)) for source, target in fields.get("mounts", []))
-    fields["scratch"] = tuple(Scratch(str(target), int(size)) for target, size in fields.get("scratch", []))
-    fields["groups"] = tuple(int(g) for g in fields.get("groups", []))
-    return SandboxSpec(**fields)
-
-
-def result_to_dict(result: SandboxResult) -> dict[str, Any]:
-    data = asdict(result)
-    data["output_dir"] = str(result.output_dir)
-    return data
-
-
-def result_from_dict(data: Mapping[str, Any]) -> SandboxResult:
-    return SandboxResult(**{**data, "output_dir": Path(str(data["output_dir"]))})
 
 
 def _inside(path: Path, roots: Iterable[Path]) -> bool:

@@ -1,17 +1,27 @@
-"""The evaluation state machine on the database row, with a lease-based claim and idempotent result writes.
+"""The lifecycle of an evaluation: the one module that writes its status and its timestamps.
 
-    queued -> running -> succeeded | failed | cancelled
-    running -> retrying -> running          (infrastructure errors, lost workers; capped by max_attempts)
+    create -> queued -> (claim) running -> succeeded | failed | cancelled
+    running -> retrying -> running           (infrastructure errors, lost workers; capped by max_attempts)
+    succeeded | failed | cancelled -> queued (requeue by the organisers)
+    queued | running | retrying -> cancelled (cancel, with who asked and why)
+    a phase's re-evaluation creates one queued evaluation per submission under its new version
 
-Every transition is a compare-and-set: an UPDATE whose WHERE clause repeats what the caller observed
+The API services (submissions, admin, challenges) and the worker's tasks ask this module for every transition;
+none of them assigns a status (tests/test_one_status_writer.py). Transitions that change what a leaderboard
+shows (a result landing or discarded, a submission or team disqualified, hidden or made a baseline, a phase's
+ranking rules changed, a re-evaluation) ask for that phase's board to be rebuilt after commit
+(`app.leaderboard.rebuilds.request_rebuild`): the rebuild is a queued task, never done here.
+
+The worker's transitions are compare-and-set: an UPDATE whose WHERE clause repeats what the caller observed
 (status, attempt, lease owner), so of two deliveries of one message exactly one wins the claim, and a worker
-whose lease was taken over can no longer write. `attempt` grows on every claim, which makes
-(id, attempt) the identity of one run. Results are unique per (submission, evaluation version); only the run
-holding the lease writes one, replacing the result of an earlier run of the same evaluation (a requeue) in
-the same transaction that finishes the row.
+whose lease was taken over can no longer write. `attempt` grows on every claim, which makes (id, attempt) the
+identity of one run. Results are unique per (submission, evaluation version); only the run holding the lease
+writes one, replacing the result of an earlier run of the same evaluation (a requeue) in the same transaction
+that finishes the row.
 
-Each function works inside the caller's session and never commits (one short transaction per task step).
-Imports SQLAlchemy and app.models; must not import Celery, FastAPI or torch.
+Each function works inside the caller's session and never commits (one short transaction per request or task
+step); messages are sent after commit (app.queue). Imports SQLAlchemy, app.models, app.queue and
+app.leaderboard.rebuilds; must not import Celery, FastAPI or torch (the worker and the API both use it).
 """
 
 from __future__ import annotations
@@ -28,7 +38,20 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.models import Evaluation, EvaluationStatus, Result, Submission, utcnow
+from app.errors import Conflict
+from app.leaderboard.rebuilds import request_rebuild
+from app.models import (
+    ACTIVE_STATUSES,
+    Evaluation,
+    EvaluationStatus,
+    Phase,
+    Result,
+    Submission,
+    Team,
+    utcnow,
+)
+from app.queue import enqueue_after_commit
+from worker.vocabulary import RUN, queue_for
 
 GENERIC_FAILURE = "the evaluation failed because of an internal error; the organisers have been notified"
 CRASH_LOOP_FAILURE = "the evaluation stopped its worker repeatedly and was abandoned"
@@ -189,11 +212,6 @@ def renew_lease(
     return _rowcount(done) == 1
 
 
-def still_holds(session: Session, *, evaluation_id: int, owner: str, attempt: int) -> bool:
-    found = session.execute(select(Evaluation.id).where(_holds(evaluation_id, owner, attempt))).first()
-    return found is not None
-
-
 def succeed(
     session: Session,
     *,
@@ -224,8 +242,10 @@ def succeed(
     )
     if not succeeded:
         return False
-    submission_id, version = session.execute(
-        select(Evaluation.submission_id, Evaluation.version).where(Evaluation.id == evaluation_id)
+    submission_id, version, phase_id = session.execute(
+        select(Evaluation.submission_id, Evaluation.version, Submission.phase_id)
+        .join(Submission, Submission.id == Evaluation.submission_id)
+        .where(Evaluation.id == evaluation_id)
     ).one()
     values = {
         "evaluation_id": evaluation_id,
@@ -241,6 +261,7 @@ def succeed(
     session.execute(
         statement.on_conflict_do_update(index_elements=["submission_id", "evaluation_version"], set_=replaced)
     )
+    request_rebuild(session, [phase_id])  # a result landed
     return True
 
 
@@ -386,3 +407,137 @@ def mark_requeued(session: Session, *, evaluation_ids: Sequence[int], now: datet
             )
             .values(queued_at=now or utcnow())
         )
+
+
+# The API's transitions: queueing, cancelling, requeueing, re-evaluating, moderating.
+
+
+def create(session: Session, *, submission: Submission, version: int) -> Evaluation:
+    """A new queued evaluation of `submission` under evaluation `version`, sent to its queue after commit."""
+    evaluation = Evaluation(
+        submission_id=submission.id, version=version, status=EvaluationStatus.QUEUED, queued_at=utcnow()
+    )
+    session.add(evaluation)
+    session.flush()
+    enqueue_after_commit(session, RUN, queue=queue_for(submission.kind), evaluation_id=evaluation.id)
+    return evaluation
+
+
+class CancelReason(enum.StrEnum):
+    """Who withdrew the evaluation; the team may withdraw only one that has not started."""
+
+    TEAM = "cancelled by the team"
+    ORGANISERS = "cancelled by the organisers"
+
+
+def cancel(session: Session, *, evaluation: Evaluation | None, reason: CancelReason) -> Evaluation:
+    """End a waiting (or, for the organisers, running) evaluation `cancelled`; its lease is dropped, so a run
+    still going notices at its next lease renewal and stops (worker.lease)."""
+    if reason is CancelReason.TEAM:
+        if evaluation is None or evaluation.status is not EvaluationStatus.QUEUED:
+            state = evaluation.status.value if evaluation is not None else "none"
+            raise Conflict("only a queued evaluation can be cancelled; this one is " + state)
+    elif evaluation is None or evaluation.status not in ACTIVE_STATUSES:
+        raise Conflict("nothing to cancel: no queued or running evaluation")
+    evaluation.status = EvaluationStatus.CANCELLED
+    evaluation.finished_at = utcnow()
+    evaluation.lease_owner = None
+    evaluation.lease_expires_at = None
+    evaluation.error_message = reason.value
+    session.flush()
+    return evaluation
+
+
+def requeue(session: Session, *, submission: Submission, discard_result: bool = False) -> Evaluation:
+    """Put the submission's evaluation of the phase's current version back to `queued` (a fresh run).
+
+    Its result stays (and stays on the board) until the new run's result replaces it, unless `discard_result`
+    (then the board is rebuilt without it).
+    """
+    version = submission.phase.evaluation_version
+    ev = next((e for e in submission.evaluations if e.version == version), None)
+    if ev is None:
+        return create(session, submission=submission, version=version)
+    if ev.status in ACTIVE_STATUSES:
+        raise Conflict(f"evaluation {ev.id} is {ev.status.value}; cancel it first")
+    if discard_result and ev.result is not None:
+        stale, ev.result = ev.result, None
+        session.delete(stale)
+        session.flush()
+        request_rebuild(session, [submission.phase_id])
+    ev.status = EvaluationStatus.QUEUED
+    ev.attempt = 0
+    ev.lease_owner = None
+    ev.lease_expires_at = None
+    ev.queued_at = utcnow()
+    ev.started_at = None
+    ev.finished_at = None
+    ev.progress = 0.0
+    ev.progress_message = ""
+    ev.error_message = ""
+    ev.error_detail = ""
+    ev.infrastructure_failure = False
+    session.flush()
+    enqueue_after_commit(session, RUN, queue=queue_for(submission.kind), evaluation_id=ev.id)
+    return ev
+
+
+def reevaluate(session: Session, *, phase: Phase, fingerprint: str | None) -> list[Evaluation]:
+    """A new evaluation version of the phase (scored with `fingerprint`): one queued evaluation per submission
+    not disqualified. Old results are kept, off the board, which is rebuilt empty until new ones land."""
+    phase.scoring_fingerprint = fingerprint
+    phase.evaluation_version += 1
+    submissions = session.scalars(
+        select(Submission).where(Submission.phase_id == phase.id, Submission.is_disqualified.is_(False))
+    ).all()
+    created = [create(session, submission=s, version=phase.evaluation_version) for s in submissions]
+    request_rebuild(session, [phase.id])
+    return created
+
+
+def moderate(
+    session: Session,
+    *,
+    submission: Submission,
+    is_hidden: bool | None = None,
+    is_disqualified: bool | None = None,
+    is_baseline: bool | None = None,
+) -> Submission:
+    """Hide, disqualify or mark as baseline one submission (None leaves a flag as it is); its board follows."""
+    changed = False
+    for name, value in (("is_hidden", is_hidden), ("is_disqualified", is_disqualified), ("is_baseline", is_baseline)):
+        if value is not None and getattr(submission, name) != value:
+            setattr(submission, name, value)
+            changed = True
+    session.flush()
+    if changed:
+        request_rebuild(session, [submission.phase_id])
+    return submission
+
+
+def disqualify_team(session: Session, *, team: Team, disqualified: bool) -> Team:
+    """Disqualify a team (or lift it): every board the team has a submission on is rebuilt."""
+    if team.is_disqualified != disqualified:
+        team.is_disqualified = disqualified
+        session.flush()
+        phases = session.scalars(select(Submission.phase_id).where(Submission.team_id == team.id).distinct())
+        request_rebuild(session, list(phases))
+    return team
+
+
+# What a phase's board depends on besides its results: a change of any of these is a new board.
+BOARD_FIELDS = (
+    "entry_policy",
+    "ranking_metric",
+    "evaluation_version",
+    "shown_groups",
+    "seen_groups",
+    "scoring_options",
+    "scoring_fingerprint",
+)
+
+
+def phase_rules_changed(session: Session, *, phase: Phase, changed: set[str]) -> None:
+    """After the organisers changed `changed` fields of a phase: rebuild its board if any is a board field."""
+    if changed & set(BOARD_FIELDS):
+        request_rebuild(session, [phase.id])
