@@ -19,14 +19,20 @@ import pytest
 from worker.containers.archive import ImageArchiveError, ImageLimits, validate_image_archive
 from worker.errors import SubmissionError
 
+PASSWD = (
+    b"root:x:0:0:root:/root:/bin/sh\nuser:x:999:999::/home/user:/bin/sh\nalgorithm:x:1000:1000::/opt/algo:/bin/sh\n"
+)
+GROUP = b"root:x:0:\nuser:x:999:\nvideo:x:44:user\nrender:x:105:user,algorithm\nalgorithm:x:1000:\n"
 
-def _layer() -> bytes:
+
+def _layer(files: dict[str, bytes] | None = None, *, gzipped: bool = False) -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo("app/run.sh")
-        data = b"#!/bin/sh\necho hi\n"
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gzipped else "w") as tar:
+        content = {"app/run.sh": b"#!/bin/sh\necho hi\n", "etc/passwd": PASSWD, "etc/group": GROUP}
+        for name, data in (content if files is None else files).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -40,27 +46,32 @@ def make_archive(
     extra: Callable[[tarfile.TarFile], None] | None = None,
     config_name: str | None = None,
     manifest: Any = None,
+    layers: list[bytes] | None = None,
+    compress: bool = False,
 ) -> Path:
-    layer = _layer()
-    layer_digest = hashlib.sha256(layer).hexdigest()
+    blobs = layers if layers is not None else [_layer()]
     config = json.dumps(
         {
             "architecture": architecture,
             "os": os_name,
             "config": {"User": user, "Cmd": ["/bin/sh"]},
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(b).hexdigest()}" for b in blobs]},
         }
     ).encode()
     digest = hashlib.sha256(config).hexdigest()
     name = config_name or f"{digest}.json"
     entries = [
-        {"Config": name, "RepoTags": [f"localhost/team/algo:{i}"], "Layers": [f"{layer_digest}.tar"]}
+        {
+            "Config": name,
+            "RepoTags": [f"localhost/team/algo:{i}"],
+            "Layers": [f"{hashlib.sha256(b).hexdigest()}.tar" for b in blobs],
+        }
         for i in range(images)
     ]
-    with tarfile.open(path, "w") as tar:
+    with tarfile.open(path, "w:gz" if compress else "w") as tar:
         for member, data in (
             (name, config),
-            (f"{layer_digest}.tar", layer),
+            *((f"{hashlib.sha256(b).hexdigest()}.tar", b) for b in blobs),
             ("manifest.json", json.dumps(manifest if manifest is not None else entries).encode()),
         ):
             info = tarfile.TarInfo(member)
@@ -79,6 +90,48 @@ def test_valid_archive_is_described_without_loading(tmp_path: Path) -> None:
     assert info.repo_tags == ("localhost/team/algo:0",)
     assert len(info.image_id) == 64
     assert info.architecture == "amd64"
+    assert info.run_user.uid == 10001
+    assert info.run_user.home == "/tmp"
+
+
+def test_gzipped_archive_is_read_like_a_plain_one(tmp_path: Path) -> None:
+    plain = validate_image_archive(make_archive(tmp_path / "image.tar", user="user"))
+    packed = validate_image_archive(make_archive(tmp_path / "image.tar.gz", user="user", compress=True))
+    assert packed == plain
+
+
+def test_named_user_resolved_with_groups_and_home(tmp_path: Path) -> None:
+    user = validate_image_archive(make_archive(tmp_path / "image.tar", user="user")).run_user
+    assert (user.uid, user.gid, user.groups, user.home, user.name) == (999, 999, (44, 105), "/home/user", "user")
+    numeric = validate_image_archive(make_archive(tmp_path / "n.tar", user="1000:105")).run_user
+    assert (numeric.uid, numeric.gid, numeric.groups, numeric.home) == (1000, 105, (), "/opt/algo")
+    named_group = validate_image_archive(make_archive(tmp_path / "g.tar", user="user:render")).run_user
+    assert (named_group.gid, named_group.groups) == (105, (44,))
+
+
+def test_later_layers_and_gzipped_layers_decide_the_accounts(tmp_path: Path) -> None:
+    moved = PASSWD.replace(b"999:999::/home/user", b"1234:1234::/srv/user")
+    layers = [_layer(), _layer({"etc/passwd": moved}, gzipped=True)]
+    user = validate_image_archive(make_archive(tmp_path / "a.tar", user="user", layers=layers)).run_user
+    assert (user.uid, user.home) == (1234, "/srv/user")
+    deleted = [_layer(), _layer({"etc/.wh.passwd": b""})]
+    with pytest.raises(ImageArchiveError, match="useradd"):
+        validate_image_archive(make_archive(tmp_path / "b.tar", user="user", layers=deleted))
+
+
+@pytest.mark.parametrize(
+    ("user", "message"),
+    [("nobody-here", "not in the image's /etc/passwd"), ("user:nogroup", "not in the image's /etc/group")],
+)
+def test_unresolvable_user_refused(tmp_path: Path, user: str, message: str) -> None:
+    with pytest.raises(ImageArchiveError, match=message):
+        validate_image_archive(make_archive(tmp_path / "image.tar", user=user))
+
+
+def test_name_that_is_root_refused(tmp_path: Path) -> None:
+    layers = [_layer({"etc/passwd": b"admin:x:0:0::/root:/bin/sh\n"})]
+    with pytest.raises(ImageArchiveError, match="root"):
+        validate_image_archive(make_archive(tmp_path / "image.tar", user="admin", layers=layers))
 
 
 @pytest.mark.parametrize("user", [None, "", "root", "0", "0:0", "root:root", "0:1000", " 0 "])

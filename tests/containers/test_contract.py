@@ -144,6 +144,8 @@ def runner(runtime_dir: Path, **overrides: object) -> ContainerRunner:
         "tmp_bytes": 16 * 1024**2,
         "output_bytes": 1024**2,
         "gpu": "none",
+        # Removed after each run, so every test loads its archive afresh.
+        "keep_images": 0,
     }
     values.update(overrides)
     return ContainerRunner(ContainerSettings(**values))  # type: ignore[arg-type]

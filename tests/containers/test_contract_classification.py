@@ -119,6 +119,7 @@ def _runner(runtime_dir: Path) -> ContainerRunner:
         tmp_bytes=16 * 1024**2,
         output_bytes=1024**2,
         gpu="none",
+        keep_images=0,
     )
     return ContainerRunner(settings)
 

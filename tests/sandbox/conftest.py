@@ -1,4 +1,5 @@
-"""Fixtures for the sandbox scenarios: each test runs against the bwrap and the podman backend."""
+"""Fixtures for the sandbox scenarios: each test runs against bwrap, podman, and podman in a user namespace
+(as container submissions run: the sandbox uid is a host id from USERNS_BASE up)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,19 @@ def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     return import_rootfs("localhost/midog-test/busybox", busybox_rootfs(), tmp_path_factory.mktemp("images"))
 
 
-@pytest.fixture(params=["bwrap", "podman"])
-def backend(request: pytest.FixtureRequest, runtime_dir: Path) -> Backend:
-    require_backend(request.param)
-    if request.param == "bwrap":
+# podman-userns: as container submissions run, the sandbox uid inside a user namespace (host ids from this base).
+USERNS_BASE = 1_000_000_000
+
+
+@pytest.fixture(params=["bwrap", "podman", "podman-userns"])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest, backend_kind: str, runtime_dir: Path) -> Backend:
+    require_backend(backend_kind.partition("-")[0])
+    if backend_kind == "bwrap":
         return BwrapBackend(runtime_dir=runtime_dir)
     request.getfixturevalue("busybox_image")
     return PodmanBackend(runtime_dir=runtime_dir)
@@ -65,6 +75,8 @@ def make_spec(request: pytest.FixtureRequest, backend: Backend) -> Callable[...,
         }
         if isinstance(backend, PodmanBackend):
             values["image"] = request.getfixturevalue("busybox_image")
+        if request.getfixturevalue("backend_kind") == "podman-userns":
+            values["userns_base"] = USERNS_BASE
         values.update(overrides)
         return SandboxSpec(**values)
 

@@ -36,6 +36,7 @@ from worker.sandbox import (
     SandboxResult,
     SandboxSpec,
 )
+from worker.sandbox.podman import host_ids
 from worker.sandbox.spec import BASE_ENV
 
 Spec = Callable[..., SandboxSpec]
@@ -53,7 +54,7 @@ def run_probe(backend: Backend, spec: SandboxSpec, tmp_path: Path, *argv: str) -
 
 
 def assert_nothing_left(backend: Backend, spec: SandboxSpec) -> None:
-    assert uid_processes(spec.uid) == []
+    assert uid_processes(host_ids(spec)[0]) == []
     if isinstance(backend, PodmanBackend):
         assert backend.list_containers(spec.label) == []
     assert not (backend.runtime_dir / backend.name / spec.label).exists()  # type: ignore[attr-defined]
@@ -294,11 +295,12 @@ REAPER = """
 import sys
 from pathlib import Path
 from worker.sandbox import BwrapBackend, PodmanBackend, Mount, SandboxSpec
-kind, runtime_dir, image, label, uid = sys.argv[1:6]
+kind, runtime_dir, image, label, uid, userns = sys.argv[1:7]
 UID = int(uid)
 backend = BwrapBackend(runtime_dir=Path(runtime_dir)) if kind == "bwrap" else PodmanBackend(runtime_dir=Path(runtime_dir))
 spec = SandboxSpec(label=label, wall_seconds=120, uid=UID, gid=UID, image=image or None,
-                   mounts=(Mount(Path("/usr"), "/usr"),) if kind == "podman" else ())
+                   mounts=(Mount(Path("/usr"), "/usr"),) if kind == "podman" else (),
+                   userns_base=int(userns) if userns != "none" else None)
 print("starting", flush=True)
 backend.run(spec, ["/bin/sh", "-c", "echo up > /output/up; sleep 120"], output_dir=Path(runtime_dir) / "x")
 """
@@ -312,15 +314,18 @@ def test_reap_after_worker_killed(backend: Backend, make_spec: Spec, tmp_path: P
     spec = make_spec()
     runtime_dir: Path = backend.runtime_dir  # type: ignore[attr-defined]
     worker = subprocess.Popen(
-        [sys.executable, "-c", REAPER, backend.name, str(runtime_dir), spec.image or "", spec.label, str(SANDBOX_UID)],
+        [
+            *(sys.executable, "-c", REAPER, backend.name, str(runtime_dir), spec.image or "", spec.label),
+            *(str(SANDBOX_UID), str(spec.userns_base or "none")),
+        ],
         cwd=Path(__file__).resolve().parents[2],
     )
     runs = runtime_dir / backend.name / spec.label
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not uid_processes(spec.uid):
+        while time.monotonic() < deadline and not uid_processes(host_ids(spec)[0]):
             time.sleep(0.1)
-        assert uid_processes(spec.uid), "the sandboxed run did not start"
+        assert uid_processes(host_ids(spec)[0]), "the sandboxed run did not start"
         assert host_mounts_under(runtime_dir) == []
     finally:
         worker.kill()
@@ -331,7 +336,7 @@ def test_reap_after_worker_killed(backend: Backend, make_spec: Spec, tmp_path: P
     assert backend.reap(spec.label) >= 1
     assert spec.label not in backend.leftover_labels()
     deadline = time.monotonic() + 10
-    while uid_processes(spec.uid) and time.monotonic() < deadline:
+    while uid_processes(host_ids(spec)[0]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert_nothing_left(backend, spec)
 

@@ -8,27 +8,42 @@ Rules, each refused with one participant-readable line (ImageArchiveError, a Sub
 - manifest.json lists exactly one image; its config and layers are members of the archive;
 - the image config says os linux, architecture amd64, and a USER that is not root (not empty, "root", "0",
   or a root uid with any group);
-- a config named after its digest (blobs/sha256/<hex>, <hex>.json) must hash to that digest.
-The image id returned is the sha256 of the config, which is how the engine names the loaded image.
+- a config named after its digest (blobs/sha256/<hex>, <hex>.json) must hash to that digest;
+- USER resolves (worker.containers.image_user) in the /etc/passwd and /etc/group the layers leave, to a
+  uid other than 0.
+The archive is read once, streaming (a .tar.gz is decompressed once, on the fly): member rules, the small
+JSON members and each layer's etc/passwd and etc/group are all taken in that pass, since manifest.json
+(which says which member is what) usually comes last. The image id returned is the sha256 of the config,
+which is how the engine names the loaded image.
 
-Imports the stdlib and worker.errors only.
+Imports the stdlib, worker.errors and worker.containers.image_user only.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import posixpath
 import re
 import tarfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
+from worker.containers.image_user import ImageUser, UserResolutionError, resolve_user
 from worker.errors import SubmissionError
 
 _MAX_JSON_BYTES = 4 * 1024**2
+_MAX_BUFFERED_BYTES = 64 * 1024**2
+_MAX_ACCOUNT_BYTES = 1024**2
+# Large reads: tarfile's default of 10 KiB makes a streaming pass over gigabytes several times slower.
+_BUFSIZE = 1024**2
+_ACCOUNT_FILES = ("etc/passwd", "etc/group")
+_WHITEOUTS = {"etc/.wh.passwd": "etc/passwd", "etc/.wh.group": "etc/group"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -60,6 +75,8 @@ class ImageArchive:
     architecture: str
     layers: tuple[str, ...]
     total_bytes: int
+    # USER resolved in the image's own /etc/passwd and /etc/group (uid, gid, groups, HOME).
+    run_user: ImageUser
 
     @property
     def numeric_user(self) -> tuple[int, int] | None:
@@ -79,14 +96,54 @@ def _normalise(name: str) -> str:
     return "/".join(parts)
 
 
-def _scan(path: Path, limits: ImageLimits) -> dict[str, tarfile.TarInfo]:
+@dataclass
+class _Scan:
+    """What the one pass over the archive collected."""
+
+    members: dict[str, tarfile.TarInfo] = field(default_factory=dict)
+    # Small regular members (manifest.json, the config), kept to be parsed once the manifest is known.
+    small: dict[str, bytes] = field(default_factory=dict)
+    # Per member that reads as a layer tar: its etc/passwd and etc/group (None: a whiteout deletes it).
+    accounts: dict[str, dict[str, bytes | None]] = field(default_factory=dict)
+    total: int = 0
+
+
+def _layer_accounts(handle: IO[bytes]) -> dict[str, bytes | None] | None:
+    """etc/passwd and etc/group of a layer tar (plain or gzip), None when the member is no readable tar."""
+    found: dict[str, bytes | None] = {}
+    try:
+        with tarfile.open(fileobj=handle, mode="r|*", bufsize=_BUFSIZE) as layer:
+            for info in layer:
+                name = "/".join(part for part in info.name.split("/") if part not in ("", "."))
+                if name in _ACCOUNT_FILES and info.isreg() and info.size <= _MAX_ACCOUNT_BYTES:
+                    data = layer.extractfile(info)
+                    found[name] = data.read() if data is not None else None
+                elif name in _WHITEOUTS:
+                    found[_WHITEOUTS[name]] = None
+    except (tarfile.TarError, EOFError, OSError, zlib.error):
+        return None
+    return found
+
+
+def _open_stream(path: Path) -> IO[bytes]:
+    """The archive's bytes, decompressed on the fly when it is gzip (every member of a concatenated one)."""
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return cast(IO[bytes], gzip.GzipFile(path, mode="rb"))
+    return path.open("rb")
+
+
+def _scan(path: Path, limits: ImageLimits) -> _Scan:
+    """Read the archive once, streaming (gzip is decompressed on the fly): rules, small members, layers."""
     size = path.stat().st_size
     if size > limits.max_archive_bytes:
         raise ImageArchiveError(f"image archive is {size} bytes, over the limit of {limits.max_archive_bytes}")
-    members: dict[str, tarfile.TarInfo] = {}
-    total = 0
+    scan = _Scan()
+    members = scan.members
+    buffered = 0
     try:
-        with tarfile.open(path, mode="r:*") as tar:
+        with _open_stream(path) as raw, tarfile.open(fileobj=raw, mode="r|", bufsize=_BUFSIZE) as tar:
             for info in tar:
                 if len(members) >= limits.max_members:
                     raise ImageArchiveError(f"image archive has more than {limits.max_members} members")
@@ -102,13 +159,26 @@ def _scan(path: Path, limits: ImageLimits) -> dict[str, tarfile.TarInfo]:
                         raise ImageArchiveError(f"image archive hard link {name!r} points outside the archive")
                 elif not (info.isreg() or info.isdir()):
                     raise ImageArchiveError(f"image archive member {name!r} is a device or special file")
-                total += max(info.size, 0)
-                if total > limits.max_total_bytes:
+                scan.total += max(info.size, 0)
+                if scan.total > limits.max_total_bytes:
                     raise ImageArchiveError(f"image archive content exceeds {limits.max_total_bytes} bytes")
                 members[name] = info
-    except (tarfile.TarError, EOFError, OSError):
+                if info.isreg() and info.size > 0:
+                    handle = tar.extractfile(info)
+                    if handle is None:
+                        continue
+                    if info.size <= _MAX_JSON_BYTES and buffered + info.size <= _MAX_BUFFERED_BYTES:
+                        data = handle.read()
+                        buffered += len(data)
+                        scan.small[name] = data
+                        handle = io.BytesIO(data)
+                    if not name.endswith(".json"):
+                        accounts = _layer_accounts(handle)
+                        if accounts is not None:
+                            scan.accounts[name] = accounts
+    except (tarfile.TarError, EOFError, OSError, zlib.error, gzip.BadGzipFile):
         raise ImageArchiveError("the upload is not a readable image archive (docker save / podman save)") from None
-    return members
+    return scan
 
 
 def _resolve(members: dict[str, tarfile.TarInfo], name: str) -> str:
@@ -129,19 +199,26 @@ def _resolve(members: dict[str, tarfile.TarInfo], name: str) -> str:
     raise ImageArchiveError(f"manifest.json entry {name!r} is not a file in the archive")
 
 
-def _read_json(path: Path, members: dict[str, tarfile.TarInfo], name: str) -> tuple[Any, bytes]:
-    member = _resolve(members, name)
-    if members[member].size > _MAX_JSON_BYTES:
+def _read_json(scan: _Scan, name: str) -> tuple[Any, bytes]:
+    member = _resolve(scan.members, name)
+    if scan.members[member].size > _MAX_JSON_BYTES:
         raise ImageArchiveError(f"{name!r} in the image archive is too large")
-    with tarfile.open(path, mode="r:*") as tar:
-        handle = tar.extractfile(member)
-        if handle is None:
-            raise ImageArchiveError(f"{name!r} in the image archive is not readable")
-        raw = handle.read(_MAX_JSON_BYTES + 1)
+    raw = scan.small.get(member, b"" if scan.members[member].size == 0 else None)
+    if raw is None:
+        raise ImageArchiveError(f"{name!r} in the image archive could not be read (too many small members)")
     try:
         return json.loads(raw), raw
     except (ValueError, RecursionError):
         raise ImageArchiveError(f"{name!r} in the image archive is not valid JSON") from None
+
+
+def _image_accounts(scan: _Scan, layers: list[str]) -> dict[str, str | None]:
+    """The image's /etc/passwd and /etc/group text after applying its layers in order (None: absent)."""
+    merged: dict[str, str | None] = {name: None for name in _ACCOUNT_FILES}
+    for layer in layers:
+        for name, data in scan.accounts.get(_resolve(scan.members, layer), {}).items():
+            merged[name] = None if data is None else data.decode("utf-8", "replace")
+    return merged
 
 
 def _check_user(user: Any) -> str:
@@ -156,10 +233,11 @@ def _check_user(user: Any) -> str:
 def validate_image_archive(path: Path, *, limits: ImageLimits | None = None) -> ImageArchive:
     """Check the archive at `path` (module rules); raises ImageArchiveError with one line."""
     limits = limits or ImageLimits()
-    members = _scan(path, limits)
+    scan = _scan(path, limits)
+    members = scan.members
     if "manifest.json" not in members:
         raise ImageArchiveError("the image archive has no manifest.json (expected docker save / podman save)")
-    manifest, _ = _read_json(path, members, "manifest.json")
+    manifest, _ = _read_json(scan, "manifest.json")
     if not isinstance(manifest, list) or len(manifest) != 1:
         count = len(manifest) if isinstance(manifest, list) else "no"
         raise ImageArchiveError(f"the image archive must hold exactly one image, manifest.json lists {count}")
@@ -174,7 +252,7 @@ def validate_image_archive(path: Path, *, limits: ImageLimits | None = None) -> 
     tags = entry.get("RepoTags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ImageArchiveError("manifest.json RepoTags must be a list of names")
-    config, raw = _read_json(path, members, entry["Config"])
+    config, raw = _read_json(scan, entry["Config"])
     digest = hashlib.sha256(raw).hexdigest()
     named = _HEX64.search(os.path.basename(entry["Config"]))
     if named and named.group(0) != digest:
@@ -187,11 +265,17 @@ def validate_image_archive(path: Path, *, limits: ImageLimits | None = None) -> 
         raise ImageArchiveError(f"the image is for architecture {config.get('architecture')!r}; amd64 is required")
     settings = config.get("config") or {}
     user = _check_user(settings.get("User") if isinstance(settings, dict) else None)
+    accounts = _image_accounts(scan, layers)
+    try:
+        run_user = resolve_user(user, accounts["etc/passwd"], accounts["etc/group"])
+    except UserResolutionError as exc:
+        raise ImageArchiveError(str(exc)) from None
     return ImageArchive(
         image_id=digest,
         repo_tags=tuple(tags),
         user=user,
         architecture="amd64",
         layers=tuple(layers),
-        total_bytes=sum(max(m.size, 0) for m in members.values()),
+        total_bytes=scan.total,
+        run_user=run_user,
     )

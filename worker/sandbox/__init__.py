@@ -23,6 +23,7 @@ from worker.sandbox.spec import (
     SandboxError,
     SandboxResult,
     SandboxSpec,
+    Scratch,
 )
 
 BACKENDS = ("bwrap", "podman", "docker")
@@ -95,6 +96,7 @@ __all__ = [
     "SandboxError",
     "SandboxResult",
     "SandboxSpec",
+    "Scratch",
     "get_backend",
     "gpu_present",
     "parse_host_paths",

@@ -77,6 +77,12 @@ def strict_seccomp_profile(default: Path, destination: Path) -> Path | None:
     return destination
 
 
+def host_ids(spec: SandboxSpec) -> tuple[int, int]:
+    """The host uid and gid that the sandbox user's files and processes carry."""
+    base = spec.userns_base or 0
+    return base + spec.uid, base + spec.gid
+
+
 class PodmanBackend:
     """Runs argv (or the image's own command when argv is empty) in a container under a SandboxSpec."""
 
@@ -126,6 +132,14 @@ class PodmanBackend:
 
         remove_image(image_id, executable=self.executable)
 
+    def release_image(self, image_id: str, keep: int) -> None:
+        """A run of the image ended: keep it for reuse unless older than the `keep` latest used."""
+        from worker.containers.engine import release_image
+
+        release_image(
+            image_id, ledger=self.runtime_dir / f"{self.name}-images.json", keep=keep, executable=self.executable
+        )
+
     def problem(self) -> str | None:
         """Why containers cannot run here (engine missing or not answering), or None."""
         try:
@@ -157,6 +171,12 @@ class PodmanBackend:
         if self.runtime:
             args += ["--runtime", self.runtime]
         args += ["--user", f"{spec.uid}:{spec.gid}", "--cap-drop", "all", "--security-opt", "no-new-privileges"]
+        for group in spec.groups:
+            args += ["--group-add", str(group)]
+        if spec.userns_base is not None:
+            # The image's ids 0..size-1 are host ids base..base+size-1: its uid 999 is nobody on the host.
+            mapping = f"0:{spec.userns_base}:{spec.userns_size}"
+            args += ["--uidmap", mapping, "--gidmap", mapping]
         args += self._seccomp_arguments()
         args += [
             *self.read_only_flags,
@@ -170,6 +190,9 @@ class PodmanBackend:
         args += ["--cpus", f"{spec.cpus:g}", "--shm-size", str(spec.shm_bytes), "--hostname", "sandbox"]
         args += ["--ulimit", f"nofile={spec.nofile}:{spec.nofile}", "--ulimit", f"nproc={spec.pids}:{spec.pids}"]
         args += ["--ulimit", "core=0:0", "--tmpfs", f"/tmp:rw,nosuid,nodev,size={spec.tmp_bytes},mode=1777"]
+        for scratch in spec.scratch:
+            # U: owned by the container's user; podman copies the image's content there first (tmpcopyup).
+            args += ["--tmpfs", f"{scratch.target}:rw,nosuid,nodev,size={scratch.size_bytes},U"]
         if file_size_limit is not None:
             args += ["--ulimit", f"fsize={file_size_limit}:{file_size_limit}"]
         args += ["--label", f"{LABEL_KEY}={spec.label}"]
@@ -208,12 +231,13 @@ class PodmanBackend:
         self.check()
         run_dir = RunDirectory(self.runtime_dir, self.name, spec.label)
         name = f"midog-{spec.label}-{run_dir.run_id}"
+        host_uid, host_gid = host_ids(spec)
         area = OutputArea(
             run_dir.path / "output",
             quota_bytes=spec.output_bytes,
             max_files=spec.output_files,
-            uid=spec.uid,
-            gid=spec.gid,
+            uid=host_uid,
+            gid=host_gid,
         )
         try:
             area.create()
@@ -230,7 +254,8 @@ class PodmanBackend:
         self, spec: SandboxSpec, command: list[str], name: str, area: OutputArea, output_dir: Path
     ) -> SandboxResult:
         started = time.monotonic()
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        merged = subprocess.STDOUT if spec.merge_output else subprocess.PIPE
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=merged)
         stdout = TailReader(process.stdout, spec.log_tail_bytes)
         stderr = TailReader(process.stderr, spec.log_tail_bytes)
 
@@ -257,7 +282,8 @@ class PodmanBackend:
         fields = state.stdout.split()
         if state.returncode != 0 or len(fields) != 2:
             # The engine could not create or start the container: an infrastructure fault, retried.
-            raise SandboxError(f"{self.executable} run failed to start the container: {stderr.text()[-500:]}")
+            engine = stderr.text() or stdout.text()
+            raise SandboxError(f"{self.executable} run failed to start the container: {engine[-500:]}")
         exit_code = int(fields[0])
         # With cgroup v1 the engines often miss OOMKilled; a SIGKILL we did not send is the memory cgroup.
         memory_exceeded = not timed_out and (fields[1] == "true" or exit_code == 137)
@@ -324,6 +350,14 @@ class DockerBackend(PodmanBackend):
 
     def _gpu_arguments(self, index: int) -> list[str]:
         return ["--gpus", f"device={index}"]
+
+    def run_arguments(
+        self, spec: SandboxSpec, name: str, output_path: Path, *, file_size_limit: int | None = None
+    ) -> list[str]:
+        # Docker maps users only daemon-wide (userns-remap); a per-container mapping it cannot give is refused.
+        if spec.userns_base is not None:
+            raise SandboxError("the docker backend cannot map user ids per container; use podman")
+        return super().run_arguments(spec, name, output_path, file_size_limit=file_size_limit)
 
 
 def gpu_present() -> bool:

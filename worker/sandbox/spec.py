@@ -49,6 +49,26 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Scratch:
+    """A writable, size-limited tmpfs at `target`, owned by the sandbox user (containers only).
+
+    It starts as a copy of what the image holds there (podman's tmpfs copy-up), so a HOME with packages
+    installed by `pip install --user` keeps them; everything written is gone after the run.
+    """
+
+    target: str
+    size_bytes: int
+
+    def __post_init__(self) -> None:
+        if not self.target.startswith("/") or ".." in self.target.split("/") or _UNSAFE_PATH.search(self.target):
+            raise SandboxError(f"scratch target must be an absolute path without '..', ':' or ',': {self.target!r}")
+        if self.target.rstrip("/") in {"", "/output", "/tmp", "/proc", "/dev", "/sys", "/input"}:
+            raise SandboxError(f"scratch target {self.target!r} is reserved by the sandbox")
+        if self.size_bytes <= 0:
+            raise SandboxError("scratch size_bytes must be positive")
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """Everything a backend needs to run participant code; no network is ever given.
 
@@ -83,6 +103,16 @@ class SandboxSpec:
     base_env: bool = True
     # Bytes of stdout and stderr kept (the last ones) for organisers; participants never see them.
     log_tail_bytes: int = 64 * 1024
+    # Supplementary groups of the sandbox user (the image's /etc/group), none of them 0.
+    groups: tuple[int, ...] = ()
+    # Containers: the host uid/gid that the container's 0 maps to (a user namespace of `userns_size` ids),
+    # so that uid/gid above are the image's own ids and never host ids; None: no user namespace.
+    userns_base: int | None = None
+    userns_size: int = 65536
+    # Containers: writable tmpfs directories besides /tmp and /output (HOME, /opt/ml/...).
+    scratch: tuple[Scratch, ...] = ()
+    # Containers: stdout and stderr drained through one pipe, so `stdout_tail` holds both in order.
+    merge_output: bool = False
 
     def __post_init__(self) -> None:
         if not _LABEL.match(self.label):
@@ -93,8 +123,13 @@ class SandboxSpec:
         for name in self.env:
             if not _ENV_NAME.match(name):
                 raise SandboxError(f"bad environment variable name {name!r}")
-        if self.uid <= 0 or self.gid <= 0:
-            raise SandboxError("sandboxed code must run with a non-root uid and gid")
+        if self.uid <= 0 or self.gid <= 0 or any(g <= 0 for g in self.groups):
+            raise SandboxError("sandboxed code must run with a non-root uid, gid and groups")
+        if self.userns_base is not None:
+            if self.userns_base < 65536 or self.userns_size < 1:
+                raise SandboxError("userns_base must be an unprivileged host id range (65536 or above)")
+            if max(self.uid, self.gid, *self.groups) >= self.userns_size:
+                raise SandboxError(f"uid, gid and groups must be below the user namespace size {self.userns_size}")
         if self.wall_seconds <= 0:
             raise SandboxError("wall_seconds must be positive")
         for name in (

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from worker.sandbox.spec import Mount, SandboxResult, SandboxSpec
+from worker.sandbox.spec import Mount, SandboxResult, SandboxSpec, Scratch
 
 
 def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
@@ -19,12 +19,16 @@ def spec_to_dict(spec: SandboxSpec) -> dict[str, Any]:
     data["mounts"] = [[str(m.source), m.target] for m in spec.mounts]
     data["labels"] = dict(spec.labels)
     data["env"] = dict(spec.env)
+    data["scratch"] = [[item.target, item.size_bytes] for item in spec.scratch]
+    data["groups"] = list(spec.groups)
     return data
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> SandboxSpec:
     fields = dict(data)
     fields["mounts"] = tuple(Mount(Path(source), str(target)) for source, target in fields.get("mounts", []))
+    fields["scratch"] = tuple(Scratch(str(target), int(size)) for target, size in fields.get("scratch", []))
+    fields["groups"] = tuple(int(g) for g in fields.get("groups", []))
     return SandboxSpec(**fields)
 
 
