@@ -57,6 +57,11 @@ def test_inputs_json_is_what_grand_challenge_writes() -> None:
         ),
         ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB", "GPU ran out", "Tried to allocate"),
         ("FileNotFoundError: [Errno 2] /opt/ml/model/w.pth", "FileNotFoundError", "/opt/ml/model/w.pth"),
+        (
+            "RuntimeError: Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is False.",
+            "needs a CUDA GPU",
+            "deserialize object on a CUDA device",
+        ),
     ],
 )
 def test_first_cause_fixed_line_and_detail(log: str, hidden_part: str, open_part: str) -> None:

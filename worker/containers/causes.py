@@ -37,6 +37,15 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"(torch\.(cuda\.)?OutOfMemoryError|CUDA out of memory).{0,200}"),
         "the GPU ran out of memory (CUDA out of memory): use smaller batches or tiles",
     ),
+    (
+        # torch.load of weights saved on a GPU, or .cuda(), where the run has no GPU (a CPU phase or worker)
+        re.compile(
+            r"(Attempting to deserialize object on a CUDA device|Found no NVIDIA driver|"
+            r"Torch not compiled with CUDA enabled|No CUDA GPUs are available).{0,200}"
+        ),
+        "the program needs a CUDA GPU and this run has none: fall back to the CPU when "
+        "torch.cuda.is_available() is False (torch.load with map_location)",
+    ),
     (re.compile(r"\bMemoryError\b.{0,200}"), "the program ran out of memory (MemoryError)"),
     (
         re.compile(r"FileNotFoundError: .{0,200}"),
