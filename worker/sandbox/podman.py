@@ -282,8 +282,12 @@ class PodmanBackend:
         fields = state.stdout.split()
         if state.returncode != 0 or len(fields) != 2:
             # The engine could not create or start the container: an infrastructure fault, retried.
-            engine = stderr.text() or stdout.text()
-            raise SandboxError(f"{self.executable} run failed to start the container: {engine[-500:]}")
+            engine = (stderr.text() or stdout.text())[-500:]
+            inspect = state.stderr.strip()[-300:]
+            raise SandboxError(
+                f"{self.executable} run failed to start the container (exit {process.returncode}, "
+                f"inspect: {inspect or state.stdout.strip()[:100]}): {engine}"
+            )
         exit_code = int(fields[0])
         # With cgroup v1 the engines often miss OOMKilled; a SIGKILL we did not send is the memory cgroup.
         memory_exceeded = not timed_out and (fields[1] == "true" or exit_code == 137)
