@@ -19,6 +19,7 @@ from app.admin import service
 from app.admin.audit import record_admin_writes
 from app.admin.schemas import (
     AuditEventRead,
+    BundleApplied,
     PhaseProgressRead,
     ReevaluateRead,
     SubmissionAdminRead,
@@ -34,6 +35,8 @@ from app.admin.schemas import (
 from app.auth.router import token_issued
 from app.auth.schemas import TokenIssued
 from app.auth.service import create_token, revoke_token
+from app.bundles.apply import apply_bundle
+from app.bundles.schema import Bundle
 from app.challenges import service as challenges
 from app.challenges.schemas import (
     ChallengeCreate,
@@ -157,6 +160,29 @@ def update_phase(
     if challenges.update_phase(db, phase=phase, data=body, reevaluate=reevaluate):
         service.reevaluate_phase(db, phase=phase)
     return challenges.phase_read(phase)
+
+
+@router.post(
+    "/bundles",
+    summary="Apply a challenge bundle (what `midog-eval admin apply` sends) all or nothing",
+    description=(
+        "The body is the bundle as JSON (docs/bundles.md). Its plan is computed from this server's state and "
+        "every step runs in one transaction: if any step is refused (a phase's dates, a test set's path, a "
+        "scoring change of a scored phase), nothing of the bundle is applied and the error names the step. "
+        "`dry_run=true` validates every step the same way and then discards them."
+    ),
+    responses=errors(404, 409),
+)
+def apply_bundle_endpoint(
+    db: DbSession,
+    settings: AppSettings,
+    body: Bundle,
+    dry_run: Annotated[bool, Query(description="Validate every step, then change nothing.")] = False,
+) -> BundleApplied:
+    steps = apply_bundle(db, body, stale_after_s=settings.worker_stale_after_s)
+    if dry_run:
+        db.rollback()
+    return BundleApplied(steps=steps, applied=bool(steps) and not dry_run)
 
 
 @router.post(

@@ -230,7 +230,15 @@ class PodmanBackend:
         self, spec: SandboxSpec, command: list[str], name: str, area: OutputArea, output_dir: Path
     ) -> SandboxResult:
         started = time.monotonic()
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # The run's own directory as the working directory: conmon creates an empty file `oom` in its working
+        # directory when the container is OOM-killed, and must not litter the worker's (a checkout, say).
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=area.path.parent,
+        )
         stdout = TailReader(process.stdout, spec.log_tail_bytes)
         stderr = TailReader(process.stderr, spec.log_tail_bytes)
 
