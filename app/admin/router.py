@@ -395,7 +395,8 @@ def list_tokens(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[T
     description=(
         "Scopes: `participant` (one participant's), `organiser` (reads and administers), `organiser_read` (reads "
         "the organiser API only). Without `expires_at` a token expires after `organiser_token_ttl_days` "
-        "(organiser scopes) or `login_token_ttl_hours` (participants); a time in the past is refused."
+        "(organiser scopes) or `login_token_ttl_hours` (participants); a time in the past, or later than "
+        "`token_max_lifetime_days` (default 365) from now, is refused."
     ),
     responses=errors(404),
 )
@@ -404,6 +405,12 @@ def create_api_token(db: DbSession, settings: AppSettings, body: TokenCreate) ->
     expires_at = body.expires_at
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at: lies in the past; give a future time or leave it out")
+    longest = now + timedelta(days=settings.token_max_lifetime_days)
+    if expires_at is not None and expires_at > longest:
+        raise InvalidInput(
+            f"expires_at: later than the maximum token lifetime of {settings.token_max_lifetime_days} days "
+            f"(at most {longest:%Y-%m-%d %H:%M} UTC)"
+        )
     if expires_at is None:
         if body.scope.is_organiser:
             expires_at = now + timedelta(days=settings.organiser_token_ttl_days)

@@ -289,7 +289,9 @@ def setup_challenge(
                     track2 = ScoringOptions(task="classification", bootstrap=bootstrap, seed=0)
                     open_phase(TRACK2_SLUG, "Atypical figures (MIDOG 2025 Track 2)", stacks.id, track2)
             phases = {p.slug: p.id for p in db.scalars(select(Phase).where(Phase.challenge_id == challenge.id))}
-            organiser = create_token(db, scope=TokenScope.ORGANISER, name="demo organiser").token
+            # The demo's tokens live a day at most (a demo is not left running for longer).
+            day = utcnow() + timedelta(days=1)
+            organiser = create_token(db, scope=TokenScope.ORGANISER, name="demo organiser", expires_at=day).token
             setup = DemoSetup(phase_id=phases[PHASE_SLUG], organiser_token=organiser, created=created, phase_ids=phases)
             for name in teams:
                 member = db.scalar(select(Participant).join(Team).where(Team.name == name))
@@ -302,7 +304,7 @@ def setup_challenge(
                     db.add_all([team, member])
                     db.flush()
                 setup.team_tokens[name] = create_token(
-                    db, scope=TokenScope.PARTICIPANT, participant=member, name="demo"
+                    db, scope=TokenScope.PARTICIPANT, participant=member, name="demo", expires_at=day
                 ).token
             return setup
     finally:
