@@ -174,7 +174,7 @@ def rename_team(db: DbSession, principal: CurrentParticipant, body: TeamRename) 
     "/teams/me/invitations",
     status_code=status.HTTP_201_CREATED,
     summary="Invite someone to the caller's team (they redeem it at /auth/join; members share the quota)",
-    responses=errors(401, 403, 409, 422, 503),
+    responses=errors(401, 403, 409, 422, 429, 503),
 )
 def create_invitation(db: DbSession, principal: CurrentParticipant, body: InvitationCreate) -> InvitationIssued:
     assert principal.team is not None
