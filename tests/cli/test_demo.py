@@ -156,7 +156,7 @@ def test_sigterm_of_the_demo_mid_model_run_leaves_no_process_no_mount_and_host_d
 
     from tests.host_checks import host_mounts_under, sentinels
     from tests.live_server import descendants, wait_gone
-    from tests.sandbox.images import uid_processes
+    from tests.sandbox.images import RunProcesses
     from worker.safe_delete import remove_tree
 
     data_dir = tmp_path / "demo"
@@ -170,15 +170,16 @@ def test_sigterm_of_the_demo_mid_model_run_leaves_no_process_no_mount_and_host_d
     demo = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
-        # A model run is under way once the sandbox's uid has processes.
-        while not uid_processes(10001) and time.monotonic() < deadline and demo.poll() is None:
+        # A model run is under way once the sandbox's uid has processes under this demo (not another run's).
+        runs = RunProcesses(demo.pid, 10001)
+        while not runs.look() and time.monotonic() < deadline and demo.poll() is None:
             time.sleep(0.1)
-        assert uid_processes(10001), "no model run started"
+        assert runs.processes, "no model run started"
         images = sorted((data_dir / "test-sets").glob("*/images"))
         before = sentinels(*images)
         tree = descendants(demo.pid)
         demo.send_signal(signal.SIGTERM)
-        assert wait_gone(tree, 10) == [], "processes outlived the demo"
+        assert wait_gone(tree, 60) == [], "processes outlived the demo"
         demo.wait(timeout=10)
     finally:
         if demo.poll() is None:

@@ -158,6 +158,15 @@ def _cgroup_lines(pid: int | str) -> set[str]:
         return set()
 
 
+def label_processes(uid: int, label: str) -> list[int]:
+    """Live processes of `uid` that belong to runs labelled `label`: in a per-run cgroup of that label
+    (`midog-sandbox/<label>-<run id>`), or descendants of this test process. Other tests' runs of the same
+    sandbox uid are not counted (labels are unique per test)."""
+    mine = set(descendants(os.getpid()))
+    marker = f"midog-sandbox/{label}-"
+    return [pid for pid in uid_processes(uid) if pid in mine or any(marker in line for line in _cgroup_lines(pid))]
+
+
 class RunProcesses:
     """The processes of the sandboxed runs started under one root process (a serve, a worker, a runner
     service), and nothing else on the machine: other tests' or other users' runs of the same sandbox uid are
