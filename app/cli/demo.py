@@ -314,6 +314,24 @@ def setup_challenge(
 # --- the running server --------------------------------------------------------------------------------
 
 
+def revoke_demo_tokens(database_url: str, tokens: list[str]) -> None:
+    """The demo's tokens end when the demo stops (and expire after a day should it be killed)."""
+    from sqlalchemy import select
+
+    from app.auth.service import hash_token, revoke_token
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.models import ApiToken
+
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_session_factory(engine, write=True)) as db:
+            hashes = [hash_token(token) for token in tokens]
+            for row in db.scalars(select(ApiToken).where(ApiToken.token_hash.in_(hashes))):
+                revoke_token(db, token=row)
+    finally:
+        engine.dispose()
+
+
 def start_server(
     env: dict[str, str], *, host: str, port: int, log: Path, gpu_worker: bool = False
 ) -> subprocess.Popen[bytes]:
@@ -590,6 +608,7 @@ def demo_command(
             server.wait()
     finally:
         stop_server(server)
+        revoke_demo_tokens(settings.database_url, [setup.organiser_token, *setup.team_tokens.values()])
         from worker.safe_delete import discard_tree
 
         discard_tree(runtime_dir)
