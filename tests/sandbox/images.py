@@ -14,6 +14,7 @@ import os
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -158,13 +159,18 @@ def _cgroup_lines(pid: int | str) -> set[str]:
         return set()
 
 
-def label_processes(uid: int, label: str) -> list[int]:
-    """Live processes of `uid` that belong to runs labelled `label`: in a per-run cgroup of that label
-    (`midog-sandbox/<label>-<run id>`), or descendants of this test process. Other tests' runs of the same
-    sandbox uid are not counted (labels are unique per test)."""
+def label_processes(uid: int, label: str, container_ids: Iterable[str] = ()) -> list[int]:
+    """Live processes of `uid` that belong to runs labelled `label`: in a bubblewrap run's cgroup of that label
+    (`midog-sandbox/<label>-<run id>`), in the cgroup of one of `container_ids` (podman's `libpod-<id>`), or
+    descendants of this test process. Other tests' runs of the same sandbox uid are not counted (labels are
+    unique per test)."""
     mine = set(descendants(os.getpid()))
-    marker = f"midog-sandbox/{label}-"
-    return [pid for pid in uid_processes(uid) if pid in mine or any(marker in line for line in _cgroup_lines(pid))]
+    markers = [f"midog-sandbox/{label}-", *(f"libpod-{cid}" for cid in container_ids)]
+    return [
+        pid
+        for pid in uid_processes(uid)
+        if pid in mine or any(marker in line for line in _cgroup_lines(pid) for marker in markers)
+    ]
 
 
 class RunProcesses:

@@ -24,7 +24,7 @@ import pytest
 
 from tests.host_checks import host_mounts_under
 from tests.sandbox.conftest import PROBES, SANDBOX_UID
-from tests.sandbox.images import RunProcesses, label_processes, require_backend
+from tests.sandbox.images import label_processes, require_backend
 from worker.sandbox import (
     MEMORY_LIMIT,
     OUTPUT_LIMIT,
@@ -50,6 +50,12 @@ def probe_json(result: SandboxResult) -> dict:
 def run_probe(backend: Backend, spec: SandboxSpec, tmp_path: Path, *argv: str) -> SandboxResult:
     output = tmp_path / "out"
     return backend.run(spec, [PYTHON, *argv], output_dir=output)
+
+
+def run_processes(backend: Backend, spec: SandboxSpec) -> list[int]:
+    """This test's sandboxed processes (by its label; a podman run's by its containers), not other runs'."""
+    ids = backend.list_containers(spec.label) if isinstance(backend, PodmanBackend) else []
+    return label_processes(spec.uid, spec.label, ids)
 
 
 def assert_nothing_left(backend: Backend, spec: SandboxSpec) -> None:
@@ -319,7 +325,10 @@ def test_reap_after_worker_killed(backend: Backend, make_spec: Spec, tmp_path: P
     )
     runs = runtime_dir / backend.name / spec.label
     try:
-        assert RunProcesses(worker.pid, spec.uid).wait_started(60), "the sandboxed run did not start"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not run_processes(backend, spec):
+            time.sleep(0.1)
+        assert run_processes(backend, spec), "the sandboxed run did not start"
         assert host_mounts_under(runtime_dir) == []
     finally:
         worker.kill()
@@ -330,7 +339,7 @@ def test_reap_after_worker_killed(backend: Backend, make_spec: Spec, tmp_path: P
     assert backend.reap(spec.label) >= 1
     assert spec.label not in backend.leftover_labels()
     deadline = time.monotonic() + 60
-    while label_processes(spec.uid, spec.label) and time.monotonic() < deadline:
+    while run_processes(backend, spec) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert_nothing_left(backend, spec)
 
