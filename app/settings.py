@@ -199,6 +199,13 @@ class Settings(BaseSettings):
                 f"worker_stale_after_s ({self.worker_stale_after_s:g}) must exceed worker_heartbeat_s "
                 f"({self.worker_heartbeat_s:g}), or every worker would look down between two heartbeats"
             )
+        longest_h = self.token_max_lifetime_days * 24
+        if self.organiser_token_ttl_days * 24 > longest_h or self.login_token_ttl_hours > longest_h:
+            raise ValueError(
+                f"organiser_token_ttl_days ({self.organiser_token_ttl_days}) and login_token_ttl_hours "
+                f"({self.login_token_ttl_hours}) must not exceed token_max_lifetime_days "
+                f"({self.token_max_lifetime_days})"
+            )
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'midog-eval.sqlite3').resolve()}"
         if self.storage_dir is None:
