@@ -120,12 +120,21 @@ def create_app(settings: Settings | None = None, *, session_factory: sessionmake
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.trusted_hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
+    if settings.trusted_proxies.strip():
+        # Forwarded headers are believed from these peers only (uvicorn's forwarded_allow_ips); serve and the
+        # container image run uvicorn with its own proxy-header handling off, so this is the one place.
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        trusted = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
     app.state.settings = settings
     app.state.checker = Checker(settings)
     app.state.throttle = Throttle(
         storage_url=settings.throttle_storage_url or "memory://",
         login_per_address=settings.login_rate_per_address,
         login_failures_per_account=settings.login_failures_per_account,
+        login_failures_per_account_address=settings.login_failures_per_account_address,
+        slowdown_s=settings.login_slowdown_s,
         register_per_address=settings.registration_rate_per_address,
         max_concurrent_hashes=settings.max_concurrent_password_hashes,
     )

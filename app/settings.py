@@ -66,6 +66,10 @@ class Settings(BaseSettings):
 
     # Host names the server answers to (others get 400); pages never build links from the Host header anyway.
     trusted_hosts: list[str] = Field(default=["*"])
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated addresses or
+    # networks, e.g. "10.0.0.5" or "172.18.0.0/16"); empty: none, every client is its own TCP peer, and a
+    # forwarded header cannot dodge the throttling by address.
+    trusted_proxies: str = ""
 
     # Request bodies, refused (413) before authentication and before they are read: login and registration
     # (anyone can reach them), and every other JSON body. File uploads have the limits below.
@@ -96,6 +100,8 @@ class Settings(BaseSettings):
     # Tokens issued by /auth/login, and organiser tokens (CLI and admin API) unless given another expiry.
     login_token_ttl_hours: int = Field(default=24 * 30, gt=0)
     organiser_token_ttl_days: int = Field(default=30, gt=0)
+    # No token, however minted (API, CLI), expires later than this after its creation.
+    token_max_lifetime_days: int = Field(default=365, gt=0)
 
     # Throttling of login and registration (moving windows, `limits` notation: "20/minute", "10/15minutes"),
     # counted in memory, or in the store `throttle_storage_url` names (e.g. the Redis URL) when several API
@@ -103,7 +109,12 @@ class Settings(BaseSettings):
     # at once.
     throttle_storage_url: str = ""
     login_rate_per_address: str = "20/minute"
+    # Failed logins per (account, address) are refused (429) past `login_failures_per_account_address`; failures
+    # for an account from all addresses together only slow its logins down (`login_slowdown_s` each), so
+    # somebody else's guessing never locks the owner out.
     login_failures_per_account: str = "10/15minutes"
+    login_failures_per_account_address: str = "10/15minutes"
+    login_slowdown_s: float = Field(default=1.0, ge=0, le=10)
     registration_rate_per_address: str = "30/hour"
     max_concurrent_password_hashes: int = Field(default=2, gt=0)
 
@@ -204,6 +215,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"worker_stale_after_s ({self.worker_stale_after_s:g}) must exceed worker_heartbeat_s "
                 f"({self.worker_heartbeat_s:g}), or every worker would look down between two heartbeats"
+            )
+        longest_h = self.token_max_lifetime_days * 24
+        if self.organiser_token_ttl_days * 24 > longest_h or self.login_token_ttl_hours > longest_h:
+            raise ValueError(
+                f"organiser_token_ttl_days ({self.organiser_token_ttl_days}) and login_token_ttl_hours "
+                f"({self.login_token_ttl_hours}) must not exceed token_max_lifetime_days "
+                f"({self.token_max_lifetime_days})"
             )
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'midog-eval.sqlite3').resolve()}"

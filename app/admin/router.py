@@ -18,6 +18,7 @@ from app.admin import service
 from app.admin.audit import record_admin_writes
 from app.admin.schemas import (
     AuditEventRead,
+    BundleApplied,
     PhaseProgressRead,
     ReevaluateRead,
     SubmissionAdminRead,
@@ -33,6 +34,8 @@ from app.admin.schemas import (
 from app.auth.router import token_issued
 from app.auth.schemas import TokenIssued
 from app.auth.service import create_token, revoke_token
+from app.bundles.apply import apply_bundle
+from app.bundles.schema import Bundle
 from app.challenges import service as challenges
 from app.challenges.schemas import (
     ChallengeCreate,
@@ -158,6 +161,29 @@ def update_phase(
     if challenges.update_phase(db, phase=phase, data=body, reevaluate=reevaluate):
         service.reevaluate_phase(db, phase=phase)
     return challenges.phase_read(phase)
+
+
+@router.post(
+    "/bundles",
+    summary="Apply a challenge bundle (what `midog-eval admin apply` sends) all or nothing",
+    description=(
+        "The body is the bundle as JSON (docs/bundles.md). Its plan is computed from this server's state and "
+        "every step runs in one transaction: if any step is refused (a phase's dates, a test set's path, a "
+        "scoring change of a scored phase), nothing of the bundle is applied and the error names the step. "
+        "`dry_run=true` validates every step the same way and then discards them."
+    ),
+    responses=errors(404, 409),
+)
+def apply_bundle_endpoint(
+    db: DbSession,
+    settings: AppSettings,
+    body: Bundle,
+    dry_run: Annotated[bool, Query(description="Validate every step, then change nothing.")] = False,
+) -> BundleApplied:
+    steps = apply_bundle(db, body, stale_after_s=settings.worker_stale_after_s)
+    if dry_run:
+        db.rollback()
+    return BundleApplied(steps=steps, applied=bool(steps) and not dry_run)
 
 
 @router.post(
@@ -341,7 +367,8 @@ def list_tokens(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[T
     description=(
         "Scopes: `participant` (one participant's), `organiser` (reads and administers), `organiser_read` (reads "
         "the organiser API only). Without `expires_at` a token expires after `organiser_token_ttl_days` "
-        "(organiser scopes) or `login_token_ttl_hours` (participants); a time in the past is refused."
+        "(organiser scopes) or `login_token_ttl_hours` (participants); a time in the past, or later than "
+        "`token_max_lifetime_days` (default 365) from now, is refused."
     ),
     responses=errors(404),
 )
@@ -350,6 +377,12 @@ def create_api_token(db: DbSession, settings: AppSettings, body: TokenCreate) ->
     expires_at = body.expires_at
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at: lies in the past; give a future time or leave it out")
+    longest = now + timedelta(days=settings.token_max_lifetime_days)
+    if expires_at is not None and expires_at > longest:
+        raise InvalidInput(
+            f"expires_at: later than the maximum token lifetime of {settings.token_max_lifetime_days} days "
+            f"(at most {longest:%Y-%m-%d %H:%M} UTC)"
+        )
     if expires_at is None:
         if body.scope.is_organiser:
             expires_at = now + timedelta(days=settings.organiser_token_ttl_days)

@@ -143,3 +143,10 @@ class PhaseProgressRead(BaseModel):
     by_status: dict[str, int] = Field(description="Evaluations of the current version, by status.")
     ranked: int = Field(description="Results of the current version under the phase's fingerprint.")
     not_started: int = Field(description="Submissions with no evaluation of the current version.")
+
+
+class BundleApplied(BaseModel):
+    """What applying a bundle did: the plan's steps (empty when the server already matched)."""
+
+    steps: list[str]
+    applied: bool = Field(description="False for a dry run or an empty plan.")

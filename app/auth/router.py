@@ -6,6 +6,7 @@ hash never runs inside a database transaction: on SQLite a writing transaction h
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response, status
@@ -85,17 +86,23 @@ def register(request: Request, db: DbSession, settings: AppSettings, body: TeamR
 @router.post(
     "/auth/login",
     summary="Exchange e-mail and password for a bearer token",
-    description="Throttled per client address and, after failed attempts, per account (429 with Retry-After).",
+    description=(
+        "Throttled per client address, and after failed attempts per (account, client address) (429 with "
+        "Retry-After); failures for an account from many addresses slow its logins down, never lock them."
+    ),
     responses=errors(401, 422, 429, 503),
 )
 def login(request: Request, db: DbSession, settings: AppSettings, body: LoginRequest) -> TokenIssued:
     throttle = _throttle(request)
     email = body.email.strip().lower()
-    throttle.login_attempt(address=client_address(request), email=email)
+    address = client_address(request)
+    slowdown = throttle.login_attempt(address=address, email=email)
     participant = service.find_login(db, email=email)
     db.commit()  # the read ends here: the password check below must not hold a transaction open
+    if slowdown:
+        time.sleep(slowdown)  # the account is being guessed from many addresses: slower, never locked
     if not throttle.hashed(lambda: service.password_matches(participant, body.password)) or participant is None:
-        throttle.login_failed(email=email)
+        throttle.login_failed(email=email, address=address)
         raise NotAuthenticated("wrong e-mail or password")
     issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
     return token_issued(issued)
@@ -167,7 +174,7 @@ def rename_team(db: DbSession, principal: CurrentParticipant, body: TeamRename) 
     "/teams/me/invitations",
     status_code=status.HTTP_201_CREATED,
     summary="Invite someone to the caller's team (they redeem it at /auth/join; members share the quota)",
-    responses=errors(401, 403, 409, 422, 503),
+    responses=errors(401, 403, 409, 422, 429, 503),
 )
 def create_invitation(db: DbSession, principal: CurrentParticipant, body: InvitationCreate) -> InvitationIssued:
     assert principal.team is not None

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.policy import check_password, normalise_email
-from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from app.models import ApiToken, Participant, Submission, Team, TeamInvitation, TokenScope, utcnow
 from app.names import InvalidNameError, clean_name, skeleton
 
@@ -204,17 +204,50 @@ INVITATION_TTL = timedelta(days=7)
 INVITATION_PREFIX = "inv_"
 
 
+INVITATIONS_PER_TEAM_PER_HOUR = 20
+
+
 def invite(session: Session, *, team: Team, email: str, invited_by: Participant) -> tuple[TeamInvitation, str]:
-    """An invitation for `email` to join `team`; returns the row and its token (shown once)."""
+    """An invitation for `email` to join `team`; returns the row and its token (shown once).
+
+    The answer is the same whether `email` is registered or not (no e-mail oracle: a registered address
+    finds out only when redeeming). One pending invitation per address and team (409 while one is pending:
+    revoke it to send another); at most INVITATIONS_PER_TEAM_PER_HOUR per team (429)."""
     address = normalise_email(email)
-    _email_free(session, address)
+    now = utcnow()
+    pending = session.scalar(
+        select(func.count())
+        .select_from(TeamInvitation)
+        .where(
+            TeamInvitation.team_id == team.id,
+            TeamInvitation.email == address,
+            TeamInvitation.redeemed_at.is_(None),
+            TeamInvitation.revoked_at.is_(None),
+            TeamInvitation.expires_at > now,
+        )
+    )
+    if pending:
+        raise Conflict("this address has a pending invitation to your team; revoke it to send a new one")
+    # An invitation's creation time is its expiry less INVITATION_TTL: the last hour's, counted in the database
+    # (shared by every API process).
+    recent = session.scalars(
+        select(TeamInvitation.expires_at).where(
+            TeamInvitation.team_id == team.id, TeamInvitation.expires_at > now + INVITATION_TTL - timedelta(hours=1)
+        )
+    ).all()
+    if len(recent) >= INVITATIONS_PER_TEAM_PER_HOUR:
+        wait = int((min(recent) - INVITATION_TTL + timedelta(hours=1) - now).total_seconds()) + 1
+        raise TooManyRequests(
+            f"your team sent {INVITATIONS_PER_TEAM_PER_HOUR} invitations in the last hour; try again in {wait} s",
+            retry_after_s=wait,
+        )
     token = INVITATION_PREFIX + secrets.token_urlsafe(24)
     row = TeamInvitation(
         team_id=team.id,
         email=address,
         token_hash=hash_token(token),
         invited_by_id=invited_by.id,
-        expires_at=utcnow() + INVITATION_TTL,
+        expires_at=now + INVITATION_TTL,
     )
     session.add(row)
     session.flush()

@@ -33,10 +33,17 @@ def create_token_command(
     """Create an organiser API token and print it once; only its hash is stored."""
     from app.auth.service import create_token
     from app.db import make_engine, make_session_factory, session_scope
-    from app.models import TokenScope, utcnow
+    from app.models import AuditEvent, TokenScope, utcnow
     from app.settings import get_settings
 
     settings = get_settings()
+    if expires_days is not None and expires_days > settings.token_max_lifetime_days:
+        typer.echo(
+            f"error: --expires-days {expires_days} exceeds the maximum token lifetime of "
+            f"{settings.token_max_lifetime_days} days (MIDOG_TOKEN_MAX_LIFETIME_DAYS)",
+            err=True,
+        )
+        raise typer.Exit(2)
     engine = make_engine(database_url or settings.database_url)
     try:
         with session_scope(make_session_factory(engine, write=True)) as session:
@@ -44,6 +51,17 @@ def create_token_command(
             scope = TokenScope.ORGANISER_READ if read_only else TokenScope.ORGANISER
             issued = create_token(session, scope=scope, name=name, expires_at=expires)
             token_id = issued.row.id
+            # A token minted on the server's machine is audited as one minted through the API is.
+            session.add(
+                AuditEvent(
+                    token_id=None,
+                    actor="command line (midog-eval admin create-token)",
+                    action="create_api_token",
+                    target=f"token {token_id}",
+                    target_id=token_id,
+                    details={"name": name, "scope": scope.value, "expires_at": expires.isoformat()},
+                )
+            )
     except Exception as exc:  # a missing table or a dead server: one line, exit 1
         typer.echo(f"error: could not create the token: {exc.__class__.__name__}: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(1) from None

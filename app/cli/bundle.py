@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -15,13 +15,13 @@ ServerOption = Annotated[str | None, typer.Option("--server", help="Server URL (
 def apply_command(
     bundle_file: Annotated[Path, typer.Argument(help="The challenge bundle (YAML).", metavar="BUNDLE")],
     server: ServerOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; change nothing.")] = False,
 ) -> None:
-    """Create or update a challenge, its test sets and phases from a YAML bundle: prints the plan (what is
-    created or changed), then applies it. Applying the same bundle again changes nothing."""
-    from app.bundles.plan import make_plan
+    """Create or update a challenge, its test sets and phases from a YAML bundle, all or nothing: the server
+    applies the whole plan in one transaction, or nothing of it when any step is refused. Prints the plan
+    (what is created or changed). Applying the same bundle again changes nothing."""
     from app.bundles.source import BundleError, load_bundle
-    from app.cli.client import check, client, console, run
+    from app.cli.client import ClientError, check, client, console, run
 
     try:
         bundle = load_bundle(bundle_file)
@@ -30,55 +30,27 @@ def apply_command(
         raise typer.Exit(2) from None
 
     def body() -> None:
-        with client(server, timeout=120.0) as http:
-            challenges = check(http.get("/admin/challenges"))
-            test_sets = check(http.get("/admin/test-sets"))
+        with client(server, timeout=300.0) as http:
+            # Only the stated fields travel: a field the bundle leaves out keeps its value on the server.
+            sent = bundle.model_dump(mode="json", exclude_unset=True)
+            response = http.post("/admin/bundles", params={"dry_run": dry_run}, json=sent)
             try:
-                steps = make_plan(bundle, challenges=challenges, test_sets=test_sets)
-            except ValueError as exc:
-                typer.echo(f"error: {bundle_file}: {exc}", err=True)
-                raise typer.Exit(2) from None
-            if not steps:
-                console.print(f"challenge {bundle.challenge.slug!r} already matches {bundle_file}: nothing to change")
-                return
-            console.print(f"plan for {bundle.challenge.slug!r} ({len(steps)} steps):")
-            for step in steps:
-                console.print(f"  {'+' if step.method == 'POST' else '~'} {step.summary}", soft_wrap=True)
-            if dry_run:
-                return
-            ids = _known_ids(bundle.challenge.slug, challenges, test_sets)
-            for step in steps:
-                payload = {**step.body, **_resolved(step.refs, ids)}
-                path = step.path.replace("{challenge}", str(ids.get("challenge", "")))
-                response = http.request(step.method, "/admin" + path, json=payload)
-                try:
-                    created = check(response)
-                except Exception:
-                    console.print(f"[red]failed at: {step.summary}[/red]")
-                    raise
-                if step.creates:
-                    ids[step.creates] = int(created["id"])
-            console.print(f"applied {len(steps)} steps")
+                done = check(response)
+            except ClientError as exc:
+                typer.echo(f"error: {bundle_file}: {exc} (nothing was changed)", err=True)
+                raise typer.Exit(2 if response.status_code in (404, 409, 422) else 1) from None
+        steps = done["steps"]
+        if not steps:
+            console.print(f"challenge {bundle.challenge.slug!r} already matches {bundle_file}: nothing to change")
+            return
+        console.print(f"plan for {bundle.challenge.slug!r} ({len(steps)} steps):")
+        for step in steps:
+            mark = "+" if step.startswith(("create", "register")) else "~"
+            console.print(f"  {mark} {step}", soft_wrap=True)
+        done_line = f"applied {len(steps)} steps" if done["applied"] else "dry run: every step validated, none applied"
+        console.print(done_line)
 
     run(body)
-
-
-def _known_ids(slug: str, challenges: list[dict[str, Any]], test_sets: list[dict[str, Any]]) -> dict[str, int]:
-    ids = {f"test_set:{t['name']}": int(t["id"]) for t in test_sets}
-    for c in challenges:
-        if c["slug"] == slug:
-            ids["challenge"] = int(c["id"])
-            ids.update({f"phase:{p['slug']}": int(p["id"]) for p in c["phases"]})
-    return ids
-
-
-def _resolved(refs: dict[str, str], ids: dict[str, int]) -> dict[str, int]:
-    out = {}
-    if "test_set" in refs:
-        out["test_set_id"] = ids[f"test_set:{refs['test_set']}"]
-    if "parent_phase" in refs:
-        out["parent_phase_id"] = ids[f"phase:{refs['parent_phase']}"]
-    return out
 
 
 def export_command(

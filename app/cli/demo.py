@@ -290,7 +290,9 @@ def setup_challenge(
                     track2 = ScoringOptions(task="classification", bootstrap=bootstrap, seed=0)
                     open_phase(TRACK2_SLUG, "Atypical figures (MIDOG 2025 Track 2)", stacks.id, track2)
             phases = {p.slug: p.id for p in db.scalars(select(Phase).where(Phase.challenge_id == challenge.id))}
-            organiser = create_token(db, scope=TokenScope.ORGANISER, name="demo organiser").token
+            # The demo's tokens live a day at most (a demo is not left running for longer).
+            day = utcnow() + timedelta(days=1)
+            organiser = create_token(db, scope=TokenScope.ORGANISER, name="demo organiser", expires_at=day).token
             setup = DemoSetup(phase_id=phases[PHASE_SLUG], organiser_token=organiser, created=created, phase_ids=phases)
             for name in teams:
                 member = db.scalar(select(Participant).join(Team).where(Team.name == name))
@@ -303,7 +305,7 @@ def setup_challenge(
                     db.add_all([team, member])
                     db.flush()
                 setup.team_tokens[name] = create_token(
-                    db, scope=TokenScope.PARTICIPANT, participant=member, name="demo"
+                    db, scope=TokenScope.PARTICIPANT, participant=member, name="demo", expires_at=day
                 ).token
             return setup
     finally:
@@ -311,6 +313,24 @@ def setup_challenge(
 
 
 # --- the running server --------------------------------------------------------------------------------
+
+
+def revoke_demo_tokens(database_url: str, tokens: list[str]) -> None:
+    """The demo's tokens end when the demo stops (and expire after a day should it be killed)."""
+    from sqlalchemy import select
+
+    from app.auth.service import hash_token, revoke_token
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.models import ApiToken
+
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_session_factory(engine, write=True)) as db:
+            hashes = [hash_token(token) for token in tokens]
+            for row in db.scalars(select(ApiToken).where(ApiToken.token_hash.in_(hashes))):
+                revoke_token(db, token=row)
+    finally:
+        engine.dispose()
 
 
 def start_server(
@@ -589,6 +609,7 @@ def demo_command(
             server.wait()
     finally:
         stop_server(server)
+        revoke_demo_tokens(settings.database_url, [setup.organiser_token, *setup.team_tokens.values()])
         from worker.safe_delete import discard_tree
 
         discard_tree(runtime_dir)

@@ -126,7 +126,9 @@ def serve_command(
         app = create_app(settings)
         app.state.supervisor = supervisor
         # Open event streams must not hold a shutdown up: the workers are stopped right after.
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+        # proxy_headers off: forwarded headers are believed only from MIDOG_TRUSTED_PROXIES (app.main), never
+        # from uvicorn's default of 127.0.0.1.
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2, proxy_headers=False)
     finally:
         supervisor.stop()
         os.close(lock)

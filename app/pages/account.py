@@ -151,7 +151,7 @@ def logout_submit(request: Request, db: DbSession, csrf: TextField = "") -> Resp
     principal = viewer(request, db)
     if principal is not None and principal.participant is not None:  # a login token; organiser tokens live on
         revoke_token(db, token=principal.token)
-    return end_session(RedirectResponse("/", status_code=303))
+    return end_session(request, RedirectResponse("/", status_code=303))
 
 
 # --- the team ------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import json
 import math
 import resource
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,52 +58,22 @@ def case_extents(cases: Mapping[str, Any]) -> dict[str, CaseExtent]:
     return out
 
 
-MAX_DEPTH = 16  # a predictions file nests 5 deep ({case: {"points": [{"point": [...]}]}})
-
-
-def _entries(handle: Any, *, display_name: str) -> Iterator[tuple[str, Any]]:
-    """(key, value) of each top-level entry, each value built only once its last event is read, in one pass
-    over the file; nesting deeper than MAX_DEPTH stops the read at once (before anything deeper is built)."""
-    import ijson
-
-    depth = 0
-    key = ""
-    builder: Any = None
-    for _, event, value in ijson.parse(handle, use_float=True):
-        if event in ("start_map", "start_array"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise CheckFailedError(f"{display_name}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
-        elif event in ("end_map", "end_array"):
-            depth -= 1
-        if event == "map_key" and depth == 1:
-            key, builder = value, ijson.ObjectBuilder()
-        elif builder is not None:
-            builder.event(event, value)
-            if depth == 1:  # the entry's value is complete (a scalar, or its closing bracket)
-                yield key, builder.value
-                builder = None
-
-
 def _json_cases(path: Path, *, display_name: str, case_count: int, rules: str) -> dict[str, Any]:
-    """{key: CasePredictions} read one top-level entry at a time; duplicates and surplus keys stop the read."""
-    import ijson
-
+    """{key: CasePredictions} read one top-level entry at a time (worker.evaluation.jsonstream: depth limit,
+    duplicate keys, a BOM); duplicates and surplus keys stop the read."""
     from worker.evaluation.io import FormatError, parse_multiple_points
+    from worker.evaluation.jsonstream import object_entries
 
     parsed: dict[str, Any] = {}
     try:
         with path.open("rb") as handle:
-            for key, obj in _entries(handle, display_name=display_name):
+            entries = object_entries(handle, source=display_name, expected="mapping image names to Multiple points")
+            for key, obj in entries:
                 if key in parsed:
                     raise CheckFailedError(f"{display_name}: case {key!r} is given twice")
                 if len(parsed) >= case_count + 1:
                     raise CheckFailedError(f"{display_name}: more entries than the test set's {case_count} cases")
                 parsed[key] = parse_multiple_points(obj, source=display_name, case=key, rules=rules)
-    except ijson.JSONError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        near = f" near {lines[1][:80]!r}" if len(lines) > 1 else ""  # yajl quotes the text around the error
-        raise CheckFailedError(f"{display_name}: invalid JSON: {lines[0] if lines else exc}{near}") from None
     except FormatError as exc:
         raise CheckFailedError(str(exc)) from None
     return parsed
@@ -174,9 +144,9 @@ def check_classifications(path: Path, *, patches: Mapping[str, int], display_nam
     from worker.evaluation.errors import FormatError
 
     try:
-        read = read_predictions(path, patches)
+        read = read_predictions(path, patches, source=display_name)
     except FormatError as exc:
-        raise CheckFailedError(f"{display_name}: {exc}") from None
+        raise CheckFailedError(str(exc)) from None
     return {"stacks": len(read), "patches": sum(len(p.classes) for p in read.values())}
 
 

@@ -91,6 +91,8 @@ def strict_client(
         database_url=database_url,
         login_rate_per_address="5/minute",
         login_failures_per_account="3/15minutes",
+        login_failures_per_account_address="3/15minutes",
+        login_slowdown_s=0.1,
         registration_rate_per_address="2/hour",
     )
     with TestClient(create_app(settings, session_factory=session_factory)) as client:
@@ -106,15 +108,32 @@ def test_logins_are_throttled_per_address_and_per_account(strict_client: TestCli
     assert [r.status_code for r in codes] == [401, 401, 401, 429]
     refused = codes[-1]
     assert refused.json()["error"] == "too_many_requests"
-    assert "failed logins for this account" in refused.json()["detail"]
+    assert "failed logins for this account from your address" in refused.json()["detail"]
     assert 0 < int(refused.headers["Retry-After"]) <= 15 * 60
-    # The right password does not get through either while the account is throttled.
+    # The right password does not get through either from this address while the pair is throttled.
     right = strict_client.post("/api/v1/auth/login", json={"email": "alice@example.org", "password": PASSWORD})
     assert right.status_code == 429
     # Per address: the sixth attempt of the minute is refused whatever the account.
     other = strict_client.post("/api/v1/auth/login", json={"email": "bob@example.org", "password": "x"})
     assert other.status_code == 429
     assert "login attempts from your address" in other.json()["detail"]
+
+
+def test_failures_from_other_addresses_slow_the_owner_down_but_never_lock_them_out() -> None:
+    throttle = Throttle(login_failures_per_account="10/15minutes", login_failures_per_account_address="10/15minutes")
+    for index in range(10):
+        address = f"203.0.113.{index % 3}"
+        assert throttle.login_attempt(address=address, email="owner@example.org") == 0.0
+        throttle.login_failed(email="owner@example.org", address=address)
+    # 10 failures from elsewhere: the owner's own address is slowed down, not refused.
+    assert throttle.login_attempt(address="198.51.100.7", email="owner@example.org") == throttle.slowdown_s > 0
+    # Ten from one address: that (account, address) pair is refused, with the time to wait.
+    for _ in range(10):
+        throttle.login_attempt(address="192.0.2.1", email="victim@example.org")
+        throttle.login_failed(email="victim@example.org", address="192.0.2.1")
+    with pytest.raises(TooManyRequests, match="failed logins for this account from your address"):
+        throttle.login_attempt(address="192.0.2.1", email="victim@example.org")
+    assert throttle.login_attempt(address="192.0.2.2", email="victim@example.org") == throttle.slowdown_s
 
 
 def test_registrations_are_throttled_per_address(strict_client: TestClient) -> None:

@@ -36,6 +36,20 @@ def test_tokens_expire_by_default_and_never_in_the_past(world: World) -> None:
     )
     assert r.status_code == 422
     assert r.json()["detail"].startswith("expires_at: lies in the past")
+    # No later than the maximum lifetime (a year by default): 9999-12-31 is refused, a year less a day is not.
+    for far, status in (("9999-12-31T00:00:00+00:00", 422), ((utcnow() + timedelta(days=364)).isoformat(), 201)):
+        r = world.client.post(
+            "/api/v1/admin/tokens", headers=world.admin(), json={"scope": "organiser", "expires_at": far}
+        )
+        assert r.status_code == status, r.text
+    assert (
+        "maximum token lifetime of 365 days"
+        in world.client.post(
+            "/api/v1/admin/tokens",
+            headers=world.admin(),
+            json={"scope": "organiser", "expires_at": "9999-12-31T00:00Z"},
+        ).json()["detail"]
+    )
 
 
 def test_every_admin_write_is_recorded_with_who_what_and_when(world: World) -> None:

@@ -115,8 +115,34 @@ def test_team_members_join_by_invitation_with_their_own_password(world: World) -
     assert revoke.status_code == 204
     late = {"invitation": other.json()["token"], "email": "t@example.org", "password": PASSWORD}
     assert world.client.post("/api/v1/auth/join", json=late).status_code == 404
-    # An address that has an account cannot be invited again.
+    # Inviting an address answers the same whether it has an account or not (no e-mail oracle); a registered
+    # address is refused only when the invitation is redeemed.
     again = world.client.post(
         "/api/v1/teams/me/invitations", headers=team["headers"], json={"email": "second@example.org"}
     )
-    assert again.status_code == 409
+    fresh = world.client.post(
+        "/api/v1/teams/me/invitations", headers=team["headers"], json={"email": "nobody-yet@example.org"}
+    )
+    assert again.status_code == fresh.status_code == 201
+    assert set(again.json()) == set(fresh.json())
+    used = {"invitation": again.json()["token"], "email": "second@example.org", "password": PASSWORD}
+    assert world.client.post("/api/v1/auth/join", json=used).status_code == 409
+    # One pending invitation per address and team.
+    twice = world.client.post(
+        "/api/v1/teams/me/invitations", headers=team["headers"], json={"email": "nobody-yet@example.org"}
+    )
+    assert twice.status_code == 409
+    assert "pending invitation" in twice.json()["detail"]
+
+
+def test_invitations_are_throttled_per_team(world: World) -> None:
+    from app.auth.service import INVITATIONS_PER_TEAM_PER_HOUR
+
+    team = world.register("Inviters")
+    codes = [
+        world.client.post(
+            "/api/v1/teams/me/invitations", headers=team["headers"], json={"email": f"p{i}@example.org"}
+        ).status_code
+        for i in range(INVITATIONS_PER_TEAM_PER_HOUR + 1)
+    ]
+    assert codes == [201] * INVITATIONS_PER_TEAM_PER_HOUR + [429]

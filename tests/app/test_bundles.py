@@ -163,3 +163,57 @@ def test_log_policy_and_run_mode_are_planned_and_exported(tmp_path: Path) -> Non
     assert step.body == {"show_logs": False}
     with pytest.raises(BundleError, match="run_mode"):
         load_bundle(_write(tmp_path, text.replace("run_mode: invoke", "run_mode: serve")))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: &a [x, x]\nb: [*a, *a]\n", "challenge.yaml:2: aliases (*a) are not allowed in a bundle"),
+        ("version: 1\nchallenge: {slug: d, title: " + "[" * 40 + "]" * 40 + "}\n", "nested more than 32 levels"),
+        (
+            "version: 1\nchallenge:\n  slug: c\n  title: C\n  is_published: false\n  is_published: true\n",
+            "challenge.yaml:6: key 'is_published' is given twice (first on line 5)",
+        ),
+        ("version: 1\nchallenge:\n  slug: c\n  title: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than"),
+    ],
+    ids=["alias", "nested-40", "key-twice", "nested-5000"],
+)
+def test_the_reader_refuses_aliases_depth_and_duplicate_keys(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(BundleError) as caught:
+        load_bundle(_write(tmp_path, text))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_server_applies_a_bundle_all_or_nothing(world: Any, tmp_path: Path) -> None:
+    """POST /admin/bundles: a refused second phase rolls back the first phase and the new challenge."""
+    body = {
+        "version": 1,
+        "challenge": {"slug": "atomic", "title": "Atomic", "is_published": True},
+        "phases": [
+            {"slug": "p1", "title": "P1", "test_set": world.test_set.name},
+            {
+                "slug": "p2",
+                "title": "P2",
+                "test_set": world.test_set.name,
+                "opens_at": "2030-02-01T00:00:00Z",
+                "closes_at": "2030-01-01T00:00:00Z",
+            },
+        ],
+    }
+    before = world.client.get("/api/v1/admin/challenges", headers=world.admin()).json()
+    refused = world.client.post("/api/v1/admin/bundles", json=body, headers=world.admin())
+    assert refused.status_code == 422, refused.text
+    assert "create phase 'p2'" in refused.json()["detail"]
+    assert world.client.get("/api/v1/admin/challenges", headers=world.admin()).json() == before
+    body["phases"][1].pop("closes_at")
+    dry = world.client.post("/api/v1/admin/bundles", params={"dry_run": True}, json=body, headers=world.admin())
+    assert dry.json() == {"steps": ["create challenge 'atomic'", "create phase 'p1'", "create phase 'p2'"],
+                          "applied": False}  # fmt: skip
+    assert world.client.get("/api/v1/admin/challenges", headers=world.admin()).json() == before
+    applied = world.client.post("/api/v1/admin/bundles", json=body, headers=world.admin())
+    assert applied.json()["applied"] is True
+    again = world.client.post("/api/v1/admin/bundles", json=body, headers=world.admin())
+    assert again.json() == {"steps": [], "applied": False}
+    phases = world.client.get("/api/v1/challenges/atomic", headers=world.admin()).json()["phases"]
+    assert [p["slug"] for p in phases] == ["p1", "p2"]

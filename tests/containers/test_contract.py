@@ -245,12 +245,19 @@ def test_failing_containers_end_with_one_line(
     hidden_reason: str,
     public_reason: str,
     hidden: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     archive = container_archive(script, name)
     image_id = validate_image_archive(archive).image_id
     evaluation_id = 9200 + len(name)
+    # The engine's helper (conmon) leaves an empty `oom` file in its working directory after an OOM kill: the
+    # runner must give it the run's own directory, never the worker's (here a directory of this test's).
+    worker_cwd = tmp_path / "cwd"
+    worker_cwd.mkdir()
+    monkeypatch.chdir(worker_cwd)
     with pytest.raises(SubmissionError) as caught:
         runner(runtime_dir, **settings).run(request(archive, test_set, tmp_path, evaluation_id, hidden=hidden))
+    assert list(worker_cwd.iterdir()) == []
     message = str(caught.value)
     assert "\n" not in message
     if hidden:

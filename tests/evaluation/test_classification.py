@@ -89,7 +89,9 @@ def test_a_set_without_atypical_figures_has_no_sensitivity_overall() -> None:
         ([{"class": "atypical", "confidence": 1}], "confidence must be a float (JSON 1 is not; write e.g. 1.0)"),
         ([{"class": "atypical", "confidence": True}], "confidence must be a float"),
         ([{"class": "atypical", "confidence": "0.5"}], "confidence must be a float"),
-        ([{"class": "atypical", "confidence": float("nan")}], "confidence must be finite"),
+        ([{"class": "atypical", "confidence": float("nan")}], "confidence must be a finite number in [0, 1]"),
+        ([{"class": "atypical", "confidence": 7.5}], "confidence must be a finite number in [0, 1]"),
+        ([{"class": "atypical", "confidence": -0.5}], "confidence must be a finite number in [0, 1]"),
         ([{"class": "mitotic", "confidence": 0.5}], "class must be 'normal' or 'atypical', got 'mitotic'"),
         ([{"confidence": 0.5}], "needs 'class' and 'confidence'"),
         ([{"class": "normal"}], "needs 'class' and 'confidence'"),
@@ -220,3 +222,43 @@ def test_bootstrap_intervals_resample_stacks_and_are_seeded() -> None:
     assert low <= first.overall.balanced_accuracy <= high
     assert all(math.isfinite(v) for s in first.domains.values() for v in (s.ci95 or ()))
     assert evaluate_classification(truth, predictions).overall.ci95 is None
+
+
+_OUTPUT = '[{"class": "normal", "confidence": 0.25}]'
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"s.tiff": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "stack 's.tiff': JSON nested too deeply"),
+        (f'{{"s.tiff": {_OUTPUT}, "s.tiff": {_OUTPUT}}}'.encode(), "stack 's.tiff' is given twice"),
+        (
+            b'{"s.tiff": [{"class": "normal", "class": "atypical", "confidence": 0.5}]}',
+            "stack 's.tiff': key 'class' is given twice in one object",
+        ),
+        (b'{"s.tiff": [{"class": "normal", "confidence": NaN}]}', "invalid JSON"),
+        (b"[]", "expected a JSON object mapping each stack image to its outputs"),
+        (b"", "invalid JSON"),
+        (b"image,index,class,confidence\ns.tiff,0,normal," + b"1" * 200_000 + b"\n", "invalid CSV"),
+    ],
+    ids=["nested-100000", "stack-twice", "class-twice", "nan", "a-list", "empty", "huge-csv-field"],
+)
+def test_the_reader_is_strict_bounded_and_names_the_participants_file(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / ("upload-7tg14dpi.csv" if content.startswith(b"image,") else "upload-7tg14dpi.json")
+    path.write_bytes(content)
+    with pytest.raises(FormatError) as caught:
+        read_predictions(path, {"s.tiff": 1}, source="my-outputs.json")
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("my-outputs.json: ")
+    assert "upload-7tg14dpi" not in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_a_byte_order_mark_is_accepted(tmp_path: Path, suffix: str) -> None:
+    body = f'{{"s.tiff": {_OUTPUT}}}' if suffix == ".json" else "image,index,class,confidence\ns.tiff,0,normal,0.25\n"
+    path = tmp_path / f"p{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    read = read_predictions(path, {"s.tiff": 1})
+    assert read["s.tiff"].confidences.tolist() == [0.25]

@@ -20,7 +20,7 @@ import pytest
 
 from app.settings import Settings, get_settings
 from tests.integration.conftest import REPO_ROOT, broken_archive, require_bwrap
-from tests.sandbox.images import uid_processes
+from tests.sandbox.images import RunProcesses
 from worker.errors import SubmissionError
 from worker.evaluation.io import read_predictions
 from worker.evaluation.representation import read_case_features
@@ -286,11 +286,9 @@ def _orphan_run(runtime_dir: Path, label: str) -> None:
     worker = subprocess.Popen([sys.executable, "-c", ORPHAN, str(runtime_dir), label], cwd=REPO_ROOT)
     runs = runtime_dir / "bwrap" / label
     try:
-        deadline = time.monotonic() + 30
-        # The run's output lives in its own mount namespace: its sandbox uid's processes show that it runs.
-        while time.monotonic() < deadline and not uid_processes(SandboxSpec.uid):
-            time.sleep(0.1)
-        assert uid_processes(SandboxSpec.uid), "the sandboxed run did not start"
+        # The run's output lives in its own mount namespace: its sandbox uid's processes (under this worker, not
+        # another test's) show that it runs.
+        assert RunProcesses(worker.pid, SandboxSpec.uid).wait_started(60), "the sandboxed run did not start"
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()

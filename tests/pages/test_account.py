@@ -77,6 +77,9 @@ def test_over_https_the_cookies_are_secure(
     with TestClient(create_app(app_settings, session_factory=session_factory), base_url="https://testserver") as c:
         page = c.get("/register")
         assert "Secure" in page.headers["set-cookie"]  # the CSRF cookie
+        assert page.headers["set-cookie"].startswith("__Host-midog_csrf=")
+        assert "Path=/" in page.headers["set-cookie"]
+        assert "Domain" not in page.headers["set-cookie"]
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
         done = c.post(
             "/register",
@@ -84,6 +87,12 @@ def test_over_https_the_cookies_are_secure(
             follow_redirects=False,
         )
         assert "Secure" in done.headers["set-cookie"]
+        assert done.headers["set-cookie"].startswith("__Host-midog_session=mdg_")
+        # Over https only the prefixed names count: a plain `midog_session` cookie is not a session.
+        assert c.get("/team", follow_redirects=False).status_code == 200
+        c.cookies.set("midog_session", str(c.cookies.get("__Host-midog_session")))
+        del c.cookies["__Host-midog_session"]
+        assert c.get("/team", follow_redirects=False).status_code == 303
 
 
 def test_forms_without_the_csrf_value_or_from_another_site_are_refused(browser: TestClient, seeded: Seeded) -> None:
@@ -138,12 +147,33 @@ def test_login_logout_and_the_next_page(browser: TestClient, seeded: Seeded) -> 
     assert wrong.status_code == 401
     assert "wrong e-mail or password" in wrong.text
     for target, landing in (("/my/submissions", "/my/submissions"), ("//evil.example/x", "/team")):
+        # Once signed in, the form's value is bound to the session: each login takes its page's value.
+        csrf = csrf_of(guest, "/login")
         ok = guest.post(
             "/login",
             data={"email": "login@example.org", "password": PASSWORD, "csrf": csrf, "next": target},
             follow_redirects=False,
         )
         assert ok.headers["location"] == landing
+
+
+def test_the_csrf_value_is_bound_to_the_session(browser: TestClient, seeded: Seeded) -> None:
+    register(browser, "Bound Team", "bound@example.org")
+    # A planted CSRF cookie with the same value in the form: refused on a signed-in session.
+    planted = "z" * 43
+    browser.cookies.set("midog_csrf", planted)
+    refused = browser.post("/team/invitations", data={"email": "x@example.org", "csrf": planted})
+    assert refused.status_code == 403
+    # The value the page gives is an HMAC over the cookie keyed by the session, not the cookie itself.
+    value = csrf_of(browser, "/team")
+    assert value != planted
+    assert len(value) == 64
+    assert browser.post("/team/invitations", data={"email": "x@example.org", "csrf": value}).status_code == 201
+    # Another session with the same CSRF cookie cannot use that value.
+    other = TestClient(browser.app)
+    register(other, "Other Team", "other-bound@example.org")
+    other.cookies.set("midog_csrf", planted)
+    assert other.post("/team/invitations", data={"email": "y@example.org", "csrf": value}).status_code == 403
 
 
 def test_invite_and_join_through_the_pages(browser: TestClient, seeded: Seeded) -> None:

@@ -13,10 +13,13 @@ import io
 import os
 import subprocess
 import tarfile
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
+from tests.live_server import descendants, still_running
 from worker.safe_delete import remove_tree
 from worker.sandbox import SandboxError, get_backend
 
@@ -137,3 +140,84 @@ def uid_processes(uid: int) -> list[int]:
         if int(fields.get("Uid", "-1").split()[0]) == uid and not fields.get("State", "").strip().startswith("Z"):
             found.append(int(entry.name))
     return found
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _cgroup_lines(pid: int | str) -> set[str]:
+    try:
+        return {line.split(":", 1)[1] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if ":" in line}
+    except OSError:
+        return set()
+
+
+def label_processes(uid: int, label: str, container_ids: Iterable[str] = ()) -> list[int]:
+    """Live processes of `uid` that belong to runs labelled `label`: in a bubblewrap run's cgroup of that label
+    (`midog-sandbox/<label>-<run id>`), in the cgroup of one of `container_ids` (podman's `libpod-<id>`), or
+    descendants of this test process. Other tests' runs of the same sandbox uid are not counted (labels are
+    unique per test)."""
+    mine = set(descendants(os.getpid()))
+    markers = [f"midog-sandbox/{label}-", *(f"libpod-{cid}" for cid in container_ids)]
+    return [
+        pid
+        for pid in uid_processes(uid)
+        if pid in mine or any(marker in line for line in _cgroup_lines(pid) for marker in markers)
+    ]
+
+
+class RunProcesses:
+    """The processes of the sandboxed runs started under one root process (a serve, a worker, a runner
+    service), and nothing else on the machine: other tests' or other users' runs of the same sandbox uid are
+    not counted. A run is known by its processes (descendants of the root with the sandbox uid) and by the
+    per-run cgroups they are in, so a process that outlived its parent (reparented away from the root) is
+    still found in its run's cgroup."""
+
+    def __init__(self, root: int, uid: int) -> None:
+        self.root = root
+        self.uid = uid
+        self.processes: dict[int, str] = {}
+        self.cgroups: set[str] = set()
+
+    def look(self) -> list[int]:
+        """Note the runs under the root now; returns the sandbox-uid pids found."""
+        found = {pid: start for pid, start in descendants(self.root).items() if _uid(pid) == self.uid}
+        own = _cgroup_lines("self")
+        for pid in found:
+            # The run's own cgroups: those its processes are in and this test process is not.
+            self.cgroups |= _cgroup_lines(pid) - own
+        self.processes.update(found)
+        return list(found)
+
+    def left(self) -> list[int]:
+        """Noted processes still running, and any live process in a noted run's cgroup."""
+        alive = set(still_running(self.processes))
+        if self.cgroups:
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit() and _cgroup_lines(entry.name) & self.cgroups:
+                    try:
+                        state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    except OSError:
+                        continue
+                    if state != "Z":
+                        alive.add(int(entry.name))
+        return sorted(alive)
+
+    def wait_started(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self.look() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return bool(self.processes)
+
+    def wait_gone(self, timeout_s: float) -> list[int]:
+        deadline = time.monotonic() + timeout_s
+        while (left := self.left()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return left

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.sandbox.images import require_backend, uid_processes
+from tests.sandbox.images import RunProcesses, require_backend
 from worker.safe_delete import remove_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,14 @@ def runner(tmp_path: Path) -> Iterator[dict[str, Any]]:
     assert socket_path.exists(), (base / "runner.log").read_text()
     os.chown(socket_path, 0, WORKER_UID)
     try:
-        yield {"socket": socket_path, "data": data, "set": sets / "tiny", "runtime": runtime, "base": base}
+        yield {
+            "socket": socket_path,
+            "data": data,
+            "set": sets / "tiny",
+            "runtime": runtime,
+            "base": base,
+            "pid": service.pid,
+        }
     finally:
         service.terminate()
         service.wait(timeout=30)
@@ -187,13 +194,10 @@ def test_a_run_dies_with_the_connection_of_its_worker(runner: dict[str, Any]) ->
     worker = _as_worker(
         runner, REQUEST, str(runner["socket"]), str(runner["data"]), str(runner["data"] / "o"), str(SANDBOX_UID)
     )
-    deadline = time.monotonic() + 30
-    while not uid_processes(SANDBOX_UID) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert uid_processes(SANDBOX_UID), "the run did not start"
+    # The runs of this runner service only (its descendants, then their cgroups), with a bound that holds on a
+    # loaded machine: the kill is immediate, the bound only covers the processes getting CPU time to die.
+    run = RunProcesses(runner["pid"], SANDBOX_UID)
+    assert run.wait_started(60), "the run did not start"
     worker.kill()
     worker.wait()
-    deadline = time.monotonic() + 10
-    while uid_processes(SANDBOX_UID) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert uid_processes(SANDBOX_UID) == []
+    assert run.wait_gone(60) == []

@@ -175,4 +175,4 @@ def test_sigterm_to_serve_stops_its_workers(tmp_path: Path) -> None:
         tree = descendants(running.pid)
         assert len(tree) >= 2, "serve started no worker"  # the cpu worker, its pool child, beat
         os.kill(running.pid, signal.SIGTERM)  # to serve alone, as a service manager sends it
-        assert wait_gone(tree, 10) == [], "workers outlived serve"
+        assert wait_gone(tree, 60) == [], "workers outlived serve"

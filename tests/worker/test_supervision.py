@@ -86,7 +86,7 @@ def test_R12_kill_9_of_serve_leaves_nothing_and_a_restart_finds_no_duplicate(tmp
         assert "another midog-eval serve" in second.stderr
         first.send_signal(signal.SIGKILL)
         first.wait()
-        assert wait_gone(tree, 10) == [], "processes of serve's tree outlived it"
+        assert wait_gone(tree, 60) == [], "processes of serve's tree outlived it"
     finally:
         if first.poll() is None:
             first.kill()
@@ -100,4 +100,4 @@ def test_R12_kill_9_of_serve_leaves_nothing_and_a_restart_finds_no_duplicate(tmp
         tree = descendants(restarted.pid)
         restarted.send_signal(signal.SIGTERM)
         restarted.wait(timeout=30)
-        assert wait_gone(tree, 10) == []
+        assert wait_gone(tree, 60) == []

@@ -16,9 +16,13 @@ Rules (docs/scoring.md, "MIDOG 2025 Track 2"):
   None and `undefined` says why;
 - validation as the official evaluator refuses: a list of the wrong length, an item that is not an object,
   without `class` or `confidence`, a class other than the two, a confidence that is not a float (JSON `1` is
-  an integer and is refused, `1.0` is accepted); beyond it, a confidence that is NaN or infinite.
+  an integer and is refused, `1.0` is accepted); beyond it, a confidence that is not finite or outside [0, 1];
+- reading as strict and bounded as the detection reader (worker.evaluation.jsonstream, shared): streamed
+  one stack at a time with the depth limit in the same pass, a stack given twice or a key given twice in one
+  item refused, a UTF-8 byte-order mark accepted; errors name the participant's file (`source`, never the
+  server's temporary file) and the stack.
 
-Ranking: overall balanced accuracy. Bootstrap intervals resample stacks. numpy only.
+Ranking: overall balanced accuracy. Bootstrap intervals resample stacks. numpy and ijson only.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy.typing as npt
 
 from worker.evaluation.bootstrap import resample_weights
 from worker.evaluation.errors import FormatError
+from worker.evaluation.jsonstream import object_entries, read_document
 
 CLASSES = {"normal": 0, "atypical": 1}
 # In the official metrics.json order: overall and per domain list them differently.
@@ -125,7 +130,7 @@ class ClassificationReport:
 
 def read_ground_truth(path: Path) -> dict[str, Stack]:
     """The official list `[{"image", "labels": [...], "tumordomains": [...]}]`, checked entry by entry."""
-    data = _load_json(path)
+    data = read_document(path)
     if not isinstance(data, list):
         raise FormatError(f"{path.name}: expected a list of stacks ({{'image', 'labels', 'tumordomains'}})")
     truth: dict[str, Stack] = {}
@@ -150,80 +155,111 @@ def read_ground_truth(path: Path) -> dict[str, Stack]:
     return truth
 
 
-def read_predictions(path: Path, patches: Mapping[str, int]) -> dict[str, StackPrediction]:
+def read_predictions(
+    path: Path, patches: Mapping[str, int], *, source: str | None = None
+) -> dict[str, StackPrediction]:
     """Predictions as a JSON object (stack image -> list), a directory of `<stack>.json` files (the image's
     name or its stem), or a CSV `image,index,class,confidence`; each list checked against its stack's patch
-    count (`patches`: stack -> pages; every stack must have its output)."""
-    if path.is_dir():
-        raw: dict[str, Any] = {}
-        for file in sorted(path.glob("*.json")):
-            raw[_stack_name(file.stem, patches)] = _load_json(file)
-    elif path.suffix.lower() == ".csv":
-        raw = _read_csv(path)
-    else:
-        data = _load_json(path)
-        if not isinstance(data, dict):
-            raise FormatError(f"{path.name}: expected an object mapping each stack image to its list of outputs")
-        raw = data
+    count (`patches`: stack -> pages; every stack must have its output). `source` names the file in errors
+    (default: its name); a JSON object is read one stack at a time and stops at the first fault."""
+    name = source or path.name
     predictions: dict[str, StackPrediction] = {}
-    for image, items in raw.items():
+
+    def add(image: str, items: Any) -> None:
         if image not in patches:
-            raise FormatError(f"{path.name}: stack {image!r} is not in the test set")
-        predictions[image] = check_stack(image, items, expected=patches[image])
+            raise FormatError(f"stack {image!r} is not in the test set", source=name)
+        if image in predictions:
+            raise FormatError(f"stack {image!r} is given twice", source=name)
+        predictions[image] = check_stack(image, items, expected=patches[image], source=name)
+
+    if path.is_dir():
+        for file in sorted(path.glob("*.json")):
+            add(_stack_name(file.stem, patches), read_document(file, source=f"{name}/{file.name}"))
+    elif path.suffix.lower() == ".csv":
+        for image, items in _read_csv(path, name).items():
+            add(image, items)
+    else:
+        try:
+            with path.open("rb") as handle:
+                entries = object_entries(handle, source=name, expected="mapping each stack image to its outputs")
+                for image, items in entries:
+                    add(image, items)
+        except OSError as exc:
+            raise FormatError(f"cannot be read ({exc.strerror})", source=name) from None
+        except FormatError as exc:
+            raise _stack_named(exc) from None
     missing = sorted(set(patches) - set(predictions))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise FormatError(f"{path.name}: no output for {len(missing)} stack(s): {shown}")
+        raise FormatError(f"no output for {len(missing)} stack(s): {shown}", source=name)
     return predictions
 
 
-def check_stack(image: str, items: Any, *, expected: int) -> StackPrediction:
-    """One stack's output list, validated as the official evaluator validates it (plus finite confidences)."""
+def _stack_named(value: Any) -> Any:
+    """A FormatError of the shared reader names the entry as a case; here it is a stack."""
+    if isinstance(value, FormatError) and value.case is not None:
+        return FormatError(f"stack {value.case!r}: {value.rule}", source=value.source)
+    return value
+
+
+def check_stack(image: str, items: Any, *, expected: int, source: str | None = None) -> StackPrediction:
+    """One stack's output list, validated as the official evaluator validates it (plus confidences finite and
+    in [0, 1])."""
+
+    def refuse(rule: str) -> FormatError:
+        return FormatError(rule, source=source)
+
     if not isinstance(items, list):
-        raise FormatError(f"{image}: expected a list with one {{'class', 'confidence'}} object per patch")
+        raise refuse(f"{image}: expected a list with one {{'class', 'confidence'}} object per patch")
     if len(items) != expected:
-        raise FormatError(f"{image}: {len(items)} outputs for {expected} patches (one per patch, in page order)")
+        raise refuse(f"{image}: {len(items)} outputs for {expected} patches (one per patch, in page order)")
     classes = np.empty(expected, dtype=np.int64)
     confidences = np.empty(expected, dtype=np.float64)
     for index, item in enumerate(items):
         where = f"{image}[{index}]"
         if not isinstance(item, dict):
-            raise FormatError(f"{where}: each output must be an object with 'class' and 'confidence'")
+            raise refuse(f"{where}: each output must be an object with 'class' and 'confidence'")
         if "class" not in item or "confidence" not in item:
-            raise FormatError(f"{where}: each output needs 'class' and 'confidence'")
-        if item["class"] not in CLASSES:
-            raise FormatError(f"{where}: class must be 'normal' or 'atypical', got {item['class']!r}")
+            raise refuse(f"{where}: each output needs 'class' and 'confidence'")
+        if not isinstance(item["class"], str) or item["class"] not in CLASSES:
+            raise refuse(f"{where}: class must be 'normal' or 'atypical', got {str(item['class'])[:40]!r}")
         confidence = item["confidence"]
         if not isinstance(confidence, float):
-            raise FormatError(
-                f"{where}: confidence must be a float (JSON {json.dumps(confidence)} is not; write e.g. 1.0)"
-            )
-        if not math.isfinite(confidence):
-            raise FormatError(f"{where}: confidence must be finite, got {confidence}")
+            shown = json.dumps(confidence)[:40] if isinstance(confidence, int | str | bool | None) else "an object"
+            raise refuse(f"{where}: confidence must be a float (JSON {shown} is not; write e.g. 1.0)")
+        if not math.isfinite(confidence) or not 0.0 <= confidence <= 1.0:
+            raise refuse(f"{where}: confidence must be a finite number in [0, 1] (P(atypical)), got {confidence}")
         classes[index] = CLASSES[item["class"]]
         confidences[index] = confidence
     return StackPrediction(classes=classes, confidences=confidences)
 
 
-def _read_csv(path: Path) -> dict[str, list[dict[str, Any]]]:
+def _read_csv(path: Path, name: str) -> dict[str, list[dict[str, Any]]]:
     rows: dict[str, dict[int, dict[str, Any]]] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"image", "index", "class", "confidence"} <= set(reader.fieldnames):
-            raise FormatError(f"{path.name}: expected the columns image,index,class,confidence")
-        for line, row in enumerate(reader, start=2):
-            try:
-                index, confidence = int(row["index"]), float(row["confidence"])
-            except ValueError:
-                raise FormatError(f"{path.name}:{line}: index must be an integer and confidence a number") from None
-            stack = rows.setdefault(row["image"], {})
-            if index in stack:
-                raise FormatError(f"{path.name}:{line}: patch {index} of {row['image']} is given twice")
-            stack[index] = {"class": row["class"], "confidence": confidence}
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is accepted
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"image", "index", "class", "confidence"} <= set(reader.fieldnames):
+                raise FormatError("expected the columns image,index,class,confidence", source=name)
+            for line, row in enumerate(reader, start=2):
+                try:
+                    index, confidence = int(row["index"]), float(row["confidence"])
+                except (TypeError, ValueError):
+                    raise FormatError(
+                        f"line {line}: index must be an integer and confidence a number", source=name
+                    ) from None
+                stack = rows.setdefault(row["image"], {})
+                if index in stack:
+                    raise FormatError(f"line {line}: patch {index} of {row['image']} is given twice", source=name)
+                stack[index] = {"class": row["class"], "confidence": confidence}
+    except csv.Error as exc:
+        raise FormatError(f"invalid CSV: {exc}", source=name) from None
+    except UnicodeDecodeError:
+        raise FormatError("not UTF-8 text", source=name) from None
     result: dict[str, list[dict[str, Any]]] = {}
     for image, stack in rows.items():
         if sorted(stack) != list(range(len(stack))):
-            raise FormatError(f"{path.name}: the patches of {image} must be numbered 0 to {len(stack) - 1}")
+            raise FormatError(f"the patches of {image} must be numbered 0 to {len(stack) - 1}", source=name)
         result[image] = [stack[i] for i in range(len(stack))]
     return result
 
@@ -238,15 +274,6 @@ def _stack_name(stem: str, patches: Mapping[str, int]) -> str:
         return stem
     matches = [image for image in patches if Path(image).stem == stem]
     return matches[0] if len(matches) == 1 else stem
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FormatError(f"{path.name}: cannot be read ({exc.strerror})") from None
-    except ValueError as exc:
-        raise FormatError(f"{path.name}: invalid JSON ({exc})") from None
 
 
 # --- metrics ---------------------------------------------------------------------------------------------

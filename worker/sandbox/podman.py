@@ -255,7 +255,15 @@ class PodmanBackend:
     ) -> SandboxResult:
         started = time.monotonic()
         merged = subprocess.STDOUT if spec.merge_output else subprocess.PIPE
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=merged)
+        # The run's own directory as the working directory: conmon creates an empty file `oom` in its working
+        # directory when the container is OOM-killed, and must not litter the worker's (a checkout, say).
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=merged,
+            cwd=area.path.parent,
+        )
         stdout = TailReader(process.stdout, spec.log_tail_bytes)
         stderr = TailReader(process.stderr, spec.log_tail_bytes)
 
