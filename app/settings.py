@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     # Tokens issued by /auth/login, and organiser tokens (CLI and admin API) unless given another expiry.
     login_token_ttl_hours: int = Field(default=24 * 30, gt=0)
     organiser_token_ttl_days: int = Field(default=30, gt=0)
+    # Runner tokens (a GPU host's, `midog-eval admin create-runner-token`): long-lived, revoked when a host goes.
+    runner_token_ttl_days: int = Field(default=365, gt=0)
 
     # Throttling of login and registration (moving windows, `limits` notation: "20/minute", "10/15minutes"),
     # counted in memory, or in the store `throttle_storage_url` names (e.g. the Redis URL) when several API
