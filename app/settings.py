@@ -278,3 +278,9 @@ def child_environment(
     for name in drop:
         environment.pop(name, None)
     return {**environment, **overrides}
+
+
+def set_in_environment(names: Iterable[str]) -> list[str]:
+    """Which of `names` the process environment sets (non-empty): a GPU host refuses to start holding a
+    database URL or a storage key (app.cli.gpu_host)."""
+    return [name for name in names if os.environ.get(name)]

@@ -11,7 +11,6 @@ command. Must not import FastAPI, SQLAlchemy or torch.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import stat
@@ -71,7 +70,9 @@ def gpu_host_command(
     loglevel: str = typer.Option("INFO", help="Celery log level."),
 ) -> None:
     """Run a GPU host: claim jobs of the given gpu queues through the API, run them, upload their outputs."""
-    present = [name for name in FORBIDDEN_ENV if os.environ.get(name)]
+    from app.settings import set_in_environment
+
+    present = set_in_environment(FORBIDDEN_ENV)
     if present:
         _refuse(f"{', '.join(present)} is set; a GPU host holds no database URL or storage key (unset it)")
     try:
