@@ -4,8 +4,8 @@ A declared Content-Length over the limit is answered 413 at once, before authent
 is read; a body sent without a length (chunked) is counted as it arrives and refused (413) as soon as it
 passes the limit, so at most one chunk beyond the limit is ever held. Limits: `max_auth_body_bytes` for
 /api/v1/auth/ (login and registration are reachable by anyone), `max_json_body_bytes` for every other JSON
-body. The streamed uploads (submissions, test-set archives) enforce their own, larger limits while writing
-to disk and are left to that (app.submissions.upload).
+body. The streamed uploads (submissions, test-set archives, a GPU host's outputs) enforce their own, larger
+limits while writing to disk and are left to that (app.submissions.upload, app.runner.router).
 
 A plain ASGI wrapper (Starlette's HTTPException is its only import from the framework); must not import the
 routers.
@@ -29,7 +29,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The multipart uploads stream to disk under their own size limits (413 while writing).
-STREAMED_UPLOADS = re.compile(r"^(/api/v1/(phases/[^/]+/submissions|admin/test-sets/upload)|/phases/[^/]+/submit)/?$")
+STREAMED_UPLOADS = re.compile(
+    r"^(/api/v1/(phases/[^/]+/submissions|admin/test-sets/upload"
+    r"|runner/jobs/[^/]+/attempts/[^/]+/(predictions|features|logs/[^/]+))|/phases/[^/]+/submit)/?$"
+)
 AUTH_PREFIX = "/api/v1/auth/"
 # the pages' account forms: reachable by anyone, so bounded like the API's /auth/
 ACCOUNT_FORMS = frozenset(

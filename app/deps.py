@@ -49,6 +49,9 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bear
 
 def _authenticated(db: Session, token: str | None) -> Principal:
     principal = authenticate(db, token=token)
+    if principal.token.scope is TokenScope.RUNNER:
+        # A GPU host's token opens the job protocol (app.runner) and nothing else.
+        raise Forbidden("a runner token is good for the job protocol under /api/v1/runner only")
     # End the lookup's transaction here, in the dependency's own thread call: on SQLite a writing request's
     # transaction holds the write lock, and holding it until the endpoint gets a thread of the (bounded)
     # pool would let requests that wait for the lock starve the one that holds it. The loaded rows stay

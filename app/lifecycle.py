@@ -327,14 +327,16 @@ class Pending:
 
 
 SHARDED_OWNER_PREFIX = "shards/"
+# A GPU host's uploaded run waiting for (or in) its scoring step on the cpu queue (app.runner.service).
+SCORING_OWNER_PREFIX = "scoring/"
 
 
 def renew_waiting_shards(
     session: Session, *, evaluation_ids: Sequence[int], lease_s: float, now: datetime | None = None
 ) -> list[int]:
-    """Extend the leases of sharded runs that still have shards waiting in the broker (`evaluation_ids`):
-    a shard renews its run's lease only while it runs, and a long GPU queue must not expire the run meanwhile.
-    Returns the ids renewed."""
+    """Extend the leases of runs whose next step still waits in the broker (`evaluation_ids`): sharded runs
+    (a shard renews its run's lease only while it runs, and a long GPU queue must not expire the run
+    meanwhile) and uploaded runs waiting for scoring on the cpu queue. Returns the ids renewed."""
     if not evaluation_ids:
         return []
     now = now or utcnow()
@@ -343,7 +345,10 @@ def renew_waiting_shards(
         .where(
             Evaluation.id.in_(list(evaluation_ids)),
             Evaluation.status == EvaluationStatus.RUNNING,
-            Evaluation.lease_owner.startswith(SHARDED_OWNER_PREFIX),
+            or_(
+                Evaluation.lease_owner.startswith(SHARDED_OWNER_PREFIX),
+                Evaluation.lease_owner.startswith(SCORING_OWNER_PREFIX),
+            ),
         )
         .values(lease_expires_at=now + timedelta(seconds=lease_s))
         .returning(Evaluation.id)

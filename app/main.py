@@ -30,6 +30,7 @@ from app.docs import install_docs
 from app.errors import AppError, ErrorBody, PayloadTooLarge
 from app.leaderboard.router import router as leaderboard_router
 from app.pages.router import install_pages
+from app.runner.router import router as runner_router
 from app.security_headers import SecurityHeadersMiddleware
 from app.settings import Settings, get_settings
 from app.submissions.checker import Checker
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, session_factory: sessionmake
         submissions_router,
         leaderboard_router,
         admin_router,
+        runner_router,
     ):
         app.include_router(router)
     install_docs(app)  # before the pages: its /static/docs mount must come before their /static

@@ -5,7 +5,8 @@ CLI open it too."""
 from __future__ import annotations
 
 from app.settings import Settings
-from worker.objects import ObjectStore, open_store
+from worker.objects import ObjectStore
+from worker.objects.configured import open_store
 
 
 def object_store(settings: Settings) -> ObjectStore:

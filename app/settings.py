@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     organiser_token_ttl_days: int = Field(default=30, gt=0)
     # No token, however minted (API, CLI), expires later than this after its creation.
     token_max_lifetime_days: int = Field(default=365, gt=0)
+    # Runner tokens (a GPU host's, `midog-eval admin create-runner-token`): long-lived, revoked when a host goes.
+    runner_token_ttl_days: int = Field(default=365, gt=0)
 
     # Throttling of login and registration (moving windows, `limits` notation: "20/minute", "10/15minutes"),
     # counted in memory, or in the store `throttle_storage_url` names (e.g. the Redis URL) when several API
@@ -217,9 +219,11 @@ class Settings(BaseSettings):
                 f"({self.worker_heartbeat_s:g}), or every worker would look down between two heartbeats"
             )
         longest_h = self.token_max_lifetime_days * 24
-        if self.organiser_token_ttl_days * 24 > longest_h or self.login_token_ttl_hours > longest_h:
+        defaults_h = (self.organiser_token_ttl_days * 24, self.runner_token_ttl_days * 24, self.login_token_ttl_hours)
+        if max(defaults_h) > longest_h:
             raise ValueError(
-                f"organiser_token_ttl_days ({self.organiser_token_ttl_days}) and login_token_ttl_hours "
+                f"organiser_token_ttl_days ({self.organiser_token_ttl_days}), runner_token_ttl_days "
+                f"({self.runner_token_ttl_days}) and login_token_ttl_hours "
                 f"({self.login_token_ttl_hours}) must not exceed token_max_lifetime_days "
                 f"({self.token_max_lifetime_days})"
             )
@@ -294,3 +298,9 @@ def child_environment(
     for name in drop:
         environment.pop(name, None)
     return {**environment, **overrides}
+
+
+def set_in_environment(names: Iterable[str]) -> list[str]:
+    """Which of `names` the process environment sets (non-empty): a GPU host refuses to start holding a
+    database URL or a storage key (app.cli.gpu_host)."""
+    return [name for name in names if os.environ.get(name)]

@@ -24,6 +24,12 @@ def evaluation_logs_dir(storage_dir: Path, evaluation_id: int) -> Path:
     return storage_dir / "logs" / f"evaluation-{evaluation_id}"
 
 
+def runner_upload_dir(data_dir: Path, evaluation_id: int, attempt: int) -> Path:
+    """Where the API keeps what a GPU host uploaded for one attempt (predictions.json, features.json, run.json)
+    and the scoring task reads it (app.runner, worker.tasks)."""
+    return data_dir / "work" / f"evaluation-{evaluation_id}" / "uploads" / f"attempt-{attempt}"
+
+
 def move_into_storage(session: Session, source: Path, destination: Path) -> None:
     """Atomically rename `source` to `destination` (same file system), undone by a rollback of `session`."""
     session.connection()  # a transaction is open, so that its rollback is seen

@@ -51,9 +51,16 @@ RULES: dict[str, tuple[str, ...]] = {
     "worker.objects": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3", "botocore"),
     "worker.objects.local": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3"),
     "worker.objects.s3": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy"),
+    "worker.objects.configured": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy"),
     "app.object_store": ("fastapi", "sqlalchemy", "celery", "torch", "boto3"),
     # Runs on GPU hosts, which hold neither the database nor the control host's settings: the standard library.
     "worker.blob_cache": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3"),
+    # A GPU host's side of the job protocol holds no database: neither its client nor its worker may pull one in.
+    "worker.remote.client": ("app", "celery", "sqlalchemy", "fastapi", "torch", "boto3"),
+    # (The SQLAlchemy library itself comes in with worker.celery_app's import of kombu's embedded-broker
+    # transport; nothing that opens a database, app.db, app.models or worker.tasks, may.)
+    "worker.remote.host": ("app.db", "app.models", "worker.tasks", "worker.heartbeat", "fastapi", "torch", "boto3"),
+    "app.runner.service": ("fastapi", "torch", "worker.tasks", "worker.celery_app"),
     # The API registers test sets with it and a GPU host may read its keys: no numpy, no boto3.
     "worker.datasets.content": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3"),
 }

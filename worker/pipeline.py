@@ -42,7 +42,7 @@ from worker.evaluation.metrics import evaluate
 from worker.evaluation.representation import FeaturesError, read_case_features, representation_shift
 from worker.evaluation.types import CasePredictions, Rules
 from worker.runners import LOGS_DIR, Runner, RunRequest, load_runner
-from worker.vocabulary import DETECTION, SubmissionKind
+from worker.vocabulary import CLASSIFICATION, DETECTION, SubmissionKind
 
 ProgressCallback = Callable[[float, str], None]
 RunnerFactory = Callable[[str], Runner]
@@ -144,10 +144,24 @@ def predict(
     `case_features`, when given, receives the per-case feature vectors a model archive declaring features
     wrote (worker.evaluation.representation), or {"error": line} when they cannot be used.
     """
-    wanted = tuple(cases)
     if inp.kind == SubmissionKind.PREDICTIONS:
         progress(0.1, "reading predictions")
         return _read(inp.artifact, inp.rules)
+    _path, predictions = _detect(inp, test_set, tuple(cases), runner_for, progress, run_name, run_info, case_features)
+    return predictions
+
+
+def _detect(
+    inp: PipelineInput,
+    test_set: TestSet,
+    wanted: tuple[str, ...],
+    runner_for: RunnerFactory,
+    progress: ProgressCallback,
+    run_name: str,
+    run_info: dict[str, Any] | None,
+    case_features: dict[str, Any] | None,
+) -> tuple[Path, dict[str, CasePredictions]]:
+    """Run the submission on `wanted` and check its detections: (its output file, the detections)."""
     progress(0.05, f"running the {inp.kind} on {len(wanted)} images")
     produced = _run(inp, wanted, runner_for=runner_for, run_name=run_name, run_info=run_info)
     feature_dir = produced.parent / "features"
@@ -160,11 +174,54 @@ def predict(
     progress(0.75, "reading the detections")
     extents = _extents(test_set)
     try:
-        return check_cases(
+        predictions = check_cases(
             _read(produced, inp.rules), extents={name: extents[name] for name in wanted}, missing="error"
         )
     except FormatError as exc:
         raise SubmissionError(str(exc)) from exc
+    return produced, predictions
+
+
+def produce(
+    inp: PipelineInput,
+    test_set: TestSet,
+    *,
+    runner_for: RunnerFactory = load_runner,
+    progress: ProgressCallback = _ignore_progress,
+    run_info: dict[str, Any] | None = None,
+    case_features: dict[str, Any] | None = None,
+) -> Path:
+    """The predict half alone, for a GPU host that never sees the ground truth: run a model or container
+    submission on every case of the set, check its output (a fault of the submission raises SubmissionError)
+    and return the output file, which `score_file` scores where the ground truth is."""
+    if inp.kind == SubmissionKind.PREDICTIONS:
+        raise ValueError("a predictions file is scored where it was uploaded; nothing to run")
+    cases = tuple(case.name for case in test_set.cases)
+    if inp.task == CLASSIFICATION:
+        path, _stacks = _classify(inp, test_set, runner_for, progress, run_info)
+        return path
+    path, _detections = _detect(inp, test_set, cases, runner_for, progress, "all", run_info, case_features)
+    return path
+
+
+def score_file(
+    inp: PipelineInput,
+    test_set: TestSet,
+    path: Path,
+    *,
+    progress: ProgressCallback = _ignore_progress,
+    case_features: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """The score half for an output file made elsewhere (`produce` on a GPU host): read and checked again
+    here, never trusted, then scored exactly as a run on this host would be."""
+    if inp.task == CLASSIFICATION:
+        patches = {case.name: int(case.patches or 0) for case in test_set.cases}
+        try:
+            stacks = read_stack_predictions(path, patches)
+        except FormatError as exc:
+            raise SubmissionError(str(exc)) from exc
+        return score_stacks(inp, test_set, stacks, progress=progress)
+    return score(inp, test_set, _read(path, inp.rules), progress=progress, case_features=case_features)
 
 
 def _run(
@@ -324,15 +381,30 @@ def predict_stacks(
 ) -> dict[str, StackPrediction]:
     """A classification submission's outputs for every stack, checked against each stack's patch count."""
     patches = {case.name: int(case.patches or 0) for case in test_set.cases}
-    if inp.kind == SubmissionKind.PREDICTIONS:
-        progress(0.1, "reading predictions")
-        path = inp.artifact
-    else:
-        progress(0.05, f"running the {inp.kind} on {len(patches)} stacks")
-        path = _run(inp, tuple(patches), runner_for=runner_for, run_name="all", run_info=run_info)
-        progress(0.75, "reading the classifications")
+    if inp.kind != SubmissionKind.PREDICTIONS:
+        _path, stacks = _classify(inp, test_set, runner_for, progress, run_info)
+        return stacks
+    progress(0.1, "reading predictions")
     try:
-        return read_stack_predictions(path, patches)
+        return read_stack_predictions(inp.artifact, patches)
+    except FormatError as exc:
+        raise SubmissionError(str(exc)) from exc
+
+
+def _classify(
+    inp: PipelineInput,
+    test_set: TestSet,
+    runner_for: RunnerFactory,
+    progress: ProgressCallback,
+    run_info: dict[str, Any] | None,
+) -> tuple[Path, dict[str, StackPrediction]]:
+    """Run the submission on every stack and check its outputs: (its output file, the classifications)."""
+    patches = {case.name: int(case.patches or 0) for case in test_set.cases}
+    progress(0.05, f"running the {inp.kind} on {len(patches)} stacks")
+    path = _run(inp, tuple(patches), runner_for=runner_for, run_name="all", run_info=run_info)
+    progress(0.75, "reading the classifications")
+    try:
+        return path, read_stack_predictions(path, patches)
     except FormatError as exc:
         raise SubmissionError(str(exc)) from exc
 

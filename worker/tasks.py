@@ -3,6 +3,9 @@
 - `evaluation.run(evaluation_id=)`: one evaluation; for model/container submissions of a phase whose
   `scoring_options["shard_by"]` names a group key (e.g. "scanner"), the hidden set is split into shards run
   as parallel `evaluation.run_shard` tasks on the gpu queue and merged by `evaluation.merge` (a chord).
+- `evaluation.score_upload(evaluation_id=, attempt=)`: scores what a GPU host uploaded through the job
+  protocol (app.runner): the output file is read and checked again here, then scored with the ground truth,
+  which only this side reads.
 - `evaluation.reconcile()`: periodic (beat): expires stale leases, re-sends rows waiting with no message and
   rebuilds leaderboards left stale (the backstop).
 - `standings.rebuild(phase_id=)`: one phase's leaderboard, sent by app.lifecycle after a commit that changed it.
@@ -47,7 +50,7 @@ from app.models import TestSet as TestSetRow
 from app.models.base import utcnow
 from app.scoring import canonical_options
 from app.settings import get_settings
-from app.storage import evaluation_logs_dir
+from app.storage import evaluation_logs_dir, runner_upload_dir
 from worker.celery_app import app, key_prefix, limits_of, worker_identity
 from worker.errors import InfrastructureError, RetryableError, SubmissionError
 from worker.lease import LeaseKeeper, LeaseLostError
@@ -61,6 +64,7 @@ from worker.pipeline import (
     predictions_from_json,
     predictions_to_json,
     score,
+    score_file,
     score_stacks,
     shard_plan,
 )
@@ -77,6 +81,7 @@ from worker.vocabulary import (
     RECONCILE,
     RUN,
     RUN_SHARD,
+    SCORE_UPLOAD,
     SubmissionKind,
     queue_for,
 )
@@ -480,6 +485,63 @@ def merge_shards_task(self: Task, shard_paths: Any = None, *, evaluation_id: int
         gpu_seconds = sum(float(r.get("run_seconds", 0.0)) for r in runs)
         return "succeeded" if run.succeed(outcome, gpu_seconds, basis, runtime) else "lease lost"
     return "failed"
+
+
+@_task(name=SCORE_UPLOAD, bind=True)
+def score_upload(self: Task, *, evaluation_id: int, attempt: int) -> str:
+    """Score the output a GPU host uploaded for `attempt` (app.runner), exactly as a run here is scored."""
+    owner = f"{lifecycle.SCORING_OWNER_PREFIX}{evaluation_id}/{attempt}"
+    held = _load_held(evaluation_id, owner, attempt)
+    if held is None:
+        return "lease lost"
+    inp, basis = held
+    run = _Run(evaluation_id, attempt, owner)
+    directory = runner_upload_dir(get_settings().data_dir, evaluation_id, attempt)
+    with _outcomes(run, self):
+        check_test_set(inp.test_set_dir, basis)
+        test_set = open_test_set(inp.test_set_dir)
+        record = _shard_run_info(directory / "run.json")
+        run_info = record.get("run_info") if isinstance(record.get("run_info"), dict) else {}
+        features = _uploaded_features(directory, [c.name for c in test_set.cases])
+        started = time.monotonic()
+        output = directory / "predictions.json"
+        outcome = score_file(inp, test_set, output, progress=run.progress, case_features=features)
+        run_seconds = float(record.get("run_seconds") or 0.0)
+        runtime = {
+            **(run_info or {}),
+            "run_seconds": round(run_seconds, 3),
+            "scoring_seconds": round(time.monotonic() - started, 3),
+        }
+        return "succeeded" if run.succeed(outcome, run_seconds, basis, runtime) else "lease lost"
+    return "failed"
+
+
+def _uploaded_features(directory: Path, cases: list[str]) -> dict[str, Any] | None:
+    """The features a GPU host uploaded ({case: [numbers]} or {"error": line}), checked here as if the run had
+    written them on this host (worker.evaluation.representation); None when none were uploaded."""
+    import tempfile
+
+    from worker.evaluation.representation import FeaturesError, read_case_features
+
+    path = directory / "features.json"
+    if not path.is_file():
+        return None
+    try:
+        uploaded = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {"error": "the features could not be read"}
+    if not isinstance(uploaded, dict) or not uploaded:
+        return None
+    if "error" in uploaded:
+        return {"error": str(uploaded["error"])[:500]}
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        for case, vector in uploaded.items():
+            if isinstance(case, str) and "/" not in case and not case.startswith("."):
+                (Path(scratch) / f"{Path(case).stem}.json").write_text(json.dumps({"features": vector}))
+        try:
+            return dict(read_case_features(Path(scratch), cases))
+        except FeaturesError as exc:
+            return {"error": str(exc)}
 
 
 def _shard_run_info(path: Path) -> dict[str, Any]:

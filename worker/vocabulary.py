@@ -36,6 +36,9 @@ STANDINGS_QUEUE = CPU_QUEUE
 RUN = "evaluation.run"
 RUN_SHARD = "evaluation.run_shard"
 MERGE = "evaluation.merge"
+# Scoring of what a GPU host uploaded through the job protocol (app.runner): on the cpu queue, which alone
+# reads ground truth.
+SCORE_UPLOAD = "evaluation.score_upload"
 RECONCILE = "evaluation.reconcile"
 SWEEP = "maintenance.sweep"
 REBUILD_STANDINGS = "standings.rebuild"

@@ -366,8 +366,9 @@ def list_tokens(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[T
     summary="Create a token (shown once in this response)",
     description=(
         "Scopes: `participant` (one participant's), `organiser` (reads and administers), `organiser_read` (reads "
-        "the organiser API only). Without `expires_at` a token expires after `organiser_token_ttl_days` "
-        "(organiser scopes) or `login_token_ttl_hours` (participants); a time in the past, or later than "
+        "the organiser API only), `runner` (a GPU host's: the job protocol under /api/v1/runner only). Without "
+        "`expires_at` a token expires after `organiser_token_ttl_days` (organiser scopes), `runner_token_ttl_days` "
+        "(runners) or `login_token_ttl_hours` (participants); a time in the past, or later than "
         "`token_max_lifetime_days` (default 365) from now, is refused."
     ),
     responses=errors(404),
@@ -386,6 +387,8 @@ def create_api_token(db: DbSession, settings: AppSettings, body: TokenCreate) ->
     if expires_at is None:
         if body.scope.is_organiser:
             expires_at = now + timedelta(days=settings.organiser_token_ttl_days)
+        elif body.scope is TokenScope.RUNNER:
+            expires_at = now + timedelta(days=settings.runner_token_ttl_days)
         else:
             expires_at = now + timedelta(hours=settings.login_token_ttl_hours)
     participant = None

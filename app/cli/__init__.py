@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Any, Any], None]]] = {
     "dataset": ("dataset", lambda cli, m: cli.add_typer(m.dataset_app, name="dataset")),
     "serve": ("serve", lambda cli, m: cli.command("serve")(m.serve_command)),
     "worker": ("worker", lambda cli, m: cli.command("worker")(m.worker_command)),
+    "gpu-host": ("gpu_host", lambda cli, m: cli.command("gpu-host")(m.gpu_host_command)),
     "sandbox-runner": ("runner", lambda cli, m: cli.command("sandbox-runner")(m.sandbox_runner_command)),
     "demo": ("demo", lambda cli, m: cli.add_typer(m.app)),
     "admin": ("admin", lambda cli, m: cli.add_typer(m.admin_app, name="admin")),  # create-token, revoke-token

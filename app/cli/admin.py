@@ -1,5 +1,6 @@
 """`midog-eval admin ...`: organiser bootstrap on the server. `create-token` prints a new organiser token
-once (stdout, nothing else there) and stores only its sha256.
+once (stdout, nothing else there) and stores only its sha256; `create-runner-token NAME` does the same for a
+GPU host's runner token (the job protocol only), recorded in the audit log like the admin API's tokens.
 
 Imports nothing heavy at module level (the CLI must start without SQLAlchemy, FastAPI or Celery).
 """
@@ -14,6 +15,17 @@ import typer
 admin_app = typer.Typer(
     name="admin", help="Organiser tools: tokens on the server, challenge bundles.", no_args_is_help=True
 )
+
+
+def _refuse_beyond_max_lifetime(expires_days: int | None, max_days: int) -> None:
+    """Exit 2 when --expires-days asks for more than the server's maximum token lifetime."""
+    if expires_days is not None and expires_days > max_days:
+        typer.echo(
+            f"error: --expires-days {expires_days} exceeds the maximum token lifetime of "
+            f"{max_days} days (MIDOG_TOKEN_MAX_LIFETIME_DAYS)",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 @admin_app.command("create-token")
@@ -37,13 +49,7 @@ def create_token_command(
     from app.settings import get_settings
 
     settings = get_settings()
-    if expires_days is not None and expires_days > settings.token_max_lifetime_days:
-        typer.echo(
-            f"error: --expires-days {expires_days} exceeds the maximum token lifetime of "
-            f"{settings.token_max_lifetime_days} days (MIDOG_TOKEN_MAX_LIFETIME_DAYS)",
-            err=True,
-        )
-        raise typer.Exit(2)
+    _refuse_beyond_max_lifetime(expires_days, settings.token_max_lifetime_days)
     engine = make_engine(database_url or settings.database_url)
     try:
         with session_scope(make_session_factory(engine, write=True)) as session:
@@ -75,6 +81,58 @@ def create_token_command(
     )
 
 
+@admin_app.command("create-runner-token")
+def create_runner_token_command(
+    name: Annotated[str, typer.Argument(help="The GPU host's name, e.g. gpu-a100-1 (shown in leases and logs).")],
+    expires_days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Expire after this many days (default: MIDOG_RUNNER_TOKEN_TTL_DAYS, 365)."),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (default: MIDOG_DATABASE_URL / settings).")
+    ] = None,
+) -> None:
+    """Create a runner token for one GPU host and print it once (give it to `midog-eval gpu-host --token-file`)."""
+    from app.auth.service import create_token
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.models import AuditEvent, TokenScope, utcnow
+    from app.settings import get_settings
+
+    label = name.strip()
+    if not label or len(label) > 100:
+        typer.echo("error: NAME: give the GPU host's name, 1 to 100 characters", err=True)
+        raise typer.Exit(2)
+    settings = get_settings()
+    _refuse_beyond_max_lifetime(expires_days, settings.token_max_lifetime_days)
+    engine = make_engine(database_url or settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine, write=True)) as session:
+            expires = utcnow() + timedelta(days=expires_days or settings.runner_token_ttl_days)
+            issued = create_token(session, scope=TokenScope.RUNNER, name=label, expires_at=expires)
+            token_id = issued.row.id
+            session.add(
+                AuditEvent(
+                    token_id=None,
+                    actor="midog-eval admin (server command line)",
+                    action="create_runner_token",
+                    target=f"token {token_id}",
+                    target_id=token_id,
+                    details={"name": label, "scope": TokenScope.RUNNER.value, "expires_at": expires.isoformat()},
+                )
+            )
+    except Exception as exc:  # a missing table or a dead server: one line, exit 1
+        typer.echo(f"error: could not create the token: {exc.__class__.__name__}: {str(exc).splitlines()[0]}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    typer.echo(issued.token)
+    typer.echo(
+        f"runner token {token_id} ({label!r}) created, expires {expires:%Y-%m-%d %H:%M} UTC; it is shown only this "
+        f"once. Revoke it with: midog-eval admin revoke-token {token_id}",
+        err=True,
+    )
+
+
 @admin_app.command("revoke-token")
 def revoke_token_command(
     token_id: Annotated[int, typer.Argument(help="The token's id (see the admin API's /tokens).")],
@@ -83,7 +141,7 @@ def revoke_token_command(
     """Revoke an API token by id."""
     from app.auth.service import revoke_token
     from app.db import make_engine, make_session_factory, session_scope
-    from app.models import ApiToken
+    from app.models import ApiToken, AuditEvent
     from app.settings import get_settings
 
     engine = make_engine(database_url or get_settings().database_url)
@@ -94,6 +152,16 @@ def revoke_token_command(
                 typer.echo(f"error: no token {token_id}", err=True)
                 raise typer.Exit(1)
             revoke_token(session, token=token)
+            session.add(
+                AuditEvent(
+                    token_id=None,
+                    actor="midog-eval admin (server command line)",
+                    action="revoke_token",
+                    target=f"token {token_id}",
+                    target_id=token_id,
+                    details={"name": token.name, "scope": token.scope.value},
+                )
+            )
     finally:
         engine.dispose()
     typer.echo(f"token {token_id} revoked", err=True)

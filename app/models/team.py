@@ -15,11 +15,13 @@ from app.names import skeleton
 
 class TokenScope(enum.StrEnum):
     """participant: one team's member; organiser: reads and administers challenges; organiser_read: reads the
-    organiser API (submissions across teams, workers, audit log) and changes nothing."""
+    organiser API (submissions across teams, workers, audit log) and changes nothing; runner: a GPU host's, good
+    for the job protocol (/api/v1/runner) only: it claims jobs, reads their inputs and lands their outputs."""
 
     PARTICIPANT = "participant"
     ORGANISER = "organiser"
     ORGANISER_READ = "organiser_read"
+    RUNNER = "runner"
 
     @property
     def is_organiser(self) -> bool:

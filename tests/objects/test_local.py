@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.objects import ContentMismatchError, open_store
+from worker.objects import ContentMismatchError
+from worker.objects.configured import open_store
 from worker.objects.local import LocalStore
 
 

@@ -12,7 +12,8 @@ Rules every store keeps, checked by tests/objects against both:
 - A store that cannot be reached raises `StoreUnavailableError` (an infrastructure fault to retry, never the
   submitter's fault).
 
-Standard library only (the S3 store imports boto3 when it is opened); must not import app, Celery,
+Standard library only (`worker.objects.configured.open_store` opens the configured store; the S3 store imports
+boto3); must not import app, Celery,
 SQLAlchemy, FastAPI, pydantic or torch: the API, the scoring workers and the command line all use it.
 """
 
@@ -144,38 +145,3 @@ class ObjectStore(ABC):
     def presigned_get(self, key: str, *, expires_s: int) -> str:
         """A URL that lets its holder GET the object for `expires_s` seconds (stores that serve HTTP only)."""
         raise NotImplementedError(f"{type(self).__name__} has no presigned URLs; fetch through the API instead")
-
-
-def open_store(
-    kind: str,
-    *,
-    root: Path | None = None,
-    endpoint_url: str = "",
-    bucket: str = "",
-    access_key: str = "",
-    secret_key: str = "",
-    region: str = "us-east-1",
-    prefix: str = "",
-) -> ObjectStore:
-    """The store a deployment configured: `local` (needs `root`) or `s3` (needs endpoint, bucket and keys)."""
-    if kind == "local":
-        if root is None:
-            raise ValueError("object store 'local': give the directory (root)")
-        from worker.objects.local import LocalStore
-
-        return LocalStore(root)
-    if kind == "s3":
-        missing = [n for n, v in (("endpoint_url", endpoint_url), ("bucket", bucket)) if not v]
-        if missing:
-            raise ValueError(f"object store 's3': set {', '.join(missing)}")
-        from worker.objects.s3 import S3Store
-
-        return S3Store(
-            endpoint_url=endpoint_url,
-            bucket=bucket,
-            access_key=access_key,
-            secret_key=secret_key,
-            region=region,
-            prefix=prefix,
-        )
-    raise ValueError(f"object store kind {kind!r}: must be 'local' or 's3'")

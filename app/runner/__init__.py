@@ -1,0 +1,1 @@
+"""The GPU hosts' job protocol under /api/v1/runner (service: the rules; router: HTTP; schemas: bodies)."""
