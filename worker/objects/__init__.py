@@ -13,8 +13,8 @@ Rules every store keeps, checked by tests/objects against both:
   submitter's fault).
 
 Standard library only (`worker.objects.configured.open_store` opens the configured store; the S3 store imports
-boto3); must not import app, Celery,
-SQLAlchemy, FastAPI, pydantic or torch: the API, the scoring workers and the command line all use it.
+boto3); must not import app, Celery, SQLAlchemy, FastAPI, pydantic or torch: the API, the scoring workers and
+the command line all use it.
 """
 
 from __future__ import annotations
