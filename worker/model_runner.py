@@ -391,8 +391,9 @@ def reap_leftovers(settings: Any) -> int:
 
     `settings`: the process's app.settings.Settings. Reaps the model archives' backend (see ModelSettings)
     and, when MIDOG_SANDBOX_BACKEND names another one (the container submissions'), that one too, under
-    MIDOG_SANDBOX_RUNTIME_DIR. Every label is reaped, so GPU workers sharing a host need a runtime directory
-    each (and, for podman/docker, an engine each). MIDOG_SANDBOX_REAP_ON_START=0 turns the sweep off.
+    MIDOG_SANDBOX_RUNTIME_DIR. Every run of this runtime directory is reaped (podman and docker containers carry
+    its digest as an owner label), so GPU workers sharing a host need a runtime directory each; runs of other
+    workers or servers on the same engine are left alone. MIDOG_SANDBOX_REAP_ON_START=0 turns the sweep off.
     Returns the number of runs reaped.
     """
     if not settings.sandbox_reap_on_start:

@@ -341,6 +341,10 @@ def test_reap_after_worker_killed(backend: Backend, make_spec: Spec, tmp_path: P
     assert runs.exists(), "the dead worker's run left state behind, as a crash would"
     assert host_mounts_under(runtime_dir) == []
     assert spec.label in backend.leftover_labels()
+    if isinstance(backend, PodmanBackend):
+        # Another worker's start-up sweep on the same engine (its own runtime directory) leaves this run alone.
+        assert backend.list_containers(spec.label), "the dead worker's container is still on the engine"
+        assert spec.label not in PodmanBackend(runtime_dir=tmp_path / "another-worker").leftover_labels()
     assert backend.reap(spec.label) >= 1
     assert spec.label not in backend.leftover_labels()
     deadline = time.monotonic() + 60

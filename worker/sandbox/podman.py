@@ -5,7 +5,9 @@ Every container is rootful-engine-run but unprivileged inside: `--user uid:gid`,
 `--memory` equal to `--memory-swap`, `--pids-limit`, `--cpus`, explicit ulimits, no log driver (the runner
 keeps bounded tails of the attached streams itself, nothing piles up on disk). Each container is labelled
 `midog.sandbox=<label>` plus the spec's labels, so `reap(label)` finds leftovers after a worker crash with
-`ps -a --filter label=...`. The runner enforces the wall clock: at the limit it kills and removes.
+`ps -a --filter label=...`, and `midog.sandbox.owner=<digest of the runtime directory>`, so that the start-up
+sweep (`leftover_labels`) finds only the runs of workers with this runtime directory, never those of another
+live worker or server that shares the engine. The runner enforces the wall clock: at the limit it kills and removes.
 /output is a plain directory of the run, watched for its quota (output.py) and bounded per file by
 RLIMIT_FSIZE: the worker mounts nothing in the host's namespace for a container (the engine's own mounts
 live in the container's namespace).
@@ -16,6 +18,7 @@ Imports the stdlib and worker.sandbox only; must not import Celery, SQLAlchemy, 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -31,6 +34,7 @@ from worker.sandbox.spec import SandboxError, SandboxResult, SandboxSpec
 from worker.sandbox.streams import TailReader
 
 LABEL_KEY = "midog.sandbox"
+OWNER_KEY = "midog.sandbox.owner"
 _ENGINE_TIMEOUT_S = 60.0
 # containers-common's default profile; podman's built-in default is the same file.
 PODMAN_SECCOMP = Path("/usr/share/containers/seccomp.json")
@@ -103,6 +107,11 @@ class PodmanBackend:
         self.runtime_dir = runtime_dir or default_runtime_dir()
         self.host_paths = dict(host_paths or {})
         self._seccomp: Path | bool | None = None
+
+    @property
+    def owner(self) -> str:
+        """This backend's owner label: the runtime directory's digest (workers sharing one reap each other's)."""
+        return hashlib.sha256(str(self.runtime_dir.resolve()).encode()).hexdigest()[:16]
 
     def host_path(self, path: Path) -> str:
         """`path` as the engine sees it: worker prefixes mapped by `host_paths` (longest prefix first).
@@ -195,7 +204,7 @@ class PodmanBackend:
             args += ["--tmpfs", f"{scratch.target}:rw,nosuid,nodev,size={scratch.size_bytes},U"]
         if file_size_limit is not None:
             args += ["--ulimit", f"fsize={file_size_limit}:{file_size_limit}"]
-        args += ["--label", f"{LABEL_KEY}={spec.label}"]
+        args += ["--label", f"{LABEL_KEY}={spec.label}", "--label", f"{OWNER_KEY}={self.owner}"]
         for key, value in spec.labels.items():
             args += ["--label", f"{key}={value}"]
         for mount in spec.mounts:
@@ -318,10 +327,11 @@ class PodmanBackend:
         return done.stdout.split()
 
     def leftover_labels(self) -> list[str]:
-        """Labels of all sandbox containers on this engine (running or not) and of runs on record here."""
+        """Labels of this owner's sandbox containers on the engine (running or not) and of runs on record here."""
         done = self._engine(
-            "ps", "-a", "--filter", f"label={LABEL_KEY}", "--format", f'{{{{index .Labels "{LABEL_KEY}"}}}}', check=True
-        )
+            "ps", "-a", "--filter", f"label={OWNER_KEY}={self.owner}",
+            "--format", f'{{{{index .Labels "{LABEL_KEY}"}}}}', check=True,
+        )  # fmt: skip
         labels = {line.strip() for line in done.stdout.splitlines() if line.strip()}
         base = self.runtime_dir / self.name
         if base.is_dir():
