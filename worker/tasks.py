@@ -73,6 +73,7 @@ from worker.runners import TIME_LIMIT_MESSAGE, RunnerNotConfiguredError
 from worker.vocabulary import (
     CLASSIFICATION,
     CPU_QUEUE,
+    DEFAULT_GPU_CLASS,
     DETECTION,
     GPU_QUEUE,
     MERGE,
@@ -95,8 +96,8 @@ T = TypeVar("T")
 PERSIST_RETRY_S = 60.0
 
 
-def enqueue(evaluation_id: int, kind: str) -> None:
-    app.send_task(RUN, kwargs={"evaluation_id": evaluation_id}, queue=queue_for(kind))
+def enqueue(evaluation_id: int, kind: str, gpu_class: str = DEFAULT_GPU_CLASS) -> None:
+    app.send_task(RUN, kwargs={"evaluation_id": evaluation_id}, queue=queue_for(kind, gpu_class))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -635,7 +636,7 @@ def reconcile() -> dict[str, list[int]]:
         pending += [p for p in with_db_retry(find_released) if p.evaluation_id in released]
     sent: list[int] = []
     for item in {p.evaluation_id: p for p in pending}.values():
-        enqueue(item.evaluation_id, item.kind)
+        enqueue(item.evaluation_id, item.kind, item.gpu_class)
         sent.append(item.evaluation_id)
     with_db_retry(lambda session: lifecycle.mark_requeued(session, evaluation_ids=sent))
     rebuilt = rebuild_stale(get_engine())

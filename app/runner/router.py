@@ -18,12 +18,14 @@ from app.deps import AppSettings, BearerCredentials, DbSession
 from app.errors import Forbidden, InvalidInput, PayloadTooLarge
 from app.models import Evaluation, TokenScope
 from app.openapi import errors
-from app.runner import service
+from app.runner import hosts, service
 from app.runner.schemas import (
     ClaimRead,
     ClaimRequest,
     FailureRequest,
     FinishRequest,
+    HeartbeatRead,
+    HeartbeatRequest,
     JobState,
     LeaseRequest,
     RunnerRead,
@@ -73,9 +75,26 @@ def ping(runner: Runner, settings: AppSettings) -> RunnerRead:
     )
 
 
+@router.post(
+    "/heartbeat",
+    summary="The GPU host reports itself: its classes, GPUs and cache (the organisers' worker list)",
+    responses=errors(401, 422),
+)
+def heartbeat(db: DbSession, runner: Runner, settings: AppSettings, body: HeartbeatRequest) -> HeartbeatRead:
+    name = hosts.record_heartbeat(db, token=runner.token, report=body)
+    return HeartbeatRead(worker=name, heartbeat_s=settings.worker_heartbeat_s)
+
+
 @router.post("/jobs/{evaluation_id}/claim", summary="Claim one run of an evaluation", responses=errors(401, 404, 409))
 def claim(db: DbSession, runner: Runner, settings: AppSettings, evaluation_id: IdPath, body: ClaimRequest) -> ClaimRead:
-    job = service.claim_job(db, token=runner.token, evaluation_id=evaluation_id, host=body.host, settings=settings)
+    job = service.claim_job(
+        db,
+        token=runner.token,
+        evaluation_id=evaluation_id,
+        host=body.host,
+        settings=settings,
+        gpu_classes=body.gpu_classes,
+    )
     return ClaimRead(
         claimed=job.claimed,
         outcome=job.outcome,

@@ -32,7 +32,8 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from worker.pipeline import PipelineInput, produce
 from worker.remote.client import ApiUnavailableError, JobClient, RunnerClient, TokenRefusedError
 from worker.runners import TIME_LIMIT_MESSAGE, load_runner
 from worker.safe_delete import discard_tree
-from worker.vocabulary import RUN
+from worker.vocabulary import DEFAULT_GPU_CLASS, RUN
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class HostConfig:
     cache_max_bytes: int
     work_dir: Path
     settings: Any  # app.settings.Settings of this host: runner choice, sandbox options, time limits
+    gpu_classes: list[str] = field(default_factory=lambda: [DEFAULT_GPU_CLASS])  # a claim of another is refused
 
 
 _config: HostConfig | None = None
@@ -102,13 +104,31 @@ def _stop_host(reason: str) -> None:
     os.kill(os.getppid() if in_pool_child else os.getpid(), signal.SIGTERM)
 
 
-def watch_token(client: RunnerClient, *, interval_s: float, stop: threading.Event) -> threading.Thread:
-    """A thread of the worker's main process: pings the API; a refused token stops the host."""
+def watch_token(
+    client: RunnerClient,
+    *,
+    interval_s: float,
+    stop: threading.Event,
+    report: Callable[[], dict[str, Any]] | None = None,
+) -> threading.Thread:
+    """A thread of the worker's main process: sends the host's heartbeat (`report()`, app.runner.hosts), or
+    pings the API without one; a refused token stops the host. The first heartbeat goes at once; the next
+    within the interval the API asks for, if that is shorter than `interval_s` (the worker list marks a host
+    stale when it has not been heard of for the API's staleness window)."""
+
+    def beat() -> float:
+        if report is None:
+            client.ping()
+            return interval_s
+        answer = client.heartbeat(report())
+        return min(interval_s, float(answer.get("heartbeat_s") or interval_s))
 
     def loop() -> None:
-        while not stop.wait(interval_s):
+        wait = 0.0
+        while not stop.wait(wait):
+            wait = interval_s
             try:
-                client.ping()
+                wait = beat()
             except TokenRefusedError as exc:
                 logger.error("the runner token was refused (%s)", exc)
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -129,7 +149,7 @@ def run_remote(self: Task, *, evaluation_id: int) -> str:
     try:
         owner = f"{config.name}:{os.getpid()}"
         try:
-            claim = client.claim(evaluation_id, owner)
+            claim = client.claim(evaluation_id, owner, config.gpu_classes)
         except TokenRefusedError as exc:
             _stop_host(f"runner token refused: {exc}")
             left = f"runner token refused; evaluation {evaluation_id} left to another host"
