@@ -160,7 +160,8 @@ def gpu_host_command(
             problems=problems,
         )
 
-    watch_token(client, interval_s=ping_interval_s, stop=threading.Event(), report=report)
+    beat_file = cache_dir / "heartbeat"
+    watch_token(client, interval_s=ping_interval_s, stop=threading.Event(), report=report, beat_file=beat_file)
     argv = celery_worker_argv(
         queues=",".join(queue_names),
         concurrency=1,

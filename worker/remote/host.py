@@ -110,11 +110,13 @@ def watch_token(
     interval_s: float,
     stop: threading.Event,
     report: Callable[[], dict[str, Any]] | None = None,
+    beat_file: Path | None = None,
 ) -> threading.Thread:
     """A thread of the worker's main process: sends the host's heartbeat (`report()`, app.runner.hosts), or
     pings the API without one; a refused token stops the host. The first heartbeat goes at once; the next
     within the interval the API asks for, if that is shorter than `interval_s` (the worker list marks a host
-    stale when it has not been heard of for the API's staleness window)."""
+    stale when it has not been heard of for the API's staleness window). Each heartbeat the API took touches
+    `beat_file` (the container health check reads its age: docker/healthcheck.py gpu-host)."""
 
     def beat() -> float:
         if report is None:
@@ -129,6 +131,8 @@ def watch_token(
             wait = interval_s
             try:
                 wait = beat()
+                if beat_file is not None:
+                    beat_file.touch()
             except TokenRefusedError as exc:
                 logger.error("the runner token was refused (%s)", exc)
                 os.kill(os.getpid(), signal.SIGTERM)
