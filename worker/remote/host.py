@@ -9,6 +9,10 @@ Rules:
 - No database, no storage credentials, no shared disk: `HostConfig` holds the API address, the runner token,
   the cache and a work directory, and that is all a run reads. The process refuses to start with a database
   URL in its environment (app.cli.gpu_host).
+- The host serves the GPU classes of `HostConfig.gpu_classes` (the queues `gpu`/`gpu-<class>` it consumes) and
+  sends them with each claim: the API refuses a job of another class (409), which is then not run here.
+- A heartbeat thread (`watch_token`) reports the host to the worker list: classes, GPUs, cache
+  (worker.remote.report).
 - The lease is renewed through the API while participant code runs (worker.lease.LeaseKeeper); a lost lease
   (cancelled, expired and taken over) stops the run, which then lands nothing.
 - A refused token (revoked, expired) stops the host at once: the claim gives its message back to the queue for
