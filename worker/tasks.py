@@ -75,7 +75,6 @@ from worker.vocabulary import (
     CPU_QUEUE,
     DEFAULT_GPU_CLASS,
     DETECTION,
-    GPU_QUEUE,
     MERGE,
     QUEUES,
     REBUILD_STANDINGS,
@@ -84,6 +83,7 @@ from worker.vocabulary import (
     RUN_SHARD,
     SCORE_UPLOAD,
     SubmissionKind,
+    gpu_queue,
     queue_for,
 )
 
@@ -405,14 +405,23 @@ def _start_shards(run: _Run, shards: list[tuple[str, ...]]) -> None:
             lease_s=lease_s,
         )
 
+    def gpu_class(session: Session) -> str:
+        found = session.scalar(
+            select(Phase.gpu_class)
+            .join(Submission, Submission.phase_id == Phase.id)
+            .join(Evaluation, Evaluation.submission_id == Submission.id)
+            .where(Evaluation.id == run.evaluation_id)
+        )
+        return str(found or DEFAULT_GPU_CLASS)
+
     if not with_db_retry(hand_over):
         return
     run.owner = owner
     run.progress(0.05, f"running {len(shards)} shards")
     ids = {"evaluation_id": run.evaluation_id, "attempt": run.attempt, "owner": owner}
-    header = [
-        run_shard.si(**ids, index=index, cases=list(cases)).set(queue=GPU_QUEUE) for index, cases in enumerate(shards)
-    ]
+    # the shards run on the queue of the phase's GPU class, as the whole run would
+    queue = gpu_queue(with_db_retry(gpu_class))
+    header = [run_shard.si(**ids, index=i, cases=list(cases)).set(queue=queue) for i, cases in enumerate(shards)]
     chord(header)(merge_shards_task.si(**ids).set(queue=CPU_QUEUE))
 
 

@@ -63,6 +63,12 @@ def gpu_queue(gpu_class: str) -> str:
     return GPU_QUEUE if gpu_class == DEFAULT_GPU_CLASS else f"{GPU_QUEUE}-{gpu_class}"
 
 
+def is_gpu_queue(queue: str) -> bool:
+    """Whether `queue` runs participant code: `gpu` or the queue of another GPU class (`gpu-<class>`); its
+    workers take one job at a time, a fresh process per job."""
+    return queue == GPU_QUEUE or (queue.startswith(f"{GPU_QUEUE}-") and is_gpu_class(queue[len(GPU_QUEUE) + 1 :]))
+
+
 def queue_for(kind: str, gpu_class: str = DEFAULT_GPU_CLASS) -> str:
     """The queue that runs an evaluation of a submission of `kind` in a phase of GPU class `gpu_class`: the
     only routing rule (predictions are scored on the cpu queue whatever the class)."""

@@ -18,7 +18,7 @@ from app import lifecycle
 from app.auth.service import create_token
 from app.models import Evaluation, Submission, SubmissionKind, Team, TokenScope, WorkerNode, utcnow
 from app.workers.service import gpus_text
-from worker.vocabulary import RUN, gpu_queue, is_gpu_class, queue_for
+from worker.vocabulary import RUN, gpu_queue, is_gpu_class, is_gpu_queue, queue_for
 
 
 def test_routing_by_kind_and_class_is_one_rule() -> None:
@@ -27,6 +27,7 @@ def test_routing_by_kind_and_class_is_one_rule() -> None:
     assert queue_for("container", "gpu") == "gpu"
     assert queue_for("model", "a100") == "gpu-a100"
     assert gpu_queue("h100-80g") == "gpu-h100-80g"
+    assert [q for q in ("gpu", "gpu-a100", "cpu", "gpu-", "gpu-A100", "gpux") if is_gpu_queue(q)] == ["gpu", "gpu-a100"]
     for bad in ("", "A100", "a_100", "-a", "a-", "a--b", "x" * 33, "gpu a"):
         assert not is_gpu_class(bad), bad
         with pytest.raises(ValueError, match="GPU class"):
