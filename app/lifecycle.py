@@ -51,7 +51,7 @@ from app.models import (
     utcnow,
 )
 from app.queue import enqueue_after_commit
-from worker.vocabulary import RUN, queue_for
+from worker.vocabulary import DEFAULT_GPU_CLASS, RUN, queue_for
 
 GENERIC_FAILURE = "the evaluation failed because of an internal error; the organisers have been notified"
 CRASH_LOOP_FAILURE = "the evaluation stopped its worker repeatedly and was abandoned"
@@ -324,6 +324,7 @@ def release_for_retry(
 class Pending:
     evaluation_id: int
     kind: str
+    gpu_class: str = DEFAULT_GPU_CLASS
 
 
 SHARDED_OWNER_PREFIX = "shards/"
@@ -385,8 +386,9 @@ def expire_stale_leases(session: Session, *, max_attempts: int, now: datetime | 
 def waiting(session: Session, *, queued_before: datetime, exclude: Sequence[int] = ()) -> list[Pending]:
     """Rows waiting for a run (queued or retrying) since before `queued_before`, oldest first."""
     query = (
-        select(Evaluation.id, Submission.kind)
+        select(Evaluation.id, Submission.kind, Phase.gpu_class)
         .join(Submission, Submission.id == Evaluation.submission_id)
+        .join(Phase, Phase.id == Submission.phase_id)
         .where(
             or_(Evaluation.status == EvaluationStatus.QUEUED, Evaluation.status == EvaluationStatus.RETRYING),
             Evaluation.queued_at <= queued_before,
@@ -395,7 +397,7 @@ def waiting(session: Session, *, queued_before: datetime, exclude: Sequence[int]
     )
     if exclude:
         query = query.where(Evaluation.id.not_in(list(exclude)))
-    return [Pending(evaluation_id, str(kind)) for evaluation_id, kind in session.execute(query)]
+    return [Pending(int(row[0]), str(row[1]), str(row[2])) for row in session.execute(query)]
 
 
 def mark_requeued(session: Session, *, evaluation_ids: Sequence[int], now: datetime | None = None) -> None:
@@ -417,6 +419,11 @@ def mark_requeued(session: Session, *, evaluation_ids: Sequence[int], now: datet
 # The API's transitions: queueing, cancelling, requeueing, re-evaluating, moderating.
 
 
+def _run_queue(submission: Submission) -> str:
+    """The queue of the submission's runs: by its kind and its phase's GPU class (worker.vocabulary)."""
+    return queue_for(submission.kind, submission.phase.gpu_class)
+
+
 def create(session: Session, *, submission: Submission, version: int) -> Evaluation:
     """A new queued evaluation of `submission` under evaluation `version`, sent to its queue after commit."""
     evaluation = Evaluation(
@@ -424,7 +431,7 @@ def create(session: Session, *, submission: Submission, version: int) -> Evaluat
     )
     session.add(evaluation)
     session.flush()
-    enqueue_after_commit(session, RUN, queue=queue_for(submission.kind), evaluation_id=evaluation.id)
+    enqueue_after_commit(session, RUN, queue=_run_queue(submission), evaluation_id=evaluation.id)
     return evaluation
 
 
@@ -483,7 +490,7 @@ def requeue(session: Session, *, submission: Submission, discard_result: bool = 
     ev.error_detail = ""
     ev.infrastructure_failure = False
     session.flush()
-    enqueue_after_commit(session, RUN, queue=queue_for(submission.kind), evaluation_id=ev.id)
+    enqueue_after_commit(session, RUN, queue=_run_queue(submission), evaluation_id=ev.id)
     return ev
 
 

@@ -1,8 +1,10 @@
-"""Container health checks of docker-compose.yml: `python docker/healthcheck.py api|worker NAME|beat|sandbox`.
+"""Container health checks of the compose files: `python docker/healthcheck.py api|worker NAME|beat|sandbox|gpu-host
+CACHE_DIR`.
 
 api: GET /api/v1/health answers 200 (the setting MIDOG_HEALTHCHECK_URL names the URL).
 worker: the Celery node NAME answers a ping through the broker.
 beat: the beat schedule file was written recently (beat rewrites it while it runs its schedule).
+gpu-host: the GPU host's last heartbeat that the API took is recent (`<CACHE_DIR>/heartbeat`, touched by it).
 sandbox: the sandbox runner's socket accepts a connection (MIDOG_SANDBOX_RUNNER_SOCKET, else the default path).
 Exit status 0 means healthy. Settings come from app.settings, as everywhere; nothing beyond the image.
 """
@@ -52,6 +54,8 @@ def main(argv: list[str]) -> int:
             ok = api(settings.healthcheck_url)
         elif kind == "worker" and len(argv) > 2:
             ok = worker(argv[2])
+        elif kind == "gpu-host" and len(argv) > 2:
+            ok = beat(Path(argv[2]) / "heartbeat", max_age_s=300.0)
         elif kind == "sandbox":
             ok = sandbox(settings.sandbox_runner_socket or DEFAULT_SOCKET)
         elif kind == "beat":

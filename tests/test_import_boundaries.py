@@ -57,6 +57,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "worker.blob_cache": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3"),
     # A GPU host's side of the job protocol holds no database: neither its client nor its worker may pull one in.
     "worker.remote.client": ("app", "celery", "sqlalchemy", "fastapi", "torch", "boto3"),
+    "worker.remote.report": ("app", "celery", "sqlalchemy", "fastapi", "torch", "boto3"),
     # (The SQLAlchemy library itself comes in with worker.celery_app's import of kombu's embedded-broker
     # transport; nothing that opens a database, app.db, app.models or worker.tasks, may.)
     "worker.remote.host": ("app.db", "app.models", "worker.tasks", "worker.heartbeat", "fastapi", "torch", "boto3"),

@@ -27,7 +27,7 @@ from celery.signals import beat_embedded_init, celeryd_init
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 
-from worker.vocabulary import BEAT_QUEUE, CPU_QUEUE, GPU_QUEUE, QUEUES, RECONCILE, SWEEP
+from worker.vocabulary import BEAT_QUEUE, CPU_QUEUE, GPU_QUEUE, QUEUES, RECONCILE, SWEEP, is_gpu_queue
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _refuse_misordered_settings(*, conf: Any = None, options: dict[str, Any] | N
     queues = options.get("queues") or [CPU_QUEUE, GPU_QUEUE]
     if isinstance(queues, str):
         queues = queues.split(",")
-    if GPU_QUEUE not in queues or conf is None:
+    if not any(is_gpu_queue(q) for q in queues) or conf is None:
         return
     # One participant job per GPU and a fresh process per job: no state (or GPU memory) leaks between jobs.
     for option, setting in (
@@ -282,7 +282,7 @@ def _reap_leftover_sandboxes(*, options: dict[str, Any] | None = None, **_: Any)
     queues = (options or {}).get("queues") or [CPU_QUEUE, GPU_QUEUE]
     if isinstance(queues, str):
         queues = queues.split(",")
-    if GPU_QUEUE not in queues:
+    if not any(is_gpu_queue(q) for q in queues):
         return
     from app.settings import get_settings
     from worker.model_runner import reap_leftovers

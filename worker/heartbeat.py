@@ -26,7 +26,7 @@ from app.models import WorkerNode, utcnow
 from app.settings import get_settings
 from worker.runners import runner_problem
 from worker.sandbox import isolation
-from worker.vocabulary import CPU_QUEUE, GPU_QUEUE
+from worker.vocabulary import CPU_QUEUE, GPU_QUEUE, is_gpu_queue
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def capabilities(queues: list[str]) -> dict[str, Any]:
     problems: dict[str, str] = {}
     if CPU_QUEUE in queues:
         kinds.append("predictions")
-    if GPU_QUEUE in queues:
+    if any(is_gpu_queue(q) for q in queues):
         for kind in PARTICIPANT_CODE_KINDS:
             problem = runner_problem(kind, settings)
             if problem is None:
@@ -49,7 +49,7 @@ def capabilities(queues: list[str]) -> dict[str, Any]:
             else:
                 problems[kind] = problem
     report: dict[str, Any] = {"kinds": kinds, "problems": problems}
-    if GPU_QUEUE in queues:
+    if any(is_gpu_queue(q) for q in queues):
         try:
             report["allowed_missing_controls"] = sorted(
                 isolation.allowed_missing(settings.sandbox_allow_missing_controls)

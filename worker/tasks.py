@@ -73,8 +73,8 @@ from worker.runners import TIME_LIMIT_MESSAGE, RunnerNotConfiguredError
 from worker.vocabulary import (
     CLASSIFICATION,
     CPU_QUEUE,
+    DEFAULT_GPU_CLASS,
     DETECTION,
-    GPU_QUEUE,
     MERGE,
     QUEUES,
     REBUILD_STANDINGS,
@@ -83,6 +83,7 @@ from worker.vocabulary import (
     RUN_SHARD,
     SCORE_UPLOAD,
     SubmissionKind,
+    gpu_queue,
     queue_for,
 )
 
@@ -95,8 +96,8 @@ T = TypeVar("T")
 PERSIST_RETRY_S = 60.0
 
 
-def enqueue(evaluation_id: int, kind: str) -> None:
-    app.send_task(RUN, kwargs={"evaluation_id": evaluation_id}, queue=queue_for(kind))
+def enqueue(evaluation_id: int, kind: str, gpu_class: str = DEFAULT_GPU_CLASS) -> None:
+    app.send_task(RUN, kwargs={"evaluation_id": evaluation_id}, queue=queue_for(kind, gpu_class))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -404,14 +405,23 @@ def _start_shards(run: _Run, shards: list[tuple[str, ...]]) -> None:
             lease_s=lease_s,
         )
 
+    def gpu_class(session: Session) -> str:
+        found = session.scalar(
+            select(Phase.gpu_class)
+            .join(Submission, Submission.phase_id == Phase.id)
+            .join(Evaluation, Evaluation.submission_id == Submission.id)
+            .where(Evaluation.id == run.evaluation_id)
+        )
+        return str(found or DEFAULT_GPU_CLASS)
+
     if not with_db_retry(hand_over):
         return
     run.owner = owner
     run.progress(0.05, f"running {len(shards)} shards")
     ids = {"evaluation_id": run.evaluation_id, "attempt": run.attempt, "owner": owner}
-    header = [
-        run_shard.si(**ids, index=index, cases=list(cases)).set(queue=GPU_QUEUE) for index, cases in enumerate(shards)
-    ]
+    # the shards run on the queue of the phase's GPU class, as the whole run would
+    queue = gpu_queue(with_db_retry(gpu_class))
+    header = [run_shard.si(**ids, index=i, cases=list(cases)).set(queue=queue) for i, cases in enumerate(shards)]
     chord(header)(merge_shards_task.si(**ids).set(queue=CPU_QUEUE))
 
 
@@ -635,7 +645,7 @@ def reconcile() -> dict[str, list[int]]:
         pending += [p for p in with_db_retry(find_released) if p.evaluation_id in released]
     sent: list[int] = []
     for item in {p.evaluation_id: p for p in pending}.values():
-        enqueue(item.evaluation_id, item.kind)
+        enqueue(item.evaluation_id, item.kind, item.gpu_class)
         sent.append(item.evaluation_id)
     with_db_retry(lambda session: lifecycle.mark_requeued(session, evaluation_ids=sent))
     rebuilt = rebuild_stale(get_engine())

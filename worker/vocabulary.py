@@ -8,6 +8,7 @@ core and the container contract included, which must not import app).
 from __future__ import annotations
 
 import enum
+import re
 
 # What a phase asks of a submission (a test set's manifest says which).
 DETECTION = "detection"  # MIDOG Track 1: mitotic-figure coordinates per image
@@ -23,10 +24,16 @@ class SubmissionKind(enum.StrEnum):
     CONTAINER = "container"
 
 
-# Queues: predictions files are scored on cpu workers; participant code runs on gpu workers.
+# Queues: predictions files are scored on cpu workers; participant code runs on gpu workers, one queue per GPU
+# class: a phase names its class (`Phase.gpu_class`, default `gpu`), and its model and container runs go to
+# that class's queue, `gpu` for the default class and `gpu-<class>` for any other.
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
 QUEUES = (CPU_QUEUE, GPU_QUEUE)
+DEFAULT_GPU_CLASS = "gpu"
+# A GPU class: a short slug (lower-case letters and digits, single dashes inside, at most 32 characters).
+GPU_CLASS_PATTERN = r"[a-z0-9]+(-[a-z0-9]+)*"
+GPU_CLASS_MAX_LENGTH = 32
 # The reconciler's and the sweeper's beat runs on the cpu queue's worker: always present, never runs
 # participant code; so do leaderboard rebuilds (numpy only).
 BEAT_QUEUE = CPU_QUEUE
@@ -44,6 +51,25 @@ SWEEP = "maintenance.sweep"
 REBUILD_STANDINGS = "standings.rebuild"
 
 
-def queue_for(kind: str) -> str:
-    """The queue that runs an evaluation of a submission of `kind`."""
-    return CPU_QUEUE if kind == SubmissionKind.PREDICTIONS else GPU_QUEUE
+def is_gpu_class(name: str) -> bool:
+    """Whether `name` is a GPU class's slug (`gpu`, `a100`, `h100-80g`)."""
+    return len(name) <= GPU_CLASS_MAX_LENGTH and re.fullmatch(GPU_CLASS_PATTERN, name) is not None
+
+
+def gpu_queue(gpu_class: str) -> str:
+    """The queue of GPU class `gpu_class`: `gpu` for the default class, `gpu-<class>` for the others."""
+    if not is_gpu_class(gpu_class):
+        raise ValueError(f"GPU class {gpu_class!r}: lower-case letters and digits, single dashes inside, at most 32")
+    return GPU_QUEUE if gpu_class == DEFAULT_GPU_CLASS else f"{GPU_QUEUE}-{gpu_class}"
+
+
+def is_gpu_queue(queue: str) -> bool:
+    """Whether `queue` runs participant code: `gpu` or the queue of another GPU class (`gpu-<class>`); its
+    workers take one job at a time, a fresh process per job."""
+    return queue == GPU_QUEUE or (queue.startswith(f"{GPU_QUEUE}-") and is_gpu_class(queue[len(GPU_QUEUE) + 1 :]))
+
+
+def queue_for(kind: str, gpu_class: str = DEFAULT_GPU_CLASS) -> str:
+    """The queue that runs an evaluation of a submission of `kind` in a phase of GPU class `gpu_class`: the
+    only routing rule (predictions are scored on the cpu queue whatever the class)."""
+    return CPU_QUEUE if kind == SubmissionKind.PREDICTIONS else gpu_queue(gpu_class)

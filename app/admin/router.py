@@ -19,6 +19,7 @@ from app.admin.audit import record_admin_writes
 from app.admin.schemas import (
     AuditEventRead,
     BundleApplied,
+    PhaseComputeRead,
     PhaseProgressRead,
     ReevaluateRead,
     SubmissionAdminRead,
@@ -94,6 +95,16 @@ def list_workers(db: DbSession, settings: AppSettings) -> list[WorkerAdminRead]:
 )
 def forget_worker(db: DbSession, name: Annotated[str, PathParam(max_length=200)]) -> None:
     workers.forget_worker(db, name=name)
+
+
+@router.get(
+    "/compute",
+    summary="GPU-hours spent per phase and team against each phase's budget, and what is queued or running",
+)
+def compute(db: DbSession) -> list[PhaseComputeRead]:
+    from app.admin.compute import compute_report
+
+    return compute_report(db)
 
 
 # challenges and phases

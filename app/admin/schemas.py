@@ -150,3 +150,25 @@ class BundleApplied(BaseModel):
 
     steps: list[str]
     applied: bool = Field(description="False for a dry run or an empty plan.")
+
+
+class TeamComputeRead(BaseModel):
+    team_id: int
+    team_name: str
+    gpu_hours: float = Field(description="GPU-hours of the team's evaluations in this phase.")
+    limit_hours: float | None = Field(description="gpu_budget_hours x team_share; null: no per-team limit.")
+    queued: int = Field(description="Evaluations waiting (queued or retrying).")
+    running: int
+
+
+class PhaseComputeRead(BaseModel):
+    phase_id: int
+    phase: str = Field(description="challenge/phase slugs.")
+    gpu_class: str
+    gpu_budget_hours: float | None
+    team_share: float | None
+    gpu_hours: float = Field(description="GPU-hours of all teams' evaluations in this phase.")
+    budget_spent: bool
+    queued: int
+    running: int
+    teams: list[TeamComputeRead]

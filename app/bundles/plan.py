@@ -44,6 +44,9 @@ PHASE_FIELDS = (
     "scoring_options",
     "show_logs",
     "run_mode",
+    "gpu_class",
+    "gpu_budget_hours",
+    "team_share",
 )
 
 

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from app.models import EntryPolicy, LeaderboardVisibility, PhaseKind, RankingMetric, RunMode, SubmissionKind
 from app.scoring import ScoringOptions
 from app.types import MAX_ID, GroupLabel, LongText, Slug, StrictInput, Title
+from worker.vocabulary import DEFAULT_GPU_CLASS, GPU_CLASS_MAX_LENGTH, GPU_CLASS_PATTERN
 
 Quota = Annotated[int, Field(ge=0, le=100_000)]
 SHOW_LOGS = (
@@ -17,6 +18,17 @@ SHOW_LOGS = (
     "runs. Default on creation: off when scoring_options.hidden (a hidden test set), on when its cases are "
     "public (a sanity-check phase). Logs can show anything the program printed, test data included."
 )
+GPU_CLASS = (
+    "The GPU class whose queue runs this phase's model and container submissions (`gpu`, or a slug such as "
+    "`a100` served by `midog-eval gpu-host --gpu-class a100`)."
+)
+GPU_BUDGET = "GPU-hours all teams together may use for model and container runs here; null: no limit."
+TEAM_SHARE = "The fraction (0-1] of gpu_budget_hours any one team may use; null: no per-team limit."
+GpuClass = Annotated[
+    str, Field(min_length=1, max_length=GPU_CLASS_MAX_LENGTH, pattern=f"^{GPU_CLASS_PATTERN}$", description=GPU_CLASS)
+]
+GpuBudget = Annotated[float, Field(gt=0, le=10_000_000, description=GPU_BUDGET)]
+TeamShare = Annotated[float, Field(gt=0, le=1, description=TEAM_SHARE)]
 RUN_MODE = (
     "How container submissions run: exec (the image's command once per case) or invoke (the image serves "
     "GET /health and POST /invoke on 127.0.0.1:4743, started once, called once per case). A submission may "
@@ -59,6 +71,9 @@ class PhaseRead(BaseModel):
     )
     show_logs: bool = Field(default=False, description=SHOW_LOGS)
     run_mode: RunMode = Field(default=RunMode.EXEC, description=RUN_MODE)
+    gpu_class: str = Field(default=DEFAULT_GPU_CLASS, description=GPU_CLASS)
+    gpu_budget_hours: float | None = Field(default=None, description=GPU_BUDGET)
+    team_share: float | None = Field(default=None, description=TEAM_SHARE)
 
 
 class ChallengeRead(BaseModel):
@@ -112,6 +127,9 @@ class _PhaseFields(StrictInput):
     scoring_options: ScoringOptions = ScoringOptions()
     show_logs: bool | None = Field(default=None, description=SHOW_LOGS)
     run_mode: RunMode = Field(default=RunMode.EXEC, description=RUN_MODE)
+    gpu_class: GpuClass = DEFAULT_GPU_CLASS
+    gpu_budget_hours: GpuBudget | None = None
+    team_share: TeamShare | None = None
 
 
 class PhaseCreate(_PhaseFields):
@@ -149,3 +167,6 @@ class PhaseUpdate(StrictInput):
     ] = None
     show_logs: bool | None = Field(default=None, description=SHOW_LOGS)
     run_mode: RunMode | None = Field(default=None, description=RUN_MODE)
+    gpu_class: GpuClass | None = None
+    gpu_budget_hours: GpuBudget | None = None
+    team_share: TeamShare | None = None

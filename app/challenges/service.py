@@ -178,6 +178,7 @@ def update_phase(session: Session, *, phase: Phase, data: PhaseUpdate, reevaluat
         "scoring_options",
         "show_logs",
         "run_mode",
+        "gpu_class",
     }
     for key, value in changes.items():
         if value is None and key in not_nullable:
@@ -287,6 +288,8 @@ def _check_phase(session: Session, phase: Phase) -> None:
             )
         _check_2025_labels(test_set, options["rules"])
         _check_seen_groups(test_set, phase.seen_groups, options["group_key"])
+    if phase.team_share is not None and phase.gpu_budget_hours is None:
+        raise InvalidInput("team_share: a share of the GPU budget needs gpu_budget_hours")
     allowed = RANKING_METRICS[task]
     if phase.ranking_metric not in allowed:
         raise InvalidInput(

@@ -1,10 +1,13 @@
 """`midog-eval gpu-host`: a GPU host that needs only the API's address, a runner token and the broker.
 
     midog-eval gpu-host --api https://eval.example.org --token-file /etc/midog/runner-token \
-        --broker redis://control:6379/0 --cache-dir /var/cache/midog [--queues gpu,gpu-a100]
+        --broker redis://control:6379/0 --cache-dir /var/cache/midog [--gpu-class gpu --gpu-class a100]
 
-It runs a Celery worker on the given gpu queues (one job at a time, a fresh process per job) whose tasks talk
-only to the API (worker.remote.host). It refuses to start with a database URL in its environment, with a
+It runs a Celery worker on the queues of the GPU classes it serves (`--gpu-class`, repeatable, default `gpu`;
+worker.vocabulary.gpu_queue; `--queues gpu,gpu-a100` names the queues instead), one job at a time, a fresh
+process per job, whose tasks talk only to the API (worker.remote.host); a claim of a job of another class is
+refused by the API. A heartbeat thread reports the host (classes, GPUs, cache) to the worker list.
+It refuses to start with a database URL in its environment, with a
 token file others can read, or when the API refuses the token. Celery and the worker are imported inside the
 command. Must not import FastAPI, SQLAlchemy or torch.
 """
@@ -30,6 +33,19 @@ GiB = 1024**3
 def _refuse(message: str) -> None:
     typer.echo(f"midog-eval gpu-host refuses to start: {message}", err=True)
     raise typer.Exit(2)
+
+
+def classes_of(gpu_classes: list[str], queues: str | None) -> list[str]:
+    """The GPU classes served: each `--gpu-class`, and the class of each `--queues` name; `gpu` when neither."""
+    from worker.vocabulary import DEFAULT_GPU_CLASS, GPU_QUEUE, is_gpu_class
+
+    bad = [c for c in gpu_classes if not is_gpu_class(c)]
+    if bad:
+        raise ValueError(f"--gpu-class {bad[0]!r}: lower-case letters and digits, single dashes inside, at most 32")
+    named = list(gpu_classes)
+    for queue in parse_queues(queues) if queues else []:
+        named.append(DEFAULT_GPU_CLASS if queue == GPU_QUEUE else queue.removeprefix(f"{GPU_QUEUE}-"))
+    return list(dict.fromkeys(named)) or [DEFAULT_GPU_CLASS]
 
 
 def parse_queues(text: str) -> list[str]:
@@ -61,7 +77,10 @@ def gpu_host_command(
     token_file: Path = typer.Option(..., "--token-file", help="A file (mode 600) holding this host's runner token."),
     broker: str = typer.Option(..., "--broker", help="The control host's broker, e.g. redis://control:6379/0."),
     cache_dir: Path = typer.Option(..., "--cache-dir", help="The content-addressed cache of inputs (and job files)."),
-    queues: str = typer.Option("gpu", "--queues", help="GPU classes served: gpu, gpu-a100, ... (comma-separated)."),
+    gpu_class: list[str] = typer.Option(
+        [], "--gpu-class", help="A GPU class served (repeatable; default gpu): its queue is gpu or gpu-<class>."
+    ),
+    queues: str | None = typer.Option(None, "--queues", help="Queues served instead: gpu, gpu-a100 (comma-separated)."),
     cache_gib: float = typer.Option(100.0, "--cache-gib", min=0.001, help="Size cap of the cache in GiB."),
     name: str = typer.Option(socket.gethostname(), "--name", help="This host's name in leases and results."),
     ping_interval_s: float = typer.Option(
@@ -76,7 +95,7 @@ def gpu_host_command(
     if present:
         _refuse(f"{', '.join(present)} is set; a GPU host holds no database URL or storage key (unset it)")
     try:
-        queue_names = parse_queues(queues)
+        classes = classes_of(gpu_class, queues)
         token = read_token(token_file)
     except ValueError as exc:
         _refuse(str(exc))
@@ -91,6 +110,8 @@ def gpu_host_command(
     from worker.celery_app import Limits, LimitsError, check_limits
     from worker.remote.client import RunnerClient, TokenRefusedError
     from worker.remote.host import HostConfig, host_app, watch_token
+    from worker.remote.report import gpu_names, host_report, runnable_kinds
+    from worker.vocabulary import gpu_queue
 
     settings = get_settings()
     try:
@@ -116,14 +137,31 @@ def gpu_host_command(
         cache_max_bytes=int(cache_gib * GiB),
         work_dir=work_dir,
         settings=settings,
+        gpu_classes=classes,
     )
+    queue_names = [gpu_queue(c) for c in classes]
+    gpus = gpu_names()
     celery = host_app(config, broker_url=broker, queues=queue_names)
     typer.echo(
-        f"GPU host {name}: runner token {me['token_id']} ({me['name']}), queues {','.join(queue_names)}, "
-        f"cache {cache_dir}",
+        f"GPU host {name}: runner token {me['token_id']} ({me['name']}), classes {','.join(classes)} "
+        f"(queues {','.join(queue_names)}), GPUs {', '.join(gpus) or 'none (CPU)'}, cache {cache_dir}",
         err=True,
     )
-    watch_token(client, interval_s=ping_interval_s, stop=threading.Event())
+    kinds, problems = runnable_kinds(settings)
+
+    def report() -> dict[str, object]:
+        return host_report(
+            name=name,
+            gpu_classes=classes,
+            gpus=gpus,
+            cache_dir=cache_dir,
+            cache_max_bytes=config.cache_max_bytes,
+            kinds=kinds,
+            problems=problems,
+        )
+
+    beat_file = cache_dir / "heartbeat"
+    watch_token(client, interval_s=ping_interval_s, stop=threading.Event(), report=report, beat_file=beat_file)
     argv = celery_worker_argv(
         queues=",".join(queue_names),
         concurrency=1,

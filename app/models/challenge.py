@@ -115,6 +115,12 @@ class Phase(TimestampMixin, Base):
     run_mode: Mapped[RunMode] = mapped_column(
         enum_column(RunMode, length=16), default=RunMode.EXEC, server_default=RunMode.EXEC.value
     )
+    # the GPU class whose queue runs this phase's model and container submissions (worker.vocabulary.queue_for)
+    gpu_class: Mapped[str] = mapped_column(String(32), default="gpu", server_default="gpu")
+    # compute budget of model and container runs: total GPU-hours of the phase, and the fraction of it any one
+    # team may use (app.submissions.budget); None: no limit
+    gpu_budget_hours: Mapped[float | None] = mapped_column(Float)
+    team_share: Mapped[float | None] = mapped_column(Float)
     # app.scoring.fingerprint of the scorer version, scored options and test set results must match to be
     # ranked; None while the phase has no test set
     scoring_fingerprint: Mapped[str | None] = mapped_column(String(64))

@@ -25,6 +25,7 @@ from app.pages.session import check_csrf, end_session, remember_csrf, start_sess
 from app.pages.templates import templates
 from app.submissions import router as submissions_api
 from app.submissions import service as submissions
+from app.submissions.budget import budget_refusal
 from app.types import IdPath
 
 router = APIRouter(include_in_schema=False)
@@ -260,6 +261,8 @@ def _submit_context(db: Any, principal: Principal, phase_id: int) -> dict[str, A
         "challenge_slug": phase.challenge.slug,
         "task": phase.test_set.task if phase.test_set is not None else "detection",
         "quota": submissions.quota_status(db, phase=phase, team=principal.team),
+        # the line that refuses model and container uploads once a GPU budget of the phase is spent
+        "budget_refusal": budget_refusal(db, phase=phase, team_id=principal.team.id),
         # the team's container submissions, whose image a new model tarball may run with
         "earlier_images": list(
             db.scalars(

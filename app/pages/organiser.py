@@ -1,5 +1,7 @@
 """The organisers' dashboard: submissions across teams with their status, failure lines and provenance, the
-queue and each worker's health, and re-run / disqualify actions that ask for confirmation first (a page of
+queue and each worker's health (GPU hosts with their classes, GPUs, cache and last heartbeat, stale ones
+marked), compute spent per phase and team against each phase's GPU budget with what is queued, and re-run /
+disqualify actions that ask for confirmation first (a page of
 its own, so no JavaScript is needed). Organisers sign in with an organiser token (the same session cookie
 and CSRF rules as the participants' pages, app.pages.session); every action is recorded in the audit log as
 the organiser API's writes are, and goes through the same service functions.
@@ -16,6 +18,7 @@ from sqlalchemy import select
 
 from app.admin import service as admin
 from app.admin.audit import record_admin_writes
+from app.admin.compute import compute_report
 from app.auth.service import Principal, authenticate
 from app.deps import AppSettings, DbSession
 from app.errors import AppError
@@ -85,6 +88,7 @@ def dashboard(request: Request, db: DbSession, settings: AppSettings) -> Respons
     queue = Counter(v.evaluation.status.value for v in views if v.evaluation is not None)
     nodes = [workers.admin_view(row, stale_after_s=settings.worker_stale_after_s) for row in workers.worker_rows(db)]
     context = {
+        "compute": compute_report(db),
         "views": views,
         "test_sets": list(db.scalars(select(TestSet).order_by(TestSet.id))),
         "phases": list(db.scalars(select(Phase).order_by(Phase.challenge_id, Phase.id))),

@@ -18,12 +18,14 @@ from app.deps import AppSettings, BearerCredentials, DbSession
 from app.errors import Forbidden, InvalidInput, PayloadTooLarge
 from app.models import Evaluation, TokenScope
 from app.openapi import errors
-from app.runner import service
+from app.runner import hosts, service
 from app.runner.schemas import (
     ClaimRead,
     ClaimRequest,
     FailureRequest,
     FinishRequest,
+    HeartbeatRead,
+    HeartbeatRequest,
     JobState,
     LeaseRequest,
     RunnerRead,
@@ -31,7 +33,7 @@ from app.runner.schemas import (
 from app.settings import Settings
 from app.types import IdPath
 
-router = APIRouter(prefix="/api/v1/runner", tags=["runner"])
+router = APIRouter(prefix="/api/v1/runner", tags=["runner"], responses=errors(401, 403))
 
 MAX_FEATURES_BYTES = 64 * 1024 * 1024
 MAX_LOG_BYTES = 1024 * 1024  # a case's log tail, as the workers keep it (worker.pipeline.MAX_LOG_BYTES)
@@ -73,9 +75,26 @@ def ping(runner: Runner, settings: AppSettings) -> RunnerRead:
     )
 
 
+@router.post(
+    "/heartbeat",
+    summary="The GPU host reports itself: its classes, GPUs and cache (the organisers' worker list)",
+    responses=errors(401, 422),
+)
+def heartbeat(db: DbSession, runner: Runner, settings: AppSettings, body: HeartbeatRequest) -> HeartbeatRead:
+    name = hosts.record_heartbeat(db, token=runner.token, report=body)
+    return HeartbeatRead(worker=name, heartbeat_s=settings.worker_heartbeat_s)
+
+
 @router.post("/jobs/{evaluation_id}/claim", summary="Claim one run of an evaluation", responses=errors(401, 404, 409))
 def claim(db: DbSession, runner: Runner, settings: AppSettings, evaluation_id: IdPath, body: ClaimRequest) -> ClaimRead:
-    job = service.claim_job(db, token=runner.token, evaluation_id=evaluation_id, host=body.host, settings=settings)
+    job = service.claim_job(
+        db,
+        token=runner.token,
+        evaluation_id=evaluation_id,
+        host=body.host,
+        settings=settings,
+        gpu_classes=body.gpu_classes,
+    )
     return ClaimRead(
         claimed=job.claimed,
         outcome=job.outcome,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from app.queue import enqueue_after_commit
 from app.scoring import canonical_options
 from app.settings import Settings
 from app.storage import runner_upload_dir
-from worker.vocabulary import CPU_QUEUE, RUN, SCORE_UPLOAD, SubmissionKind, queue_for
+from worker.vocabulary import CPU_QUEUE, DEFAULT_GPU_CLASS, RUN, SCORE_UPLOAD, SubmissionKind, queue_for
 
 RUNNER_OWNER_PREFIX = "runner/"
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}")
@@ -65,8 +66,19 @@ class ClaimedJob:
     job_key: str = ""
 
 
-def claim_job(session: Session, *, token: ApiToken, evaluation_id: int, host: str, settings: Settings) -> ClaimedJob:
-    """Take the evaluation for one run on the GPU host `host`; `claimed` False says why not (finished, held...)."""
+def claim_job(
+    session: Session,
+    *,
+    token: ApiToken,
+    evaluation_id: int,
+    host: str,
+    settings: Settings,
+    gpu_classes: Sequence[str] = (DEFAULT_GPU_CLASS,),
+) -> ClaimedJob:
+    """Take the evaluation for one run on the GPU host `host`; `claimed` False says why not (finished, held...).
+
+    Refused (Conflict) for a job of a phase whose GPU class is not among `gpu_classes`, the classes the host
+    serves: the job stays queued for a host of its class (the reconciler re-sends it to its class's queue)."""
     if not _HOST.fullmatch(host):
         raise InvalidInput("host: 1 to 100 letters, digits, '.', '_', ':', '@' or '-', starting with a letter or digit")
     submission = session.scalar(
@@ -78,6 +90,11 @@ def claim_job(session: Session, *, token: ApiToken, evaluation_id: int, host: st
         raise NotFound(f"no evaluation {evaluation_id}")
     if submission.kind == SubmissionKind.PREDICTIONS:
         raise Conflict(f"evaluation {evaluation_id} scores a predictions file: it runs on the control host, not here")
+    wanted = submission.phase.gpu_class
+    if wanted not in gpu_classes:
+        raise Conflict(
+            f"evaluation {evaluation_id} needs GPU class {wanted!r}; this host serves {', '.join(gpu_classes)}"
+        )
     job_key = secrets.token_urlsafe(32)
     owner = f"{RUNNER_OWNER_PREFIX}{token.id}/{host}/{_key_hash(job_key)}"
     claim = lifecycle.claim(
@@ -270,5 +287,6 @@ def report_failure(
         detail=f"reported by GPU host {owner.split('/')[2] if owner.count('/') >= 3 else owner}: {detail}",
     )
     if status is EvaluationStatus.RETRYING:
-        enqueue_after_commit(session, RUN, queue=queue_for(str(row.submission.kind)), evaluation_id=row.id)
+        queue = queue_for(str(row.submission.kind), row.submission.phase.gpu_class)
+        enqueue_after_commit(session, RUN, queue=queue, evaluation_id=row.id)
     return str(status)

@@ -32,6 +32,7 @@ from app.models import (
 )
 from app.scoring import canonical_options, public_provenance
 from app.storage import move_into_storage
+from app.submissions.budget import check_budget
 from app.submissions.schemas import (
     EvaluationRead,
     QuotaRead,
@@ -138,6 +139,7 @@ def check_can_submit(
         )
     if quota.active_evaluations >= phase.max_active_per_team:
         raise Conflict("this team already has an evaluation queued or running in this phase")
+    check_budget(session, phase=phase, team_id=team.id, kind=kind)
 
 
 def _seconds(reset: datetime, now: datetime) -> int:

@@ -33,3 +33,23 @@ class WorkerAdminRead(WorkerHealth):
         description="Sandbox isolation controls this deployment explicitly runs without (opt-out)."
     )
     capabilities: dict[str, Any]
+    stale: bool = Field(default=False, description="Not stopped, but not heard of within the staleness window.")
+    gpu_host: GpuHostRead | None = Field(default=None, description="Set for a GPU host of the job protocol.")
+
+
+class GpuHostCache(BaseModel):
+    used_bytes: int
+    max_bytes: int
+    hits: int
+    misses: int
+
+
+class GpuHostRead(BaseModel):
+    """What a GPU host (midog-eval gpu-host) reported in its last heartbeat through the job protocol."""
+
+    runner_token: str = Field(description="The name of the host's runner token.")
+    host: str
+    gpu_classes: list[str]
+    gpus: list[str] = Field(description="The GPUs it sees, by name; empty: none (its runs use the CPU).")
+    gpus_text: str = Field(description='"2 x NVIDIA H100", or "none (CPU)".')
+    cache: GpuHostCache | None

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, NotFound
 from app.models import WorkerNode, utcnow
-from app.workers.schemas import Health, WorkerAdminRead, WorkerHealth
+from app.workers.schemas import GpuHostCache, GpuHostRead, Health, WorkerAdminRead, WorkerHealth
 
 FORGET_AFTER = timedelta(days=1)
 PARTICIPANT_CODE_KINDS = ("model", "container")
@@ -106,12 +106,40 @@ def forget_worker(session: Session, *, name: str) -> None:
     session.flush()
 
 
+def gpus_text(gpus: Sequence[str]) -> str:
+    """`2 x NVIDIA H100` (one name, counted), `NVIDIA A100, NVIDIA L4` (several), or `none (CPU)`."""
+    if not gpus:
+        return "none (CPU)"
+    names = list(dict.fromkeys(gpus))
+    return f"{len(gpus)} x {names[0]}" if len(names) == 1 else ", ".join(gpus)
+
+
+def gpu_host_view(row: WorkerNode) -> GpuHostRead | None:
+    """The GPU host part of a row reported through the job protocol (app.runner.hosts); None for others."""
+    report = row.capabilities or {}
+    if report.get("role") != "gpu-host":
+        return None
+    gpus = [str(g) for g in report.get("gpus") or []]
+    cache = report.get("cache")
+    return GpuHostRead(
+        runner_token=str(report.get("runner_token", "")),
+        host=row.hostname,
+        gpu_classes=[str(c) for c in report.get("gpu_classes") or []],
+        gpus=gpus,
+        gpus_text=gpus_text(gpus),
+        cache=GpuHostCache(**cache) if isinstance(cache, dict) else None,
+    )
+
+
 def admin_view(row: WorkerNode, *, stale_after_s: float, now: datetime | None = None) -> WorkerAdminRead:
     report = row.capabilities or {}
+    alive = is_alive(row, stale_after_s=stale_after_s, now=now or utcnow())
     return WorkerAdminRead(
         name=row.name,
         queues=[q for q in row.queues.split(",") if q],
-        alive=is_alive(row, stale_after_s=stale_after_s, now=now or utcnow()),
+        alive=alive,
+        stale=not alive and row.stopped_at is None,
+        gpu_host=gpu_host_view(row),
         last_seen_at=row.last_seen_at,
         hostname=row.hostname,
         pid=row.pid,

@@ -165,6 +165,33 @@ def test_log_policy_and_run_mode_are_planned_and_exported(tmp_path: Path) -> Non
         load_bundle(_write(tmp_path, text.replace("run_mode: invoke", "run_mode: serve")))
 
 
+def test_gpu_class_and_budget_are_planned_and_exported(tmp_path: Path) -> None:
+    extra = "    gpu_class: a100\n    gpu_budget_hours: 40\n    team_share: 0.25\n"
+    text = BUNDLE.replace("    daily_quota: 3\n", "    daily_quota: 3\n" + extra)
+    path = _write(tmp_path, text)
+    steps = make_plan(load_bundle(path), challenges=[], test_sets=[])
+    created = next(s for s in steps if s.creates == "phase:preliminary")
+    assert (created.body["gpu_class"], created.body["gpu_budget_hours"], created.body["team_share"]) == (
+        "a100",
+        40,
+        0.25,
+    )
+    challenges, test_sets = _server_after(steps, path)
+    exported = export_bundle(
+        {"description": "", "requires_approval": False, "is_published": True, **challenges[0]}, test_sets
+    )
+    phase = exported["phases"][0]
+    assert (phase["gpu_class"], phase["gpu_budget_hours"], phase["team_share"]) == ("a100", 40, 0.25)
+    raised = load_bundle(_write(tmp_path, text.replace("gpu_budget_hours: 40", "gpu_budget_hours: 80")))
+    (step,) = make_plan(raised, challenges=challenges, test_sets=test_sets)
+    assert step.body == {"gpu_budget_hours": 80}
+    for bad in ("gpu_class: A100", "gpu_class: a100!"):
+        with pytest.raises(BundleError, match="gpu_class"):
+            load_bundle(_write(tmp_path, text.replace("gpu_class: a100", bad)))
+    with pytest.raises(BundleError, match="team_share"):
+        load_bundle(_write(tmp_path, text.replace("team_share: 0.25", "team_share: 2")))
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -190,3 +190,73 @@ def test_phases_with_public_cases_show_logs_and_no_row_is_lost(
     assert tuple(submission) == (None, "", None)
     assert evaluations == 1
     assert after_down == 1
+
+
+@pytest.mark.parametrize("backend_name", ["postgresql", "sqlite"])
+def test_phases_get_the_default_gpu_class_and_no_budget_and_no_row_is_lost(
+    backend_name: str, create_database: Callable[[str], str], alembic_cfg: Callable[[str], Config]
+) -> None:
+    """0013 adds gpu_class (gpu for every existing phase), gpu_budget_hours and team_share (none) in place, and
+    takes them away again without losing a phase's submissions or evaluations (SQLite cascades on a rebuild)."""
+    url = create_database(backend_name)
+    cfg = alembic_cfg(url)
+    command.upgrade(cfg, "0012")
+    engine = create_engine(url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO challenge (id, slug, title, description, is_published, requires_approval, created_at, "
+                "updated_at) VALUES (1, 'c', 'C', '', true, false, :t, :t)"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO phase (id, challenge_id, slug, title, kind, allowed_kinds, failed_count_towards_quota, "
+                "max_active_per_team, leaderboard_visibility, entry_policy, ranking_metric, time_limit_s, "
+                "memory_limit_mb, evaluation_version, scoring_options, show_logs, run_mode, created_at, updated_at) "
+                "VALUES (1, 1, 'p', 'P', 'preliminary', '[\"model\"]', true, 1, 'public', 'best', 'f1', 60, 1024, 1, "
+                "'{}', false, 'exec', :t, :t)"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO team (id, name, name_skeleton, contact_email, is_approved, is_disqualified, created_at, "
+                "updated_at) VALUES (1, 't', 't', 't@example.org', true, false, :t, :t)"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO submission (id, phase_id, team_id, kind, file_path, original_filename, sha256, "
+                "size_bytes, method_name, description, paper_url, is_baseline, is_hidden, is_disqualified, "
+                "model_filename, created_at, updated_at) VALUES (1, 1, 1, 'model', 'x', '', :h, 1, '', '', '', "
+                "false, false, false, '', :t, :t)"
+            ),
+            {"h": "0" * 64, "t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO evaluation (id, submission_id, version, status, attempt, queued_at, progress, "
+                "progress_message, error_message, error_detail, gpu_seconds, infrastructure_failure, created_at, "
+                "updated_at) VALUES (1, 1, 1, 'succeeded', 1, :t, 1, '', '', '', 12.5, false, :t, :t)"
+            ),
+            {"t": now},
+        )
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        phase = conn.execute(text("SELECT gpu_class, gpu_budget_hours, team_share FROM phase")).one()
+        kept = conn.execute(text("SELECT count(*) FROM evaluation")).scalar_one()
+    command.downgrade(cfg, "0012")
+    with engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("phase")}
+        after_down = conn.execute(text("SELECT count(*) FROM evaluation")).scalar_one()
+        seconds = conn.execute(text("SELECT gpu_seconds FROM evaluation")).scalar_one()
+    command.upgrade(cfg, "head")
+    engine.dispose()
+    assert tuple(phase) == ("gpu", None, None)
+    assert kept == 1
+    assert not columns & {"gpu_class", "gpu_budget_hours", "team_share"}
+    assert (after_down, seconds) == (1, 12.5)

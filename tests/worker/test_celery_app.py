@@ -98,6 +98,12 @@ def test_a_gpu_worker_with_several_processes_refuses_to_start() -> None:
     assert "gpu-queue worker needs concurrency=1" in done.stdout + done.stderr
 
 
+def test_a_worker_of_another_gpu_class_also_takes_one_job_at_a_time() -> None:
+    done = _worker({}, "-Q", "gpu-a100", "-c", "2")
+    assert done.returncode != 0
+    assert "gpu-queue worker needs concurrency=1" in done.stdout + done.stderr
+
+
 def test_R4_midog_eval_worker_refuses_misordered_limits_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIDOG_")}
     env.update(MIDOG_BROKER_URL="redis://127.0.0.1:1/0", MIDOG_SANDBOX_TIMEOUT_S="2000")

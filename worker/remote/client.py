@@ -83,8 +83,15 @@ class RunnerClient:
     def ping(self) -> dict[str, Any]:
         return dict(self.request("GET", "/ping", retry=False).json())
 
-    def claim(self, evaluation_id: int, host: str) -> dict[str, Any]:
-        return dict(self.request("POST", f"/jobs/{evaluation_id}/claim", json={"host": host}).json())
+    def heartbeat(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Report the host (app.runner.hosts); not retried: the next heartbeat comes soon."""
+        return dict(self.request("POST", "/heartbeat", retry=False, json=report).json())
+
+    def claim(self, evaluation_id: int, host: str, gpu_classes: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"host": host}
+        if gpu_classes:
+            body["gpu_classes"] = gpu_classes
+        return dict(self.request("POST", f"/jobs/{evaluation_id}/claim", json=body).json())
 
     def job(self, evaluation_id: int, attempt: int, job_key: str) -> JobClient:
         return JobClient(self, evaluation_id, attempt, job_key)

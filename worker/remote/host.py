@@ -9,6 +9,10 @@ Rules:
 - No database, no storage credentials, no shared disk: `HostConfig` holds the API address, the runner token,
   the cache and a work directory, and that is all a run reads. The process refuses to start with a database
   URL in its environment (app.cli.gpu_host).
+- The host serves the GPU classes of `HostConfig.gpu_classes` (the queues `gpu`/`gpu-<class>` it consumes) and
+  sends them with each claim: the API refuses a job of another class (409), which is then not run here.
+- A heartbeat thread (`watch_token`) reports the host to the worker list: classes, GPUs, cache
+  (worker.remote.report).
 - The lease is renewed through the API while participant code runs (worker.lease.LeaseKeeper); a lost lease
   (cancelled, expired and taken over) stops the run, which then lands nothing.
 - A refused token (revoked, expired) stops the host at once: the claim gives its message back to the queue for
@@ -32,7 +36,8 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +53,7 @@ from worker.pipeline import PipelineInput, produce
 from worker.remote.client import ApiUnavailableError, JobClient, RunnerClient, TokenRefusedError
 from worker.runners import TIME_LIMIT_MESSAGE, load_runner
 from worker.safe_delete import discard_tree
-from worker.vocabulary import RUN
+from worker.vocabulary import DEFAULT_GPU_CLASS, RUN
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,7 @@ class HostConfig:
     cache_max_bytes: int
     work_dir: Path
     settings: Any  # app.settings.Settings of this host: runner choice, sandbox options, time limits
+    gpu_classes: list[str] = field(default_factory=lambda: [DEFAULT_GPU_CLASS])  # a claim of another is refused
 
 
 _config: HostConfig | None = None
@@ -102,13 +108,35 @@ def _stop_host(reason: str) -> None:
     os.kill(os.getppid() if in_pool_child else os.getpid(), signal.SIGTERM)
 
 
-def watch_token(client: RunnerClient, *, interval_s: float, stop: threading.Event) -> threading.Thread:
-    """A thread of the worker's main process: pings the API; a refused token stops the host."""
+def watch_token(
+    client: RunnerClient,
+    *,
+    interval_s: float,
+    stop: threading.Event,
+    report: Callable[[], dict[str, Any]] | None = None,
+    beat_file: Path | None = None,
+) -> threading.Thread:
+    """A thread of the worker's main process: sends the host's heartbeat (`report()`, app.runner.hosts), or
+    pings the API without one; a refused token stops the host. The first heartbeat goes at once; the next
+    within the interval the API asks for, if that is shorter than `interval_s` (the worker list marks a host
+    stale when it has not been heard of for the API's staleness window). Each heartbeat the API took touches
+    `beat_file` (the container health check reads its age: docker/healthcheck.py gpu-host)."""
+
+    def beat() -> float:
+        if report is None:
+            client.ping()
+            return interval_s
+        answer = client.heartbeat(report())
+        return min(interval_s, float(answer.get("heartbeat_s") or interval_s))
 
     def loop() -> None:
-        while not stop.wait(interval_s):
+        wait = 0.0
+        while not stop.wait(wait):
+            wait = interval_s
             try:
-                client.ping()
+                wait = beat()
+                if beat_file is not None:
+                    beat_file.touch()
             except TokenRefusedError as exc:
                 logger.error("the runner token was refused (%s)", exc)
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -129,7 +157,7 @@ def run_remote(self: Task, *, evaluation_id: int) -> str:
     try:
         owner = f"{config.name}:{os.getpid()}"
         try:
-            claim = client.claim(evaluation_id, owner)
+            claim = client.claim(evaluation_id, owner, config.gpu_classes)
         except TokenRefusedError as exc:
             _stop_host(f"runner token refused: {exc}")
             left = f"runner token refused; evaluation {evaluation_id} left to another host"
