@@ -4,8 +4,9 @@
         --broker redis://control:6379/0 --cache-dir /var/cache/midog [--queues gpu,gpu-a100]
 
 It runs a Celery worker on the given gpu queues (one job at a time, a fresh process per job) whose tasks talk
-only to the API (worker.remote.host). It refuses to start with a database URL in its environment, with a
-token file others can read, or when the API refuses the token. Celery and the worker are imported inside the
+only to the API (worker.remote.host); its temporary files go under <cache-dir>/tmp (`use_scratch_under`). It
+refuses to start with a database URL in its environment, with a token file others can read, or when the API
+refuses the token. Celery and the worker are imported inside the
 command. Must not import FastAPI, SQLAlchemy or torch.
 """
 
@@ -54,6 +55,18 @@ def read_token(path: Path) -> str:
     if not token:
         raise ValueError(f"--token-file {path}: empty; put the token of `midog-eval admin create-runner-token`")
     return token
+
+
+def use_scratch_under(directory: Path) -> None:
+    """Temporary files of this process and its children (the container runner's unpacked image and staged
+    inputs) go under `directory`, on the cache's disk and inside what a sandbox runner service is told to
+    allow (`--allow` of the cache directory), not the system's /tmp."""
+    import os
+    import tempfile
+
+    directory.mkdir(exist_ok=True, mode=0o700)
+    os.environ["TMPDIR"] = str(directory)
+    tempfile.tempdir = str(directory)
 
 
 def gpu_host_command(
@@ -108,6 +121,7 @@ def gpu_host_command(
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     work_dir = cache_dir / "jobs"
     work_dir.mkdir(exist_ok=True, mode=0o700)
+    use_scratch_under(cache_dir / "tmp")
     config = HostConfig(
         api=api,
         token=token,
