@@ -163,7 +163,9 @@ class Cluster:
             check=True,
         )
 
-    def start_host(self, name: str, *, queues: str = "gpu") -> GpuHost:
+    def start_host(self, name: str, *, queues: str = "gpu", extra_env: dict[str, str] | None = None) -> GpuHost:
+        """A GPU host `name` (a new runner token; its directory, and so its cache, kept from an earlier host of
+        that name), serving `queues`, with `extra_env` added to its environment."""
         out = self.cli("admin", "create-runner-token", name)
         token = out.stdout.strip().splitlines()[-1]
         token_id = int(out.stderr.split("runner token ", 1)[1].split()[0])
@@ -189,6 +191,7 @@ class Cluster:
             "MIDOG_CONTAINER_CASE_SECONDS": "15",
             "MIDOG_SANDBOX_RUNTIME_DIR": str(directory / "sandbox"),
         }
+        env.update(extra_env or {})
         sandbox_runner = None
         if self.separate_uids:
             user = f"midog-gpu-test-{name}"[:32]
@@ -277,9 +280,9 @@ class Cluster:
         os.chown(socket_path, 0, gid)
         return service, socket_path
 
-    def submit(self, count: int, *, behaviour: str = "slow", seed: int = 0) -> list[int]:
-        """`count` model submissions (replayed detections) with one queued evaluation each, sent to the gpu
-        queue after commit as the API sends them."""
+    def submit(self, count: int, *, behaviour: str = "slow", seed: int = 0, queue: str = "gpu") -> list[int]:
+        """`count` model submissions (replayed detections) with one queued evaluation each, sent to `queue` (the
+        gpu queue) after commit as the API sends them."""
         from app.models import Evaluation, Submission, SubmissionKind
 
         storage = self.control_dir / "storage"
@@ -306,7 +309,7 @@ class Cluster:
             session.commit()
         client = _celery_client(self.broker_url)
         for evaluation_id in ids:
-            client.send_task("evaluation.run", kwargs={"evaluation_id": evaluation_id}, queue="gpu")
+            client.send_task("evaluation.run", kwargs={"evaluation_id": evaluation_id}, queue=queue)
         return ids
 
     def submit_container(self, archive: Path) -> int:
@@ -435,13 +438,13 @@ def predictions_for(ground_truth: dict[str, list[list[float]]], seed: int) -> di
     return out
 
 
-def _build_set(root: Path) -> dict[str, list[list[float]]]:
-    """Six cases over three scanners, each with an image file of random bytes (the replay reads none)."""
+def _build_set(root: Path, count: int) -> dict[str, list[list[float]]]:
+    """`count` cases over three scanners, each with an image file of random bytes (the replay reads none)."""
     from worker.datasets.manifest import Case, Manifest, write_test_set
 
     rng = np.random.default_rng(3)
     cases, truth = [], {}
-    for index in range(6):
+    for index in range(count):
         name = f"{index + 1:03d}.tiff"
         image = root / "images" / name
         image.parent.mkdir(parents=True, exist_ok=True)
@@ -466,7 +469,7 @@ def _build_set(root: Path) -> dict[str, list[list[float]]]:
     return truth
 
 
-def _seed(engine: Engine, set_root: Path) -> tuple[int, int, set[str], set[str], int]:
+def _seed(engine: Engine, set_root: Path, count: int) -> tuple[int, int, set[str], set[str], int]:
     from app.admin.content import record_content
     from app.models import Challenge, Phase, Team
     from app.models import TestSet as TestSetRow
@@ -482,7 +485,7 @@ def _seed(engine: Engine, set_root: Path) -> tuple[int, int, set[str], set[str],
             manifest_path=str(set_root / "manifest.json"),
             manifest_sha256=content.sha256_of("manifest.json") or "0" * 64,
             scoring_digest=digest,
-            case_count=6,
+            case_count=count,
             cases={},
         )
         phase = Phase(
@@ -512,6 +515,14 @@ def _seed(engine: Engine, set_root: Path) -> tuple[int, int, set[str], set[str],
 
 @pytest.fixture(scope="module")
 def cluster(create_database: Callable[[str], str]) -> Iterator[Cluster]:
+    with running_cluster(create_database("postgresql")) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def running_cluster(database_url: str, *, cases: int = 6) -> Iterator[Cluster]:
+    """A control host on the empty database `database_url` (migrated here) with a set of `cases` cases, its own
+    redis and SeaweedFS; no GPU host yet (`start_host`). Everything it started is stopped at the end."""
     from tests.conftest import migrate
 
     root = Path(f"/tmp/midog-distributed-{uuid.uuid4().hex[:8]}")
@@ -531,15 +542,14 @@ def cluster(create_database: Callable[[str], str]) -> Iterator[Cluster]:
         broker_url = redis.start()
         seaweedfs.start()
         seaweedfs_started = True
-        database_url = create_database("postgresql")
         migrate(database_url)
         control_dir = root / "control"
         control_dir.mkdir(mode=0o700)
         control_dir.chmod(0o700)
         set_root = control_dir / "test-sets" / "distributed"
-        truth = _build_set(set_root)
+        truth = _build_set(set_root, cases)
         engine = create_engine(database_url, pool_pre_ping=True)
-        phase_id, team_id, truth_hashes, input_hashes, input_bytes = _seed(engine, set_root)
+        phase_id, team_id, truth_hashes, input_hashes, input_bytes = _seed(engine, set_root, cases)
         prefix = f"dist-{uuid.uuid4().hex[:8]}"
         store = s3_store(seaweedfs, prefix=prefix)
         wait_for_writes(store.ensure_bucket)
