@@ -118,9 +118,9 @@ def main() -> None:
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 (SeaweedFS) source")
     parser.add_argument("--no-fetch", action="store_true", help="skip the cold-fetch and cache-hit parts")
     parser.add_argument("--no-throughput", action="store_true", help="skip the 1 vs 2 GPU hosts part")
-    parser.add_argument("--submissions", type=int, default=6, help="submissions per side of the throughput part")
+    parser.add_argument("--submissions", type=int, default=8, help="submissions per side of the throughput part")
     parser.add_argument("--cases", type=int, default=24, help="cases of each submission's set")
-    parser.add_argument("--case-seconds", type=float, default=0.4, help="simulated forward time per case")
+    parser.add_argument("--case-seconds", type=float, default=0.75, help="simulated forward time per case")
     args = parser.parse_args()
     if not args.no_fetch:
         fetch_bench(args)
