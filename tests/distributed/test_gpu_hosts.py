@@ -162,6 +162,7 @@ def container_archive(cluster: Cluster) -> Iterator[Path]:
     """A `podman save` archive of a busybox image (non-root USER) that writes predictions_for(CONTAINER_SEED)."""
     require_backend("podman")
     workdir = Path(tempfile.mkdtemp(prefix="midog-dist-image-"))
+    image_id = ""
     try:
         outputs = predictions_for(cluster.ground_truth, CONTAINER_SEED)
         files = {f"app/out/{case}.json": json.dumps(value).encode() for case, value in outputs.items()}
@@ -174,9 +175,15 @@ def container_archive(cluster: Cluster) -> Iterator[Path]:
         )
         archive = workdir / "image.tar"
         subprocess.run(["podman", "save", "-q", "-o", str(archive), tag], check=True, capture_output=True)
+        image_id = subprocess.run(
+            ["podman", "image", "inspect", "--format", "{{.Id}}", tag], check=True, capture_output=True, text=True
+        ).stdout.strip()
         subprocess.run(["podman", "rmi", "-f", tag], check=False, capture_output=True)
         yield archive
     finally:
+        # the copy a host's engine loaded (kept there for reuse) has the same id
+        if image_id:
+            subprocess.run(["podman", "rmi", "-f", image_id], check=False, capture_output=True)
         discard_tree(workdir)
 
 
