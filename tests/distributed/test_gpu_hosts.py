@@ -215,11 +215,19 @@ def test_a_cached_blob_damaged_on_disk_is_fetched_again_and_the_score_is_unchang
     # An image of the set, damaged in every live host's cache (whichever host runs next must meet it).
     image = next(iter(sorted(cluster.set_root.glob("images/*.tiff"))))
     digest, size = _sha256(image), image.stat().st_size
+    live = [host for host in cluster.hosts.values() if host.alive()]
+
+    def cached(host: GpuHost) -> list[Path]:
+        return [p for p in _files_under(host.cache_dir / "blobs") if p.name == digest]
+
+    for attempt in range(6):  # run alone, the hosts may not all hold the set yet: evaluations until they do
+        if all(cached(host) for host in live):
+            break
+        warm = cluster.submit(2, behaviour="replay", seed=700 + 2 * attempt)
+        assert set(cluster.wait_done(warm).values()) == {"succeeded"}, cluster.diagnostics()
     damaged = []
-    for host in cluster.hosts.values():
-        if not host.alive():
-            continue
-        [blob] = [p for p in _files_under(host.cache_dir / "blobs") if p.name == digest]
+    for host in live:
+        [blob] = cached(host)
         with blob.open("r+b") as handle:  # root (or the host's uid) writes over its bytes; the size is kept
             handle.seek(size // 2)
             handle.write(b"\xde\xad\xbe\xef" * 16)
