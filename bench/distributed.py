@@ -12,12 +12,28 @@ registered by content (worker.datasets.content) and published to an object store
 - cache hit: the same inputs again in a new job (the second evaluation): bytes fetched and time.
 
 Each cold timing is the median of `--repeats` runs, each into a new cache. Sources are in the page cache for
-every side. Ratios are against the baselines of the same run. Run: `.venv/bin/python bench/distributed.py`.
+every side. Ratios are against the baselines of the same run.
+
+Then throughput on 1 vs 2 GPU hosts (`--no-throughput` skips it): real `midog-eval gpu-host` processes against
+a real control host (`midog-eval serve --no-gpu-worker`, its own PostgreSQL database, redis and SeaweedFS as
+the S3 object store), built by tests/distributed/cluster.py as the distributed tests build them. The product
+runs one evaluation as one job on one host (its shards run one after the other inside that job), so two hosts
+overlap only across evaluations: what is measured is submissions per unit of time, `--submissions` model
+submissions over a set of `--cases` cases each, from the first message sent to the last evaluation finished
+(scored on the control host). The model is simulated on the CPU: the runner (tests/worker/worker_test_runners.py,
+`forward--` files) sleeps `--case-seconds` per case, a forward pass that dominates, then replays detections;
+the job protocol, cache, uploads and scoring around it are the product's. Both hosts' caches hold the set
+before the timed parts (one warm-up evaluation each), so neither side pays a cold fetch. Baseline: host a
+alone; then host a and host b on the same gpu queue, in the same run. Needs PostgreSQL (MIDOG_TEST_DATABASE_URL,
+as the tests), redis-server and `weed`.
+
+Run: `.venv/bin/python bench/distributed.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -26,8 +42,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.seaweedfs, for the S3 server
 
@@ -99,8 +116,19 @@ def main() -> None:
     parser.add_argument("--image-mib", type=float, default=16.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 (SeaweedFS) source")
+    parser.add_argument("--no-fetch", action="store_true", help="skip the cold-fetch and cache-hit parts")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the 1 vs 2 GPU hosts part")
+    parser.add_argument("--submissions", type=int, default=8, help="submissions per side of the throughput part")
+    parser.add_argument("--cases", type=int, default=24, help="cases of each submission's set")
+    parser.add_argument("--case-seconds", type=float, default=0.75, help="simulated forward time per case")
     args = parser.parse_args()
+    if not args.no_fetch:
+        fetch_bench(args)
+    if not args.no_throughput:
+        throughput_bench(args)
 
+
+def fetch_bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-distributed-") as tmp:
         scratch = Path(tmp)
         root = scratch / "set"
@@ -167,6 +195,84 @@ def main() -> None:
             )
         print(f"\ncache hit (second evaluation of the set): {hit_bytes} bytes fetched, {hit_seconds:.3f} s")
         print("('vs copy' = baseline seconds / these seconds: the share of loopback disk speed the fetch reaches)")
+
+
+def throughput_bench(args: argparse.Namespace) -> None:
+    from tests.distributed.cluster import running_cluster
+
+    print(
+        f"\nthroughput: {args.submissions} model submissions x {args.cases} cases, {args.case_seconds:g} s simulated "
+        "forward time per case; one evaluation = one job on one host"
+    )
+    with own_database() as database_url, running_cluster(database_url, cases=args.cases) as cluster:
+        env = {"MIDOG_TEST_CASE_S": str(args.case_seconds)}
+        cluster.start_host("a", extra_env=env)
+        cluster.start_host("b", queues="gpu-warmup", extra_env=env)
+        # Warm-up: one evaluation on each host, so that both caches hold the set.
+        warm = cluster.submit(1, behaviour="replay", seed=0) + cluster.submit(
+            1, behaviour="replay", seed=1, queue="gpu-warmup"
+        )
+        _all_succeeded(cluster, warm, 300)
+
+        one = _timed_side(cluster, args.submissions, seed=100)
+        # host b onto the gpu queue (a new process; its cache directory is kept)
+        cluster.hosts["b"].kill()
+        cluster.start_host("b", extra_env=env)
+        two = _timed_side(cluster, args.submissions, seed=200)
+
+    ideal = args.cases * args.case_seconds
+    print(f"\n{'':24} {'seconds':>8} {'subm/min':>9} {'cases/s':>8} {'hosts (evaluations)':>22}")
+    for label, (seconds, by_host) in (("1 GPU host (baseline)", one), ("2 GPU hosts", two)):
+        rate = args.submissions / seconds
+        split = ", ".join(f"{h}: {n}" for h, n in sorted(by_host.items()))
+        print(f"{label:24} {seconds:8.1f} {rate * 60:9.2f} {rate * args.cases:8.2f} {split:>22}")
+    print(f"\nthroughput ratio, 2 hosts / 1 host: {one[0] / two[0]:.2f}x (target >= 1.8x)")
+    print(
+        f"(simulated forward time per evaluation {ideal:.1f} s; 1 host: {one[0] / args.submissions:.1f} s per "
+        "evaluation end to end, the rest is claim, cache check, upload and scoring)"
+    )
+
+
+def _all_succeeded(cluster: Any, ids: list[int], timeout_s: float) -> None:
+    statuses = cluster.wait_done(ids, timeout_s=timeout_s)
+    if set(statuses.values()) != {"succeeded"}:
+        raise RuntimeError(f"evaluations did not all succeed: {statuses}\n{cluster.diagnostics()}")
+
+
+def _timed_side(cluster: Any, submissions: int, *, seed: int) -> tuple[float, dict[str, int]]:
+    """Seconds from sending `submissions` evaluations to the last one finished, and evaluations per host."""
+    start = time.perf_counter()
+    ids = cluster.submit(submissions, behaviour="forward", seed=seed)
+    _all_succeeded(cluster, ids, 1800)
+    seconds = time.perf_counter() - start
+    by_host: dict[str, int] = {}
+    for result in cluster.results(ids).values():
+        worker = str(result.provenance["runtime"]["worker"]).removeprefix("gpu-host ").rsplit(":", 1)[0]
+        by_host[worker] = by_host.get(worker, 0) + 1
+    return seconds, by_host
+
+
+@contextlib.contextmanager
+def own_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database on the tests' server, dropped at the end."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import postgres_admin_url
+
+    server = postgres_admin_url()
+    name = f"midog_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def start_s3(scratch: Path) -> object | None:

@@ -33,7 +33,7 @@ from app.runner.schemas import (
 from app.settings import Settings
 from app.types import IdPath
 
-router = APIRouter(prefix="/api/v1/runner", tags=["runner"], responses=errors(401, 403))
+router = APIRouter(prefix="/api/v1/runner", tags=["runner"], responses=errors(401, 403, 422))
 
 MAX_FEATURES_BYTES = 64 * 1024 * 1024
 MAX_LOG_BYTES = 1024 * 1024  # a case's log tail, as the workers keep it (worker.pipeline.MAX_LOG_BYTES)

@@ -26,7 +26,7 @@ import pytest
 
 from tests.classification_set import STACKS, write_classification_set
 from tests.containers.reference_images import base_image, build_reference_image
-from tests.sandbox.images import build_image, image_exists, require_backend
+from tests.sandbox.images import build_image, image_exists, label_processes, require_backend
 from worker.containers.archive import validate_image_archive
 from worker.containers.invoke import NEVER_HEALTHY
 from worker.containers.runner import ContainerRunner, ContainerSettings
@@ -204,20 +204,6 @@ def test_an_image_already_loaded_is_reused(
     assert not image_exists(image_id)
 
 
-def _host_processes(uid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            line = next((x for x in status.splitlines() if x.startswith("Uid:")), "Uid: -1")
-            if int(line.split()[1]) == uid:
-                found.append(int(entry.name))
-    return found
-
-
 def test_the_host_stays_safe_with_the_images_user(archives: dict[str, Path], runtime_dir: Path, tmp_path: Path) -> None:
     archive = validate_image_archive(archives["exec"])
     uid = archive.run_user.uid
@@ -253,9 +239,11 @@ def test_the_host_stays_safe_with_the_images_user(archives: dict[str, Path], run
     seen: dict[str, list[int]] = {}
 
     def watch() -> None:
+        # Only this container's processes (its cgroup): other software on the host may run as uid `uid`.
         time.sleep(1.5)
-        seen["mapped"] = _host_processes(USERNS_BASE + uid)
-        seen["plain"] = _host_processes(uid)
+        ids = backend.list_containers(spec.label)
+        seen["mapped"] = label_processes(USERNS_BASE + uid, spec.label, ids)
+        seen["plain"] = label_processes(uid, spec.label, ids)
 
     watcher = threading.Thread(target=watch)
     watcher.start()

@@ -10,10 +10,18 @@
 - When the tests run as root, each GPU host runs under a system user of its own (created here,
   `midog-gpu-test-<letter>`) through setpriv, with the system's Python reading the venv's packages, so that
   the control host's 0700 data directory is closed to it; otherwise under the test's uid (said in the test).
+- The control host's object store is a real S3 server: SeaweedFS of the test's own (tests/seaweedfs.py), with
+  MIDOG_OBJECT_STORE=s3 and the MIDOG_S3_* settings in the control host's environment only. The set's files
+  are published there by content (worker.datasets.content.publish), so the GPU hosts fetch its inputs through
+  presigned GET URLs; submission files (a replay file, a container image archive) through the API.
+- Container submissions run through the product's container path (worker.containers.runner, podman). When
+  the GPU hosts have their own uids, each host's sandboxes run through a sandbox runner service of its own
+  (`midog-eval sandbox-runner`, as root, allowing only that host's uid and directory; the host gets
+  MIDOG_SANDBOX_RUNNER_SOCKET), since rootless podman needs a home and subordinate ids those system users lack.
 - `cluster.submit(n)` stores n model submissions over the registered set and sends their evaluations to
-  the gpu queue, as the API does.
+  the gpu queue, as the API does; `cluster.submit_container(archive)` the same for one image archive.
 
-In CI (CI=true) a missing PostgreSQL, redis-server or setpriv is a failure (tests.services.missing).
+In CI (CI=true) a missing PostgreSQL, redis-server, setpriv or weed is a failure (tests.services.missing).
 """
 
 from __future__ import annotations
@@ -41,7 +49,9 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
 from tests.live_server import free_port, wait_healthy
+from tests.seaweedfs import ACCESS_KEY, BUCKET, SECRET_KEY, OwnSeaweedFS, s3_store, wait_for_writes
 from tests.services import OwnRedis, wait_until
+from worker.datasets.content import content_of, publish
 from worker.safe_delete import discard_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +86,11 @@ class GpuHost:
     process: subprocess.Popen[bytes]
     uid: int
     env: dict[str, str]
+    sandbox_runner: subprocess.Popen[bytes] | None = None
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.directory / "cache"
 
     @property
     def log(self) -> str:
@@ -104,6 +119,16 @@ class GpuHost:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
+    def stop_sandbox_runner(self) -> None:
+        service = self.sandbox_runner
+        if service is not None and service.poll() is None:
+            service.terminate()
+            try:
+                service.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                service.kill()
+                service.wait(timeout=10)
+
 
 @dataclass
 class Cluster:
@@ -123,6 +148,7 @@ class Cluster:
     serve: subprocess.Popen[bytes]
     engine: Engine
     separate_uids: bool
+    s3_endpoint: str
     hosts: dict[str, GpuHost] = field(default_factory=dict)
     _users: list[str] = field(default_factory=list)
 
@@ -137,7 +163,9 @@ class Cluster:
             check=True,
         )
 
-    def start_host(self, name: str, *, queues: str = "gpu") -> GpuHost:
+    def start_host(self, name: str, *, queues: str = "gpu", extra_env: dict[str, str] | None = None) -> GpuHost:
+        """A GPU host `name` (a new runner token; its directory, and so its cache, kept from an earlier host of
+        that name), serving `queues`, with `extra_env` added to its environment."""
         out = self.cli("admin", "create-runner-token", name)
         token = out.stdout.strip().splitlines()[-1]
         token_id = int(out.stderr.split("runner token ", 1)[1].split()[0])
@@ -157,13 +185,23 @@ class Cluster:
             "MIDOG_TEST_SLOW_S": SLOW_S,
             "PYTHONPATH": os.pathsep.join([str(TEST_RUNNERS), str(REPO_ROOT)]),
             "PYTHONDONTWRITEBYTECODE": "1",
+            # containers: podman, no GPU here, a short time per case
+            "MIDOG_SANDBOX_BACKEND": "podman",
+            "MIDOG_CONTAINER_GPU": "none",
+            "MIDOG_CONTAINER_CASE_SECONDS": "15",
+            "MIDOG_SANDBOX_RUNTIME_DIR": str(directory / "sandbox"),
         }
+        env.update(extra_env or {})
+        sandbox_runner = None
         if self.separate_uids:
             user = f"midog-gpu-test-{name}"[:32]
             uid, gid = _system_user(user)
             self._users.append(user)
             for path in (directory, token_file):
                 os.chown(path, uid, gid)
+            sandbox_runner, socket_path = self._start_sandbox_runner(name, directory, uid, gid)
+            env["MIDOG_SANDBOX_RUNNER_SOCKET"] = str(socket_path)
+            del env["MIDOG_SANDBOX_RUNTIME_DIR"]
             prefix = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
             # The venv's interpreter lies under root's home (closed to other users): the system's Python of
             # the same version reads the venv's packages instead.
@@ -198,15 +236,53 @@ class Cluster:
         process = subprocess.Popen(
             argv, env=env, cwd=directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        host = GpuHost(name, directory, token_id, process, uid, env)
+        host = GpuHost(name, directory, token_id, process, uid, env, sandbox_runner)
+        previous = self.hosts.get(name)
+        if previous is not None and previous.sandbox_runner is not sandbox_runner:
+            previous.stop_sandbox_runner()
         self.hosts[name] = host
         assert wait_until(lambda: "ready." in host.log or not host.alive(), 60), host.log[-3000:]
         assert host.alive(), host.log[-3000:]
         return host
 
-    def submit(self, count: int, *, behaviour: str = "slow", seed: int = 0) -> list[int]:
-        """`count` model submissions (replayed detections) with one queued evaluation each, sent to the gpu
-        queue after commit as the API sends them."""
+    def _start_sandbox_runner(
+        self, name: str, directory: Path, uid: int, gid: int
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        """A sandbox runner service (root) for host `name` alone: its uid, its directory, the podman backend."""
+        service_dir = self.root / f"sandbox-runner-{name}"
+        service_dir.mkdir(mode=0o755, exist_ok=True)
+        socket_dir = directory / "run"
+        socket_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(socket_dir, uid, gid)
+        socket_path = socket_dir / "runner.sock"
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()
+        runtime = service_dir / "runtime"
+        argv = [sys.executable, "-c", ENTRY, "sandbox-runner", "--socket", str(socket_path)]
+        argv += ["--allow", str(directory), "--worker-uid", str(uid), "--backend", "podman"]
+        argv += ["--runtime-dir", str(runtime)]
+        env = _base_env() | {
+            "HOME": str(service_dir),
+            "PYTHONPATH": str(REPO_ROOT),
+            "MIDOG_DATA_DIR": str(service_dir / "data"),
+        }
+        service = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=service_dir,
+            stdout=(service_dir / "runner.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if not wait_until(lambda: socket_path.exists() or service.poll() is not None, 60):
+            service.kill()
+        assert socket_path.exists(), (service_dir / "runner.log").read_text(errors="replace")[-3000:]
+        os.chown(socket_path, 0, gid)
+        return service, socket_path
+
+    def submit(self, count: int, *, behaviour: str = "slow", seed: int = 0, queue: str = "gpu") -> list[int]:
+        """`count` model submissions (replayed detections) with one queued evaluation each, sent to `queue` (the
+        gpu queue) after commit as the API sends them."""
         from app.models import Evaluation, Submission, SubmissionKind
 
         storage = self.control_dir / "storage"
@@ -233,8 +309,36 @@ class Cluster:
             session.commit()
         client = _celery_client(self.broker_url)
         for evaluation_id in ids:
-            client.send_task("evaluation.run", kwargs={"evaluation_id": evaluation_id}, queue="gpu")
+            client.send_task("evaluation.run", kwargs={"evaluation_id": evaluation_id}, queue=queue)
         return ids
+
+    def submit_container(self, archive: Path) -> int:
+        """One container submission of the image archive `archive`, its evaluation sent to the gpu queue."""
+        from app.models import Evaluation, Submission, SubmissionKind
+
+        content = archive.read_bytes()
+        relative = f"dist/{uuid.uuid4().hex[:8]}/{archive.name}"
+        path = self.control_dir / "storage" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        with Session(self.engine) as session:
+            submission = Submission(
+                phase_id=self.phase_id,
+                team_id=self.team_id,
+                kind=SubmissionKind.CONTAINER,
+                file_path=relative,
+                original_filename=archive.name,
+                sha256=hashlib.sha256(content).hexdigest(),
+                size_bytes=len(content),
+            )
+            evaluation = Evaluation(submission=submission, version=1)
+            session.add(evaluation)
+            session.commit()
+            evaluation_id = evaluation.id
+        _celery_client(self.broker_url).send_task(
+            "evaluation.run", kwargs={"evaluation_id": evaluation_id}, queue="gpu"
+        )
+        return evaluation_id
 
     def statuses(self, ids: list[int]) -> dict[int, str]:
         from app.models import Evaluation
@@ -262,6 +366,8 @@ class Cluster:
 
     def diagnostics(self) -> str:
         parts = [f"--- {name} ---\n{host.log[-3000:]}" for name, host in self.hosts.items()]
+        for runner_log in sorted(self.root.glob("sandbox-runner-*/runner.log")):
+            parts.append(f"--- {runner_log.parent.name} ---\n{runner_log.read_text(errors='replace')[-3000:]}")
         cpu_log = self.control_dir / "logs" / "worker-cpu.log"
         if cpu_log.exists():
             parts.append(f"--- control cpu worker ---\n{cpu_log.read_text(errors='replace')[-3000:]}")
@@ -332,13 +438,13 @@ def predictions_for(ground_truth: dict[str, list[list[float]]], seed: int) -> di
     return out
 
 
-def _build_set(root: Path) -> dict[str, list[list[float]]]:
-    """Six cases over three scanners, each with an image file of random bytes (the replay reads none)."""
+def _build_set(root: Path, count: int) -> dict[str, list[list[float]]]:
+    """`count` cases over three scanners, each with an image file of random bytes (the replay reads none)."""
     from worker.datasets.manifest import Case, Manifest, write_test_set
 
     rng = np.random.default_rng(3)
     cases, truth = [], {}
-    for index in range(6):
+    for index in range(count):
         name = f"{index + 1:03d}.tiff"
         image = root / "images" / name
         image.parent.mkdir(parents=True, exist_ok=True)
@@ -363,7 +469,7 @@ def _build_set(root: Path) -> dict[str, list[list[float]]]:
     return truth
 
 
-def _seed(engine: Engine, set_root: Path) -> tuple[int, int, set[str], set[str], int]:
+def _seed(engine: Engine, set_root: Path, count: int) -> tuple[int, int, set[str], set[str], int]:
     from app.admin.content import record_content
     from app.models import Challenge, Phase, Team
     from app.models import TestSet as TestSetRow
@@ -379,7 +485,7 @@ def _seed(engine: Engine, set_root: Path) -> tuple[int, int, set[str], set[str],
             manifest_path=str(set_root / "manifest.json"),
             manifest_sha256=content.sha256_of("manifest.json") or "0" * 64,
             scoring_digest=digest,
-            case_count=6,
+            case_count=count,
             cases={},
         )
         phase = Phase(
@@ -387,8 +493,9 @@ def _seed(engine: Engine, set_root: Path) -> tuple[int, int, set[str], set[str],
             slug="p",
             title="P",
             test_set=test_set,
-            allowed_kinds=["model"],
+            allowed_kinds=["model", "container"],
             time_limit_s=60,
+            memory_limit_mb=512,
             scoring_options={},
             scoring_fingerprint=fingerprint({}, digest),
         )
@@ -408,6 +515,14 @@ def _seed(engine: Engine, set_root: Path) -> tuple[int, int, set[str], set[str],
 
 @pytest.fixture(scope="module")
 def cluster(create_database: Callable[[str], str]) -> Iterator[Cluster]:
+    with running_cluster(create_database("postgresql")) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def running_cluster(database_url: str, *, cases: int = 6) -> Iterator[Cluster]:
+    """A control host on the empty database `database_url` (migrated here) with a set of `cases` cases, its own
+    redis and SeaweedFS; no GPU host yet (`start_host`). Everything it started is stopped at the end."""
     from tests.conftest import migrate
 
     root = Path(f"/tmp/midog-distributed-{uuid.uuid4().hex[:8]}")
@@ -416,20 +531,29 @@ def cluster(create_database: Callable[[str], str]) -> Iterator[Cluster]:
     redis_dir = root / "redis"
     redis_dir.mkdir(mode=0o700)
     redis = OwnRedis(redis_dir)
+    seaweed_dir = root / "seaweedfs"
+    seaweed_dir.mkdir(mode=0o700)
+    seaweedfs = OwnSeaweedFS(seaweed_dir)
+    seaweedfs_started = False
     serve: subprocess.Popen[bytes] | None = None
     engine: Engine | None = None
     made: Cluster | None = None
     try:
         broker_url = redis.start()
-        database_url = create_database("postgresql")
+        seaweedfs.start()
+        seaweedfs_started = True
         migrate(database_url)
         control_dir = root / "control"
         control_dir.mkdir(mode=0o700)
         control_dir.chmod(0o700)
         set_root = control_dir / "test-sets" / "distributed"
-        truth = _build_set(set_root)
+        truth = _build_set(set_root, cases)
         engine = create_engine(database_url, pool_pre_ping=True)
-        phase_id, team_id, truth_hashes, input_hashes, input_bytes = _seed(engine, set_root)
+        phase_id, team_id, truth_hashes, input_hashes, input_bytes = _seed(engine, set_root, cases)
+        prefix = f"dist-{uuid.uuid4().hex[:8]}"
+        store = s3_store(seaweedfs, prefix=prefix)
+        wait_for_writes(store.ensure_bucket)
+        publish(store, set_root, content_of(set_root))
         port = free_port()
         control_env = _base_env() | {
             "HOME": str(control_dir),
@@ -437,6 +561,12 @@ def cluster(create_database: Callable[[str], str]) -> Iterator[Cluster]:
             "MIDOG_DATABASE_URL": database_url,
             "MIDOG_REDIS_URL": broker_url,
             "PYTHONPATH": str(REPO_ROOT),
+            "MIDOG_OBJECT_STORE": "s3",
+            "MIDOG_S3_ENDPOINT_URL": seaweedfs.endpoint,
+            "MIDOG_S3_BUCKET": BUCKET,
+            "MIDOG_S3_ACCESS_KEY": ACCESS_KEY,
+            "MIDOG_S3_SECRET_KEY": SECRET_KEY,
+            "MIDOG_S3_PREFIX": prefix,
         }
         log = control_dir / "serve.log"
         serve = subprocess.Popen(
@@ -466,12 +596,14 @@ def cluster(create_database: Callable[[str], str]) -> Iterator[Cluster]:
             serve=serve,
             engine=engine,
             separate_uids=_can_separate_uids(),
+            s3_endpoint=seaweedfs.endpoint,
         )
         yield made
     finally:
         if made is not None:
             for host in made.hosts.values():
                 host.kill()
+                host.stop_sandbox_runner()
         if serve is not None and serve.poll() is None:
             serve.terminate()
             try:
@@ -482,6 +614,8 @@ def cluster(create_database: Callable[[str], str]) -> Iterator[Cluster]:
         if engine is not None:
             engine.dispose()
         redis.stop()
+        if seaweedfs_started:
+            seaweedfs.stop()
         if made is not None:
             for user in made._users:
                 subprocess.run(["userdel", user], capture_output=True, check=False)

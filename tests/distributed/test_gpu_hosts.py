@@ -1,26 +1,47 @@
-"""A control host and two GPU hosts (tests/distributed/cluster.py): the GPU hosts hold no database URL and
-no ground truth, share no directory with the control host, fetch a set once, and their faults (a SIGKILL, a
-revoked token) end in exactly one result. Scores are compared with the same predictions scored in-process."""
+"""A control host (its object store a real S3 server) and two GPU hosts (tests/distributed/cluster.py): the GPU
+hosts hold no database URL and no ground truth, share no directory with the control host, fetch a set once,
+run a container submission through the product's container path, fetch again a cached blob damaged on disk,
+and their faults (a SIGKILL, a revoked token) end in exactly one result. Scores are compared with the same
+predictions scored in-process."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.distributed.cluster import Cluster, GpuHost, predictions_for
+from tests.sandbox.images import build_image, require_backend
+from tests.seaweedfs import SECRET_KEY
 from tests.services import wait_until
+from worker.safe_delete import discard_tree
+
+# A participant's image: for the one case it is given (2022 layout, else 2021), the detections stored in the
+# image under /app/out/<case>.json, written as the grand-challenge output file.
+CONTAINER_SCRIPT = r"""#!/bin/sh
+dir=/input/images/histopathology-roi-cropout
+[ -d /input/images ] || dir=/input
+n=0
+for f in "$dir"/*.tiff; do
+  n=$((n+1))
+  name=$(basename "$f")
+done
+[ "$n" = 1 ] || exit 6
+[ -f "/app/out/$name.json" ] || exit 7
+cat "/app/out/$name.json" > /output/mitotic-figures.json
+"""
+CONTAINER_SEED = 500
 
 
 def _expected_f1(cluster: Cluster, seed: int) -> tuple[int, int, int]:
     """tp, fp, fn of the same predictions scored in this process by the scoring core."""
-    import json
-    import tempfile
-
     from worker.pipeline import PipelineInput, open_test_set, score_file
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -77,6 +98,11 @@ def test_model_submissions_are_scored_with_both_hosts_serving(cluster: Cluster, 
         assert fetched[0] == cluster.input_bytes, fetched
         assert fetched[1:] == [0] * (len(fetched) - 1), fetched
     assert max(len(e) for e in by_host.values()) >= 2
+    # The set's inputs came from the S3 server through presigned GETs, never through the API's file route.
+    for name in by_host:
+        log = cluster.hosts[name].log
+        assert f"HTTP Request: GET {cluster.s3_endpoint}/" in log, log[-3000:]
+        assert not any(f"/files/{digest}" in log for digest in cluster.input_hashes)
     # the GPU-seconds of each run are those the host measured (the replay sleeps SLOW_S)
     for evaluation_id in ids:
         assert cluster.evaluation(evaluation_id).gpu_seconds >= 1.5
@@ -94,6 +120,8 @@ def test_gpu_hosts_hold_no_database_url_and_no_ground_truth(cluster: Cluster, tw
             read += 1
             assert "DATABASE_URL" not in environ, (host.name, pid)
             assert "postgresql" not in environ, (host.name, pid)
+            assert "S3_SECRET_KEY" not in environ, (host.name, pid)
+            assert SECRET_KEY not in environ, (host.name, pid)
         assert read >= 1, host.log[-2000:]
         assert host.alive(), host.log[-2000:]
         files = _files_under(host.directory)
@@ -127,6 +155,97 @@ def test_gpu_hosts_run_under_their_own_uid_closed_out_of_the_control_data_dir(
         )
         assert probe.returncode != 0, probe
         assert "Permission denied" in probe.stderr, probe
+
+
+@pytest.fixture(scope="module")
+def container_archive(cluster: Cluster) -> Iterator[Path]:
+    """A `podman save` archive of a busybox image (non-root USER) that writes predictions_for(CONTAINER_SEED)."""
+    require_backend("podman")
+    workdir = Path(tempfile.mkdtemp(prefix="midog-dist-image-"))
+    image_id = ""
+    try:
+        outputs = predictions_for(cluster.ground_truth, CONTAINER_SEED)
+        files = {f"app/out/{case}.json": json.dumps(value).encode() for case, value in outputs.items()}
+        files["app/run.sh"] = CONTAINER_SCRIPT.encode()
+        tag = build_image(
+            "localhost/midog-test/distributed",
+            'USER 10001:10001\nENTRYPOINT ["/bin/sh", "/app/run.sh"]\n',
+            files,
+            workdir,
+        )
+        archive = workdir / "image.tar"
+        subprocess.run(["podman", "save", "-q", "-o", str(archive), tag], check=True, capture_output=True)
+        image_id = subprocess.run(
+            ["podman", "image", "inspect", "--format", "{{.Id}}", tag], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        subprocess.run(["podman", "rmi", "-f", tag], check=False, capture_output=True)
+        yield archive
+    finally:
+        # the copy a host's engine loaded (kept there for reuse) has the same id
+        if image_id:
+            subprocess.run(["podman", "rmi", "-f", image_id], check=False, capture_output=True)
+        discard_tree(workdir)
+
+
+def test_a_container_submission_is_scored_on_a_gpu_host(
+    cluster: Cluster, two_hosts: tuple[GpuHost, ...], container_archive: Path
+) -> None:
+    evaluation_id = cluster.submit_container(container_archive)
+    statuses = cluster.wait_done([evaluation_id], timeout_s=240)
+    row = cluster.evaluation(evaluation_id)
+    assert statuses == {evaluation_id: "succeeded"}, (
+        row.error_message,
+        row.error_detail[-3000:],
+        cluster.diagnostics(),
+    )
+    result = cluster.results([evaluation_id])[evaluation_id]
+    assert (result.tp, result.fp, result.fn) == _expected_f1(cluster, CONTAINER_SEED)
+    runtime = result.provenance["runtime"]
+    host = cluster.hosts[_host_of(result)]
+    # The image came to the host through the job protocol, by SHA-256, into its cache (then loaded by podman).
+    image_sha256 = _sha256(container_archive)
+    assert image_sha256 in {p.name for p in _files_under(host.cache_dir / "blobs")}, runtime
+    assert f"/api/v1/runner/jobs/{evaluation_id}/attempts/{row.attempt}/files/{image_sha256}" in host.log
+    assert runtime["fetch"]["bytes_fetched"] >= container_archive.stat().st_size, runtime
+
+
+def test_a_cached_blob_damaged_on_disk_is_fetched_again_and_the_score_is_unchanged(
+    cluster: Cluster, two_hosts: tuple[GpuHost, ...]
+) -> None:
+    # An image of the set, damaged in every live host's cache (whichever host runs next must meet it).
+    image = next(iter(sorted(cluster.set_root.glob("images/*.tiff"))))
+    digest, size = _sha256(image), image.stat().st_size
+    live = [host for host in cluster.hosts.values() if host.alive()]
+
+    def cached(host: GpuHost) -> list[Path]:
+        return [p for p in _files_under(host.cache_dir / "blobs") if p.name == digest]
+
+    for attempt in range(6):  # run alone, the hosts may not all hold the set yet: evaluations until they do
+        if all(cached(host) for host in live):
+            break
+        warm = cluster.submit(2, behaviour="replay", seed=700 + 2 * attempt)
+        assert set(cluster.wait_done(warm).values()) == {"succeeded"}, cluster.diagnostics()
+    damaged = []
+    for host in live:
+        [blob] = cached(host)
+        with blob.open("r+b") as handle:  # root (or the host's uid) writes over its bytes; the size is kept
+            handle.seek(size // 2)
+            handle.write(b"\xde\xad\xbe\xef" * 16)
+        assert _sha256(blob) != digest
+        damaged.append((host, blob))
+    assert damaged
+    ids = cluster.submit(1, seed=600)
+    statuses = cluster.wait_done(ids)
+    assert set(statuses.values()) == {"succeeded"}, cluster.diagnostics()
+    result = cluster.results(ids)[ids[0]]
+    assert (result.tp, result.fp, result.fn) == _expected_f1(cluster, 600)
+    ran_on = cluster.hosts[_host_of(result)]
+    fetch = result.provenance["runtime"]["fetch"]["test_set"]
+    # exactly the damaged image was fetched again; every other input of the set was a hit
+    assert fetch["bytes_fetched"] == size, fetch
+    assert fetch["misses"] == 1, fetch
+    [blob] = [b for h, b in damaged if h is ran_on]
+    assert _sha256(blob) == digest
 
 
 def test_sigkill_of_a_host_mid_run_leaves_the_job_to_the_other_one_result(

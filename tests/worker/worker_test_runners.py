@@ -32,7 +32,8 @@ def _behaviour(request: RunRequest) -> str:
 
 
 class ScriptedRunner:
-    """replay (default), slow (sleeps MIDOG_TEST_SLOW_S first), crash (SIGKILLs its own process),
+    """replay (default), slow (sleeps MIDOG_TEST_SLOW_S first), forward (sleeps MIDOG_TEST_CASE_S per case: a
+    model whose forward pass dominates, for bench/distributed.py), crash (SIGKILLs its own process),
     hang (a child process that never ends), sandboxed (a bubblewrap sandbox under MIDOG_TEST_SANDBOX_RUNTIME
     that sleeps), stall (the worker process itself never returns), unisolated (the sandbox refuses to start:
     a control is missing on this host)."""
@@ -42,6 +43,9 @@ class ScriptedRunner:
         behaviour = _behaviour(request)
         if behaviour == "slow":
             time.sleep(float(os.environ.get("MIDOG_TEST_SLOW_S", "2")))
+        elif behaviour == "forward":
+            for _case in request.cases:
+                time.sleep(float(os.environ.get("MIDOG_TEST_CASE_S", "0.25")))
         elif behaviour == "crash":
             os.kill(os.getpid(), signal.SIGKILL)
         elif behaviour == "hang":
