@@ -88,9 +88,9 @@ def gpu_host_command(
     import threading
 
     from app.settings import get_settings
-    from worker.celery_app import Limits, LimitsError, check_limits
     from worker.remote.client import RunnerClient, TokenRefusedError
     from worker.remote.host import HostConfig, host_app, watch_token
+    from worker.time_limits import Limits, LimitsError, check_limits
 
     settings = get_settings()
     try:

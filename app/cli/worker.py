@@ -63,7 +63,8 @@ def worker_command(
 
         arm()
     from app.settings import get_settings
-    from worker.celery_app import LimitsError, app, check_limits, limits_of
+    from worker.celery_app import app, limits_of
+    from worker.time_limits import LimitsError, check_limits
 
     try:
         check_limits(limits_of(app))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.celery_app import Limits, LimitsError, check_limits, configure
+from worker.celery_app import configure
+from worker.time_limits import Limits, LimitsError, check_limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["sandbox_timeout_s", "soft_time_limit_s", "time_limit_s", "visibility_timeout_s", "lease_expiry_s"]
