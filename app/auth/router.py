@@ -6,13 +6,10 @@ hash never runs inside a database transaction: on SQLite a writing transaction h
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
-
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import select
 
-from app.auth import service
+from app.auth import accounts, service
 from app.auth.schemas import (
     InvitationCreate,
     InvitationIssued,
@@ -28,9 +25,8 @@ from app.auth.schemas import (
     TeamRename,
     TokenIssued,
 )
-from app.auth.throttle import Throttle
-from app.deps import AppSettings, CurrentParticipant, CurrentPrincipal, DbSession
-from app.errors import NotAuthenticated, NotFound
+from app.deps import AppSettings, CurrentParticipant, CurrentPrincipal, DbSession, client_address, request_throttle
+from app.errors import NotFound
 from app.models import Participant, TeamInvitation, utcnow
 from app.openapi import errors
 from app.types import IdPath
@@ -40,16 +36,6 @@ router = APIRouter(prefix="/api/v1", tags=["auth"])
 
 def token_issued(issued: service.IssuedToken) -> TokenIssued:
     return TokenIssued(token=issued.token, id=issued.row.id, scope=issued.row.scope, expires_at=issued.row.expires_at)
-
-
-def client_address(request: Request) -> str:
-    """The client's address as the server sees it (behind a proxy: as uvicorn's --proxy-headers set it)."""
-    return request.client.host if request.client is not None else "unknown"
-
-
-def _throttle(request: Request) -> Throttle:
-    throttle: Throttle = request.app.state.throttle
-    return throttle
 
 
 def _account_result(participant: Participant, issued: service.IssuedToken) -> RegisterResult:
@@ -72,14 +58,16 @@ def _account_result(participant: Participant, issued: service.IssuedToken) -> Re
     responses=errors(409, 422, 429, 503),
 )
 def register(request: Request, db: DbSession, settings: AppSettings, body: TeamRegister) -> RegisterResult:
-    throttle = _throttle(request)
-    throttle.registration(address=client_address(request))
-    account = service.check_new_account(
-        email=body.email, password=body.password, display_name=body.display_name or "", team_name=body.team_name
+    participant, issued = accounts.register(
+        db,
+        settings,
+        request_throttle(request),
+        address=client_address(request),
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name or "",
+        team_name=body.team_name,
     )
-    password_hash = throttle.hashed(lambda: service.hash_password(body.password))
-    participant = service.register_team(db, account=account, password_hash=password_hash)
-    issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
     return _account_result(participant, issued)
 
 
@@ -93,18 +81,10 @@ def register(request: Request, db: DbSession, settings: AppSettings, body: TeamR
     responses=errors(401, 422, 429, 503),
 )
 def login(request: Request, db: DbSession, settings: AppSettings, body: LoginRequest) -> TokenIssued:
-    throttle = _throttle(request)
-    email = body.email.strip().lower()
     address = client_address(request)
-    slowdown = throttle.login_attempt(address=address, email=email)
-    participant = service.find_login(db, email=email)
-    db.commit()  # the read ends here: the password check below must not hold a transaction open
-    if slowdown:
-        time.sleep(slowdown)  # the account is being guessed from many addresses: slower, never locked
-    if not throttle.hashed(lambda: service.password_matches(participant, body.password)) or participant is None:
-        throttle.login_failed(email=email, address=address)
-        raise NotAuthenticated("wrong e-mail or password")
-    issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
+    issued = accounts.login(
+        db, settings, request_throttle(request), address=address, email=body.email, password=body.password
+    )
     return token_issued(issued)
 
 
@@ -115,13 +95,16 @@ def login(request: Request, db: DbSession, settings: AppSettings, body: LoginReq
     responses=errors(404, 409, 422, 429, 503),
 )
 def join(request: Request, db: DbSession, settings: AppSettings, body: JoinRequest) -> RegisterResult:
-    throttle = _throttle(request)
-    throttle.registration(address=client_address(request))
-    account = service.check_new_account(email=body.email, password=body.password, display_name=body.display_name or "")
-    password_hash = throttle.hashed(lambda: service.hash_password(body.password))
-    participant = service.redeem_invitation(db, token=body.invitation, account=account, password_hash=password_hash)
-    issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
-    db.refresh(participant, ["team"])
+    participant, issued = accounts.join(
+        db,
+        settings,
+        request_throttle(request),
+        address=client_address(request),
+        invitation=body.invitation,
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name or "",
+    )
     return _account_result(participant, issued)
 
 

@@ -336,6 +336,19 @@ def result_read(result: Result, *, phase: Phase, organiser: bool = False) -> Res
     )
 
 
+def team_submission_view(session: Session, *, submission_id: int, team_id: int) -> SubmissionRead:
+    """One submission of the team as its members see it (404 for another team's)."""
+    return participant_view(get_team_submission(session, submission_id=submission_id, team_id=team_id))
+
+
+def cancel_team_submission(session: Session, *, submission_id: int, team_id: int) -> SubmissionRead:
+    """The team withdraws one of its submissions while its evaluation is still queued (409 otherwise)."""
+    submission = get_team_submission(session, submission_id=submission_id, team_id=team_id)
+    cancel_queued(session, submission=submission)
+    session.refresh(submission, ["evaluations"])
+    return participant_view(submission)
+
+
 def participant_view(submission: Submission, *, now: datetime | None = None) -> SubmissionRead:
     """What the submitting team may see: never per-case counts or organiser error details; while the phase
     hides scores (hidden until close), no scores, no timings and no progress messages either (U7)."""
