@@ -20,7 +20,7 @@ from app.admin.content import record_content
 from app.admin.schemas import EvaluationAdminRead, PhaseProgressRead, SubmissionAdminRead, TestSetCreate
 from app.challenges.service import scoring_fingerprint_of
 from app.errors import Conflict, InvalidInput, NotFound
-from app.leaderboard.service import provenance_columns, to_csv
+from app.leaderboard.service import PROVENANCE_HEADER, provenance_columns, to_csv
 from app.models import (
     Evaluation,
     Phase,
@@ -31,12 +31,15 @@ from app.models import (
 )
 from app.security_headers import report_policy
 from app.submissions.service import current_evaluation, participant_view
+from worker.result_fields import fields_of
 from worker.safe_delete import discard_tree
 
 if TYPE_CHECKING:
     from worker.datasets.content import TestSetContent
 
 TEST_SETS_DIR = "test-sets"  # uploaded test sets, under the storage directory
+# The metrics of the organisers' result view and results CSV: the fields every result has (worker.result_fields).
+DETECTION_METRICS = tuple(f.name for f in fields_of("detection"))
 
 
 def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
@@ -238,15 +241,7 @@ def _result_dict(result: Result | None) -> dict[str, Any] | None:
     if result is None:
         return None
     keys = (
-        "tp",
-        "fp",
-        "fn",
-        "precision",
-        "recall",
-        "f1",
-        "ap",
-        "f1_ci_low",
-        "f1_ci_high",
+        *DETECTION_METRICS,
         "groups",
         "cases",
         "rank_robustness",
@@ -401,15 +396,7 @@ def results_csv(session: Session, *, phase_id: int) -> str:
             Submission.is_disqualified,
             Submission.created_at,
             Result.evaluation_version,
-            Result.tp,
-            Result.fp,
-            Result.fn,
-            Result.precision,
-            Result.recall,
-            Result.f1,
-            Result.ap,
-            Result.f1_ci_low,
-            Result.f1_ci_high,
+            *(getattr(Result, name) for name in DETECTION_METRICS),
             Result.rank_robustness,
             Result.scoring_fingerprint,
             Result.provenance,
@@ -431,20 +418,10 @@ def results_csv(session: Session, *, phase_id: int) -> str:
         "disqualified",
         "submitted_at",
         "evaluation_version",
-        "tp",
-        "fp",
-        "fn",
-        "precision",
-        "recall",
-        "f1",
-        "ap",
-        "f1_ci_low",
-        "f1_ci_high",
+        *DETECTION_METRICS,
         "rank_robustness",
         "scoring_fingerprint",
-        "scorer_version",
-        "test_set_digest",
-        "submission_sha256",
+        *PROVENANCE_HEADER,
     ]
     return to_csv(
         header,

@@ -40,6 +40,7 @@ from app.submissions.schemas import (
     SubmissionRead,
 )
 from app.submissions.upload import ReceivedUpload
+from worker.result_fields import METRIC_NAMES
 
 # predictions keep the suffix the validator gave them (.json or .csv): the scoring core reads by suffix
 EXTENSIONS = {SubmissionKind.MODEL: ".archive", SubmissionKind.CONTAINER: ".tar"}
@@ -314,18 +315,8 @@ def result_read(result: Result, *, phase: Phase, organiser: bool = False) -> Res
     shown_groups = None if organiser else phase.shown_groups
     return ResultRead(
         task=str(canonical_options(phase.scoring_options)["task"]),
-        balanced_accuracy=result.balanced_accuracy,
-        roc_auc=result.roc_auc,
+        **{name: getattr(result, name) for name in METRIC_NAMES},
         evaluation_version=result.evaluation_version,
-        tp=result.tp,
-        fp=result.fp,
-        fn=result.fn,
-        precision=result.precision,
-        recall=result.recall,
-        f1=result.f1,
-        ap=result.ap,
-        f1_ci_low=result.f1_ci_low,
-        f1_ci_high=result.f1_ci_high,
         groups=filter_groups(result.groups or {}, shown_groups),
         rank_robustness=result.rank_robustness,
         intervals=dict(result.intervals or {}),

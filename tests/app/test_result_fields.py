@@ -1,0 +1,76 @@
+"""The metric fields of a result are declared once (worker.result_fields); the Result table, the API schemas,
+the leaderboard CSV and the organisers' results CSV carry exactly those fields, in the list's order."""
+
+from __future__ import annotations
+
+from sqlalchemy import Float, Integer
+
+from app.admin.service import DETECTION_METRICS
+from app.leaderboard.schemas import LeaderboardEntry
+from app.leaderboard.service import leaderboard_csv
+from app.models import Result
+from app.result_schema import board_field_names
+from app.submissions.schemas import MetricsRead, ResultRead
+from worker.result_fields import BOARD_CSV_LEADING, METRIC_NAMES, RESULT_FIELDS, board_csv_trailing, fields_of
+
+
+def test_the_result_table_has_one_column_per_field_with_its_type_and_nullability() -> None:
+    columns = Result.__table__.columns
+    for f in RESULT_FIELDS:
+        column = columns[f.name]
+        assert isinstance(column.type, Integer if f.kind == "int" else Float), f.name
+        assert column.nullable is f.nullable, f.name
+
+
+def test_the_schemas_carry_every_field_in_list_order_with_its_description() -> None:
+    assert [n for n in ResultRead.model_fields if n in METRIC_NAMES] == list(METRIC_NAMES)
+    assert list(MetricsRead.model_fields) == [f.name for f in fields_of("detection")]
+    entry_metrics = [n for n in LeaderboardEntry.model_fields if n in board_field_names()]
+    assert entry_metrics == list(board_field_names())
+    assert "balanced_accuracy_ci_low" in entry_metrics  # a field with board_interval brings its interval
+    for model in (ResultRead, LeaderboardEntry):
+        for f in RESULT_FIELDS:
+            info = model.model_fields[f.name]
+            assert info.description == f.description
+            assert info.is_required() is not f.nullable
+
+
+def test_the_json_keys_keep_the_task_between_detection_and_classification_fields() -> None:
+    keys = list(ResultRead.model_fields)
+    detection = [f.name for f in fields_of("detection")]
+    classification = [f.name for f in fields_of("classification")]
+    assert keys[: len(detection) + 1 + len(classification)] == [*detection, "task", *classification]
+
+
+def test_every_metric_is_a_column_of_the_leaderboard_csv_once() -> None:
+    assert set(BOARD_CSV_LEADING) <= set(METRIC_NAMES)
+    assert sorted([*BOARD_CSV_LEADING, *board_csv_trailing()]) == sorted(METRIC_NAMES)
+    header = leaderboard_csv_header()
+    for name in METRIC_NAMES:
+        assert header.count(name) == 1, name
+
+
+def leaderboard_csv_header() -> list[str]:
+    from app.leaderboard.schemas import LeaderboardRead
+    from app.models import EntryPolicy, LeaderboardVisibility, RankingMetric
+
+    board = LeaderboardRead(
+        challenge_slug="c",
+        phase_id=1,
+        phase_slug="p",
+        phase_title="P",
+        visibility=LeaderboardVisibility.PUBLIC,
+        scores_visible=True,
+        entry_policy=EntryPolicy.BEST,
+        ranking_metric=RankingMetric.F1,
+        evaluation_version=1,
+        scoring_fingerprint=None,
+        group_labels=[],
+        entries=[],
+    )
+    return leaderboard_csv(board).splitlines()[0].split(",")
+
+
+def test_the_organisers_results_show_the_fields_every_result_has() -> None:
+    assert tuple(f.name for f in RESULT_FIELDS if f.task == "detection") == DETECTION_METRICS
+    assert "f1_ci_low" in DETECTION_METRICS
