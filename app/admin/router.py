@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.admin import service
+from app.admin import service, tokens
 from app.admin.audit import record_admin_writes
 from app.admin.schemas import (
     AuditEventRead,
@@ -33,7 +32,7 @@ from app.admin.schemas import (
 )
 from app.auth.router import token_issued
 from app.auth.schemas import TokenIssued
-from app.auth.service import create_token, revoke_token
+from app.auth.service import revoke_token
 from app.bundles.apply import apply_bundle
 from app.bundles.schema import Bundle
 from app.challenges import service as challenges
@@ -47,7 +46,7 @@ from app.challenges.schemas import (
 )
 from app.deps import AdminUser, AppSettings, DbSession, get_admin
 from app.errors import InvalidInput, NotFound
-from app.models import ApiToken, AuditEvent, Participant, Phase, Team, TestSet, TokenScope, utcnow
+from app.models import ApiToken, AuditEvent, Phase, Team, TestSet
 from app.openapi import errors
 from app.settings import Settings
 from app.submissions.logs import read_logs
@@ -154,12 +153,9 @@ def update_phase(
         bool, Query(description="Confirm re-evaluating every submission on a scoring change.")
     ] = False,
 ) -> PhaseRead:
-    phase = challenges.get_phase(db, phase_id=phase_id, include_unpublished=True)
-    if body.allowed_kinds is not None:
-        added = [k.value for k in body.allowed_kinds if k.value not in phase.allowed_kinds]
-        workers.require_capable_workers(db, kinds=added, stale_after_s=settings.worker_stale_after_s)
-    if challenges.update_phase(db, phase=phase, data=body, reevaluate=reevaluate):
-        service.reevaluate_phase(db, phase=phase)
+    phase = service.update_phase(
+        db, phase_id=phase_id, data=body, reevaluate=reevaluate, stale_after_s=settings.worker_stale_after_s
+    )
     return challenges.phase_read(phase)
 
 
@@ -374,33 +370,14 @@ def list_tokens(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[T
     responses=errors(404),
 )
 def create_api_token(db: DbSession, settings: AppSettings, body: TokenCreate) -> TokenIssued:
-    now = utcnow()
-    expires_at = body.expires_at
-    if expires_at is not None and expires_at <= now:
-        raise InvalidInput("expires_at: lies in the past; give a future time or leave it out")
-    longest = now + timedelta(days=settings.token_max_lifetime_days)
-    if expires_at is not None and expires_at > longest:
-        raise InvalidInput(
-            f"expires_at: later than the maximum token lifetime of {settings.token_max_lifetime_days} days "
-            f"(at most {longest:%Y-%m-%d %H:%M} UTC)"
-        )
-    if expires_at is None:
-        if body.scope.is_organiser:
-            expires_at = now + timedelta(days=settings.organiser_token_ttl_days)
-        elif body.scope is TokenScope.RUNNER:
-            expires_at = now + timedelta(days=settings.runner_token_ttl_days)
-        else:
-            expires_at = now + timedelta(hours=settings.login_token_ttl_hours)
-    participant = None
-    if body.scope is TokenScope.PARTICIPANT:
-        if body.participant_id is None:
-            raise InvalidInput("participant_id is required for a participant token")
-        participant = db.get(Participant, body.participant_id)
-        if participant is None:
-            raise NotFound(f"no participant {body.participant_id}")
-    elif body.participant_id is not None:
-        raise InvalidInput("organiser tokens belong to no participant")
-    issued = create_token(db, scope=body.scope, participant=participant, name=body.name, expires_at=expires_at)
+    issued = tokens.issue_token(
+        db,
+        settings,
+        scope=body.scope,
+        participant_id=body.participant_id,
+        name=body.name,
+        expires_at=body.expires_at,
+    )
     return token_issued(issued)
 
 

@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, selectinload
 from app import lifecycle
 from app.admin.content import record_content
 from app.admin.schemas import EvaluationAdminRead, PhaseProgressRead, SubmissionAdminRead, TestSetCreate
+from app.challenges import service as challenges
+from app.challenges.schemas import PhaseUpdate
 from app.challenges.service import scoring_fingerprint_of
 from app.errors import Conflict, InvalidInput, NotFound
 from app.leaderboard.service import PROVENANCE_HEADER, provenance_columns, to_csv
@@ -31,6 +33,7 @@ from app.models import (
 )
 from app.security_headers import report_policy
 from app.submissions.service import current_evaluation, participant_view
+from app.workers import service as workers
 from worker.result_fields import fields_of
 from worker.safe_delete import discard_tree
 
@@ -320,6 +323,21 @@ def reevaluate_phase(session: Session, *, phase: Phase) -> int:
     """A new evaluation version for every submission of the phase under its scoring as of now (this
     server's scorer, the phase's options and test set); old results are kept, off the board."""
     return len(lifecycle.reevaluate(session, phase=phase, fingerprint=scoring_fingerprint_of(session, phase)))
+
+
+def update_phase(
+    session: Session, *, phase_id: int, data: PhaseUpdate, reevaluate: bool, stale_after_s: float
+) -> Phase:
+    """Change a phase (app.challenges.service.update_phase): kinds it newly allows need a live worker that can
+    run them (422); a scoring change of a scored phase is refused (409) unless `reevaluate`, which then
+    re-evaluates every submission under the new scoring."""
+    phase = challenges.get_phase(session, phase_id=phase_id, include_unpublished=True)
+    if data.allowed_kinds is not None:
+        added = [k.value for k in data.allowed_kinds if k.value not in phase.allowed_kinds]
+        workers.require_capable_workers(session, kinds=added, stale_after_s=stale_after_s)
+    if challenges.update_phase(session, phase=phase, data=data, reevaluate=reevaluate):
+        reevaluate_phase(session, phase=phase)
+    return phase
 
 
 def update_team(session: Session, *, team: Team, is_approved: bool | None, is_disqualified: bool | None) -> Team:
