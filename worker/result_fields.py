@@ -14,7 +14,9 @@ Rules of the list:
   counts its atypical figures as detections), "classification" ones only by Track 2 phases.
 - `board_interval`: the leaderboard shows the metric's 95% bootstrap interval beside it, as `<name>_ci_low`
   and `<name>_ci_high`, read from the result's `intervals`.
-- `format` is how a person reads it: "count" (an integer) or "score" (three decimals).
+- `format` is how a person reads it: "count" (an integer) or "score" (three decimals); `label` is its name
+  in the command-line client's tables; `interval_of` marks an end of another field's interval, shown beside
+  that field rather than as a column.
 
 Standard library only: app.models, the API and the worker all read it.
 """
@@ -32,8 +34,12 @@ class ResultField:
     nullable: bool
     description: str
     format: Literal["count", "score"]
+    # how a person names it (a column of the command-line client's tables)
+    label: str = ""
     task: Literal["detection", "classification"] = "detection"
     board_interval: bool = False
+    # an end of another field's interval (shown beside that field, never as a column of its own)
+    interval_of: str | None = None
 
     @property
     def python_type(self) -> type[int] | type[float]:
@@ -41,26 +47,37 @@ class ResultField:
 
 
 RESULT_FIELDS: tuple[ResultField, ...] = (
-    ResultField("tp", "int", False, "True positives: detections matched to a ground-truth figure.", "count"),
-    ResultField("fp", "int", False, "False positives: detections matched to no ground-truth figure.", "count"),
-    ResultField("fn", "int", False, "False negatives: ground-truth figures no detection matched.", "count"),
-    ResultField("precision", "float", False, "tp / (tp + fp), pooled over all cases.", "score"),
-    ResultField("recall", "float", False, "tp / (tp + fn), pooled over all cases.", "score"),
-    ResultField("f1", "float", False, "F1 of the pooled counts (MIDOG's ranking metric).", "score"),
-    ResultField("ap", "float", True, "Average precision over the detection confidences.", "score"),
-    ResultField("f1_ci_low", "float", True, "Lower end of F1's 95% bootstrap interval over cases.", "score"),
-    ResultField("f1_ci_high", "float", True, "Upper end of F1's 95% bootstrap interval over cases.", "score"),
+    ResultField("tp", "int", False, "True positives: detections matched to a ground-truth figure.", "count", "TP"),
+    ResultField("fp", "int", False, "False positives: detections matched to no ground-truth figure.", "count", "FP"),
+    ResultField("fn", "int", False, "False negatives: ground-truth figures no detection matched.", "count", "FN"),
+    ResultField("precision", "float", False, "tp / (tp + fp), pooled over all cases.", "score", "precision"),
+    ResultField("recall", "float", False, "tp / (tp + fn), pooled over all cases.", "score", "recall"),
+    ResultField("f1", "float", False, "F1 of the pooled counts (MIDOG's ranking metric).", "score", "F1"),
+    ResultField("ap", "float", True, "Average precision over the detection confidences.", "score", "AP"),
+    ResultField(
+        "f1_ci_low", "float", True, "Lower end of F1's 95% bootstrap interval over cases.", "score", interval_of="f1"
+    ),
+    ResultField(
+        "f1_ci_high", "float", True, "Upper end of F1's 95% bootstrap interval over cases.", "score", interval_of="f1"
+    ),
     ResultField(
         "balanced_accuracy",
         "float",
         True,
         "Classification phases: the mean of sensitivity and specificity, atypical figures positive.",
         "score",
+        "balanced acc.",
         task="classification",
         board_interval=True,
     ),
     ResultField(
-        "roc_auc", "float", True, "Classification phases: ROC AUC of the confidences.", "score", task="classification"
+        "roc_auc",
+        "float",
+        True,
+        "Classification phases: ROC AUC of the confidences.",
+        "score",
+        "ROC AUC",
+        task="classification",
     ),
 )
 
@@ -79,3 +96,16 @@ def fields_of(task: str | None = None) -> tuple[ResultField, ...]:
 def board_csv_trailing() -> tuple[str, ...]:
     """The leaderboard CSV's metric columns after the provenance columns."""
     return tuple(name for name in METRIC_NAMES if name not in BOARD_CSV_LEADING)
+
+
+def shown_fields(task: str) -> tuple[ResultField, ...]:
+    """The fields a `task` fills that are shown as columns (interval ends go beside their field)."""
+    return tuple(f for f in fields_of(task) if f.interval_of is None)
+
+
+def interval_ends(name: str) -> tuple[str, str] | None:
+    """The (low, high) fields of `name`'s interval, where the list has them."""
+    ends = [f.name for f in RESULT_FIELDS if f.interval_of == name]
+    low = next((e for e in ends if e.endswith("_low")), None)
+    high = next((e for e in ends if e.endswith("_high")), None)
+    return (low, high) if low and high else None

@@ -74,3 +74,19 @@ def leaderboard_csv_header() -> list[str]:
 def test_the_organisers_results_show_the_fields_every_result_has() -> None:
     assert tuple(f.name for f in RESULT_FIELDS if f.task == "detection") == DETECTION_METRICS
     assert "f1_ci_low" in DETECTION_METRICS
+
+
+def test_the_clients_result_table_has_a_column_per_shown_field_and_the_interval_beside_f1() -> None:
+    from rich.console import Console
+
+    from app.cli import client
+    from worker.result_fields import shown_fields
+
+    groups = {"A": {"tp": 3, "fp": 1, "fn": 2, "precision": 0.75, "recall": 0.6, "f1": 0.667, "f1_ci_low": 0.5,
+                    "f1_ci_high": 0.8}}  # fmt: skip
+    result = {"tp": 3, "fp": 1, "fn": 2, "precision": 0.75, "recall": 0.6, "f1": 0.667, "ap": None, "groups": groups}
+    table = client.result_table(result)
+    assert [c.header for c in table.columns] == ["scanner", *(f.label for f in shown_fields("detection"))]
+    out = Console(width=200, record=True)
+    out.print(table)
+    assert "0.667 [0.500, 0.800]" in out.export_text()
