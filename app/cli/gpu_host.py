@@ -20,6 +20,7 @@ from pathlib import Path
 import typer
 
 from app.cli.worker import celery_worker_argv, private_files
+from worker.vocabulary import GPU_QUEUE
 
 # Environment variables a GPU host must not hold: the database (and the object store's key pair).
 FORBIDDEN_ENV = ("MIDOG_DATABASE_URL", "DATABASE_URL", "MIDOG_S3_SECRET_KEY")
@@ -61,7 +62,7 @@ def gpu_host_command(
     token_file: Path = typer.Option(..., "--token-file", help="A file (mode 600) holding this host's runner token."),
     broker: str = typer.Option(..., "--broker", help="The control host's broker, e.g. redis://control:6379/0."),
     cache_dir: Path = typer.Option(..., "--cache-dir", help="The content-addressed cache of inputs (and job files)."),
-    queues: str = typer.Option("gpu", "--queues", help="GPU classes served: gpu, gpu-a100, ... (comma-separated)."),
+    queues: str = typer.Option(GPU_QUEUE, "--queues", help="GPU classes served: gpu, gpu-a100, ... (comma-separated)."),
     cache_gib: float = typer.Option(100.0, "--cache-gib", min=0.001, help="Size cap of the cache in GiB."),
     name: str = typer.Option(socket.gethostname(), "--name", help="This host's name in leases and results."),
     ping_interval_s: float = typer.Option(
