@@ -30,7 +30,6 @@ from app.admin.schemas import (
     TokenCreate,
     TokenRead,
 )
-from app.auth.router import token_issued
 from app.auth.schemas import TokenIssued
 from app.auth.service import revoke_token
 from app.bundles.apply import apply_bundle
@@ -378,7 +377,7 @@ def create_api_token(db: DbSession, settings: AppSettings, body: TokenCreate) ->
         name=body.name,
         expires_at=body.expires_at,
     )
-    return token_issued(issued)
+    return TokenIssued.of(issued)
 
 
 @router.get("/audit", summary="The audit log: every write through this API (who, what, when), newest first")

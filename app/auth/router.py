@@ -34,15 +34,11 @@ from app.types import IdPath
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
 
-def token_issued(issued: service.IssuedToken) -> TokenIssued:
-    return TokenIssued(token=issued.token, id=issued.row.id, scope=issued.row.scope, expires_at=issued.row.expires_at)
-
-
 def _account_result(participant: Participant, issued: service.IssuedToken) -> RegisterResult:
     return RegisterResult(
         team=TeamRead.model_validate(participant.team),
         participant=ParticipantRead.model_validate(participant),
-        token=token_issued(issued),
+        token=TokenIssued.of(issued),
     )
 
 
@@ -85,7 +81,7 @@ def login(request: Request, db: DbSession, settings: AppSettings, body: LoginReq
     issued = accounts.login(
         db, settings, request_throttle(request), address=address, email=body.email, password=body.password
     )
-    return token_issued(issued)
+    return TokenIssued.of(issued)
 
 
 @router.post(
