@@ -9,11 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi import Path as PathParam
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.admin import service, tokens
+from app.admin import listings, service, tokens
 from app.admin.audit import record_admin_writes
 from app.admin.schemas import (
     AuditEventRead,
@@ -31,7 +30,6 @@ from app.admin.schemas import (
     TokenRead,
 )
 from app.auth.schemas import TokenIssued
-from app.auth.service import revoke_token
 from app.bundles.apply import apply_bundle
 from app.bundles.schema import Bundle
 from app.challenges import service as challenges
@@ -44,8 +42,7 @@ from app.challenges.schemas import (
     PhaseUpdate,
 )
 from app.deps import AdminUser, AppSettings, DbSession, get_admin
-from app.errors import InvalidInput, NotFound
-from app.models import ApiToken, AuditEvent, Phase, Team, TestSet
+from app.errors import InvalidInput
 from app.openapi import errors
 from app.settings import Settings
 from app.submissions.logs import read_logs
@@ -218,8 +215,7 @@ def phase_progress(db: DbSession, phase_id: IdPath) -> PhaseProgressRead:
     },
 )
 def export_results(db: DbSession, phase_id: IdPath) -> Response:
-    if db.get(Phase, phase_id) is None:
-        raise NotFound(f"no phase {phase_id}")
+    listings.require_phase(db, phase_id=phase_id)
     return Response(
         service.results_csv(db, phase_id=phase_id),
         media_type="text/csv; charset=utf-8",
@@ -230,7 +226,7 @@ def export_results(db: DbSession, phase_id: IdPath) -> Response:
 # test sets
 @router.get("/test-sets", summary="Registered test sets")
 def list_test_sets(db: DbSession) -> list[TestSetRead]:
-    return [TestSetRead.model_validate(t) for t in db.scalars(select(TestSet).order_by(TestSet.id))]
+    return [TestSetRead.model_validate(t) for t in listings.registered_test_sets(db)]
 
 
 @router.post(
@@ -338,8 +334,7 @@ def _register_upload(db: Session, settings: Settings, form: TestSetUploadForm, a
 # teams and tokens
 @router.get("/teams", summary="All teams")
 def list_teams(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[TeamAdminRead]:
-    teams = db.scalars(select(Team).order_by(Team.id).limit(limit).offset(offset))
-    return [TeamAdminRead.model_validate(t) for t in teams]
+    return [TeamAdminRead.model_validate(t) for t in listings.teams(db, limit=limit, offset=offset)]
 
 
 @router.patch("/teams/{team_id}", summary="Approve or disqualify a team", responses=errors(404))
@@ -351,8 +346,7 @@ def update_team(db: DbSession, team_id: IdPath, body: TeamUpdate) -> TeamAdminRe
 
 @router.get("/tokens", summary="API tokens (hashes are never shown)")
 def list_tokens(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[TokenRead]:
-    tokens = db.scalars(select(ApiToken).order_by(ApiToken.id).limit(limit).offset(offset))
-    return [TokenRead.model_validate(t) for t in tokens]
+    return [TokenRead.model_validate(t) for t in listings.tokens(db, limit=limit, offset=offset)]
 
 
 @router.post(
@@ -382,8 +376,7 @@ def create_api_token(db: DbSession, settings: AppSettings, body: TokenCreate) ->
 
 @router.get("/audit", summary="The audit log: every write through this API (who, what, when), newest first")
 def list_audit_events(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[AuditEventRead]:
-    rows = db.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit).offset(offset))
-    return [AuditEventRead.model_validate(row) for row in rows]
+    return [AuditEventRead.model_validate(row) for row in listings.audit_events(db, limit=limit, offset=offset)]
 
 
 @router.delete(
@@ -393,10 +386,7 @@ def list_audit_events(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> 
     responses=errors(404),
 )
 def revoke_api_token(db: DbSession, token_id: IdPath) -> Response:
-    token = db.get(ApiToken, token_id)
-    if token is None:
-        raise NotFound(f"no token {token_id}")
-    revoke_token(db, token=token)
+    listings.revoke_token_by_id(db, token_id=token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

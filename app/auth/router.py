@@ -7,7 +7,6 @@ hash never runs inside a database transaction: on SQLite a writing transaction h
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
-from sqlalchemy import select
 
 from app.auth import accounts, service
 from app.auth.schemas import (
@@ -26,8 +25,7 @@ from app.auth.schemas import (
     TokenIssued,
 )
 from app.deps import AppSettings, CurrentParticipant, CurrentPrincipal, DbSession, client_address, request_throttle
-from app.errors import NotFound
-from app.models import Participant, TeamInvitation, utcnow
+from app.models import Participant
 from app.openapi import errors
 from app.types import IdPath
 
@@ -128,10 +126,8 @@ def me(principal: CurrentPrincipal) -> MeRead:
 def my_team(db: DbSession, principal: CurrentParticipant) -> TeamDetail:
     assert principal.team is not None
     team_id = principal.team.id
-    members = db.scalars(select(Participant).where(Participant.team_id == team_id).order_by(Participant.id))
-    invitations = db.scalars(
-        select(TeamInvitation).where(TeamInvitation.team_id == team_id).order_by(TeamInvitation.id)
-    )
+    members = service.team_members(db, team_id=team_id)
+    invitations = service.team_invitations(db, team_id=team_id)
     return TeamDetail(
         team=TeamRead.model_validate(principal.team),
         members=[ParticipantRead.model_validate(m) for m in members],
@@ -165,9 +161,7 @@ def create_invitation(db: DbSession, principal: CurrentParticipant, body: Invita
 @router.get("/teams/me/invitations", summary="The caller's team's invitations", responses=errors(401, 403, 503))
 def list_invitations(db: DbSession, principal: CurrentParticipant) -> list[InvitationRead]:
     assert principal.team is not None
-    rows = db.scalars(
-        select(TeamInvitation).where(TeamInvitation.team_id == principal.team.id).order_by(TeamInvitation.id)
-    )
+    rows = service.team_invitations(db, team_id=principal.team.id)
     return [InvitationRead.model_validate(row) for row in rows]
 
 
@@ -179,9 +173,5 @@ def list_invitations(db: DbSession, principal: CurrentParticipant) -> list[Invit
 )
 def revoke_invitation(db: DbSession, principal: CurrentParticipant, invitation_id: IdPath) -> Response:
     assert principal.team is not None
-    row = db.get(TeamInvitation, invitation_id)
-    if row is None or row.team_id != principal.team.id:
-        raise NotFound(f"no invitation {invitation_id} of your team")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
+    service.revoke_invitation(db, team_id=principal.team.id, invitation_id=invitation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

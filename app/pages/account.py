@@ -28,7 +28,7 @@ from app.auth.schemas import (
 from app.challenges.service import get_phase, phase_read
 from app.deps import AppSettings, DbSession, client_address, request_throttle
 from app.errors import AppError, NotFound
-from app.models import Participant, Submission, SubmissionKind, TeamInvitation
+from app.models import Submission, SubmissionKind
 from app.pages.session import check_csrf, end_session, remember_csrf, start_session, viewer
 from app.pages.templates import templates
 from app.submissions import intake
@@ -189,10 +189,8 @@ def _team_context(db: Any, principal: auth.Principal) -> dict[str, Any]:
     return {
         "team": principal.team,
         "me": principal.participant,
-        "members": list(db.scalars(select(Participant).where(Participant.team_id == team_id).order_by(Participant.id))),
-        "invitations": list(
-            db.scalars(select(TeamInvitation).where(TeamInvitation.team_id == team_id).order_by(TeamInvitation.id))
-        ),
+        "members": auth.team_members(db, team_id=team_id),
+        "invitations": auth.team_invitations(db, team_id=team_id),
         "errors": {},
         "issued": None,
         "can_rename": not db.scalar(select(func.count()).select_from(Submission).where(Submission.team_id == team_id)),
