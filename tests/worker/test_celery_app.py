@@ -21,6 +21,22 @@ def test_the_default_limits_nest() -> None:
     check_limits(Limits())
 
 
+def test_the_settings_take_their_default_limits_from_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One source of the defaults: a server's settings without MIDOG_ time limits are Limits() (on Redis; the
+    server-less broker reconciles sooner)."""
+    from dataclasses import fields
+
+    from app.settings import Settings
+
+    for field in fields(Limits):
+        monkeypatch.delenv(f"MIDOG_{field.name.upper()}", raising=False)
+    settings = Settings(_env_file=None, data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0")
+    assert Limits.from_settings(settings) == Limits()
+    embedded = Settings(_env_file=None, data_dir=tmp_path, broker_url="")
+    assert embedded.reconcile_interval_s is not None
+    assert embedded.reconcile_interval_s < Limits().reconcile_interval_s
+
+
 @pytest.mark.parametrize("lower", range(len(ORDER) - 1))
 def test_each_misordered_pair_is_refused_and_named(lower: int) -> None:
     low, high = ORDER[lower], ORDER[lower + 1]
