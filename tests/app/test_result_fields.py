@@ -90,3 +90,45 @@ def test_the_clients_result_table_has_a_column_per_shown_field_and_the_interval_
     out = Console(width=200, record=True)
     out.print(table)
     assert "0.667 [0.500, 0.800]" in out.export_text()
+
+
+ADDED_METRIC = r"""
+import json
+import worker.result_fields as rf
+
+added = rf.ResultField("froc_auc", "float", True, "Area under the FROC curve.", "score", "FROC AUC")
+rf.RESULT_FIELDS = (*rf.RESULT_FIELDS, added)
+rf.METRIC_NAMES = tuple(f.name for f in rf.RESULT_FIELDS)
+
+from app.leaderboard.schemas import LeaderboardEntry, LeaderboardRead
+from app.leaderboard.service import leaderboard_csv
+from app.models import Result
+from app.submissions.schemas import ResultRead
+
+board = LeaderboardRead(challenge_slug="c", phase_id=1, phase_slug="p", phase_title="P", visibility="public",
+    scores_visible=True, entry_policy="best", ranking_metric="f1", evaluation_version=1, scoring_fingerprint=None,
+    group_labels=[], entries=[])
+column = Result.__table__.columns["froc_auc"]
+print(json.dumps({
+    "column": [str(column.type), column.nullable],
+    "result_read": ResultRead.model_fields["froc_auc"].description,
+    "entry": LeaderboardEntry.model_fields["froc_auc"].description,
+    "csv_last_metric": leaderboard_csv(board).splitlines()[0].split(",")[-1],
+}))
+"""
+
+
+def test_a_metric_appended_to_the_list_reaches_the_table_the_schemas_and_the_csv() -> None:
+    """Run in a fresh interpreter: the list is read when app.models and the schemas are imported."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", ADDED_METRIC], capture_output=True, text=True, check=True)
+    found = json.loads(out.stdout)
+    assert found == {
+        "column": ["FLOAT", True],
+        "result_read": "Area under the FROC curve.",
+        "entry": "Area under the FROC curve.",
+        "csv_last_metric": "froc_auc",
+    }
