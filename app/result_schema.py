@@ -44,8 +44,8 @@ def board_pydantic_fields() -> dict[str, Any]:
     for f in RESULT_FIELDS:
         definitions[f.name] = _definition(f.python_type, f.nullable, f.description)
         if f.board_interval:
-            for end in ("low", "high"):
+            for end, word in (("low", "Lower"), ("high", "Upper")):
                 definitions[f"{f.name}_ci_{end}"] = _definition(
-                    float, True, f"The {end}er end of the 95% bootstrap interval of {f.name}."
+                    float, True, f"{word} end of the 95% bootstrap interval of {f.name} over cases."
                 )
     return definitions
