@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal, authenticate, require_organiser
+from app.auth.throttle import Throttle
 from app.errors import Forbidden
 from app.models import TokenScope
 from app.settings import Settings
@@ -91,3 +92,14 @@ def get_admin(request: Request, principal: CurrentPrincipal) -> Principal:
 
 CurrentParticipant = Annotated[Principal, Depends(get_participant)]
 AdminUser = Annotated[Principal, Depends(get_admin)]
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the server sees it (behind a proxy: as uvicorn's --proxy-headers set it)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def request_throttle(request: Request) -> Throttle:
+    """The application's login and registration throttle (app.auth.throttle), one per process."""
+    throttle: Throttle = request.app.state.throttle
+    return throttle

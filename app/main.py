@@ -29,6 +29,7 @@ from app.db import make_engine, make_session_factory
 from app.docs import install_docs
 from app.errors import AppError, ErrorBody, PayloadTooLarge
 from app.leaderboard.router import router as leaderboard_router
+from app.pages.report import api_router as report_router
 from app.pages.router import install_pages
 from app.runner.router import router as runner_router
 from app.security_headers import SecurityHeadersMiddleware
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, session_factory: sessionmake
         challenges_router,
         submissions_router,
         leaderboard_router,
+        report_router,
         admin_router,
         runner_router,
     ):

@@ -1,9 +1,9 @@
 """Enqueue after commit, by task name, with ids only: the only place where the API touches Celery.
 
-`enqueue_after_commit(session, "evaluation.run", queue="cpu", evaluation_id=42)` remembers the task on the
-session and sends it only once the session's transaction has committed, so the worker never sees an id
-that is not in the database yet, and a rolled-back request sends nothing. A broker outage is logged and
-swallowed: the row is already committed `queued`, and the worker's reconciler re-enqueues it later.
+`enqueue_after_commit(session, RUN, queue=CPU_QUEUE, evaluation_id=42)` (names from worker.vocabulary)
+remembers the task on the session and sends it only once the session's transaction has committed, so the
+worker never sees an id that is not in the database yet, and a rolled-back request sends nothing. A broker
+outage is logged and swallowed: the row is already committed `queued`, and the worker's reconciler re-enqueues it later.
 
 The sender is replaceable (`task_sender(...)` in tests); by default it is `send_task` on a module-level
 Celery client configured from settings. Never imports worker.tasks.

@@ -18,11 +18,14 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.time_limits import Limits
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 # On the server-less broker of one machine a lost wake-up is re-sent within seconds rather than minutes.
 EMBEDDED_RECONCILE_INTERVAL_S = 5.0
 EMBEDDED_REQUEUE_AFTER_S = 10.0
+_LIMITS = Limits()
 
 
 class Settings(BaseSettings):
@@ -143,17 +146,18 @@ class Settings(BaseSettings):
 
     # Worker time limits in seconds. They must nest (the worker refuses to start otherwise): sandbox timeout <
     # Celery soft limit < hard limit < broker visibility timeout < stale-lease expiry.
-    sandbox_timeout_s: float = 1800.0
-    soft_time_limit_s: float = 1900.0
-    time_limit_s: float = 2000.0
-    visibility_timeout_s: float = 2400.0
-    lease_expiry_s: float = 3000.0
+    # The defaults are those of worker.time_limits.Limits (one source for the settings and the worker).
+    sandbox_timeout_s: float = _LIMITS.sandbox_timeout_s
+    soft_time_limit_s: float = _LIMITS.soft_time_limit_s
+    time_limit_s: float = _LIMITS.time_limit_s
+    visibility_timeout_s: float = _LIMITS.visibility_timeout_s
+    lease_expiry_s: float = _LIMITS.lease_expiry_s
     # A job that crashed its worker this many times ends `failed` (a poison job must not loop forever).
-    max_attempts: int = 3
+    max_attempts: int = _LIMITS.max_attempts
     # A run renews its lease this often while participant code runs; a cancel stops it within about as long.
-    lease_heartbeat_s: float = 2.0
+    lease_heartbeat_s: float = _LIMITS.lease_heartbeat_s
     # The reconciler: how often it runs, and how long a queued row may wait with no message seen for it
-    # (defaults: 60 s and 120 s; 5 s and 10 s on the server-less broker).
+    # (defaults: those of Limits, 60 s and 120 s; 5 s and 10 s on the server-less broker).
     reconcile_interval_s: float | None = None
     requeue_after_s: float | None = None
     # The health check of docker-compose.yml (docker/healthcheck.py api).
@@ -241,9 +245,9 @@ class Settings(BaseSettings):
             self.broker_url = self.redis_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite3').resolve()}"
         embedded = self.broker_url.startswith("sqla+")
         if self.reconcile_interval_s is None:
-            self.reconcile_interval_s = EMBEDDED_RECONCILE_INTERVAL_S if embedded else 60.0
+            self.reconcile_interval_s = EMBEDDED_RECONCILE_INTERVAL_S if embedded else _LIMITS.reconcile_interval_s
         if self.requeue_after_s is None:
-            self.requeue_after_s = EMBEDDED_REQUEUE_AFTER_S if embedded else 120.0
+            self.requeue_after_s = EMBEDDED_REQUEUE_AFTER_S if embedded else _LIMITS.requeue_after_s
         return self
 
     @property

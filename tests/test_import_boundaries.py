@@ -37,6 +37,10 @@ RULES: dict[str, tuple[str, ...]] = {
     "worker.sandbox": ("app", "celery", "sqlalchemy", "fastapi", "torch"),
     # Run as root inside each sandbox run's mount namespace: the standard library and worker.sandbox only.
     "worker.sandbox.mountns": ("app", "celery", "sqlalchemy", "fastapi", "torch", "numpy", "pydantic"),
+    # The time limits and their defaults, read by app.settings: the standard library only.
+    "worker.time_limits": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy"),
+    # The metric fields of a result, read by app.models, the API and the worker: the standard library only.
+    "worker.result_fields": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy"),
     "worker.safe_delete": ("app", "celery", "sqlalchemy", "fastapi", "torch", "numpy", "pydantic", "worker.sandbox"),
     "app.models": ("fastapi", "torch", "worker.tasks", "worker.inference"),
     "app.db": ("fastapi", "torch", "worker.tasks", "worker.inference"),

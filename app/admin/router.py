@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi import Path as PathParam
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.admin import service
+from app.admin import listings, service, tokens
 from app.admin.audit import record_admin_writes
 from app.admin.schemas import (
     AuditEventRead,
@@ -32,9 +30,7 @@ from app.admin.schemas import (
     TokenCreate,
     TokenRead,
 )
-from app.auth.router import token_issued
 from app.auth.schemas import TokenIssued
-from app.auth.service import create_token, revoke_token
 from app.bundles.apply import apply_bundle
 from app.bundles.schema import Bundle
 from app.challenges import service as challenges
@@ -47,8 +43,7 @@ from app.challenges.schemas import (
     PhaseUpdate,
 )
 from app.deps import AdminUser, AppSettings, DbSession, get_admin
-from app.errors import InvalidInput, NotFound
-from app.models import ApiToken, AuditEvent, Participant, Phase, Team, TestSet, TokenScope, utcnow
+from app.errors import InvalidInput
 from app.openapi import errors
 from app.settings import Settings
 from app.submissions.logs import read_logs
@@ -165,12 +160,9 @@ def update_phase(
         bool, Query(description="Confirm re-evaluating every submission on a scoring change.")
     ] = False,
 ) -> PhaseRead:
-    phase = challenges.get_phase(db, phase_id=phase_id, include_unpublished=True)
-    if body.allowed_kinds is not None:
-        added = [k.value for k in body.allowed_kinds if k.value not in phase.allowed_kinds]
-        workers.require_capable_workers(db, kinds=added, stale_after_s=settings.worker_stale_after_s)
-    if challenges.update_phase(db, phase=phase, data=body, reevaluate=reevaluate):
-        service.reevaluate_phase(db, phase=phase)
+    phase = service.update_phase(
+        db, phase_id=phase_id, data=body, reevaluate=reevaluate, stale_after_s=settings.worker_stale_after_s
+    )
     return challenges.phase_read(phase)
 
 
@@ -234,8 +226,7 @@ def phase_progress(db: DbSession, phase_id: IdPath) -> PhaseProgressRead:
     },
 )
 def export_results(db: DbSession, phase_id: IdPath) -> Response:
-    if db.get(Phase, phase_id) is None:
-        raise NotFound(f"no phase {phase_id}")
+    listings.require_phase(db, phase_id=phase_id)
     return Response(
         service.results_csv(db, phase_id=phase_id),
         media_type="text/csv; charset=utf-8",
@@ -246,7 +237,7 @@ def export_results(db: DbSession, phase_id: IdPath) -> Response:
 # test sets
 @router.get("/test-sets", summary="Registered test sets")
 def list_test_sets(db: DbSession) -> list[TestSetRead]:
-    return [TestSetRead.model_validate(t) for t in db.scalars(select(TestSet).order_by(TestSet.id))]
+    return [TestSetRead.model_validate(t) for t in listings.registered_test_sets(db)]
 
 
 @router.post(
@@ -354,8 +345,7 @@ def _register_upload(db: Session, settings: Settings, form: TestSetUploadForm, a
 # teams and tokens
 @router.get("/teams", summary="All teams")
 def list_teams(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[TeamAdminRead]:
-    teams = db.scalars(select(Team).order_by(Team.id).limit(limit).offset(offset))
-    return [TeamAdminRead.model_validate(t) for t in teams]
+    return [TeamAdminRead.model_validate(t) for t in listings.teams(db, limit=limit, offset=offset)]
 
 
 @router.patch("/teams/{team_id}", summary="Approve or disqualify a team", responses=errors(404))
@@ -367,8 +357,7 @@ def update_team(db: DbSession, team_id: IdPath, body: TeamUpdate) -> TeamAdminRe
 
 @router.get("/tokens", summary="API tokens (hashes are never shown)")
 def list_tokens(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[TokenRead]:
-    tokens = db.scalars(select(ApiToken).order_by(ApiToken.id).limit(limit).offset(offset))
-    return [TokenRead.model_validate(t) for t in tokens]
+    return [TokenRead.model_validate(t) for t in listings.tokens(db, limit=limit, offset=offset)]
 
 
 @router.post(
@@ -385,40 +374,20 @@ def list_tokens(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[T
     responses=errors(404),
 )
 def create_api_token(db: DbSession, settings: AppSettings, body: TokenCreate) -> TokenIssued:
-    now = utcnow()
-    expires_at = body.expires_at
-    if expires_at is not None and expires_at <= now:
-        raise InvalidInput("expires_at: lies in the past; give a future time or leave it out")
-    longest = now + timedelta(days=settings.token_max_lifetime_days)
-    if expires_at is not None and expires_at > longest:
-        raise InvalidInput(
-            f"expires_at: later than the maximum token lifetime of {settings.token_max_lifetime_days} days "
-            f"(at most {longest:%Y-%m-%d %H:%M} UTC)"
-        )
-    if expires_at is None:
-        if body.scope.is_organiser:
-            expires_at = now + timedelta(days=settings.organiser_token_ttl_days)
-        elif body.scope is TokenScope.RUNNER:
-            expires_at = now + timedelta(days=settings.runner_token_ttl_days)
-        else:
-            expires_at = now + timedelta(hours=settings.login_token_ttl_hours)
-    participant = None
-    if body.scope is TokenScope.PARTICIPANT:
-        if body.participant_id is None:
-            raise InvalidInput("participant_id is required for a participant token")
-        participant = db.get(Participant, body.participant_id)
-        if participant is None:
-            raise NotFound(f"no participant {body.participant_id}")
-    elif body.participant_id is not None:
-        raise InvalidInput("organiser tokens belong to no participant")
-    issued = create_token(db, scope=body.scope, participant=participant, name=body.name, expires_at=expires_at)
-    return token_issued(issued)
+    issued = tokens.issue_token(
+        db,
+        settings,
+        scope=body.scope,
+        participant_id=body.participant_id,
+        name=body.name,
+        expires_at=body.expires_at,
+    )
+    return TokenIssued.of(issued)
 
 
 @router.get("/audit", summary="The audit log: every write through this API (who, what, when), newest first")
 def list_audit_events(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> list[AuditEventRead]:
-    rows = db.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit).offset(offset))
-    return [AuditEventRead.model_validate(row) for row in rows]
+    return [AuditEventRead.model_validate(row) for row in listings.audit_events(db, limit=limit, offset=offset)]
 
 
 @router.delete(
@@ -428,10 +397,7 @@ def list_audit_events(db: DbSession, limit: Limit = 100, offset: Offset = 0) -> 
     responses=errors(404),
 )
 def revoke_api_token(db: DbSession, token_id: IdPath) -> Response:
-    token = db.get(ApiToken, token_id)
-    if token is None:
-        raise NotFound(f"no token {token_id}")
-    revoke_token(db, token=token)
+    listings.revoke_token_by_id(db, token_id=token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -18,9 +18,11 @@ from sqlalchemy.orm import Session, selectinload
 from app import lifecycle
 from app.admin.content import record_content
 from app.admin.schemas import EvaluationAdminRead, PhaseProgressRead, SubmissionAdminRead, TestSetCreate
+from app.challenges import service as challenges
+from app.challenges.schemas import PhaseUpdate
 from app.challenges.service import scoring_fingerprint_of
 from app.errors import Conflict, InvalidInput, NotFound
-from app.leaderboard.service import provenance_columns, to_csv
+from app.leaderboard.service import PROVENANCE_HEADER, provenance_columns, to_csv
 from app.models import (
     Evaluation,
     Phase,
@@ -31,12 +33,16 @@ from app.models import (
 )
 from app.security_headers import report_policy
 from app.submissions.service import current_evaluation, participant_view
+from app.workers import service as workers
+from worker.result_fields import fields_of
 from worker.safe_delete import discard_tree
 
 if TYPE_CHECKING:
     from worker.datasets.content import TestSetContent
 
 TEST_SETS_DIR = "test-sets"  # uploaded test sets, under the storage directory
+# The metrics of the organisers' result view and results CSV: the fields every result has (worker.result_fields).
+DETECTION_METRICS = tuple(f.name for f in fields_of("detection"))
 
 
 def register_test_set(session: Session, *, data: TestSetCreate) -> TestSet:
@@ -238,15 +244,7 @@ def _result_dict(result: Result | None) -> dict[str, Any] | None:
     if result is None:
         return None
     keys = (
-        "tp",
-        "fp",
-        "fn",
-        "precision",
-        "recall",
-        "f1",
-        "ap",
-        "f1_ci_low",
-        "f1_ci_high",
+        *DETECTION_METRICS,
         "groups",
         "cases",
         "rank_robustness",
@@ -327,6 +325,21 @@ def reevaluate_phase(session: Session, *, phase: Phase) -> int:
     return len(lifecycle.reevaluate(session, phase=phase, fingerprint=scoring_fingerprint_of(session, phase)))
 
 
+def update_phase(
+    session: Session, *, phase_id: int, data: PhaseUpdate, reevaluate: bool, stale_after_s: float
+) -> Phase:
+    """Change a phase (app.challenges.service.update_phase): kinds it newly allows need a live worker that can
+    run them (422); a scoring change of a scored phase is refused (409) unless `reevaluate`, which then
+    re-evaluates every submission under the new scoring."""
+    phase = challenges.get_phase(session, phase_id=phase_id, include_unpublished=True)
+    if data.allowed_kinds is not None:
+        added = [k.value for k in data.allowed_kinds if k.value not in phase.allowed_kinds]
+        workers.require_capable_workers(session, kinds=added, stale_after_s=stale_after_s)
+    if challenges.update_phase(session, phase=phase, data=data, reevaluate=reevaluate):
+        reevaluate_phase(session, phase=phase)
+    return phase
+
+
 def update_team(session: Session, *, team: Team, is_approved: bool | None, is_disqualified: bool | None) -> Team:
     """Approve a team, or disqualify it (app.lifecycle.disqualify_team: its boards are rebuilt after commit)."""
     if is_approved is not None:
@@ -401,15 +414,7 @@ def results_csv(session: Session, *, phase_id: int) -> str:
             Submission.is_disqualified,
             Submission.created_at,
             Result.evaluation_version,
-            Result.tp,
-            Result.fp,
-            Result.fn,
-            Result.precision,
-            Result.recall,
-            Result.f1,
-            Result.ap,
-            Result.f1_ci_low,
-            Result.f1_ci_high,
+            *(getattr(Result, name) for name in DETECTION_METRICS),
             Result.rank_robustness,
             Result.scoring_fingerprint,
             Result.provenance,
@@ -431,20 +436,10 @@ def results_csv(session: Session, *, phase_id: int) -> str:
         "disqualified",
         "submitted_at",
         "evaluation_version",
-        "tp",
-        "fp",
-        "fn",
-        "precision",
-        "recall",
-        "f1",
-        "ap",
-        "f1_ci_low",
-        "f1_ci_high",
+        *DETECTION_METRICS,
         "rank_robustness",
         "scoring_fingerprint",
-        "scorer_version",
-        "test_set_digest",
-        "submission_sha256",
+        *PROVENANCE_HEADER,
     ]
     return to_csv(
         header,

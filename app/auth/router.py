@@ -6,13 +6,9 @@ hash never runs inside a database transaction: on SQLite a writing transaction h
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
-
 from fastapi import APIRouter, Request, Response, status
-from sqlalchemy import select
 
-from app.auth import service
+from app.auth import accounts, service
 from app.auth.schemas import (
     InvitationCreate,
     InvitationIssued,
@@ -28,35 +24,19 @@ from app.auth.schemas import (
     TeamRename,
     TokenIssued,
 )
-from app.auth.throttle import Throttle
-from app.deps import AppSettings, CurrentParticipant, CurrentPrincipal, DbSession
-from app.errors import NotAuthenticated, NotFound
-from app.models import Participant, TeamInvitation, utcnow
+from app.deps import AppSettings, CurrentParticipant, CurrentPrincipal, DbSession, client_address, request_throttle
+from app.models import Participant
 from app.openapi import errors
 from app.types import IdPath
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
 
-def token_issued(issued: service.IssuedToken) -> TokenIssued:
-    return TokenIssued(token=issued.token, id=issued.row.id, scope=issued.row.scope, expires_at=issued.row.expires_at)
-
-
-def client_address(request: Request) -> str:
-    """The client's address as the server sees it (behind a proxy: as uvicorn's --proxy-headers set it)."""
-    return request.client.host if request.client is not None else "unknown"
-
-
-def _throttle(request: Request) -> Throttle:
-    throttle: Throttle = request.app.state.throttle
-    return throttle
-
-
 def _account_result(participant: Participant, issued: service.IssuedToken) -> RegisterResult:
     return RegisterResult(
         team=TeamRead.model_validate(participant.team),
         participant=ParticipantRead.model_validate(participant),
-        token=token_issued(issued),
+        token=TokenIssued.of(issued),
     )
 
 
@@ -72,14 +52,16 @@ def _account_result(participant: Participant, issued: service.IssuedToken) -> Re
     responses=errors(409, 422, 429, 503),
 )
 def register(request: Request, db: DbSession, settings: AppSettings, body: TeamRegister) -> RegisterResult:
-    throttle = _throttle(request)
-    throttle.registration(address=client_address(request))
-    account = service.check_new_account(
-        email=body.email, password=body.password, display_name=body.display_name or "", team_name=body.team_name
+    participant, issued = accounts.register(
+        db,
+        settings,
+        request_throttle(request),
+        address=client_address(request),
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name or "",
+        team_name=body.team_name,
     )
-    password_hash = throttle.hashed(lambda: service.hash_password(body.password))
-    participant = service.register_team(db, account=account, password_hash=password_hash)
-    issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
     return _account_result(participant, issued)
 
 
@@ -93,19 +75,11 @@ def register(request: Request, db: DbSession, settings: AppSettings, body: TeamR
     responses=errors(401, 422, 429, 503),
 )
 def login(request: Request, db: DbSession, settings: AppSettings, body: LoginRequest) -> TokenIssued:
-    throttle = _throttle(request)
-    email = body.email.strip().lower()
     address = client_address(request)
-    slowdown = throttle.login_attempt(address=address, email=email)
-    participant = service.find_login(db, email=email)
-    db.commit()  # the read ends here: the password check below must not hold a transaction open
-    if slowdown:
-        time.sleep(slowdown)  # the account is being guessed from many addresses: slower, never locked
-    if not throttle.hashed(lambda: service.password_matches(participant, body.password)) or participant is None:
-        throttle.login_failed(email=email, address=address)
-        raise NotAuthenticated("wrong e-mail or password")
-    issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
-    return token_issued(issued)
+    issued = accounts.login(
+        db, settings, request_throttle(request), address=address, email=body.email, password=body.password
+    )
+    return TokenIssued.of(issued)
 
 
 @router.post(
@@ -115,13 +89,16 @@ def login(request: Request, db: DbSession, settings: AppSettings, body: LoginReq
     responses=errors(404, 409, 422, 429, 503),
 )
 def join(request: Request, db: DbSession, settings: AppSettings, body: JoinRequest) -> RegisterResult:
-    throttle = _throttle(request)
-    throttle.registration(address=client_address(request))
-    account = service.check_new_account(email=body.email, password=body.password, display_name=body.display_name or "")
-    password_hash = throttle.hashed(lambda: service.hash_password(body.password))
-    participant = service.redeem_invitation(db, token=body.invitation, account=account, password_hash=password_hash)
-    issued = service.login_token(db, participant=participant, ttl=timedelta(hours=settings.login_token_ttl_hours))
-    db.refresh(participant, ["team"])
+    participant, issued = accounts.join(
+        db,
+        settings,
+        request_throttle(request),
+        address=client_address(request),
+        invitation=body.invitation,
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name or "",
+    )
     return _account_result(participant, issued)
 
 
@@ -149,10 +126,8 @@ def me(principal: CurrentPrincipal) -> MeRead:
 def my_team(db: DbSession, principal: CurrentParticipant) -> TeamDetail:
     assert principal.team is not None
     team_id = principal.team.id
-    members = db.scalars(select(Participant).where(Participant.team_id == team_id).order_by(Participant.id))
-    invitations = db.scalars(
-        select(TeamInvitation).where(TeamInvitation.team_id == team_id).order_by(TeamInvitation.id)
-    )
+    members = service.team_members(db, team_id=team_id)
+    invitations = service.team_invitations(db, team_id=team_id)
     return TeamDetail(
         team=TeamRead.model_validate(principal.team),
         members=[ParticipantRead.model_validate(m) for m in members],
@@ -186,9 +161,7 @@ def create_invitation(db: DbSession, principal: CurrentParticipant, body: Invita
 @router.get("/teams/me/invitations", summary="The caller's team's invitations", responses=errors(401, 403, 503))
 def list_invitations(db: DbSession, principal: CurrentParticipant) -> list[InvitationRead]:
     assert principal.team is not None
-    rows = db.scalars(
-        select(TeamInvitation).where(TeamInvitation.team_id == principal.team.id).order_by(TeamInvitation.id)
-    )
+    rows = service.team_invitations(db, team_id=principal.team.id)
     return [InvitationRead.model_validate(row) for row in rows]
 
 
@@ -200,9 +173,5 @@ def list_invitations(db: DbSession, principal: CurrentParticipant) -> list[Invit
 )
 def revoke_invitation(db: DbSession, principal: CurrentParticipant, invitation_id: IdPath) -> Response:
     assert principal.team is not None
-    row = db.get(TeamInvitation, invitation_id)
-    if row is None or row.team_id != principal.team.id:
-        raise NotFound(f"no invitation {invitation_id} of your team")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
+    service.revoke_invitation(db, team_id=principal.team.id, invitation_id=invitation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

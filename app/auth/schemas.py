@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.models import TokenScope
 from app.types import Email, Name, Password, StrictInput
+
+if TYPE_CHECKING:
+    from app.auth.service import IssuedToken
 
 
 class TeamRead(BaseModel):
@@ -77,6 +80,11 @@ class TokenIssued(BaseModel):
     id: int
     scope: TokenScope
     expires_at: datetime | None
+
+    @classmethod
+    def of(cls, issued: IssuedToken) -> TokenIssued:
+        """The response for a token just created (app.auth.service.create_token)."""
+        return cls(token=issued.token, id=issued.row.id, scope=issued.row.scope, expires_at=issued.row.expires_at)
 
 
 class RegisterResult(BaseModel):

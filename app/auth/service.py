@@ -129,6 +129,27 @@ def revoke_token(session: Session, *, token: ApiToken) -> None:
         session.flush()
 
 
+def team_members(session: Session, *, team_id: int) -> list[Participant]:
+    """The team's participants, oldest first."""
+    return list(session.scalars(select(Participant).where(Participant.team_id == team_id).order_by(Participant.id)))
+
+
+def team_invitations(session: Session, *, team_id: int) -> list[TeamInvitation]:
+    """The team's invitations (redeemed, revoked and open ones), oldest first."""
+    return list(
+        session.scalars(select(TeamInvitation).where(TeamInvitation.team_id == team_id).order_by(TeamInvitation.id))
+    )
+
+
+def revoke_invitation(session: Session, *, team_id: int, invitation_id: int) -> None:
+    """Revoke one of the team's invitations (again: a no-op); another team's is a 404."""
+    row = session.get(TeamInvitation, invitation_id)
+    if row is None or row.team_id != team_id:
+        raise NotFound(f"no invitation {invitation_id} of your team")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+
+
 @dataclass(frozen=True)
 class NewAccount:
     """Registration or invitation fields as they will be stored: names cleaned, e-mail normalised."""

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.settings import ClientSettings
+from worker.result_fields import ResultField, interval_ends, shown_fields
 
 app = typer.Typer(no_args_is_help=True)
 # Piped output keeps whole tables (rich would squeeze them into 80 columns).
@@ -158,30 +159,27 @@ def result_table(result: dict[str, Any]) -> Table:
     if result.get("task") == "classification":
         return classification_table(result)
     table = Table(title="Result per scanner")
-    for name in ("scanner", "TP", "FP", "FN", "precision", "recall", "F1", "AP"):
-        table.add_column(name, justify="left" if name == "scanner" else "right")
+    shown = shown_fields("detection")
+    table.add_column("scanner", justify="left")
+    for f in shown:
+        table.add_column(f.label, justify="right")
     for label, g in result.get("groups", {}).items():
-        table.add_row(
-            label,
-            str(g.get("tp", "")),
-            str(g.get("fp", "")),
-            str(g.get("fn", "")),
-            fmt(g.get("precision")),
-            fmt(g.get("recall")),
-            fmt(g.get("f1")) + ci(g.get("f1_ci_low"), g.get("f1_ci_high")),
-            fmt(g.get("ap")),
-        )
-    table.add_row(
-        "[bold]all[/bold]",
-        str(result["tp"]),
-        str(result["fp"]),
-        str(result["fn"]),
-        fmt(result["precision"]),
-        fmt(result["recall"]),
-        f"[bold]{fmt(result['f1'])}[/bold]" + ci(result.get("f1_ci_low"), result.get("f1_ci_high")),
-        fmt(result.get("ap")),
-    )
+        table.add_row(label, *(_metric_cell(g, f) for f in shown))
+    table.add_row("[bold]all[/bold]", *(_metric_cell(result, f, overall=True) for f in shown))
     return table
+
+
+F1 = next(f for f in shown_fields("detection") if f.name == "f1")
+
+
+def _metric_cell(values: dict[str, Any], f: ResultField, *, overall: bool = False) -> str:
+    """One metric of worker.result_fields by its format, its interval beside it; the overall F1 in bold."""
+    value = values.get(f.name)
+    if f.format == "count":
+        return str(values[f.name] if overall else values.get(f.name, ""))
+    text = f"[bold]{fmt(value)}[/bold]" if overall and f.name == "f1" else fmt(value)
+    ends = interval_ends(f.name)
+    return text + ci(values.get(ends[0]), values.get(ends[1])) if ends else text
 
 
 def print_submission(sub: dict[str, Any]) -> None:
@@ -225,7 +223,7 @@ def leaderboard_table(board: dict[str, Any]) -> Table:
             "baseline" if e["is_baseline"] else str(e["rank"]),
             e["team_name"],
             e["method_name"],
-            fmt(e["f1"]) + ci(e.get("f1_ci_low"), e.get("f1_ci_high")),
+            _metric_cell(e, F1),
             *[fmt(v) for v in group_f1],
             fmt(min(present)) if present else "–",
             fmt(e.get("ap")),

@@ -120,10 +120,10 @@ def gpu_host_command(
     import threading
 
     from app.settings import get_settings
-    from worker.celery_app import Limits, LimitsError, check_limits
     from worker.remote.client import RunnerClient, TokenRefusedError
     from worker.remote.host import HostConfig, host_app, watch_token
     from worker.remote.report import gpu_names, host_report, runnable_kinds
+    from worker.time_limits import Limits, LimitsError, check_limits
     from worker.vocabulary import gpu_queue
 
     settings = get_settings()

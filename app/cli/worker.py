@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from worker.vocabulary import QUEUES
+
 
 def private_files() -> None:
     """Files this process creates are its user's only (0600, directories 0700): the database, uploads, logs,
@@ -44,7 +46,7 @@ def celery_worker_argv(
 
 
 def worker_command(
-    queues: str = typer.Option("cpu,gpu", help="Comma-separated queues: cpu (predictions files), gpu (models)."),
+    queues: str = typer.Option(",".join(QUEUES), help="Comma-separated queues: cpu (predictions files), gpu (models)."),
     concurrency: int | None = typer.Option(
         None, "--concurrency", "-c", help="Processes for cpu-only workers (gpu workers always run one job)."
     ),
@@ -63,7 +65,8 @@ def worker_command(
 
         arm()
     from app.settings import get_settings
-    from worker.celery_app import LimitsError, app, check_limits, limits_of
+    from worker.celery_app import app, limits_of
+    from worker.time_limits import LimitsError, check_limits
 
     try:
         check_limits(limits_of(app))

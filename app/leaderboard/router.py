@@ -90,27 +90,3 @@ def get_analysis_csv(db: DbSession, principal: OptionalPrincipal, phase_id: IdPa
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="analysis-{table.value}-phase-{phase_id}.csv"'},
     )
-
-
-@router.get(
-    "/phases/{phase_id}/report.html",
-    summary="Offline report: one self-contained HTML file with the board, the analysis and the BIAS items",
-    response_class=Response,
-    responses={
-        200: {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
-        **errors(401, 404, 422, 503),
-    },
-)
-def get_report(db: DbSession, principal: OptionalPrincipal, phase_id: IdPath) -> Response:
-    from app.pages.report import report_css, report_html
-    from app.security_headers import report_policy
-
-    as_organiser = principal is not None and principal.is_organiser
-    return Response(
-        report_html(db, phase_id=phase_id, as_organiser=as_organiser),
-        media_type="text/html; charset=utf-8",
-        headers={
-            "Content-Security-Policy": report_policy(report_css()),
-            "Content-Disposition": f'inline; filename="report-phase-{phase_id}.html"',
-        },
-    )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from app.models import EntryPolicy, LeaderboardVisibility, RankingMetric
+from app.result_schema import board_pydantic_fields
 
 
-class LeaderboardEntry(BaseModel):
+class _EntryHead(BaseModel):
     rank: int | None = Field(description="Competition rank (ties share a rank); null for baselines.")
     rank_robustness: float | None = Field(
         description="Share of bootstrap resamples of the cases in which this entry keeps its rank."
@@ -27,19 +28,15 @@ class LeaderboardEntry(BaseModel):
         default=None, description="95% bootstrap interval of the ranking metric (none for AP, which has none)."
     )
     score_ci_high: float | None = None
-    tp: int
-    fp: int
-    fn: int
-    precision: float
-    recall: float
-    f1: float
-    ap: float | None
-    f1_ci_low: float | None
-    f1_ci_high: float | None
-    balanced_accuracy: float | None = Field(default=None, description="Classification phases (atypical positive).")
-    balanced_accuracy_ci_low: float | None = None
-    balanced_accuracy_ci_high: float | None = None
-    roc_auc: float | None = Field(default=None, description="Classification phases: ROC AUC of the confidences.")
+
+
+# The metric fields of worker.result_fields (and the intervals the board shows beside them), in list order.
+_EntryMetrics = create_model("EntryMetrics", __base__=_EntryHead, **board_pydantic_fields())
+
+
+class LeaderboardEntry(_EntryMetrics):  # type: ignore[misc,valid-type]
+    """One row of a leaderboard: who, the ranking score, the result's metrics, groups and provenance."""
+
     groups: dict[str, dict[str, Any]] = Field(description="Per scanner/group metrics (the phase's shown groups).")
     generalisation: dict[str, Any] | None = Field(
         default=None,

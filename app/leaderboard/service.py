@@ -18,6 +18,7 @@ from app.errors import NotFound
 from app.leaderboard.schemas import LeaderboardRead
 from app.models import Challenge, LeaderboardSnapshot, Phase, utcnow
 from app.scoring import canonical_options
+from worker.result_fields import BOARD_CSV_LEADING, board_csv_trailing
 
 
 def leaderboard_statement(phase_id: int) -> Any:
@@ -135,7 +136,13 @@ def to_csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return buf.getvalue()
 
 
+PROVENANCE_HEADER = ("scorer_version", "test_set_digest", "submission_sha256")
+
+
 def leaderboard_csv(board: LeaderboardRead) -> str:
+    """The board as CSV: who and the ranking score, the headline metrics (BOARD_CSV_LEADING), the fingerprint
+    and provenance, every other metric of worker.result_fields, then the group metric per shown group."""
+    trailing = board_csv_trailing()
     header = [
         "rank",
         "rank_robustness",
@@ -147,21 +154,10 @@ def leaderboard_csv(board: LeaderboardRead) -> str:
         "score",
         "score_ci_low",
         "score_ci_high",
-        "f1",
-        "f1_ci_low",
-        "f1_ci_high",
-        "precision",
-        "recall",
-        "ap",
-        "tp",
-        "fp",
-        "fn",
+        *BOARD_CSV_LEADING,
         "scoring_fingerprint",
-        "scorer_version",
-        "test_set_digest",
-        "submission_sha256",
-        "balanced_accuracy",
-        "roc_auc",
+        *PROVENANCE_HEADER,
+        *trailing,
     ] + [f"{board.group_metric}[{label}]" for label in board.group_labels]
     rows = []
     for e in board.entries:
@@ -177,19 +173,10 @@ def leaderboard_csv(board: LeaderboardRead) -> str:
                 e.score,
                 e.score_ci_low,
                 e.score_ci_high,
-                e.f1,
-                e.f1_ci_low,
-                e.f1_ci_high,
-                e.precision,
-                e.recall,
-                e.ap,
-                e.tp,
-                e.fp,
-                e.fn,
+                *(getattr(e, name) for name in BOARD_CSV_LEADING),
                 e.scoring_fingerprint,
                 *provenance_columns(e.provenance),
-                e.balanced_accuracy,
-                e.roc_auc,
+                *(getattr(e, name) for name in trailing),
             ]
             + [e.groups.get(label, {}).get(board.group_metric) for label in board.group_labels]
         )

@@ -43,6 +43,7 @@ from app.models import (
     utcnow,
 )
 from app.scoring import canonical_options, public_provenance
+from worker.result_fields import METRIC_NAMES, RESULT_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -193,19 +194,7 @@ def compute_standings(
             submitted_at=d.created_at,
             score=r.score,
             **_score_interval(res, metric),
-            tp=res.tp,
-            fp=res.fp,
-            fn=res.fn,
-            precision=res.precision,
-            recall=res.recall,
-            f1=res.f1,
-            ap=res.ap,
-            f1_ci_low=res.f1_ci_low,
-            f1_ci_high=res.f1_ci_high,
-            balanced_accuracy=res.balanced_accuracy,
-            balanced_accuracy_ci_low=_interval(res, "balanced_accuracy")[0],
-            balanced_accuracy_ci_high=_interval(res, "balanced_accuracy")[1],
-            roc_auc=res.roc_auc,
+            **_entry_metrics(res),
             groups=groups,
             generalisation=gaps.get(res.id),
             scoring_fingerprint=res.scoring_fingerprint,
@@ -287,10 +276,22 @@ def _gaps_by_result(analysis: dict[str, Any], ranked: Sequence[Any], details: di
     }
 
 
+def _entry_metrics(result: Result) -> dict[str, Any]:
+    """The metric fields of a board entry (worker.result_fields), each shown interval beside its metric."""
+    values: dict[str, Any] = {}
+    for f in RESULT_FIELDS:
+        values[f.name] = getattr(result, f.name)
+        if f.board_interval:
+            values[f"{f.name}_ci_low"], values[f"{f.name}_ci_high"] = _interval(result, f.name)
+    return values
+
+
 def _score_interval(result: Result, metric: str) -> dict[str, float | None]:
-    """The 95% interval of the ranking metric: F1's columns for detection, the others from `intervals`."""
-    if metric == "f1" and result.f1_ci_low is not None:
-        return {"score_ci_low": result.f1_ci_low, "score_ci_high": result.f1_ci_high}
+    """The 95% interval of the ranking metric: its own interval columns where the result has them (F1), the
+    others from `intervals`."""
+    low_column, high_column = f"{metric}_ci_low", f"{metric}_ci_high"
+    if low_column in METRIC_NAMES and getattr(result, low_column) is not None:
+        return {"score_ci_low": getattr(result, low_column), "score_ci_high": getattr(result, high_column)}
     low, high = _interval(result, metric)
     return {"score_ci_low": low, "score_ci_high": high}
 

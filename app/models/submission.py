@@ -27,6 +27,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column, utcnow
 from app.models.challenge import Phase, RunMode, SubmissionKind
 from app.models.team import Participant, Team
+from worker.result_fields import RESULT_FIELDS
 
 
 class EvaluationStatus(enum.StrEnum):
@@ -121,7 +122,21 @@ class Evaluation(TimestampMixin, Base):
     result: Mapped[Result | None] = relationship(back_populates="evaluation", uselist=False)
 
 
-class Result(Base):
+def _metric_columns() -> Any:
+    """A mixin with one column per field of worker.result_fields.RESULT_FIELDS: Integer or Float, NOT NULL
+    unless the field is nullable. Built from the list so that a metric is declared once; the names and types
+    are those of the migrations."""
+    columns = {f.name: mapped_column(Integer if f.kind == "int" else Float, nullable=f.nullable) for f in RESULT_FIELDS}
+    return type("ResultMetricColumns", (), columns)
+
+
+# Typed Any: the metric attributes of a Result (result.f1, Result.tp) are read through the list or by name.
+ResultMetricColumns: Any = _metric_columns()
+
+
+class Result(ResultMetricColumns, Base):  # type: ignore[misc]
+    """One scored evaluation. Its metric columns (tp ... roc_auc) come from worker.result_fields."""
+
     __tablename__ = "result"
     __table_args__ = (UniqueConstraint("submission_id", "evaluation_version"),)
 
@@ -129,21 +144,9 @@ class Result(Base):
     evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluation.id", ondelete="CASCADE"), unique=True)
     submission_id: Mapped[int] = mapped_column(ForeignKey("submission.id", ondelete="CASCADE"))
     evaluation_version: Mapped[int] = mapped_column(Integer)
-    tp: Mapped[int] = mapped_column(Integer)
-    fp: Mapped[int] = mapped_column(Integer)
-    fn: Mapped[int] = mapped_column(Integer)
-    precision: Mapped[float] = mapped_column(Float)
-    recall: Mapped[float] = mapped_column(Float)
-    f1: Mapped[float] = mapped_column(Float)
-    ap: Mapped[float | None] = mapped_column(Float)
-    # classification (atypical positive): the mean of sensitivity and specificity, and ROC AUC of the confidences
-    balanced_accuracy: Mapped[float | None] = mapped_column(Float)
-    roc_auc: Mapped[float | None] = mapped_column(Float)
     # the official evaluator's aggregate keys, as its metrics.json names them (e.g. froc_auc, tumor_<k>_f1)
     aggregates: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
-    f1_ci_low: Mapped[float | None] = mapped_column(Float)
-    f1_ci_high: Mapped[float | None] = mapped_column(Float)
-    # group label -> {"tp", "fp", "fn", "precision", "recall", "f1", "ap", "f1_ci_low", "f1_ci_high"}
+    # group label -> the detection fields of worker.result_fields (tp ... the F1 interval)
     groups: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # "f1" | "precision" | "recall" -> [low, high]: 95% bootstrap intervals from the same resamples of cases
     intervals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")

@@ -14,16 +14,25 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from app.auth import router as auth_api
-from app.auth.schemas import InvitationCreate, JoinRequest, LoginRequest, TeamRegister, TeamRename
-from app.auth.service import Principal, revoke_token
+from app.auth import accounts
+from app.auth import service as auth
+from app.auth.schemas import (
+    InvitationCreate,
+    InvitationIssued,
+    InvitationRead,
+    JoinRequest,
+    LoginRequest,
+    TeamRegister,
+    TeamRename,
+)
 from app.challenges.service import get_phase, phase_read
-from app.deps import AppSettings, DbSession
+from app.deps import AppSettings, DbSession, client_address, request_throttle
 from app.errors import AppError, NotFound
-from app.models import Participant, Submission, SubmissionKind, TeamInvitation
+from app.models import Submission, SubmissionKind
 from app.pages.session import check_csrf, end_session, remember_csrf, start_session, viewer
 from app.pages.templates import templates
-from app.submissions import router as submissions_api
+from app.submissions import intake
+from app.submissions import logs as run_logs
 from app.submissions import service as submissions
 from app.submissions.budget import budget_refusal
 from app.types import IdPath
@@ -106,14 +115,23 @@ def register_submit(
     fields = ("team_name", "email", "password")
     try:
         body = TeamRegister(team_name=team_name, email=email, password=password)
-        result = auth_api.register(request, db, settings, body)
+        _participant_row, issued = accounts.register(
+            db,
+            settings,
+            request_throttle(request),
+            address=client_address(request),
+            email=body.email,
+            password=body.password,
+            display_name=body.display_name or "",
+            team_name=body.team_name,
+        )
     except ValidationError as exc:
         field, message = _first_error(exc)
         return render_page(request, "account/register.html", {"values": values, "errors": {field: message}}, 422)
     except AppError as exc:
         errors = {_field_of(exc.message, fields): exc.message}
         return render_page(request, "account/register.html", {"values": values, "errors": errors}, exc.status_code)
-    return _signed_in(request, settings, result.token.token, "/team")
+    return _signed_in(request, settings, issued.token, "/team")
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -135,7 +153,15 @@ def login_submit(
         return refusal
     context: dict[str, Any] = {"values": {"email": email}, "errors": {}, "next": _safe_next(next)}
     try:
-        issued = auth_api.login(request, db, settings, LoginRequest(email=email, password=password))
+        body = LoginRequest(email=email, password=password)
+        issued = accounts.login(
+            db,
+            settings,
+            request_throttle(request),
+            address=client_address(request),
+            email=body.email,
+            password=body.password,
+        )
     except ValidationError:
         context["errors"] = {"form": "wrong e-mail or password"}
         return render_page(request, "account/login.html", context, 401)
@@ -151,30 +177,28 @@ def logout_submit(request: Request, db: DbSession, csrf: TextField = "") -> Resp
         return refusal
     principal = viewer(request, db)
     if principal is not None and principal.participant is not None:  # a login token; organiser tokens live on
-        revoke_token(db, token=principal.token)
+        auth.revoke_token(db, token=principal.token)
     return end_session(request, RedirectResponse("/", status_code=303))
 
 
 # --- the team ------------------------------------------------------------------------------------------------
 
 
-def _team_context(db: Any, principal: Principal) -> dict[str, Any]:
+def _team_context(db: Any, principal: auth.Principal) -> dict[str, Any]:
     assert principal.team is not None
     team_id = principal.team.id
     return {
         "team": principal.team,
         "me": principal.participant,
-        "members": list(db.scalars(select(Participant).where(Participant.team_id == team_id).order_by(Participant.id))),
-        "invitations": list(
-            db.scalars(select(TeamInvitation).where(TeamInvitation.team_id == team_id).order_by(TeamInvitation.id))
-        ),
+        "members": auth.team_members(db, team_id=team_id),
+        "invitations": auth.team_invitations(db, team_id=team_id),
         "errors": {},
         "issued": None,
         "can_rename": not db.scalar(select(func.count()).select_from(Submission).where(Submission.team_id == team_id)),
     }
 
 
-def _participant(request: Request, db: Any) -> Principal | None:
+def _participant(request: Request, db: Any) -> auth.Principal | None:
     principal = viewer(request, db)
     return principal if principal is not None and principal.team is not None else None
 
@@ -195,7 +219,12 @@ def team_invite(request: Request, db: DbSession, email: TextField, csrf: TextFie
     if principal is None:
         return _to_login(request)
     try:
-        issued = auth_api.create_invitation(db, principal, InvitationCreate(email=email))
+        assert principal.team is not None
+        assert principal.participant is not None
+        row, token = auth.invite(
+            db, team=principal.team, email=InvitationCreate(email=email).email, invited_by=principal.participant
+        )
+        issued = InvitationIssued(**InvitationRead.model_validate(row).model_dump(), token=token)
     except (ValidationError, AppError) as exc:
         message = _first_error(exc)[1] if isinstance(exc, ValidationError) else exc.message
         context = {**_team_context(db, principal), "errors": {"email": message}, "invite_email": email}
@@ -212,7 +241,8 @@ def team_rename(request: Request, db: DbSession, name: TextField, csrf: TextFiel
     if principal is None:
         return _to_login(request)
     try:
-        auth_api.rename_team(db, principal, TeamRename(name=name))
+        assert principal.team is not None
+        auth.rename_team(db, team=principal.team, name=TeamRename(name=name).name)
     except (ValidationError, AppError) as exc:
         message = _first_error(exc)[1] if isinstance(exc, ValidationError) else exc.message
         context = {**_team_context(db, principal), "errors": {"name": message.removeprefix("team_name: ")}}
@@ -240,20 +270,29 @@ def join_submit(
     values = {"invitation": invitation, "email": email}
     try:
         body = JoinRequest(invitation=invitation, email=email, password=password)
-        result = auth_api.join(request, db, settings, body)
+        _participant_row, issued = accounts.join(
+            db,
+            settings,
+            request_throttle(request),
+            address=client_address(request),
+            invitation=body.invitation,
+            email=body.email,
+            password=body.password,
+            display_name=body.display_name or "",
+        )
     except ValidationError as exc:
         field, message = _first_error(exc)
         return render_page(request, "account/join.html", {"values": values, "errors": {field: message}}, 422)
     except AppError as exc:
         errors = {_field_of(exc.message, ("invitation", "email", "password")): exc.message}
         return render_page(request, "account/join.html", {"values": values, "errors": errors}, exc.status_code)
-    return _signed_in(request, settings, result.token.token, "/team")
+    return _signed_in(request, settings, issued.token, "/team")
 
 
 # --- submitting ----------------------------------------------------------------------------------------------
 
 
-def _submit_context(db: Any, principal: Principal, phase_id: int) -> dict[str, Any]:
+def _submit_context(db: Any, principal: auth.Principal, phase_id: int) -> dict[str, Any]:
     assert principal.team is not None
     phase = get_phase(db, phase_id=phase_id)
     return {
@@ -308,7 +347,7 @@ async def submit_upload(
     if principal is None:
         return _to_login(request)
     try:
-        created = await submissions_api.submit(request, db, settings, principal, phase_id, kind)
+        created = await intake.receive_submission(request, db, settings, principal, phase_id, kind)
     except AppError as exc:
         context = await run_in_threadpool(_submit_context, db, principal, phase_id)
         context["errors"] = {kind.value: exc.message}
@@ -324,7 +363,8 @@ def cancel_submission(request: Request, db: DbSession, submission_id: IdPath, cs
     if principal is None:
         return _to_login(request)
     try:
-        submissions_api.cancel_submission(db, principal, submission_id)
+        assert principal.team is not None
+        submissions.cancel_team_submission(db, submission_id=submission_id, team_id=principal.team.id)
     except AppError as exc:
         return render_page(
             request, "not_found.html", {"detail": exc.message, "title": "Not cancelled"}, exc.status_code
@@ -345,8 +385,12 @@ def my_submission_logs(
     if principal is None:
         return _to_login(request)
     try:
-        got = submissions_api.get_logs(db, settings, principal, submission_id, case)
-        view = submissions_api.get_submission(db, principal, submission_id)
+        assert principal.team is not None
+        team_id = principal.team.id
+        got = run_logs.read_team_logs(
+            db, submission_id=submission_id, team_id=team_id, storage_dir=settings.storage_path, case=case
+        )
+        view = submissions.team_submission_view(db, submission_id=submission_id, team_id=team_id)
     except AppError as exc:
         return render_page(request, "not_found.html", {"detail": exc.message, "title": "No logs"}, exc.status_code)
     failure = view.evaluation.error_message if view.evaluation else ""

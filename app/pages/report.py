@@ -9,15 +9,20 @@ import json
 from importlib import metadata
 from typing import Any
 
+from fastapi import APIRouter, Response
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.deps import DbSession, OptionalPrincipal
 from app.leaderboard import service as leaderboard
 from app.models import Phase, TestSet, utcnow
+from app.openapi import errors
 from app.pages.analysis_plots import analysis_context
 from app.pages.templates import PACKAGE_DIR, templates
 from app.scoring import canonical_options
+from app.security_headers import report_policy
+from app.types import IdPath
 
 
 def software_version() -> str:
@@ -90,3 +95,29 @@ def report_html(session: Session, *, phase_id: int, as_organiser: bool) -> str:
         **analysis_context(doc, csv_base=None),
     }
     return templates.env.get_template("report.html").render(context)
+
+
+# The offline report is served under the API's path with the leaderboard's tag (app.main includes this router
+# right after app.leaderboard.router); it lives here, beside its renderer, so that no router imports a page.
+api_router = APIRouter(prefix="/api/v1", tags=["leaderboard"])
+
+
+@api_router.get(
+    "/phases/{phase_id}/report.html",
+    summary="Offline report: one self-contained HTML file with the board, the analysis and the BIAS items",
+    response_class=Response,
+    responses={
+        200: {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+        **errors(401, 404, 422, 503),
+    },
+)
+def get_report(db: DbSession, principal: OptionalPrincipal, phase_id: IdPath) -> Response:
+    as_organiser = principal is not None and principal.is_organiser
+    return Response(
+        report_html(db, phase_id=phase_id, as_organiser=as_organiser),
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": report_policy(report_css()),
+            "Content-Disposition": f'inline; filename="report-phase-{phase_id}.html"',
+        },
+    )

@@ -12,11 +12,13 @@ import os
 import stat
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from app.errors import Forbidden, NotFound
 from app.models import Submission, SubmissionKind
 from app.storage import evaluation_logs_dir
 from app.submissions.schemas import CaseLog, SubmissionLogs
-from app.submissions.service import current_evaluation
+from app.submissions.service import current_evaluation, get_team_submission
 
 LIST_TAIL_BYTES = 64 * 1024  # per case in a listing; one case at a time gives all that was kept
 NOT_SHOWN = "this phase does not show run logs to participants; the failure line is what it shows"
@@ -71,3 +73,12 @@ def _read(path: Path, name: str, limit: int | None) -> CaseLog | None:
         handle.seek(start)
         data = handle.read()
     return CaseLog(case=name, bytes=info.st_size, truncated=start > 0, log=data.decode("utf-8", "replace"))
+
+
+def read_team_logs(
+    session: Session, *, submission_id: int, team_id: int, storage_dir: Path, case: str | None
+) -> SubmissionLogs:
+    """The run logs of one of the team's submissions, where its phase shows them (403 otherwise)."""
+    submission = get_team_submission(session, submission_id=submission_id, team_id=team_id)
+    check_participant_may_read(submission)
+    return read_logs(submission, storage_dir=storage_dir, case=case)

@@ -10,32 +10,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.challenges.service import get_phase
 from app.deps import AppSettings, CurrentParticipant, DbSession
-from app.errors import InvalidInput
-from app.models import TERMINAL_STATUSES, ApiToken, RunMode, SubmissionKind, utcnow
-from app.names import InvalidNameError, clean_name
+from app.models import TERMINAL_STATUSES, ApiToken, SubmissionKind, utcnow
 from app.openapi import errors
-from app.scoring import canonical_options
 from app.settings import Settings
+from app.submissions import intake, service
 from app.submissions import logs as run_logs
-from app.submissions import service
-from app.submissions.checker import Checker
-from app.submissions.checks import CheckFailedError, case_extents
 from app.submissions.schemas import QuotaRead, SubmissionLogs, SubmissionRead
-from app.submissions.upload import ReceivedFiles, ReceivedUpload, receive_files, receive_upload
-from app.submissions.validation import (
-    ArchiveInvalid,
-    PredictionsInvalid,
-    check_magic,
-    check_model_magic,
-    predictions_suffix,
-)
-from app.types import MAX_ID, IdPath, LongText, ShortText, Url
+from app.types import MAX_ID, IdPath
 
 router = APIRouter(prefix="/api/v1", tags=["submissions"])
 
@@ -78,26 +64,6 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-class SubmissionForm(BaseModel):
-    method_name: ShortText = ""
-    description: LongText = ""
-    paper_url: Url = ""
-
-
-def _form(fields: dict[str, str]) -> service.SubmissionFields:
-    try:
-        form = SubmissionForm.model_validate({k: v for k, v in fields.items() if k in SubmissionForm.model_fields})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    try:
-        # The method name is shown on the leaderboard beside the team's: it may not hide characters either.
-        method = clean_name(form.method_name, field="method_name") if form.method_name.strip() else ""
-    except InvalidNameError as exc:
-        raise InvalidInput(str(exc)) from None
-    return service.SubmissionFields(method, form.description, form.paper_url)
-
-
 @router.post(
     "/phases/{phase_id}/submissions",
     status_code=status.HTTP_201_CREATED,
@@ -120,154 +86,7 @@ async def submit(
     phase_id: IdPath,
     kind: Annotated[SubmissionKind, Query(description="What the file is.")] = SubmissionKind.PREDICTIONS,
 ) -> SubmissionRead:
-    assert principal.team is not None
-
-    def precheck() -> tuple[dict[str, Any], str, str]:
-        phase = get_phase(db, phase_id=phase_id)
-        service.check_can_submit(db, phase=phase, team=principal.team, kind=kind)  # type: ignore[arg-type]
-        cases = phase.test_set.cases if phase.test_set is not None else {}
-        task = phase.test_set.task if phase.test_set is not None else "detection"
-        rules = str(canonical_options(phase.scoring_options)["rules"])
-        # no transaction (nor pooled connection) is held while a possibly huge body streams in
-        db.commit()
-        return cases, task, rules
-
-    cases, task, rules = await run_in_threadpool(precheck)
-    tmp_dir = settings.storage_path / "tmp"
-    if kind is SubmissionKind.CONTAINER:
-        limits = {"file": settings.max_upload_bytes(kind), "model": settings.max_model_tarball_bytes}
-        received = await receive_files(request, tmp_dir=tmp_dir, limits=limits)
-    else:
-        single = await receive_upload(request, tmp_dir=tmp_dir, max_file_bytes=settings.max_upload_bytes(kind))
-        received = ReceivedFiles({"file": single}, single.fields)
-    try:
-        upload = received.files.get("file")
-        fields = _form(received.fields)
-        checker: Checker = request.app.state.checker
-        parts = service.ContainerParts()
-        if kind is SubmissionKind.CONTAINER:
-            parts = await _container_parts(db, settings, principal, received, checker)
-            if upload is not None:
-                check_magic(kind, upload.head)
-                try:
-                    await checker.archive(kind.value, upload.path, task=task)
-                except CheckFailedError as exc:
-                    raise ArchiveInvalid(str(exc)) from None
-        else:
-            assert upload is not None
-            for name in CONTAINER_FIELDS:
-                if received.fields.get(name):
-                    raise InvalidInput(f"{name}: only container submissions take this field")
-            check_magic(kind, upload.head)
-            if kind is SubmissionKind.PREDICTIONS:
-                await _check_predictions(checker, settings, upload, cases=cases, task=task, rules=rules)
-            else:
-                try:
-                    await checker.archive(kind.value, upload.path, task=task)
-                except CheckFailedError as exc:
-                    raise ArchiveInvalid(str(exc)) from None
-        return await run_in_threadpool(_create, db, settings, principal, phase_id, kind, upload, fields, parts)
-    finally:
-        received.discard()  # a no-op for each file once it has been moved into storage
-
-
-CONTAINER_FIELDS = ("image_submission", "run_mode")
-
-
-async def _check_predictions(
-    checker: Checker, settings: Settings, upload: ReceivedUpload, *, cases: dict[str, Any], task: str, rules: str
-) -> None:
-    upload.path = upload.path.rename(upload.path.with_suffix(predictions_suffix(upload.head)))
-    try:
-        if task == "classification":
-            await checker.classifications(
-                upload.path,
-                patches={name: int(case.get("patches") or 0) for name, case in cases.items()},
-                display_name=upload.filename or "predictions",
-            )
-        else:
-            await checker.predictions(
-                upload.path,
-                cases=case_extents(cases),
-                max_points_per_case=settings.max_points_per_case,
-                max_total_points=settings.max_total_points,
-                display_name=upload.filename or "predictions",
-                rules=rules,
-            )
-    except CheckFailedError as exc:
-        raise PredictionsInvalid(str(exc)) from None
-
-
-async def _container_parts(
-    db: Session, settings: Settings, principal: Any, received: ReceivedFiles, checker: Checker
-) -> service.ContainerParts:
-    """A container submission's model tarball (checked), the earlier image it reuses and its run mode; every
-    refusal names its field."""
-    mode_field = received.fields.get("run_mode", "").strip()
-    try:
-        run_mode = RunMode(mode_field) if mode_field else None
-    except ValueError:
-        raise InvalidInput("run_mode: exec or invoke (leave it out for the phase's mode)") from None
-    model = received.files.get("model")
-    image_field = received.fields.get("image_submission", "").strip()
-    image_from = None
-    if image_field:
-        if "file" in received.files:
-            raise InvalidInput(
-                "image_submission: send either an image (file) or the id of an earlier submission whose image to "
-                "reuse, not both"
-            )
-        if not image_field.isdigit() or int(image_field) > MAX_ID:
-            raise InvalidInput("image_submission: the id of an earlier container submission of your team")
-        if model is None:
-            raise InvalidInput(f"model: reusing the image of submission {image_field} needs a model tarball")
-
-        def earlier() -> Any:
-            try:
-                return service.reusable_image(
-                    db, team_id=principal.team.id, submission_id=int(image_field), storage_dir=settings.storage_path
-                )
-            finally:
-                db.commit()  # no transaction is held while the model tarball is checked
-
-        image_from = await run_in_threadpool(earlier)
-    elif "file" not in received.files:
-        raise InvalidInput(
-            "file: a container submission needs its image (file), or a model tarball (model) with "
-            "image_submission naming an earlier container submission of your team"
-        )
-    if model is not None:
-        check_model_magic(model.head)
-        try:
-            await checker.model_tarball(model.path)
-        except CheckFailedError as exc:
-            raise ArchiveInvalid(f"model: {exc}") from None
-    return service.ContainerParts(model=model, image_from=image_from, run_mode=run_mode)
-
-
-def _create(
-    db: Session,
-    settings: Settings,
-    principal: Any,
-    phase_id: int,
-    kind: SubmissionKind,
-    upload: ReceivedUpload | None,
-    fields: service.SubmissionFields,
-    parts: service.ContainerParts,
-) -> SubmissionRead:
-    phase = get_phase(db, phase_id=phase_id)
-    submission = service.create_submission(
-        db,
-        phase=phase,
-        principal=principal,
-        kind=kind,
-        upload=upload,
-        fields=fields,
-        storage_dir=settings.storage_path,
-        container=parts,
-    )
-    db.refresh(submission, ["evaluations"])
-    return service.participant_view(submission)
+    return await intake.receive_submission(request, db, settings, principal, phase_id, kind)
 
 
 @router.get(
@@ -294,8 +113,7 @@ def list_submissions(
 )
 def get_submission(db: DbSession, principal: CurrentParticipant, submission_id: IdPath) -> SubmissionRead:
     assert principal.team is not None
-    submission = service.get_team_submission(db, submission_id=submission_id, team_id=principal.team.id)
-    return service.participant_view(submission)
+    return service.team_submission_view(db, submission_id=submission_id, team_id=principal.team.id)
 
 
 @router.get(
@@ -316,9 +134,9 @@ def get_logs(
     case: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
 ) -> SubmissionLogs:
     assert principal.team is not None
-    submission = service.get_team_submission(db, submission_id=submission_id, team_id=principal.team.id)
-    run_logs.check_participant_may_read(submission)
-    return run_logs.read_logs(submission, storage_dir=settings.storage_path, case=case)
+    return run_logs.read_team_logs(
+        db, submission_id=submission_id, team_id=principal.team.id, storage_dir=settings.storage_path, case=case
+    )
 
 
 @router.get(
@@ -398,10 +216,7 @@ async def _event_stream(
 )
 def cancel_submission(db: DbSession, principal: CurrentParticipant, submission_id: IdPath) -> SubmissionRead:
     assert principal.team is not None
-    submission = service.get_team_submission(db, submission_id=submission_id, team_id=principal.team.id)
-    service.cancel_queued(db, submission=submission)
-    db.refresh(submission, ["evaluations"])
-    return service.participant_view(submission)
+    return service.cancel_team_submission(db, submission_id=submission_id, team_id=principal.team.id)
 
 
 @router.get(

@@ -5,29 +5,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from app.models import EvaluationStatus, RunMode, SubmissionKind
+from app.result_schema import pydantic_fields
+from worker.result_fields import fields_of
+
+# The metrics of worker.result_fields: detection fields (every result), then the task, then the fields only a
+# classification phase fills; built from the list (app.result_schema), in the order of the JSON keys.
+_DetectionMetrics = create_model("DetectionMetrics", **pydantic_fields(fields_of("detection")))
 
 
-class MetricsRead(BaseModel):
-    tp: int
-    fp: int
-    fn: int
-    precision: float
-    recall: float
-    f1: float
-    ap: float | None = None
-    f1_ci_low: float | None = None
-    f1_ci_high: float | None = None
+class MetricsRead(_DetectionMetrics):  # type: ignore[misc,valid-type]
+    """The counts and rates every result has (worker.result_fields, task detection)."""
 
 
-class ResultRead(MetricsRead):
+class _ResultTask(MetricsRead):
     task: str = Field(
         default="detection", description="detection, or classification (Track 2: read balanced_accuracy, roc_auc)."
     )
-    balanced_accuracy: float | None = Field(default=None, description="Classification: atypical figures positive.")
-    roc_auc: float | None = Field(default=None, description="Classification: ROC AUC of the confidences.")
+
+
+_ResultMetrics = create_model("ResultMetrics", __base__=_ResultTask, **pydantic_fields(fields_of("classification")))
+
+
+class ResultRead(_ResultMetrics):  # type: ignore[misc,valid-type]
     evaluation_version: int
     groups: dict[str, dict[str, Any]] = Field(description="Group label (e.g. scanner) -> the same metrics.")
     rank_robustness: float | None

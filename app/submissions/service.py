@@ -41,6 +41,7 @@ from app.submissions.schemas import (
     SubmissionRead,
 )
 from app.submissions.upload import ReceivedUpload
+from worker.result_fields import METRIC_NAMES
 
 # predictions keep the suffix the validator gave them (.json or .csv): the scoring core reads by suffix
 EXTENSIONS = {SubmissionKind.MODEL: ".archive", SubmissionKind.CONTAINER: ".tar"}
@@ -316,18 +317,8 @@ def result_read(result: Result, *, phase: Phase, organiser: bool = False) -> Res
     shown_groups = None if organiser else phase.shown_groups
     return ResultRead(
         task=str(canonical_options(phase.scoring_options)["task"]),
-        balanced_accuracy=result.balanced_accuracy,
-        roc_auc=result.roc_auc,
+        **{name: getattr(result, name) for name in METRIC_NAMES},
         evaluation_version=result.evaluation_version,
-        tp=result.tp,
-        fp=result.fp,
-        fn=result.fn,
-        precision=result.precision,
-        recall=result.recall,
-        f1=result.f1,
-        ap=result.ap,
-        f1_ci_low=result.f1_ci_low,
-        f1_ci_high=result.f1_ci_high,
         groups=filter_groups(result.groups or {}, shown_groups),
         rank_robustness=result.rank_robustness,
         intervals=dict(result.intervals or {}),
@@ -336,6 +327,19 @@ def result_read(result: Result, *, phase: Phase, organiser: bool = False) -> Res
         and result.evaluation_version == phase.evaluation_version,
         provenance=dict(result.provenance or {}) if organiser else public_provenance(result.provenance),
     )
+
+
+def team_submission_view(session: Session, *, submission_id: int, team_id: int) -> SubmissionRead:
+    """One submission of the team as its members see it (404 for another team's)."""
+    return participant_view(get_team_submission(session, submission_id=submission_id, team_id=team_id))
+
+
+def cancel_team_submission(session: Session, *, submission_id: int, team_id: int) -> SubmissionRead:
+    """The team withdraws one of its submissions while its evaluation is still queued (409 otherwise)."""
+    submission = get_team_submission(session, submission_id=submission_id, team_id=team_id)
+    cancel_queued(session, submission=submission)
+    session.refresh(submission, ["evaluations"])
+    return participant_view(submission)
 
 
 def participant_view(submission: Submission, *, now: datetime | None = None) -> SubmissionRead:

@@ -297,7 +297,8 @@ def celery_client(env: WorkerEnv) -> Any:
     """A Celery client like the API's: sends by task name, configured by the worker's own settings code."""
     from celery import Celery
 
-    from worker.celery_app import Limits, configure
+    from worker.celery_app import configure
+    from worker.time_limits import Limits
 
     key = (env.broker_url, env.key_prefix)
     if key not in _clients:

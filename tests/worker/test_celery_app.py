@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.celery_app import Limits, LimitsError, check_limits, configure
+from worker.celery_app import configure
+from worker.time_limits import Limits, LimitsError, check_limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["sandbox_timeout_s", "soft_time_limit_s", "time_limit_s", "visibility_timeout_s", "lease_expiry_s"]
@@ -18,6 +19,22 @@ ORDER = ["sandbox_timeout_s", "soft_time_limit_s", "time_limit_s", "visibility_t
 
 def test_the_default_limits_nest() -> None:
     check_limits(Limits())
+
+
+def test_the_settings_take_their_default_limits_from_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One source of the defaults: a server's settings without MIDOG_ time limits are Limits() (on Redis; the
+    server-less broker reconciles sooner)."""
+    from dataclasses import fields
+
+    from app.settings import Settings
+
+    for field in fields(Limits):
+        monkeypatch.delenv(f"MIDOG_{field.name.upper()}", raising=False)
+    settings = Settings(_env_file=None, data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0")
+    assert Limits.from_settings(settings) == Limits()
+    embedded = Settings(_env_file=None, data_dir=tmp_path, broker_url="")
+    assert embedded.reconcile_interval_s is not None
+    assert embedded.reconcile_interval_s < Limits().reconcile_interval_s
 
 
 @pytest.mark.parametrize("lower", range(len(ORDER) - 1))

@@ -45,7 +45,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from worker.blob_cache import BlobCache, BlobCacheError
-from worker.celery_app import Limits, configure
+from worker.celery_app import configure
 from worker.datasets.manifest import TestSet
 from worker.errors import SubmissionError
 from worker.lease import LeaseKeeper, LeaseLostError
@@ -53,6 +53,7 @@ from worker.pipeline import PipelineInput, produce
 from worker.remote.client import ApiUnavailableError, JobClient, RunnerClient, TokenRefusedError
 from worker.runners import TIME_LIMIT_MESSAGE, load_runner
 from worker.safe_delete import discard_tree
+from worker.time_limits import Limits
 from worker.vocabulary import DEFAULT_GPU_CLASS, RUN
 
 logger = logging.getLogger(__name__)
