@@ -308,3 +308,14 @@ def set_in_environment(names: Iterable[str]) -> list[str]:
     """Which of `names` the process environment sets (non-empty): a GPU host refuses to start holding a
     database URL or a storage key (app.cli.gpu_host)."""
     return [name for name in names if os.environ.get(name)]
+
+
+def use_temporary_directory(directory: Path) -> None:
+    """Temporary files of this process, its forked children (tempfile) and the programs they start (TMPDIR,
+    e.g. the container engine) go under `directory` (app.cli.gpu_host: the cache's disk, which its sandbox
+    runner service allows, rather than the system's /tmp)."""
+    import tempfile
+
+    directory.mkdir(exist_ok=True, mode=0o700)
+    os.environ["TMPDIR"] = str(directory)
+    tempfile.tempdir = str(directory)

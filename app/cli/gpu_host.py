@@ -7,10 +7,9 @@ It runs a Celery worker on the queues of the GPU classes it serves (`--gpu-class
 worker.vocabulary.gpu_queue; `--queues gpu,gpu-a100` names the queues instead), one job at a time, a fresh
 process per job, whose tasks talk only to the API (worker.remote.host); a claim of a job of another class is
 refused by the API. A heartbeat thread reports the host (classes, GPUs, cache) to the worker list. Its
-temporary files go under <cache-dir>/tmp (`use_scratch_under`). It refuses to start with a database URL in
-its environment, with a token file others can read, or when the API refuses the token. Celery and the worker
-are imported inside the
-command. Must not import FastAPI, SQLAlchemy or torch.
+temporary files go under <cache-dir>/tmp (app.settings.use_temporary_directory). It refuses to start with a
+database URL in its environment, with a token file others can read, or when the API refuses the token.
+Celery and the worker are imported inside the command. Must not import FastAPI, SQLAlchemy or torch.
 """
 
 from __future__ import annotations
@@ -73,18 +72,6 @@ def read_token(path: Path) -> str:
     return token
 
 
-def use_scratch_under(directory: Path) -> None:
-    """Temporary files of this process and its children (the container runner's unpacked image and staged
-    inputs) go under `directory`, on the cache's disk and inside what a sandbox runner service is told to
-    allow (`--allow` of the cache directory), not the system's /tmp."""
-    import os
-    import tempfile
-
-    directory.mkdir(exist_ok=True, mode=0o700)
-    os.environ["TMPDIR"] = str(directory)
-    tempfile.tempdir = str(directory)
-
-
 def gpu_host_command(
     api: str = typer.Option(..., "--api", help="The control host's API, e.g. https://eval.example.org."),
     token_file: Path = typer.Option(..., "--token-file", help="A file (mode 600) holding this host's runner token."),
@@ -119,7 +106,7 @@ def gpu_host_command(
 
     import threading
 
-    from app.settings import get_settings
+    from app.settings import get_settings, use_temporary_directory
     from worker.remote.client import RunnerClient, TokenRefusedError
     from worker.remote.host import HostConfig, host_app, watch_token
     from worker.remote.report import gpu_names, host_report, runnable_kinds
@@ -142,7 +129,7 @@ def gpu_host_command(
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     work_dir = cache_dir / "jobs"
     work_dir.mkdir(exist_ok=True, mode=0o700)
-    use_scratch_under(cache_dir / "tmp")
+    use_temporary_directory(cache_dir / "tmp")
     config = HostConfig(
         api=api,
         token=token,
