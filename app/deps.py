@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from app.auth.service import Principal, authenticate, require_organiser
 from app.auth.throttle import Throttle
 from app.errors import Forbidden
-from app.models import TokenScope
 from app.settings import Settings
+from app.tables import TokenScope
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -20,7 +20,7 @@ writes one, replacing the result of an earlier run of the same evaluation (a req
 that finishes the row.
 
 Each function works inside the caller's session and never commits (one short transaction per request or task
-step); messages are sent after commit (app.queue). Imports SQLAlchemy, app.models, app.queue and
+step); messages are sent after commit (app.queue). Imports SQLAlchemy, app.tables, app.queue and
 app.leaderboard.rebuilds; must not import Celery, FastAPI or torch (the worker and the API both use it).
 """
 
@@ -40,7 +40,8 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict
 from app.leaderboard.rebuilds import request_rebuild
-from app.models import (
+from app.queue import enqueue_after_commit
+from app.tables import (
     ACTIVE_STATUSES,
     Evaluation,
     EvaluationStatus,
@@ -50,7 +51,6 @@ from app.models import (
     Team,
     utcnow,
 )
-from app.queue import enqueue_after_commit
 from worker.vocabulary import DEFAULT_GPU_CLASS, RUN, queue_for
 
 GENERIC_FAILURE = "the evaluation failed because of an internal error; the organisers have been notified"

@@ -36,7 +36,7 @@ from app.security_headers import SecurityHeadersMiddleware
 from app.settings import Settings, get_settings
 from app.submissions.checker import Checker
 from app.submissions.router import router as submissions_router
-from app.workers.router import router as health_router
+from app.worker_hosts.router import router as health_router
 
 log = logging.getLogger(__name__)
 

@@ -54,8 +54,8 @@ def seed(url: str, *, teams: int, submissions: int, cases: int, rng: random.Rand
     from sqlalchemy import insert
 
     from app.db import make_engine
-    from app.models import Challenge, Evaluation, Phase, Result, Submission, Team, TestSet
     from app.scoring import fingerprint
+    from app.tables import Challenge, Evaluation, Phase, Result, Submission, Team, TestSet
 
     cfg = Config(str(REPO_ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))

@@ -7,7 +7,7 @@ Measures, in one run, each against a baseline measured in the same run:
    program run directly on the host, one process per case: the per-case overhead and the ratio;
 2. invoke: the same program served once per run (GET /health, POST /invoke per case) through
    ContainerRunner, against one model load and N forward passes in one host process;
-3. the upload check (worker.containers.archive.validate_image_archive) of a ~2 GB .tar.gz docker archive
+3. the upload check (worker.containers.image_archive.validate_image_archive) of a ~2 GB .tar.gz docker archive
    (random, incompressible layers of many files and a few large ones), against one bare decompression of
    the same file (`zlib`, nothing else): a ratio near 1 means one pass. Target: under 15 s here.
 Never run as a timed test; needs podman, debootstrap's cached base image (built on first use) and ~5 GB
@@ -35,8 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.containers.reference_images import PROGRAM, build_reference_image
-from worker.containers.archive import validate_image_archive
 from worker.containers.engine import decompress
+from worker.containers.image_archive import validate_image_archive
 from worker.containers.runner import ContainerRunner, ContainerSettings
 from worker.runners import RunRequest
 from worker.safe_delete import discard_tree

@@ -48,8 +48,8 @@ from worker.inference.detector import Detector
 from worker.inference.images import list_images
 from worker.inference.pipeline import run_archive
 from worker.inference.tiling import make_grid
-from worker.reference.archive import write_archive
 from worker.reference.cnn import HeatmapCNN
+from worker.reference.export import write_archive
 
 SPACING_MM = 0.00025
 BLOB_RADIUS_PX = 10  # 21 px discs: at most 2x2 stride-8 cells lie wholly inside one, all within the NMS radius

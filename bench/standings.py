@@ -33,7 +33,7 @@ SCORES = {"tp": 90, "fp": 20, "fn": 25, "precision": 0.82, "recall": 0.78, "f1":
 def running_evaluation(factory: Any, phase_id: int, index: int, case_names: list[str]) -> int:
     """A new team's submission whose evaluation a worker holds (running, leased): ready to succeed."""
     from app.db import session_scope
-    from app.models import Evaluation, EvaluationStatus, Submission, Team, utcnow
+    from app.tables import Evaluation, EvaluationStatus, Submission, Team, utcnow
 
     with session_scope(factory) as session:
         team = Team(name=f"bench-late-{index}", contact_email="late@example.org", is_approved=True)

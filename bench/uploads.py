@@ -88,7 +88,7 @@ def predictions(truth: dict[str, list[list[float]]], rng: random.Random) -> byte
 def organiser_token(env: dict[str, str]) -> str:
     code = (
         "from app.db import session_scope\nfrom app.auth.service import create_token\n"
-        "from app.models import TokenScope\nwith session_scope() as s:\n"
+        "from app.tables import TokenScope\nwith session_scope() as s:\n"
         "    print(create_token(s, scope=TokenScope.ORGANISER, name='bench').token)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True)

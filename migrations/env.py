@@ -8,10 +8,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, pool
 
-import app.models  # noqa: F401  (registers every table on the metadata)
+import app.tables  # noqa: F401  (registers every table on the metadata)
 from app.db import make_engine
-from app.models.base import Base
 from app.settings import get_settings
+from app.tables.base import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -30,7 +30,7 @@ tree, out_dir, seed_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3
 import app
 assert Path(app.__file__).resolve().is_relative_to(tree.resolve()), f"imported {app.__file__}, not {tree}"
 
-import app.models.base as base
+import app.tables.base as base
 FIXED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 class Frozen(datetime):
@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 
 from app.db import make_engine
 from app.main import create_app
-from app.models import Base
+from app.tables import Base
 from app.settings import Settings
 
 settings = Settings(data_dir=out_dir / "data", database_url=f"sqlite:///{out_dir / 'board.sqlite3'}")

@@ -75,7 +75,7 @@ def write_toy_classifier(out_dir: Path, *, columns: int = 1) -> Path:
     import torch
 
     from worker.archives.manifest import ClassifierManifest, ClassifierOutputSpec, PatchInputSpec
-    from worker.reference.archive import write_archive
+    from worker.reference.export import write_archive
 
     class CentreRed(torch.nn.Module):
         def __init__(self, columns: int) -> None:

@@ -34,7 +34,7 @@ def organiser_headers(env: dict[str, str]) -> dict[str, str]:
     code = (
         "from app.db import session_scope\n"
         "from app.auth.service import create_token\n"
-        "from app.models import TokenScope\n"
+        "from app.tables import TokenScope\n"
         "with session_scope() as s:\n"
         "    print(create_token(s, scope=TokenScope.ORGANISER, name='tests').token)\n"
     )

@@ -28,7 +28,15 @@ RULES: dict[str, tuple[str, ...]] = {
     "worker.containers.runner": ("torch", "app", "celery", "sqlalchemy", "fastapi"),
     "worker.containers.contract": ("torch", "app", "celery", "sqlalchemy", "fastapi"),
     # The API validates image archives at upload: the validator must not even pull in numpy.
-    "worker.containers.archive": ("numpy", "worker.evaluation", "torch", "app", "celery", "sqlalchemy", "fastapi"),
+    "worker.containers.image_archive": (
+        "numpy",
+        "worker.evaluation",
+        "torch",
+        "app",
+        "celery",
+        "sqlalchemy",
+        "fastapi",
+    ),
     "worker.datasets": ("torch", "app", "celery", "sqlalchemy", "fastapi", "worker.inference"),
     "worker.runners": ("torch", "celery", "sqlalchemy", "fastapi"),
     "worker.celery_app": ("torch", "fastapi", "worker.inference"),
@@ -39,10 +47,10 @@ RULES: dict[str, tuple[str, ...]] = {
     "worker.sandbox.mountns": ("app", "celery", "sqlalchemy", "fastapi", "torch", "numpy", "pydantic"),
     # The time limits and their defaults, read by app.settings: the standard library only.
     "worker.time_limits": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy"),
-    # The metric fields of a result, read by app.models, the API and the worker: the standard library only.
+    # The metric fields of a result, read by app.tables, the API and the worker: the standard library only.
     "worker.result_fields": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy"),
     "worker.safe_delete": ("app", "celery", "sqlalchemy", "fastapi", "torch", "numpy", "pydantic", "worker.sandbox"),
-    "app.models": ("fastapi", "torch", "worker.tasks", "worker.inference"),
+    "app.tables": ("fastapi", "torch", "worker.tasks", "worker.inference"),
     "app.db": ("fastapi", "torch", "worker.tasks", "worker.inference"),
     "app.settings": ("fastapi", "torch", "worker.tasks", "worker.inference"),
     "app.main": ("worker.tasks", "worker.inference", "worker.celery_app", "torch"),
@@ -63,8 +71,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "worker.remote.client": ("app", "celery", "sqlalchemy", "fastapi", "torch", "boto3"),
     "worker.remote.report": ("app", "celery", "sqlalchemy", "fastapi", "torch", "boto3"),
     # (The SQLAlchemy library itself comes in with worker.celery_app's import of kombu's embedded-broker
-    # transport; nothing that opens a database, app.db, app.models or worker.tasks, may.)
-    "worker.remote.host": ("app.db", "app.models", "worker.tasks", "worker.heartbeat", "fastapi", "torch", "boto3"),
+    # transport; nothing that opens a database, app.db, app.tables or worker.tasks, may.)
+    "worker.remote.host": ("app.db", "app.tables", "worker.tasks", "worker.heartbeat", "fastapi", "torch", "boto3"),
     "app.runner.service": ("fastapi", "torch", "worker.tasks", "worker.celery_app"),
     # The API registers test sets with it and a GPU host may read its keys: no numpy, no boto3.
     "worker.datasets.content": ("app", "celery", "sqlalchemy", "fastapi", "pydantic", "torch", "numpy", "boto3"),

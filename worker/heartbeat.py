@@ -7,7 +7,7 @@ that refreshes `last_seen_at` every `worker_heartbeat_s`. A clean shutdown sets 
 these rows for /api/v1/health, the organisers' worker list, and to refuse a phase that accepts a kind no
 running worker can run. Isolation controls that the deployment runs without are printed here at start-up.
 
-Imports Celery signals, SQLAlchemy, app.db/app.models/app.settings and the worker; never FastAPI or torch.
+Imports Celery signals, SQLAlchemy, app.db/app.tables/app.settings and the worker; never FastAPI or torch.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy import select, update
 
 from app.db import session_scope
-from app.models import WorkerNode, utcnow
 from app.settings import get_settings
+from app.tables import WorkerNode, utcnow
 from worker.runners import runner_problem
 from worker.sandbox import isolation
 from worker.vocabulary import CPU_QUEUE, GPU_QUEUE, is_gpu_queue

@@ -8,7 +8,7 @@ Removed when older than `sweep_after_s` (modification time):
 Directories are deleted with worker.safe_delete, which never crosses a mount point. The sweep is idempotent
 and cheap (a directory listing and one query), so several beats sweeping the same storage do no harm.
 
-Imports Celery, SQLAlchemy, app.db/app.models/app.settings and the worker; never FastAPI or torch.
+Imports Celery, SQLAlchemy, app.db/app.tables/app.settings and the worker; never FastAPI or torch.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, cast
 from sqlalchemy import select
 
 from app.db import session_scope
-from app.models import ACTIVE_STATUSES, Evaluation
 from app.settings import get_settings
+from app.tables import ACTIVE_STATUSES, Evaluation
 from worker.celery_app import app
 from worker.safe_delete import discard_tree
 from worker.vocabulary import SWEEP

@@ -1,4 +1,4 @@
-"""The metric fields of a result: one list from which the Result table's metric columns (app.models), the API
+"""The metric fields of a result: one list from which the Result table's metric columns (app.tables), the API
 schemas (a submission's result, a leaderboard entry), the results CSV of the organisers, the leaderboard CSV
 and the organisers' result view are derived. Adding a metric means: compute it in the scoring core, append it
 here, write a migration that adds its column. The columns keep the names and types listed here, so the
@@ -18,7 +18,7 @@ Rules of the list:
   in the command-line client's tables; `interval_of` marks an end of another field's interval, shown beside
   that field rather than as a column.
 
-Standard library only: app.models, the API and the worker all read it.
+Standard library only: app.tables, the API and the worker all read it.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ control missing here) and anything else -> failed with a generic message, the de
 Failures that are the platform's (retries exhausted, crash loops, InfrastructureError, bugs) are marked
 `infrastructure_failure` and cost the team no quota.
 
-Imports Celery, SQLAlchemy, app.models/app.db/app.settings and the worker; never FastAPI or torch.
+Imports Celery, SQLAlchemy, app.tables/app.db/app.settings and the worker; never FastAPI or torch.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ from sqlalchemy.orm import Session
 from app import lifecycle
 from app.db import get_engine, session_scope
 from app.leaderboard.standings import rebuild_phase, rebuild_stale
-from app.models import Evaluation, Phase, Submission
-from app.models import TestSet as TestSetRow
-from app.models.base import utcnow
 from app.scoring import canonical_options
 from app.settings import get_settings
 from app.storage import evaluation_logs_dir, runner_upload_dir
+from app.tables import Evaluation, Phase, Submission
+from app.tables import TestSet as TestSetRow
+from app.tables.base import utcnow
 from worker.celery_app import app, key_prefix, limits_of, worker_identity
 from worker.errors import InfrastructureError, RetryableError, SubmissionError
 from worker.lease import LeaseKeeper, LeaseLostError

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.deps import READ_ONLY_METHODS
-from app.models import AuditEvent
+from app.tables import AuditEvent
 
 SECRET_KEYS = frozenset({"password", "token", "secret", "invitation"})
 MAX_DETAIL_CHARS = 4000

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from app.admin.schemas import PhaseComputeRead, TeamComputeRead
-from app.models import Phase
 from app.submissions.budget import spend_by_team
+from app.tables import Phase
 
 
 def compute_report(session: Session) -> list[PhaseComputeRead]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.models import TestSet, TestSetFile
+from app.tables import TestSet, TestSetFile
 
 if TYPE_CHECKING:
     from worker.datasets.content import Role, TestSetContent

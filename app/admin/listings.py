@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import revoke_token
 from app.errors import NotFound
-from app.models import ApiToken, AuditEvent, Phase, Team, TestSet
+from app.tables import ApiToken, AuditEvent, Phase, Team, TestSet
 
 
 def registered_test_sets(session: Session) -> list[TestSet]:

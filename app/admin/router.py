@@ -50,8 +50,8 @@ from app.submissions.logs import read_logs
 from app.submissions.schemas import SubmissionLogs
 from app.submissions.upload import receive_upload
 from app.types import MAX_ID, IdPath
-from app.workers import service as workers
-from app.workers.schemas import WorkerAdminRead
+from app.worker_hosts import service as workers
+from app.worker_hosts.schemas import WorkerAdminRead
 from worker.safe_delete import discard_tree
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from app.models import EvaluationStatus, TokenScope
 from app.submissions.schemas import SubmissionRead
+from app.tables import EvaluationStatus, TokenScope
 from app.types import MAX_ID, LongText, Name, ServerPath, StrictInput
 
 

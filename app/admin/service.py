@@ -23,7 +23,9 @@ from app.challenges.schemas import PhaseUpdate
 from app.challenges.service import scoring_fingerprint_of
 from app.errors import Conflict, InvalidInput, NotFound
 from app.leaderboard.service import PROVENANCE_HEADER, provenance_columns, to_csv
-from app.models import (
+from app.security_headers import report_policy
+from app.submissions.service import current_evaluation, participant_view
+from app.tables import (
     Evaluation,
     Phase,
     Result,
@@ -31,9 +33,7 @@ from app.models import (
     Team,
     TestSet,
 )
-from app.security_headers import report_policy
-from app.submissions.service import current_evaluation, participant_view
-from app.workers import service as workers
+from app.worker_hosts import service as workers
 from worker.result_fields import fields_of
 from worker.safe_delete import discard_tree
 
@@ -69,8 +69,8 @@ def register_uploaded_test_set(
     if the transaction then fails to commit.
     """
     from worker.archives.manifest import ArchiveError
-    from worker.datasets.archive import UnpackLimits, unpack_archive
     from worker.datasets.manifest import share_images
+    from worker.datasets.unpack import UnpackLimits, unpack_archive
 
     _check_name_free(session, name)
     sets_dir = storage_dir / TEST_SETS_DIR

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import IssuedToken, create_token
 from app.errors import InvalidInput, NotFound
-from app.models import Participant, TokenScope, utcnow
 from app.settings import Settings
+from app.tables import Participant, TokenScope, utcnow
 
 
 def default_lifetime(settings: Settings, scope: TokenScope) -> timedelta:

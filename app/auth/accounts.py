@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from app.auth import service
 from app.auth.throttle import Throttle
 from app.errors import NotAuthenticated
-from app.models import Participant
 from app.settings import Settings
+from app.tables import Participant
 
 
 def register(

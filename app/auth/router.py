@@ -25,8 +25,8 @@ from app.auth.schemas import (
     TokenIssued,
 )
 from app.deps import AppSettings, CurrentParticipant, CurrentPrincipal, DbSession, client_address, request_throttle
-from app.models import Participant
 from app.openapi import errors
+from app.tables import Participant
 from app.types import IdPath
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])

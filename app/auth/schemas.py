@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.models import TokenScope
+from app.tables import TokenScope
 from app.types import Email, Name, Password, StrictInput
 
 if TYPE_CHECKING:

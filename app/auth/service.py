@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from app.auth.policy import check_password, normalise_email
 from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
-from app.models import ApiToken, Participant, Submission, Team, TeamInvitation, TokenScope, utcnow
 from app.names import InvalidNameError, clean_name, skeleton
+from app.tables import ApiToken, Participant, Submission, Team, TeamInvitation, TokenScope, utcnow
 
 TOKEN_PREFIX = "mdg_"
 _hasher = PasswordHasher()

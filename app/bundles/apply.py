@@ -25,8 +25,8 @@ from app.bundles.schema import Bundle
 from app.challenges import service as challenges
 from app.challenges.schemas import ChallengeCreate, ChallengeUpdate, PhaseCreate, PhaseUpdate
 from app.errors import AppError, InvalidInput
-from app.models import TestSet
-from app.workers import service as workers
+from app.tables import TestSet
+from app.worker_hosts import service as workers
 
 
 class BundleRefused(InvalidInput):

@@ -1,4 +1,4 @@
-"""Pydantic schemas of challenges and phases (API only; the ORM models live in app.models)."""
+"""Pydantic schemas of challenges and phases (API only; the ORM models live in app.tables)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from app.models import EntryPolicy, LeaderboardVisibility, PhaseKind, RankingMetric, RunMode, SubmissionKind
 from app.scoring import ScoringOptions
+from app.tables import EntryPolicy, LeaderboardVisibility, PhaseKind, RankingMetric, RunMode, SubmissionKind
 from app.types import MAX_ID, GroupLabel, LongText, Slug, StrictInput, Title
 from worker.vocabulary import DEFAULT_GPU_CLASS, GPU_CLASS_MAX_LENGTH, GPU_CLASS_PATTERN
 

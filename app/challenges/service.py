@@ -20,7 +20,8 @@ from app.challenges.schemas import (
     PhaseUpdate,
 )
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import (
+from app.scoring import canonical_options, changed_scored_options, fingerprint
+from app.tables import (
     ACTIVE_STATUSES,
     Challenge,
     Evaluation,
@@ -32,7 +33,6 @@ from app.models import (
     TestSet,
     utcnow,
 )
-from app.scoring import canonical_options, changed_scored_options, fingerprint
 
 # What each task can rank by; the first is the default.
 RANKING_METRICS = {

@@ -45,8 +45,8 @@ def create_token_command(
     """Create an organiser API token and print it once; only its hash is stored."""
     from app.auth.service import create_token
     from app.db import make_engine, make_session_factory, session_scope
-    from app.models import AuditEvent, TokenScope, utcnow
     from app.settings import get_settings
+    from app.tables import AuditEvent, TokenScope, utcnow
 
     settings = get_settings()
     _refuse_beyond_max_lifetime(expires_days, settings.token_max_lifetime_days)
@@ -95,8 +95,8 @@ def create_runner_token_command(
     """Create a runner token for one GPU host and print it once (give it to `midog-eval gpu-host --token-file`)."""
     from app.auth.service import create_token
     from app.db import make_engine, make_session_factory, session_scope
-    from app.models import AuditEvent, TokenScope, utcnow
     from app.settings import get_settings
+    from app.tables import AuditEvent, TokenScope, utcnow
 
     label = name.strip()
     if not label or len(label) > 100:
@@ -141,8 +141,8 @@ def revoke_token_command(
     """Revoke an API token by id."""
     from app.auth.service import revoke_token
     from app.db import make_engine, make_session_factory, session_scope
-    from app.models import ApiToken, AuditEvent
     from app.settings import get_settings
+    from app.tables import ApiToken, AuditEvent
 
     engine = make_engine(database_url or get_settings().database_url)
     try:
@@ -176,8 +176,8 @@ def refresh_standings_command(
 
     from app.db import make_engine, make_session_factory, session_scope
     from app.leaderboard.standings import refresh_standings
-    from app.models import Phase
     from app.settings import get_settings
+    from app.tables import Phase
 
     engine = make_engine(database_url or get_settings().database_url)
     try:

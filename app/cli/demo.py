@@ -224,8 +224,8 @@ def setup_challenge(
     from app.challenges.service import create_challenge, create_phase
     from app.cli.serve import migrate_database
     from app.db import make_engine, make_session_factory, session_scope
-    from app.models import Challenge, Participant, Phase, SubmissionKind, Team, TokenScope, utcnow
     from app.scoring import ScoringOptions
+    from app.tables import Challenge, Participant, Phase, SubmissionKind, Team, TokenScope, utcnow
 
     migrate_database(database_url)
     engine = make_engine(database_url)
@@ -321,7 +321,7 @@ def revoke_demo_tokens(database_url: str, tokens: list[str]) -> None:
 
     from app.auth.service import hash_token, revoke_token
     from app.db import make_engine, make_session_factory, session_scope
-    from app.models import ApiToken
+    from app.tables import ApiToken
 
     engine = make_engine(database_url)
     try:

@@ -1,5 +1,5 @@
 """`midog-eval sandbox-runner`: the privileged service that runs sandboxes for unprivileged gpu workers
-(worker.sandbox.service). Must not import FastAPI or torch.
+(worker.sandbox.runner_daemon). Must not import FastAPI or torch.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ def sandbox_runner_command(
     ] = None,
     runtime_dir: Annotated[Path | None, typer.Option(help="The sandboxes' runtime directory.")] = None,
 ) -> None:
-    """Run sandboxes for the gpu workers that connect to SOCKET, under the rules of worker.sandbox.service."""
+    """Run sandboxes for the gpu workers that connect to SOCKET, under the rules of worker.sandbox.runner_daemon."""
     from app.cli.worker import private_files
     from app.settings import child_environment, get_settings
     from worker.sandbox.isolation import allowed_missing
-    from worker.sandbox.service import RunnerService
+    from worker.sandbox.runner_daemon import RunnerService
 
     settings = get_settings()
     private_files()

@@ -59,7 +59,7 @@ class Child:
 
 @dataclass(frozen=True)
 class SupervisedWorker:
-    """What the health check needs to know (app.workers.service.SupervisedWorker)."""
+    """What the health check needs to know (app.worker_hosts.service.SupervisedWorker)."""
 
     name: str
     queues: list[str]

@@ -10,7 +10,7 @@ transaction (app.lifecycle does, for every such transition). That
 A mark older than `STALE_MARK_S` (a message lost with a broker) no longer holds back a new one; the
 reconciler's backstop (`app.leaderboard.standings.rebuild_stale`) rebuilds any board left stale anyway.
 
-Nothing here computes a board: no request thread ever runs the bootstrap. Imports SQLAlchemy, app.models and
+Nothing here computes a board: no request thread ever runs the bootstrap. Imports SQLAlchemy, app.tables and
 app.queue only; must not import FastAPI, Celery, numpy or the worker.
 """
 
@@ -23,8 +23,8 @@ from sqlalchemy import or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.models import LeaderboardSnapshot, utcnow
 from app.queue import enqueue_after_commit
+from app.tables import LeaderboardSnapshot, utcnow
 from worker.vocabulary import REBUILD_STANDINGS, STANDINGS_QUEUE
 
 STALE_MARK_S = 600.0

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
-from app.models import EntryPolicy, LeaderboardVisibility, RankingMetric
 from app.result_schema import board_pydantic_fields
+from app.tables import EntryPolicy, LeaderboardVisibility, RankingMetric
 
 
 class _EntryHead(BaseModel):

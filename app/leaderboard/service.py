@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from app.challenges.service import scores_hidden_for
 from app.errors import NotFound
 from app.leaderboard.schemas import LeaderboardRead
-from app.models import Challenge, LeaderboardSnapshot, Phase, utcnow
 from app.scoring import canonical_options
+from app.tables import Challenge, LeaderboardSnapshot, Phase, utcnow
 from worker.result_fields import BOARD_CSV_LEADING, board_csv_trailing
 
 

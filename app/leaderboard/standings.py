@@ -30,7 +30,8 @@ import numpy as np
 from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.models import (
+from app.scoring import canonical_options, public_provenance
+from app.tables import (
     EntryPolicy,
     Evaluation,
     LeaderboardSnapshot,
@@ -42,7 +43,6 @@ from app.models import (
     TestSet,
     utcnow,
 )
-from app.scoring import canonical_options, public_provenance
 from worker.result_fields import METRIC_NAMES, RESULT_FIELDS
 
 log = logging.getLogger(__name__)

@@ -28,13 +28,13 @@ from app.auth.schemas import (
 from app.challenges.service import get_phase, phase_read
 from app.deps import AppSettings, DbSession, client_address, request_throttle
 from app.errors import AppError, NotFound
-from app.models import Submission, SubmissionKind
 from app.pages.session import check_csrf, end_session, remember_csrf, start_session, viewer
 from app.pages.templates import templates
 from app.submissions import intake
 from app.submissions import logs as run_logs
 from app.submissions import service as submissions
 from app.submissions.budget import budget_refusal
+from app.tables import Submission, SubmissionKind
 from app.types import IdPath
 
 router = APIRouter(include_in_schema=False)

@@ -22,11 +22,11 @@ from app.admin.compute import compute_report
 from app.auth.service import Principal, authenticate
 from app.deps import AppSettings, DbSession
 from app.errors import AppError
-from app.models import Phase, TestSet, TokenScope, utcnow
 from app.pages.account import csrf_refusal, render_page
 from app.pages.session import start_session, viewer
+from app.tables import Phase, TestSet, TokenScope, utcnow
 from app.types import IdPath
-from app.workers import service as workers
+from app.worker_hosts import service as workers
 
 router = APIRouter(include_in_schema=False, prefix="/organiser")
 ACTIONS = {

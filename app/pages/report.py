@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 
 from app.deps import DbSession, OptionalPrincipal
 from app.leaderboard import service as leaderboard
-from app.models import Phase, TestSet, utcnow
 from app.openapi import errors
 from app.pages.analysis_plots import analysis_context
 from app.pages.templates import PACKAGE_DIR, templates
 from app.scoring import canonical_options
 from app.security_headers import report_policy
+from app.tables import Phase, TestSet, utcnow
 from app.types import IdPath
 
 

@@ -19,11 +19,11 @@ from app.challenges import service as challenges
 from app.deps import DbSession
 from app.errors import NotFound
 from app.leaderboard import service as leaderboard
-from app.models import Phase, Result, Submission, utcnow
 from app.pages.analysis_plots import analysis_context
 from app.pages.session import remember_csrf
 from app.pages.templates import PACKAGE_DIR, root_context, templates
 from app.pages.views import board_columns, entry_views, group_chart
+from app.tables import Phase, Result, Submission, utcnow
 from app.types import IdPath, Slug
 
 router = APIRouter(include_in_schema=False)

@@ -4,7 +4,7 @@ A heartbeat (`POST /api/v1/runner/heartbeat`, runner token) upserts the row name
 with the queues of the classes it serves and, in its capabilities, `role: gpu-host`, the runner token's name
 and id, its classes, its GPUs (names; empty: none, the runs use the CPU), its cache (bytes used, cap, hits,
 misses) and the kinds its runner can run. `last_seen_at` is the heartbeat's time; the worker list marks a host
-stale when it has not been heard of within `worker_stale_after_s` (app.workers.service). A host may only write
+stale when it has not been heard of within `worker_stale_after_s` (app.worker_hosts.service). A host may only write
 its own token's rows. Never commits. Must not import FastAPI.
 """
 
@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
-from app.models import ApiToken, WorkerNode, utcnow
 from app.runner.schemas import HeartbeatRequest
+from app.tables import ApiToken, WorkerNode, utcnow
 from worker.vocabulary import gpu_queue
 
 GPU_HOST_ROLE = "gpu-host"

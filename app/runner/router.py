@@ -16,7 +16,6 @@ from fastapi.responses import FileResponse
 from app.auth.service import Principal, authenticate
 from app.deps import AppSettings, BearerCredentials, DbSession
 from app.errors import Forbidden, InvalidInput, PayloadTooLarge
-from app.models import Evaluation, TokenScope
 from app.openapi import errors
 from app.runner import hosts, service
 from app.runner.schemas import (
@@ -31,6 +30,7 @@ from app.runner.schemas import (
     RunnerRead,
 )
 from app.settings import Settings
+from app.tables import Evaluation, TokenScope
 from app.types import IdPath
 
 router = APIRouter(prefix="/api/v1/runner", tags=["runner"], responses=errors(401, 403, 422))

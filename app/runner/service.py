@@ -36,12 +36,12 @@ from sqlalchemy.orm import Session
 from app import lifecycle
 from app.admin.content import input_manifest
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import ApiToken, Evaluation, EvaluationStatus, Phase, Submission
-from app.models import TestSet as TestSetRow
 from app.queue import enqueue_after_commit
 from app.scoring import canonical_options
 from app.settings import Settings
 from app.storage import runner_upload_dir
+from app.tables import ApiToken, Evaluation, EvaluationStatus, Phase, Submission
+from app.tables import TestSet as TestSetRow
 from worker.vocabulary import CPU_QUEUE, DEFAULT_GPU_CLASS, RUN, SCORE_UPLOAD, SubmissionKind, queue_for
 
 RUNNER_OWNER_PREFIX = "runner/"

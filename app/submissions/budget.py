@@ -23,7 +23,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from app.errors import Forbidden
-from app.models import Evaluation, EvaluationStatus, Phase, Submission, SubmissionKind, Team
+from app.tables import Evaluation, EvaluationStatus, Phase, Submission, SubmissionKind, Team
 
 HOUR_S = 3600.0
 PARTICIPANT_CODE = (SubmissionKind.MODEL, SubmissionKind.CONTAINER)

@@ -164,7 +164,7 @@ def check_archive(kind: str, path: Path, *, max_bytes: int, task: str | None = N
         except ArchiveError as exc:
             raise CheckFailedError(str(exc)) from None
     elif kind == "container":
-        from worker.containers.archive import ImageArchiveError, ImageLimits, validate_image_archive
+        from worker.containers.image_archive import ImageArchiveError, ImageLimits, validate_image_archive
 
         try:
             validate_image_archive(path, limits=ImageLimits.for_upload(max_bytes))

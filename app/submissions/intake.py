@@ -19,7 +19,6 @@ from starlette.concurrency import run_in_threadpool
 from app.auth.service import Principal
 from app.challenges.service import get_phase
 from app.errors import InvalidInput
-from app.models import RunMode, SubmissionKind
 from app.names import InvalidNameError, clean_name
 from app.scoring import canonical_options
 from app.settings import Settings
@@ -35,6 +34,7 @@ from app.submissions.validation import (
     check_model_magic,
     predictions_suffix,
 )
+from app.tables import RunMode, SubmissionKind
 from app.types import MAX_ID, LongText, ShortText, Url
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from app.errors import Forbidden, NotFound
-from app.models import Submission, SubmissionKind
 from app.storage import evaluation_logs_dir
 from app.submissions.schemas import CaseLog, SubmissionLogs
 from app.submissions.service import current_evaluation, get_team_submission
+from app.tables import Submission, SubmissionKind
 
 LIST_TAIL_BYTES = 64 * 1024  # per case in a listing; one case at a time gives all that was kept
 NOT_SHOWN = "this phase does not show run logs to participants; the failure line is what it shows"

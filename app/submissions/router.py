@@ -15,12 +15,12 @@ from starlette.concurrency import run_in_threadpool
 
 from app.challenges.service import get_phase
 from app.deps import AppSettings, CurrentParticipant, DbSession
-from app.models import TERMINAL_STATUSES, ApiToken, SubmissionKind, utcnow
 from app.openapi import errors
 from app.settings import Settings
 from app.submissions import intake, service
 from app.submissions import logs as run_logs
 from app.submissions.schemas import QuotaRead, SubmissionLogs, SubmissionRead
+from app.tables import TERMINAL_STATUSES, ApiToken, SubmissionKind, utcnow
 from app.types import MAX_ID, IdPath
 
 router = APIRouter(prefix="/api/v1", tags=["submissions"])

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
-from app.models import EvaluationStatus, RunMode, SubmissionKind
 from app.result_schema import pydantic_fields
+from app.tables import EvaluationStatus, RunMode, SubmissionKind
 from worker.result_fields import fields_of
 
 # The metrics of worker.result_fields: detection fields (every result), then the task, then the fields only a

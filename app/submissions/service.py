@@ -18,18 +18,6 @@ from app import lifecycle
 from app.auth.service import Principal
 from app.challenges.service import own_scores_hidden, phase_is_open
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, PhaseClosed, QuotaExceeded
-from app.models import (
-    ACTIVE_STATUSES,
-    Evaluation,
-    EvaluationStatus,
-    Phase,
-    Result,
-    RunMode,
-    Submission,
-    SubmissionKind,
-    Team,
-    utcnow,
-)
 from app.scoring import canonical_options, public_provenance
 from app.storage import move_into_storage
 from app.submissions.budget import check_budget
@@ -41,6 +29,18 @@ from app.submissions.schemas import (
     SubmissionRead,
 )
 from app.submissions.upload import ReceivedUpload
+from app.tables import (
+    ACTIVE_STATUSES,
+    Evaluation,
+    EvaluationStatus,
+    Phase,
+    Result,
+    RunMode,
+    Submission,
+    SubmissionKind,
+    Team,
+    utcnow,
+)
 from worker.result_fields import METRIC_NAMES
 
 # predictions keep the suffix the validator gave them (.json or .csv): the scoring core reads by suffix

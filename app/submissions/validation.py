@@ -6,7 +6,7 @@ themselves are app.submissions.checks, run by app.submissions.checker.
 from __future__ import annotations
 
 from app.errors import InvalidInput
-from app.models import SubmissionKind
+from app.tables import SubmissionKind
 
 
 class PredictionsInvalid(InvalidInput):

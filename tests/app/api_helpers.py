@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app import lifecycle
 from app.challenges.service import scoring_fingerprint_of
-from app.models import Challenge, Evaluation, EvaluationStatus, Phase, TestSet
+from app.tables import Challenge, Evaluation, EvaluationStatus, Phase, TestSet
 
 # Three small cases on two scanners; 1000 x 800 px at 0.00025 mm/px -> 0.25 x 0.2 mm.
 # What a worker records (worker.provenance), as a test playing the worker writes it.

@@ -24,9 +24,9 @@ from app.auth.service import create_token, set_password_hasher
 from app.challenges.service import scoring_fingerprint_of
 from app.leaderboard.standings import rebuild_phase
 from app.main import create_app
-from app.models import Challenge, Phase, TestSet, TokenScope, utcnow
 from app.queue import task_sender
 from app.settings import Settings
+from app.tables import Challenge, Phase, TestSet, TokenScope, utcnow
 from worker.datasets.manifest import scoring_digest
 from worker.vocabulary import REBUILD_STANDINGS
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from api_helpers import World, bearer, write_test_set
 
-from app.models import Evaluation, EvaluationStatus, Phase, Result, WorkerNode, utcnow
+from app.tables import Evaluation, EvaluationStatus, Phase, Result, WorkerNode, utcnow
 
 
 def test_create_challenge_phase_and_test_set(world: World, tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def test_upload_check_and_workers_apply_the_servers_upload_limits() -> None:
     and the workers' extraction apply them."""
     from app.settings import Settings
     from worker.archives import ArchiveLimits
-    from worker.containers.archive import ImageLimits
+    from worker.containers.image_archive import ImageLimits
     from worker.containers.runner import ContainerRunner, ContainerSettings
     from worker.model_runner import ModelSettings
 

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from app.admin.audit import record_admin_writes
 from app.auth.service import create_token
-from app.models import TokenScope, utcnow
+from app.tables import TokenScope, utcnow
 
 
 def test_a_read_only_organiser_token_reads_and_changes_nothing(world: World) -> None:

@@ -8,7 +8,7 @@ from api_helpers import PASSWORD, World, bearer
 from sqlalchemy import select
 
 from app.auth.service import create_token, hash_token
-from app.models import ApiToken, Participant, TokenScope, utcnow
+from app.tables import ApiToken, Participant, TokenScope, utcnow
 
 
 def test_register_login_me(world: World) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from api_helpers import World
 
-from app.models import Phase
+from app.tables import Phase
 from tests.classification_set import write_classification_set
 
 CLASSIFIER: dict[str, Any] = {

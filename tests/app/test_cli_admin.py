@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from app.auth.service import authenticate, hash_token
-from app.models import ApiToken, TokenScope
+from app.tables import ApiToken, TokenScope
 
 
 def _cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
@@ -59,7 +59,7 @@ def test_create_token_without_a_schema_fails_with_one_line(create_database: Call
 def test_create_runner_token_is_a_runner_scope_recorded_in_the_audit_log(
     create_database: Callable[[str], str], alembic_cfg: Callable[[str], Config]
 ) -> None:
-    from app.models import AuditEvent
+    from app.tables import AuditEvent
 
     url = create_database("sqlite")
     command.upgrade(alembic_cfg(url), "head")

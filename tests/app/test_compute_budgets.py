@@ -14,7 +14,7 @@ from api_helpers import World
 from test_archive_uploads import image_tar, model_zip
 
 from app.cli.client import ClientError, check
-from app.models import Evaluation, EvaluationStatus, Submission, SubmissionKind, Team
+from app.tables import Evaluation, EvaluationStatus, Submission, SubmissionKind, Team
 
 
 def _spent(

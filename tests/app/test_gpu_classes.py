@@ -16,8 +16,8 @@ from test_archive_uploads import model_zip
 
 from app import lifecycle
 from app.auth.service import create_token
-from app.models import Evaluation, Submission, SubmissionKind, Team, TokenScope, WorkerNode, utcnow
-from app.workers.service import gpus_text
+from app.tables import Evaluation, Submission, SubmissionKind, Team, TokenScope, WorkerNode, utcnow
+from app.worker_hosts.service import gpus_text
 from worker.vocabulary import RUN, gpu_queue, is_gpu_class, is_gpu_queue, queue_for
 
 

@@ -12,7 +12,7 @@ from api_helpers import CASES, World
 from sqlalchemy import event
 
 from app.leaderboard.service import csv_safe
-from app.models import EntryPolicy, EvaluationStatus, RankingMetric, Result
+from app.tables import EntryPolicy, EvaluationStatus, RankingMetric, Result
 
 
 def _scored(world: World, headers: dict[str, str], f1: float, **kw: Any) -> int:
@@ -261,7 +261,7 @@ def test_a_result_never_waits_for_the_board_and_a_board_left_stale_is_rebuilt(wo
     never ran (the process died) leaves the board stale until the reconciler's backstop rebuilds it."""
     from app.leaderboard.rebuilds import mark_stale
     from app.leaderboard.standings import rebuild_stale, stale_phases
-    from app.models import LeaderboardSnapshot
+    from app.tables import LeaderboardSnapshot
 
     team = world.register("Alpha")
     _scored(world, team["headers"], 0.5)

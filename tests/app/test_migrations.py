@@ -15,8 +15,8 @@ from alembic.migration import MigrationContext
 from api_helpers import write_test_set
 from sqlalchemy import create_engine, inspect, text
 
-from app.models import Base
 from app.scoring import fingerprint
+from app.tables import Base
 from worker.datasets.manifest import scoring_digest
 
 

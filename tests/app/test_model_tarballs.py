@@ -13,8 +13,8 @@ from api_helpers import World
 from sqlalchemy import select
 from test_archive_uploads import image_tar, model_zip
 
-from app.models import Submission
 from app.settings import Settings
+from app.tables import Submission
 
 
 def model_tarball(files: dict[str, bytes] | None = None, *, link: bool = False) -> bytes:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from app.models import (
+from app.tables import (
     Challenge,
     Evaluation,
     EvaluationStatus,

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from api_helpers import World
 
-from app.models import Evaluation, RankingMetric
 from app.queue import task_sender
+from app.tables import Evaluation, RankingMetric
 
 Sent = list[tuple[str, dict[str, int], str]]
 
@@ -91,7 +91,7 @@ QUIET: dict[str, Callable[[World, dict[str, Any]], None]] = {
 
 
 def _failed() -> Any:
-    from app.models import EvaluationStatus
+    from app.tables import EvaluationStatus
 
     return EvaluationStatus.FAILED
 

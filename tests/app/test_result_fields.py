@@ -8,9 +8,9 @@ from sqlalchemy import Float, Integer
 from app.admin.service import DETECTION_METRICS
 from app.leaderboard.schemas import LeaderboardEntry
 from app.leaderboard.service import leaderboard_csv
-from app.models import Result
 from app.result_schema import board_field_names
 from app.submissions.schemas import MetricsRead, ResultRead
+from app.tables import Result
 from worker.result_fields import BOARD_CSV_LEADING, METRIC_NAMES, RESULT_FIELDS, board_csv_trailing, fields_of
 
 
@@ -52,7 +52,7 @@ def test_every_metric_is_a_column_of_the_leaderboard_csv_once() -> None:
 
 def leaderboard_csv_header() -> list[str]:
     from app.leaderboard.schemas import LeaderboardRead
-    from app.models import EntryPolicy, LeaderboardVisibility, RankingMetric
+    from app.tables import EntryPolicy, LeaderboardVisibility, RankingMetric
 
     board = LeaderboardRead(
         challenge_slug="c",
@@ -102,7 +102,7 @@ rf.METRIC_NAMES = tuple(f.name for f in rf.RESULT_FIELDS)
 
 from app.leaderboard.schemas import LeaderboardEntry, LeaderboardRead
 from app.leaderboard.service import leaderboard_csv
-from app.models import Result
+from app.tables import Result
 from app.submissions.schemas import ResultRead
 
 board = LeaderboardRead(challenge_slug="c", phase_id=1, phase_slug="p", phase_title="P", visibility="public",
@@ -119,7 +119,7 @@ print(json.dumps({
 
 
 def test_a_metric_appended_to_the_list_reaches_the_table_the_schemas_and_the_csv() -> None:
-    """Run in a fresh interpreter: the list is read when app.models and the schemas are imported."""
+    """Run in a fresh interpreter: the list is read when app.tables and the schemas are imported."""
     import json
     import subprocess
     import sys

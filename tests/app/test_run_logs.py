@@ -8,9 +8,9 @@ from typing import Any
 from api_helpers import World
 from test_archive_uploads import image_tar
 
-from app.models import EvaluationStatus
 from app.settings import Settings
 from app.storage import evaluation_logs_dir
+from app.tables import EvaluationStatus
 
 SECRET = "ground truth of 001.tiff: 17 figures"
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from app.admin.content import record_content
 from app.auth.service import create_token, revoke_token
-from app.models import ApiToken, Evaluation, EvaluationStatus, Submission, SubmissionKind, Team, TokenScope
 from app.settings import Settings
+from app.tables import ApiToken, Evaluation, EvaluationStatus, Submission, SubmissionKind, Team, TokenScope
 from worker.datasets.content import content_of
 from worker.vocabulary import CPU_QUEUE, GPU_QUEUE, RUN, SCORE_UPLOAD
 

@@ -11,8 +11,8 @@ from typing import Any
 from api_helpers import World, write_test_set
 
 from app.leaderboard.rebuilds import request_rebuild
-from app.models import EvaluationStatus, Phase, TestSet
 from app.scoring import canonical_options, fingerprint
+from app.tables import EvaluationStatus, Phase, TestSet
 
 
 def _board(world: World) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def test_a_result_scored_differently_is_kept_for_its_team_but_never_ranked(world
     phase = world.db.get(Phase, world.phase.id)
     assert phase is not None
     # as a worker running another scorer version would have stored it
-    from app.models import Result
+    from app.tables import Result
 
     result = world.db.query(Result).filter_by(submission_id=sub["id"]).one()
     result.scoring_fingerprint = fingerprint(phase.scoring_options, world.test_set.scoring_digest, "0-older")

@@ -14,9 +14,9 @@ import pytest
 from api_helpers import CASES, World, bearer, predictions
 from sqlalchemy import select
 
-from app.models import Evaluation, EvaluationStatus, Submission, TokenScope, utcnow
 from app.queue import task_sender
 from app.settings import Settings
+from app.tables import Evaluation, EvaluationStatus, Submission, TokenScope, utcnow
 
 
 def test_submission_is_stored_committed_and_enqueued_by_name(
@@ -362,7 +362,7 @@ def test_sse_ends_soon_after_its_token_stops_being_valid(world: World, settings:
     import time
 
     from app.auth.service import create_token
-    from app.models import Participant
+    from app.tables import Participant
 
     settings.sse_max_duration_s = 30.0
     settings.sse_token_recheck_s = 0.1

@@ -14,7 +14,7 @@ from api_helpers import World, write_test_set
 from sqlalchemy import select
 
 from app.admin.content import input_manifest, truth_manifest
-from app.models import TestSetFile
+from app.tables import TestSetFile
 
 
 def sha_of(path: Path) -> str:

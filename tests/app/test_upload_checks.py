@@ -17,8 +17,8 @@ from api_helpers import World, predictions
 from sqlalchemy import select
 from test_submissions import BAD_FILES
 
-from app.models import Submission
 from app.settings import Settings
+from app.tables import Submission
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import create_token
 from app.db import make_engine
-from app.models import Challenge, Participant, Phase, Team, TestSet, TokenScope, utcnow
+from app.tables import Challenge, Participant, Phase, Team, TestSet, TokenScope, utcnow
 from worker.safe_delete import discard_tree
 
 GiB = 1024**3

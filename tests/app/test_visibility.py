@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from api_helpers import World
 
-from app.models import EvaluationStatus, LeaderboardVisibility, utcnow
+from app.tables import EvaluationStatus, LeaderboardVisibility, utcnow
 
 SECRET_F1 = 0.123456789
 

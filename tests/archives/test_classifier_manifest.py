@@ -148,7 +148,7 @@ def test_a_classifier_archive_passes_the_upload_checks_and_the_command_line(tmp_
     import torch
 
     from app.cli import cli
-    from worker.reference.archive import write_archive
+    from worker.reference.export import write_archive
 
     manifest = parse_manifest(CLASSIFIER)
     assert isinstance(manifest, ClassifierManifest)

@@ -34,7 +34,7 @@ def model_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference_cnn_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    from worker.reference.archive import zip_archive
+    from worker.reference.export import zip_archive
 
     path = zip_archive(
         REPO_ROOT / "worker" / "reference" / "archives" / "cnn", tmp_path_factory.mktemp("cnn") / "a.zip"

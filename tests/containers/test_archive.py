@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from worker.containers.archive import ImageArchiveError, ImageLimits, validate_image_archive
+from worker.containers.image_archive import ImageArchiveError, ImageLimits, validate_image_archive
 from worker.errors import SubmissionError
 
 PASSWD = (

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from tests.sandbox.images import build_image, image_exists, require_backend
-from worker.containers.archive import validate_image_archive
 from worker.containers.contract import input_path
+from worker.containers.image_archive import validate_image_archive
 from worker.containers.runner import ContainerRunner, ContainerSettings
 from worker.errors import SubmissionError
 from worker.evaluation.io import read_predictions

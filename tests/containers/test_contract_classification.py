@@ -16,8 +16,8 @@ import pytest
 
 from tests.classification_set import STACKS, write_classification_set
 from tests.sandbox.images import build_image, image_exists, require_backend
-from worker.containers.archive import validate_image_archive
 from worker.containers.contract import input_path, output_name
+from worker.containers.image_archive import validate_image_archive
 from worker.containers.runner import ContainerRunner, ContainerSettings, case_patches
 from worker.errors import SubmissionError
 from worker.evaluation.classification import evaluate_classification, read_ground_truth, read_predictions

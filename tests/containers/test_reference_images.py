@@ -27,7 +27,7 @@ import pytest
 from tests.classification_set import STACKS, write_classification_set
 from tests.containers.reference_images import base_image, build_reference_image
 from tests.sandbox.images import build_image, image_exists, label_processes, require_backend
-from worker.containers.archive import validate_image_archive
+from worker.containers.image_archive import validate_image_archive
 from worker.containers.invoke import NEVER_HEALTHY
 from worker.containers.runner import ContainerRunner, ContainerSettings
 from worker.errors import SubmissionError

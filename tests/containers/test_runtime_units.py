@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.containers.archive import ImageArchiveError
 from worker.containers.causes import first_cause
 from worker.containers.contract import input_path, inputs_document
 from worker.containers.engine import decompress, engine_failure, is_gzip, release_image
+from worker.containers.image_archive import ImageArchiveError
 from worker.containers.image_user import ImageUser, UserResolutionError, resolve_user
 from worker.sandbox import SandboxError, SandboxSpec, Scratch
 from worker.sandbox.podman import PodmanBackend

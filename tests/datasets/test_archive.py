@@ -1,4 +1,4 @@
-"""worker.datasets.archive: the pre-scan and extraction of a test-set archive, below the API (which
+"""worker.datasets.unpack: the pre-scan and extraction of a test-set archive, below the API (which
 tests/app/test_test_set_upload.py drives end to end with the U3 scenarios)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from worker.archives.manifest import ArchiveError
-from worker.datasets.archive import MAX_TAR_HEADER_BYTES, UnpackLimits, archive_kind, unpack_archive
+from worker.datasets.unpack import MAX_TAR_HEADER_BYTES, UnpackLimits, archive_kind, unpack_archive
 
 FILES = {"manifest.json": b"{}", "images/001.tiff": b"II*\x00" + bytes(300), "ground-truth/ground-truth.json": b"{}"}
 

@@ -283,7 +283,7 @@ class Cluster:
     def submit(self, count: int, *, behaviour: str = "slow", seed: int = 0, queue: str = "gpu") -> list[int]:
         """`count` model submissions (replayed detections) with one queued evaluation each, sent to `queue` (the
         gpu queue) after commit as the API sends them."""
-        from app.models import Evaluation, Submission, SubmissionKind
+        from app.tables import Evaluation, Submission, SubmissionKind
 
         storage = self.control_dir / "storage"
         ids = []
@@ -314,7 +314,7 @@ class Cluster:
 
     def submit_container(self, archive: Path) -> int:
         """One container submission of the image archive `archive`, its evaluation sent to the gpu queue."""
-        from app.models import Evaluation, Submission, SubmissionKind
+        from app.tables import Evaluation, Submission, SubmissionKind
 
         content = archive.read_bytes()
         relative = f"dist/{uuid.uuid4().hex[:8]}/{archive.name}"
@@ -341,7 +341,7 @@ class Cluster:
         return evaluation_id
 
     def statuses(self, ids: list[int]) -> dict[int, str]:
-        from app.models import Evaluation
+        from app.tables import Evaluation
 
         with Session(self.engine) as session:
             rows = session.execute(select(Evaluation.id, Evaluation.status).where(Evaluation.id.in_(ids)))
@@ -353,13 +353,13 @@ class Cluster:
         return self.statuses(ids)
 
     def results(self, ids: list[int]) -> dict[int, Any]:
-        from app.models import Result
+        from app.tables import Result
 
         with Session(self.engine, expire_on_commit=False) as session:
             return {r.evaluation_id: r for r in session.scalars(select(Result).where(Result.evaluation_id.in_(ids)))}
 
     def evaluation(self, evaluation_id: int) -> Any:
-        from app.models import Evaluation
+        from app.tables import Evaluation
 
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(Evaluation, evaluation_id)
@@ -471,9 +471,9 @@ def _build_set(root: Path, count: int) -> dict[str, list[list[float]]]:
 
 def _seed(engine: Engine, set_root: Path, count: int) -> tuple[int, int, set[str], set[str], int]:
     from app.admin.content import record_content
-    from app.models import Challenge, Phase, Team
-    from app.models import TestSet as TestSetRow
     from app.scoring import fingerprint
+    from app.tables import Challenge, Phase, Team
+    from app.tables import TestSet as TestSetRow
     from worker.datasets.content import content_of
     from worker.datasets.manifest import scoring_digest
 

@@ -102,7 +102,7 @@ def world(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         assert team.status_code == 201, team.text
     # Containers too (set here as an organiser's script would: no container worker runs in this test).
     code = (
-        "from app.db import session_scope\nfrom app.models import Phase\n"
+        "from app.db import session_scope\nfrom app.tables import Phase\n"
         f"with session_scope() as s:\n    s.get(Phase, {phase['id']}).allowed_kinds = ['predictions', 'container']\n"
     )
     subprocess.run([sys.executable, "-c", code], env=server.env, cwd=REPO_ROOT, check=True)

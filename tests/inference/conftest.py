@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as nnf
 
 from worker.archives.manifest import ArchiveManifest, InputSpec, OutputSpec
-from worker.reference.archive import write_archive
+from worker.reference.export import write_archive
 
 
 class DarkHeatmap(torch.nn.Module):

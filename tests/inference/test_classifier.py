@@ -22,7 +22,7 @@ from worker.inference.detector import ModelOutputError
 from worker.inference.images import InputError
 from worker.inference.run import main
 from worker.inference.stacks import list_stacks
-from worker.reference.archive import write_archive
+from worker.reference.export import write_archive
 
 from .conftest import make_manifest
 

@@ -14,7 +14,7 @@ import torch
 
 from worker.inference.classifier import Classifier, run_classifier
 from worker.inference.stacks import list_stacks
-from worker.reference.archive import write_archive
+from worker.reference.export import write_archive
 
 from .test_classifier import DarkTwoClass, _manifest
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from worker.inference.detector import Detector, ModelOutputError
-from worker.reference.archive import write_archive
+from worker.reference.export import write_archive
 
 from .conftest import disc_image, make_manifest
 

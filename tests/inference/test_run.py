@@ -22,7 +22,7 @@ from worker.inference.detector import Detector
 from worker.inference.images import ImageReader, ImageSpec, list_images
 from worker.inference.pipeline import run_archive
 from worker.inference.run import main
-from worker.reference.archive import zip_archive
+from worker.reference.export import zip_archive
 
 from .conftest import disc_image
 

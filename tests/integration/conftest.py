@@ -77,6 +77,6 @@ def reference_cnn() -> Path:
 
 @pytest.fixture(scope="session")
 def reference_cnn_zip(reference_cnn: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from worker.reference.archive import zip_archive
+    from worker.reference.export import zip_archive
 
     return zip_archive(reference_cnn, tmp_path_factory.mktemp("zip") / "cnn.zip")

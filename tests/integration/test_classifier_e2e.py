@@ -22,7 +22,7 @@ from worker.evaluation.classification import (
     read_ground_truth,
     read_predictions,
 )
-from worker.reference.archive import zip_archive
+from worker.reference.export import zip_archive
 
 pytestmark = pytest.mark.slow
 

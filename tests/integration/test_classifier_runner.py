@@ -21,7 +21,7 @@ from worker.errors import SubmissionError
 from worker.evaluation.classification import read_predictions
 from worker.model_runner import ModelArchiveRunner, ModelSettings
 from worker.pipeline import PipelineInput, open_test_set, predict_stacks, score_stacks
-from worker.reference.archive import zip_archive
+from worker.reference.export import zip_archive
 from worker.runners import RunRequest
 from worker.sandbox import SandboxResult, SandboxSpec
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.challenges.service import scoring_fingerprint_of
 from app.leaderboard.standings import refresh_standings
-from app.models import (
+from app.tables import (
     Challenge,
     Evaluation,
     EvaluationStatus,

@@ -237,7 +237,7 @@ def _queued_submission(db: Session, team_name: str, phase_id: int) -> int:
     """A submission of `team_name` waiting in the queue, as an upload leaves it."""
     from sqlalchemy import select
 
-    from app.models import Evaluation, Participant, Submission, SubmissionKind, Team
+    from app.tables import Evaluation, Participant, Submission, SubmissionKind, Team
 
     team = db.scalars(select(Team).where(Team.name == team_name)).one()
     member = db.scalars(select(Participant).where(Participant.team_id == team.id)).first()
@@ -295,7 +295,7 @@ def test_a_queued_submission_is_cancelled_from_the_submissions_page(
 def test_container_phases_offer_a_model_tarball_and_show_logs_where_allowed(
     browser: TestClient, seeded: Seeded, db_session: Session
 ) -> None:
-    from app.models import Evaluation, EvaluationStatus, Phase, Submission, SubmissionKind
+    from app.tables import Evaluation, EvaluationStatus, Phase, Submission, SubmissionKind
 
     phase = db_session.get(Phase, seeded.public_phase_id)
     assert phase is not None

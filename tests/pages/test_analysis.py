@@ -211,7 +211,7 @@ def test_submission_page_shows_the_representation_shift_beside_f1(
 ) -> None:
     from sqlalchemy import update
 
-    from app.models import Result
+    from app.tables import Result
 
     representation = {
         "available": True,

@@ -295,7 +295,7 @@ def test_an_organiser_re_runs_a_failed_submission_from_the_dashboard(live: Live,
 
     from app.auth.service import create_token
     from app.db import make_engine, make_session_factory, session_scope
-    from app.models import Evaluation, EvaluationStatus, TokenScope
+    from app.tables import Evaluation, EvaluationStatus, TokenScope
 
     engine = make_engine(live.database_url)
     target = live.seeded.submission_ids["Cirrus"]

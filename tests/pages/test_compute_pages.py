@@ -23,8 +23,8 @@ from test_account import register
 from test_organiser import _sign_in, _token
 
 from app.main import create_app
-from app.models import Evaluation, EvaluationStatus, Phase, Submission, SubmissionKind, Team, WorkerNode, utcnow
 from app.settings import Settings
+from app.tables import Evaluation, EvaluationStatus, Phase, Submission, SubmissionKind, Team, WorkerNode, utcnow
 
 
 @pytest.fixture

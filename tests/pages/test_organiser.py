@@ -22,8 +22,8 @@ from test_account import csrf_of, register
 
 from app.auth.service import create_token
 from app.main import create_app
-from app.models import AuditEvent, Evaluation, EvaluationStatus, Submission, TokenScope
 from app.settings import Settings
+from app.tables import AuditEvent, Evaluation, EvaluationStatus, Submission, TokenScope
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_read_only_tokens_see_no_action_and_cannot_act(
 
 
 def test_the_domain_report_opens_from_the_dashboard(browser: TestClient, seeded: Seeded, db_session: Session) -> None:
-    from app.models import TestSet
+    from app.tables import TestSet
 
     test_set = db_session.scalars(select(TestSet)).first()
     assert test_set is not None
@@ -154,8 +154,8 @@ def test_the_domain_report_opens_from_the_dashboard(browser: TestClient, seeded:
 def test_the_dashboard_lists_phase_options_and_opens_a_runs_logs(
     browser: TestClient, seeded: Seeded, db_session: Session, tmp_path: Path
 ) -> None:
-    from app.models import SubmissionKind
     from app.storage import evaluation_logs_dir
+    from app.tables import SubmissionKind
 
     cirrus = seeded.submission_ids["Cirrus"]
     _fail(db_session, cirrus, "case 101.tiff: the program failed")

@@ -1,4 +1,4 @@
-"""The sandbox runner service (worker.sandbox.service): a worker has model archives run through it; the service
+"""The sandbox runner service (worker.sandbox.runner_daemon): a worker has model archives run through it; the service
 enforces its rules (peers, paths, uids), hands the output to the peer, and kills a run whose worker goes away.
 
 The service runs as root (as in production). The raw protocol is spoken by a standard-library client running
@@ -135,7 +135,7 @@ def test_what_a_run_writes_belongs_to_the_worker_that_asked(runner: dict[str, An
     assert written.stat().st_uid == WORKER_UID
 
 
-# The wire protocol, spoken by a standard-library client: a spec as worker.sandbox.service.spec_to_dict writes it.
+# The wire protocol, spoken by a standard-library client: a spec as worker.sandbox.runner_daemon.spec_to_dict writes it.
 REQUEST = """
 import json, socket, sys
 path, source, output, uid = sys.argv[1:5]

@@ -193,9 +193,9 @@ class WorkerEnv:
         """One phase over the small set; one submission and one queued evaluation per (file name, content)."""
         from sqlalchemy.orm import Session
 
-        from app.models import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team
-        from app.models import TestSet as TestSetRow
         from app.scoring import fingerprint
+        from app.tables import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team
+        from app.tables import TestSet as TestSetRow
         from worker.datasets.manifest import scoring_digest
 
         self.storage_dir.mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,7 @@ class WorkerEnv:
     def statuses(self, ids: list[int]) -> dict[int, str]:
         from sqlalchemy.orm import Session
 
-        from app.models import Evaluation
+        from app.tables import Evaluation
 
         with Session(self.engine) as session:
             rows = session.execute(select(Evaluation.id, Evaluation.status).where(Evaluation.id.in_(ids)))
@@ -256,7 +256,7 @@ class WorkerEnv:
     def evaluation(self, evaluation_id: int) -> Any:
         from sqlalchemy.orm import Session
 
-        from app.models import Evaluation
+        from app.tables import Evaluation
 
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(Evaluation, evaluation_id)
@@ -264,7 +264,7 @@ class WorkerEnv:
     def result_count(self, ids: list[int]) -> int:
         from sqlalchemy.orm import Session
 
-        from app.models import Result
+        from app.tables import Result
 
         with Session(self.engine) as session:
             return int(
@@ -274,7 +274,7 @@ class WorkerEnv:
     def results(self, ids: list[int]) -> dict[int, Any]:
         from sqlalchemy.orm import Session
 
-        from app.models import Result
+        from app.tables import Result
 
         with Session(self.engine, expire_on_commit=False) as session:
             return {r.evaluation_id: r for r in session.scalars(select(Result).where(Result.evaluation_id.in_(ids)))}

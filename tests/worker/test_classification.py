@@ -20,9 +20,9 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 def _seed(env: Any, files: list[tuple[str, dict[str, Any]]]) -> tuple[int, list[int]]:
     from sqlalchemy.orm import Session
 
-    from app.models import Challenge, Evaluation, Phase, RankingMetric, Submission, SubmissionKind, Team
-    from app.models import TestSet as TestSetRow
     from app.scoring import fingerprint
+    from app.tables import Challenge, Evaluation, Phase, RankingMetric, Submission, SubmissionKind, Team
+    from app.tables import TestSet as TestSetRow
     from worker.datasets.manifest import scoring_digest
 
     tag = uuid.uuid4().hex[:8]

@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 import worker.tasks as tasks
-from app.models import (
+from app.settings import Settings
+from app.storage import evaluation_logs_dir
+from app.tables import (
     Challenge,
     Evaluation,
     Phase,
@@ -19,8 +21,6 @@ from app.models import (
     Team,
     TestSet,
 )
-from app.settings import Settings
-from app.storage import evaluation_logs_dir
 
 
 def test_load_input_passes_model_run_mode_and_log_policy(

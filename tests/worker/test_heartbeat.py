@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import WorkerNode
+from app.tables import WorkerNode
 
 pytestmark = pytest.mark.services
 

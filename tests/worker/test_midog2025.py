@@ -23,9 +23,9 @@ GOOD = detections({"001.tiff": [(0.05, 0.05, 0.9), (0.2, 0.1, 0.3)], "002.tiff":
 def _seed(env: Any, files: list[dict[str, Any]], kind: str = "predictions") -> list[int]:
     from sqlalchemy.orm import Session
 
-    from app.models import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team
-    from app.models import TestSet as TestSetRow
     from app.scoring import fingerprint
+    from app.tables import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team
+    from app.tables import TestSet as TestSetRow
     from worker.datasets.manifest import scoring_digest
 
     tag = uuid.uuid4().hex[:8]

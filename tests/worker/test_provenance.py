@@ -50,7 +50,7 @@ def test_a_test_set_changed_on_disk_since_registration_is_not_scored(
 ) -> None:
     from sqlalchemy import select, update
 
-    from app.models import Evaluation, Phase, Submission, TestSet
+    from app.tables import Evaluation, Phase, Submission, TestSet
 
     (evaluation_id,) = worker_env.seed(files=[("p.json", predictions_for(worker_env.small, 4))])
     with worker_env.engine.begin() as connection:  # registered content that is no longer what lies on disk

@@ -260,7 +260,7 @@ def test_a_run_cancelled_meanwhile_stops_and_writes_nothing(
 ) -> None:
     from sqlalchemy import update
 
-    from app.models import Evaluation, EvaluationStatus, utcnow
+    from app.tables import Evaluation, EvaluationStatus, utcnow
 
     ids = worker_env.seed(kind="model", files=[("slow--model.json", predictions_for(worker_env.small, 50))])
     worker = start_worker(worker_env, queues="gpu", MIDOG_TEST_SLOW_S="1.5")
@@ -297,7 +297,7 @@ def test_cancel_stops_a_sleeping_sandbox_within_five_seconds(
     require_bwrap()
     from sqlalchemy import update
 
-    from app.models import Evaluation, EvaluationStatus, utcnow
+    from app.tables import Evaluation, EvaluationStatus, utcnow
     from tests.sandbox.images import RunProcesses
     from worker.sandbox import SandboxSpec
 
@@ -340,7 +340,7 @@ def test_an_evaluation_that_cannot_be_set_up_fails_once_instead_of_looping(
 ) -> None:
     from sqlalchemy import select, update
 
-    from app.models import Evaluation, Phase, Submission
+    from app.tables import Evaluation, Phase, Submission
 
     ids = worker_env.seed(files=[("p.json", predictions_for(worker_env.small, 60))])
     with worker_env.engine.begin() as connection:  # an organiser detached the phase's test set

@@ -131,7 +131,7 @@ def test_serve_reconciles_an_evaluation_that_was_never_enqueued(
     code = f"""
 from pathlib import Path
 from app.db import session_scope
-from app.models import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team, TestSet
+from app.tables import Challenge, Evaluation, Phase, Submission, SubmissionKind, Team, TestSet
 from app.settings import get_settings
 from app.scoring import fingerprint
 from worker.datasets.manifest import scoring_digest
@@ -155,7 +155,7 @@ with session_scope() as s:
     assert out.returncode == 0, out.stderr
     evaluation_id = int(out.stdout.split()[-1])
     probe = (
-        "from app.db import session_scope\nfrom app.models import Evaluation\n"
+        "from app.db import session_scope\nfrom app.tables import Evaluation\n"
         f"with session_scope() as s:\n    e = s.get(Evaluation, {evaluation_id})\n    print(e.error_message, e.status)\n"
     )
     deadline = time.monotonic() + 30

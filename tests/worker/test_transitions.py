@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app import lifecycle as transitions
 from app.lifecycle import ClaimOutcome
-from app.models import Challenge, Evaluation, EvaluationStatus, Phase, Result, Submission, SubmissionKind, Team, utcnow
+from app.tables import Challenge, Evaluation, EvaluationStatus, Phase, Result, Submission, SubmissionKind, Team, utcnow
 
 LEASE_S = 30.0
 SCORES: dict[str, Any] = {

@@ -26,7 +26,7 @@ import time
 import zlib
 from pathlib import Path
 
-from worker.containers.archive import ImageArchive, ImageArchiveError
+from worker.containers.image_archive import ImageArchive, ImageArchiveError
 from worker.sandbox.spec import SandboxError
 
 _TIMEOUT_S = 1800.0

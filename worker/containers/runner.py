@@ -36,9 +36,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
-from worker.containers.archive import ImageArchive, ImageLimits, validate_image_archive
 from worker.containers.contract import CaseOutcome, Layout, Task, run_case
 from worker.containers.engine import decompress, is_gzip
+from worker.containers.image_archive import ImageArchive, ImageLimits, validate_image_archive
 from worker.containers.invoke import InvokeError, run_invoke
 from worker.containers.model_tarball import ModelTarballError, extract_model_tarball
 from worker.errors import SubmissionError

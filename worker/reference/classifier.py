@@ -34,7 +34,7 @@ from worker.datasets.synth_classification import (
     render_stack,
     scanner_profiles,
 )
-from worker.reference.archive import write_archive
+from worker.reference.export import write_archive
 
 PATCH_SIZE = 64
 _SEED_TAG = 0xC1A5  # training stacks are keyed (tag, seed, stack): never a generated test set's key

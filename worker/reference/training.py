@@ -25,9 +25,9 @@ from worker.datasets.synth import RenderedCase, render_case, scanner_profile
 from worker.evaluation.metrics import evaluate
 from worker.evaluation.types import CasePredictions, GroundTruth
 from worker.inference.detector import Detector
-from worker.reference.archive import write_archive
 from worker.reference.classical import ClassicalDetector, classical_manifest
 from worker.reference.cnn import STRIDE, HeatmapCNN, cnn_manifest
+from worker.reference.export import write_archive
 
 _SEED_TAG = 0x7EA1  # training/calibration cases never coincide with generate_test_set's (seed, scanner, case)
 Progress = Callable[[str], None]

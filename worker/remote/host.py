@@ -23,7 +23,7 @@ Rules:
   infrastructure failures, which the control host retries on any host up to its attempt cap.
 
 Imports Celery, worker.* and app.settings (the runner's configuration: which runner, sandbox options, time
-limits); must not import app.db, app.models, worker.tasks, worker.heartbeat (anything that opens a database),
+limits); must not import app.db, app.tables, worker.tasks, worker.heartbeat (anything that opens a database),
 FastAPI or torch (tests/test_import_boundaries.py).
 """
 

@@ -1,4 +1,4 @@
-"""A sandbox backend that asks the runner service (worker.sandbox.service) to do the privileged part.
+"""A sandbox backend that asks the runner service (worker.sandbox.runner_daemon) to do the privileged part.
 
 Used by unprivileged gpu workers when MIDOG_SANDBOX_RUNNER_SOCKET names the service's socket: the worker
 prepares the run's directories, the service runs the sandbox and hands the output back. Each call is one
@@ -53,7 +53,7 @@ class RemoteBackend:
             if reply.get("kind") == "isolation":
                 raise IsolationError(str(reply["error"]))
             if reply.get("kind") == "submission":
-                from worker.containers.archive import ImageArchiveError
+                from worker.containers.image_archive import ImageArchiveError
 
                 raise ImageArchiveError(str(reply["error"]))
             raise SandboxError(f"the sandbox runner: {reply['error']}")

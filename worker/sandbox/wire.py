@@ -1,6 +1,6 @@
 """The runner service's wire format: a sandbox spec and its result as JSON-ready dicts, both ways.
 
-Spoken by the service (worker.sandbox.service) and its client backend (worker.sandbox.remote); its own module
+Spoken by the service (worker.sandbox.runner_daemon) and its client backend (worker.sandbox.remote); its own module
 so that the client does not import the service. Imports the standard library and worker.sandbox.spec only.
 """
 

@@ -3,9 +3,9 @@
 Importing this package must not import FastAPI, Celery, torch or worker.tasks.
 """
 
-from app.models.audit import AuditEvent
-from app.models.base import Base, UTCDateTime, utcnow
-from app.models.challenge import (
+from app.tables.audit import AuditEvent
+from app.tables.base import Base, UTCDateTime, utcnow
+from app.tables.challenge import (
     Challenge,
     EntryPolicy,
     LeaderboardVisibility,
@@ -15,8 +15,8 @@ from app.models.challenge import (
     RunMode,
     SubmissionKind,
 )
-from app.models.leaderboard import LeaderboardSnapshot
-from app.models.submission import (
+from app.tables.leaderboard import LeaderboardSnapshot
+from app.tables.submission import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     Evaluation,
@@ -24,9 +24,9 @@ from app.models.submission import (
     Result,
     Submission,
 )
-from app.models.team import ApiToken, Participant, Team, TeamInvitation, TokenScope
-from app.models.test_set import TestSet, TestSetFile
-from app.models.worker import WorkerNode
+from app.tables.team import ApiToken, Participant, Team, TeamInvitation, TokenScope
+from app.tables.test_set import TestSet, TestSetFile
+from app.tables.worker import WorkerNode
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
-from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column
 from app.names import skeleton
+from app.tables.base import Base, TimestampMixin, UTCDateTime, enum_column
 
 
 class TokenScope(enum.StrEnum):

@@ -52,7 +52,7 @@ from worker.sandbox.spec import SandboxSpec
 from worker.sandbox.wire import result_to_dict, spec_from_dict, spec_to_dict
 
 MAX_REQUEST_BYTES = 1 << 20
-_ENTRY = [sys.executable, "-m", "worker.sandbox.service", "run-one"]
+_ENTRY = [sys.executable, "-m", "worker.sandbox.runner_daemon", "run-one"]
 
 
 class RefusedError(ValueError):
@@ -237,8 +237,8 @@ class RunnerService:
         if request["op"] == "remove_image":
             remove_image(str(request["image_id"]), executable=executable)
             return {}
-        from worker.containers.archive import ImageArchiveError
         from worker.containers.engine import load_image
+        from worker.containers.image_archive import ImageArchiveError
 
         path = Path(str(request["path"]))
         if not _inside(path, self.data_roots):

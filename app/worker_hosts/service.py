@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, NotFound
-from app.models import WorkerNode, utcnow
-from app.workers.schemas import GpuHostCache, GpuHostRead, Health, WorkerAdminRead, WorkerHealth
+from app.tables import WorkerNode, utcnow
+from app.worker_hosts.schemas import GpuHostCache, GpuHostRead, Health, WorkerAdminRead, WorkerHealth
 
 FORGET_AFTER = timedelta(days=1)
 PARTICIPANT_CODE_KINDS = ("model", "container")

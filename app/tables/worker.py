@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UTCDateTime, utcnow
+from app.tables.base import Base, UTCDateTime, utcnow
 
 
 class WorkerNode(Base):

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column
+from app.tables.base import Base, TimestampMixin, UTCDateTime, enum_column
 from worker.vocabulary import SubmissionKind as SubmissionKind  # one spelling for the API and the workers
 
 if TYPE_CHECKING:
-    from app.models.test_set import TestSet
+    from app.tables.test_set import TestSet
 
 
 class PhaseKind(enum.StrEnum):

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from app.workers import service
-from app.workers.schemas import Health
+from app.worker_hosts import service
+from app.worker_hosts.schemas import Health
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
 

@@ -24,9 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, TimestampMixin, UTCDateTime, enum_column, utcnow
-from app.models.challenge import Phase, RunMode, SubmissionKind
-from app.models.team import Participant, Team
+from app.tables.base import Base, TimestampMixin, UTCDateTime, enum_column, utcnow
+from app.tables.challenge import Phase, RunMode, SubmissionKind
+from app.tables.team import Participant, Team
 from worker.result_fields import RESULT_FIELDS
 
 
