@@ -170,6 +170,7 @@ def result_table(result: dict[str, Any]) -> Table:
 
 
 F1 = next(f for f in shown_fields("detection") if f.name == "f1")
+BALANCED_ACCURACY = next(f for f in shown_fields("classification") if f.name == "balanced_accuracy")
 
 
 def _metric_cell(values: dict[str, Any], f: ResultField, *, overall: bool = False) -> str:
@@ -210,23 +211,29 @@ def headline(result: dict[str, Any]) -> str:
 
 
 def leaderboard_table(board: dict[str, Any]) -> Table:
-    """Rank, team, method, F1 with its CI, F1 per scanner, worst-scanner F1, AP, rank robustness."""
+    """Rank, team, method, the phase's headline metric (F1 for detection, balanced accuracy for Track 2) with
+    its CI, the same per scanner and on the worst scanner, AP (detection only), rank robustness."""
     labels: list[str] = board["group_labels"]
+    classification = board.get("task") == "classification"
+    metric = BALANCED_ACCURACY if classification else F1
+    title = "bal. acc." if classification else "F1"
+    group_metric = board.get("group_metric", metric.name)
     table = Table(title=f"{board['challenge_slug']}/{board['phase_slug']}: {board['phase_title']}")
-    for name in ("rank", "team", "method", "F1 [95% CI]", *labels, "worst", "AP", "robust"):
+    columns = ("rank", "team", "method", f"{title} [95% CI]", *labels, "worst", *(() if classification else ("AP",)))
+    for name in (*columns, "robust"):
         table.add_column(name, justify="left" if name in {"team", "method"} else "right")
     for e in board["entries"]:
-        group_f1 = [e["groups"].get(label, {}).get("f1") for label in labels]
-        present = [v for v in group_f1 if v is not None]
+        per_group = [e["groups"].get(label, {}).get(group_metric) for label in labels]
+        present = [v for v in per_group if v is not None]
         robust = e.get("rank_robustness")
         table.add_row(
             "baseline" if e["is_baseline"] else str(e["rank"]),
             e["team_name"],
             e["method_name"],
-            _metric_cell(e, F1),
-            *[fmt(v) for v in group_f1],
+            _metric_cell(e, metric),
+            *[fmt(v) for v in per_group],
             fmt(min(present)) if present else "–",
-            fmt(e.get("ap")),
+            *(() if classification else (fmt(e.get("ap")),)),
             "–" if robust is None else f"{robust * 100:.0f}%",
         )
     return table

@@ -130,3 +130,30 @@ def test_a_failure_line_is_printed_as_written_without_markup(monkeypatch: pytest
     printed = out.getvalue()
     assert line in printed
     assert "[red]" not in printed
+
+
+def _board_text(task: str, group_metric: str, entry: dict) -> str:
+    from rich.console import Console
+
+    board = {
+        "challenge_slug": "c", "phase_slug": "p", "phase_title": "P", "group_labels": ["A", "B"],
+        "task": task, "group_metric": group_metric, "entries": [entry],
+    }  # fmt: skip
+    console = Console(file=io.StringIO(), width=200)
+    console.print(client.leaderboard_table(board))
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_track2_board_shows_balanced_accuracy_not_detection_columns() -> None:
+    entry = {
+        "is_baseline": False, "rank": 1, "team_name": "T", "method_name": "m", "rank_robustness": 1.0,
+        "balanced_accuracy": 0.507, "balanced_accuracy_ci_low": 0.425, "balanced_accuracy_ci_high": 0.593,
+        "f1": 0.335, "groups": {"A": {"balanced_accuracy": 0.477, "f1": 0.314}, "B": {"balanced_accuracy": 0.622}},
+    }  # fmt: skip
+    text = _board_text("classification", "balanced_accuracy", entry)
+    assert all(shown in text for shown in ("bal. acc. [95% CI]", "0.507", "0.477", "0.622"))
+    assert not any(hidden in text for hidden in ("F1", "AP", "0.335"))
+    detection = {**entry, "f1": 0.61, "f1_ci_low": 0.5, "f1_ci_high": 0.7, "ap": 0.55,
+                 "groups": {"A": {"f1": 0.6}, "B": {"f1": 0.62}}}  # fmt: skip
+    text = _board_text("detection", "f1", detection)
+    assert all(shown in text for shown in ("F1 [95% CI]", "AP", "0.550", "0.600"))
