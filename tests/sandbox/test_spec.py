@@ -114,7 +114,8 @@ def _flag_values(args: list[str], flag: str) -> list[str]:
 
 def test_podman_flags(tmp_path: Path) -> None:
     s = spec(mounts=(Mount(tmp_path, "/input"),), labels={"midog.evaluation": "42"}, gpu=1, memory_bytes=1000)
-    args = PodmanBackend(runtime_dir=tmp_path / "rt").run_arguments(s, "midog-x", tmp_path / "out")
+    backend = PodmanBackend(runtime_dir=tmp_path / "rt")
+    args = backend.run_arguments(s, "midog-x", tmp_path / "out")
     assert args[-1] == "sha256abc"
     assert _flag_values(args, "--network") == ["none"]
     assert _flag_values(args, "--runtime") == ["runc"]
@@ -127,7 +128,12 @@ def test_podman_flags(tmp_path: Path) -> None:
     assert "--read-only" in args
     assert "--read-only-tmpfs=false" in args
     assert f"{tmp_path}:/input:ro,nosuid,nodev" in _flag_values(args, "-v")
-    assert set(_flag_values(args, "--label")) == {"midog.sandbox=eval-42", "midog.evaluation=42"}
+    assert set(_flag_values(args, "--label")) == {
+        "midog.sandbox=eval-42",
+        "midog.evaluation=42",
+        f"midog.sandbox.owner={backend.owner}",
+    }
+    assert backend.owner != PodmanBackend(runtime_dir=tmp_path / "another").owner
     assert _flag_values(args, "--device") == ["nvidia.com/gpu=1"]
     assert {"nofile=1024:1024", "nproc=128:128"} <= set(_flag_values(args, "--ulimit"))
 
